@@ -1,0 +1,20 @@
+#pragma once
+
+/// The umbrella header of torchattn: attention mechanisms for LibTorch.
+///
+/// Example:
+/// ```
+/// #include <torchattn/torchattn.h>
+///
+/// torchattn::nn::ScaledDotProductAttention attn;
+/// auto [out, weights] = attn(q, k, v);
+/// ```
+
+#include <torchattn/nn/functional/attention.h>
+#include <torchattn/nn/modules/additive_attention.h>
+#include <torchattn/nn/modules/cosine_attention.h>
+#include <torchattn/nn/modules/dot_product_attention.h>
+#include <torchattn/nn/modules/general_attention.h>
+#include <torchattn/nn/modules/scaled_dot_product_attention.h>
+#include <torchattn/nn/options/attention.h>
+#include <torchattn/version.h>

@@ -1,0 +1,119 @@
+#!/usr/bin/env bash
+# Installs what torchattn needs to build, test and run its examples on Debian 12 (bookworm).
+# Idempotent: installs only what is missing, and prints each step. Runs as root or through sudo.
+#
+# Catch2 v3 comes from bookworm-backports. The backports source is derived from the mirror the
+# machine already uses for bookworm, so no host name is written here.
+set -euo pipefail
+
+say() { printf 'install-deps: %s\n' "$*"; }
+die() { printf 'install-deps: error: %s\n' "$*" >&2; exit 1; }
+
+packages=(
+  g++ cmake ninja-build make ccache
+  libtorch-dev             # LibTorch 1.13 (C++ API, headers, CMake config)
+  python3-torch            # reference generation only (tests/reference)
+  libfmt-dev
+  libopenblas0-openmp      # without it LibTorch multiplies with the reference BLAS, ~40x slower
+  libbenchmark-dev         # bench/
+)
+backports_packages=(libcatch2-dev)
+
+# --- the system ---------------------------------------------------------------------------
+[ -r /etc/os-release ] || die "cannot read /etc/os-release; only Debian 12 (bookworm) is supported"
+. /etc/os-release
+if [ "${ID:-}" != debian ] || [ "${VERSION_CODENAME:-}" != bookworm ]; then
+  die "unsupported system '${PRETTY_NAME:-unknown}': this script supports Debian 12 (bookworm). \
+Install LibTorch, fmt, Catch2 v3, CMake and Ninja yourself and point CMAKE_PREFIX_PATH at them."
+fi
+
+if [ "$(id -u)" -eq 0 ]; then
+  SUDO=()
+elif command -v sudo >/dev/null 2>&1; then
+  SUDO=(sudo)
+else
+  SUDO=()
+fi
+
+installed() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q 'install ok installed'; }
+catch2_v3() {
+  installed libcatch2-dev || return 1
+  local v
+  v=$(dpkg-query -W -f='${Version}' libcatch2-dev)
+  dpkg --compare-versions "$v" ge 3
+}
+
+missing=()
+for p in "${packages[@]}"; do installed "$p" || missing+=("$p"); done
+need_catch2=0
+catch2_v3 || need_catch2=1
+
+if [ ${#missing[@]} -eq 0 ] && [ $need_catch2 -eq 0 ]; then
+  say "all dependencies present"
+  exit 0
+fi
+
+if [ "$(id -u)" -ne 0 ] && [ ${#SUDO[@]} -eq 0 ]; then
+  die "missing packages (${missing[*]} ${backports_packages[*]}) and not root, and sudo is not available"
+fi
+
+export DEBIAN_FRONTEND=noninteractive
+apt_updated=0
+apt_update() {
+  if [ $apt_updated -eq 0 ]; then
+    say "apt-get update"
+    "${SUDO[@]}" apt-get update -qq
+    apt_updated=1
+  fi
+}
+
+# --- bookworm-backports, derived from the configured bookworm source ------------------------
+backports_enabled() {
+  grep -rhsE '^[^#]*bookworm-backports' /etc/apt/sources.list /etc/apt/sources.list.d/ >/dev/null
+}
+bookworm_mirror() {
+  # deb822 (.sources): the URIs of a stanza whose Suites name bookworm.
+  local f
+  for f in /etc/apt/sources.list.d/*.sources; do
+    [ -r "$f" ] || continue
+    awk '
+      BEGIN { RS=""; FS="\n" }
+      {
+        uris=""; suites=""
+        for (i = 1; i <= NF; i++) {
+          if ($i ~ /^URIs:/)   { sub(/^URIs:[ \t]*/, "", $i); uris=$i }
+          if ($i ~ /^Suites:/) { sub(/^Suites:[ \t]*/, "", $i); suites=" " $i " " }
+        }
+        if (suites ~ / bookworm / && uris != "") { split(uris, u, " "); print u[1]; exit }
+      }' "$f"
+  done | head -n 1 | grep . && return 0
+  # one-line format: "deb [opts] URI bookworm components"
+  grep -rhsE '^deb[[:space:]]' /etc/apt/sources.list /etc/apt/sources.list.d/*.list \
+    | sed -E 's/\[[^]]*\]//' | awk '$3 == "bookworm" { print $2; exit }' | grep .
+}
+
+if [ $need_catch2 -eq 1 ] && ! backports_enabled; then
+  mirror=$(bookworm_mirror) || die "no bookworm source found in /etc/apt; cannot derive bookworm-backports"
+  say "enabling bookworm-backports from the configured mirror ($mirror)"
+  "${SUDO[@]}" tee /etc/apt/sources.list.d/torchattn-backports.sources >/dev/null <<SRC
+Types: deb
+URIs: $mirror
+Suites: bookworm-backports
+Components: main
+Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
+SRC
+  apt_updated=0
+fi
+
+if [ ${#missing[@]} -gt 0 ]; then
+  apt_update
+  say "installing: ${missing[*]}"
+  "${SUDO[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
+if [ $need_catch2 -eq 1 ]; then
+  apt_update
+  say "installing Catch2 v3 from bookworm-backports"
+  "${SUDO[@]}" apt-get install -y -qq --no-install-recommends -t bookworm-backports "${backports_packages[@]}"
+fi
+catch2_v3 || die "Catch2 v3 did not install (libcatch2-dev $(dpkg-query -W -f='${Version}' libcatch2-dev 2>/dev/null))"
+say "done"
