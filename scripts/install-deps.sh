@@ -58,11 +58,19 @@ if [ "$(id -u)" -ne 0 ] && [ ${#SUDO[@]} -eq 0 ]; then
 fi
 
 export DEBIAN_FRONTEND=noninteractive
+log=$(mktemp -t torchattn-install-deps.XXXXXX.log)
+# apt and dpkg print thousands of lines; keep them in a log and show its end on failure.
+quietly() {
+  if ! "$@" >>"$log" 2>&1; then
+    tail -n 30 "$log" >&2
+    die "'$*' failed (full log: $log)"
+  fi
+}
 apt_updated=0
 apt_update() {
   if [ $apt_updated -eq 0 ]; then
     say "apt-get update"
-    "${SUDO[@]}" apt-get update -qq
+    quietly "${SUDO[@]}" apt-get update
     apt_updated=1
   fi
 }
@@ -108,12 +116,13 @@ fi
 if [ ${#missing[@]} -gt 0 ]; then
   apt_update
   say "installing: ${missing[*]}"
-  "${SUDO[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}"
+  quietly "${SUDO[@]}" apt-get install -y --no-install-recommends "${missing[@]}"
 fi
 if [ $need_catch2 -eq 1 ]; then
   apt_update
   say "installing Catch2 v3 from bookworm-backports"
-  "${SUDO[@]}" apt-get install -y -qq --no-install-recommends -t bookworm-backports "${backports_packages[@]}"
+  quietly "${SUDO[@]}" apt-get install -y --no-install-recommends -t bookworm-backports "${backports_packages[@]}"
 fi
 catch2_v3 || die "Catch2 v3 did not install (libcatch2-dev $(dpkg-query -W -f='${Version}' libcatch2-dev 2>/dev/null))"
+rm -f "$log"
 say "done"

@@ -109,7 +109,7 @@ std::vector<int64_t> check_inputs(
       fn, "query", query.sizes(), query.sizes().slice(0, query.dim() - 2), "key", key.sizes(),
       key.sizes().slice(0, key.dim() - 2));
   broadcast_leading(
-      fn, "query and key", query.sizes(), lead, "value", value.sizes(),
+      fn, "query and key", lead, lead, "value", value.sizes(),
       value.sizes().slice(0, value.dim() - 2));
 
   std::vector<int64_t> scores = lead;
@@ -130,7 +130,8 @@ std::vector<int64_t> check_inputs(
         "] [Lk]",
         batched ? fmt::format(" or [{}, {}] [B, Lk]", scores[0], lk) : std::string(),
         " for scores ", shape_str(scores));
-    check_mask(fn, "key_padding_mask", kpm, query, {lk}, "[Lk]");
+    check_mask(
+        fn, "key_padding_mask", kpm, query, kpm.sizes(), kpm.dim() == 1 ? "[Lk]" : "[B, Lk]");
   }
   TORCH_CHECK(
       masks.dropout_p >= 0.0 && masks.dropout_p < 1.0, fn, ": dropout_p is ", masks.dropout_p,

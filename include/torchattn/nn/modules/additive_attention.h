@@ -24,7 +24,7 @@ namespace torchattn::nn {
 /// Example:
 /// ```
 /// torchattn::nn::AdditiveAttention attn(/*query_dim=*/256, /*key_dim=*/512, /*hidden_dim=*/128);
-/// auto [context, weights] = attn(decoder_state, encoder_outputs, encoder_outputs,
+/// auto [context, weights] = attn->forward(decoder_state, encoder_outputs, encoder_outputs,
 ///     /*attn_mask=*/{}, /*key_padding_mask=*/src_padding, /*need_weights=*/true);
 /// ```
 class AdditiveAttentionImpl : public torch::nn::Cloneable<AdditiveAttentionImpl> {

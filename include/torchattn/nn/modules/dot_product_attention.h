@@ -22,7 +22,7 @@ namespace torchattn::nn {
 /// Example:
 /// ```
 /// torchattn::nn::DotProductAttention attn;
-/// auto [out, weights] = attn(q, k, v, /*attn_mask=*/{}, /*key_padding_mask=*/{},
+/// auto [out, weights] = attn->forward(q, k, v, /*attn_mask=*/{}, /*key_padding_mask=*/{},
 ///                            /*need_weights=*/true);
 /// ```
 class DotProductAttentionImpl : public torch::nn::Cloneable<DotProductAttentionImpl> {

@@ -1,0 +1,30 @@
+# The two commands of the README, on a fresh Debian 12 machine:
+#   make demo   installs what is missing, builds, and runs the main example
+#   make test   installs what is missing, builds, and runs every test (CTest)
+# BUILD_DIR and CMAKE_ARGS may be overridden: make test BUILD_DIR=build-debug CMAKE_ARGS=-DCMAKE_BUILD_TYPE=Debug
+
+BUILD_DIR ?= build
+CMAKE_ARGS ?=
+JOBS ?= $(shell nproc 2>/dev/null || echo 2)
+
+.PHONY: all deps configure build test demo install clean
+
+all: build
+
+deps:
+	@bash scripts/install-deps.sh
+
+configure: deps
+	@cmake -S . -B $(BUILD_DIR) -G Ninja -DCMAKE_BUILD_TYPE=Release $(CMAKE_ARGS)
+
+build: configure
+	@cmake --build $(BUILD_DIR) -j $(JOBS)
+
+test: build
+	@cd $(BUILD_DIR) && ctest --output-on-failure -j $(JOBS)
+
+demo: build
+	@$(BUILD_DIR)/examples/reverse/torchattn-reverse
+
+clean:
+	@rm -rf $(BUILD_DIR)

@@ -1,0 +1,137 @@
+// Outputs, attention weights and gradients of every module against tensors made by PyTorch
+// (tests/reference/make_reference.py), with parameters loaded by state-dict name.
+
+#include <torchattn/torchattn.h>
+
+#include "support/reference.h"
+#include "support/tensor_matchers.h"
+
+#include <catch2/catch_test_macros.hpp>
+
+#include <set>
+
+namespace {
+
+using torchattn::testing::AllClose;
+using torchattn::testing::ReferenceCase;
+namespace tnn = torchattn::nn;
+
+torch::nn::AnyModule make_module(const ReferenceCase& c, const torch::Tensor& query, const torch::Tensor& key) {
+  const auto variant = c.str("variant");
+  if (variant == "dot") {
+    return torch::nn::AnyModule(tnn::DotProductAttention());
+  }
+  if (variant == "sdpa") {
+    auto options = tnn::ScaledDotProductAttentionOptions();
+    if (c.real("scale") > 0) {
+      options.scale(c.real("scale"));
+    }
+    return torch::nn::AnyModule(tnn::ScaledDotProductAttention(options));
+  }
+  if (variant == "cosine") {
+    auto options = tnn::CosineAttentionOptions()
+                       .num_heads(c.integer("num_heads"))
+                       .learnable(c.flag("learnable"));
+    if (c.real("max_temperature") > 0) {
+      options.max_temperature(c.real("max_temperature"));
+    }
+    return torch::nn::AnyModule(tnn::CosineAttention(options));
+  }
+  if (variant == "additive") {
+    return torch::nn::AnyModule(tnn::AdditiveAttention(
+        tnn::AdditiveAttentionOptions(query.size(-1), key.size(-1), c.integer("hidden_dim"))
+            .bias(c.flag("bias"))));
+  }
+  if (variant == "general") {
+    return torch::nn::AnyModule(tnn::GeneralAttention(query.size(-1), key.size(-1)));
+  }
+  FAIL("unknown variant " << variant);
+  return {};
+}
+
+// Copies the case's parameters into the module by name; every name must match both ways.
+std::map<std::string, torch::Tensor> load_params(torch::nn::Module& module, const ReferenceCase& c) {
+  std::map<std::string, torch::Tensor> by_name;
+  for (auto& p : module.named_parameters()) {
+    by_name[p.key()] = p.value();
+  }
+  for (auto& b : module.named_buffers()) {
+    by_name[b.key()] = b.value();
+  }
+  const auto params = c.group("params");
+  std::set<std::string> expected, actual;
+  for (const auto& kv : params) expected.insert(kv.first);
+  for (const auto& kv : by_name) actual.insert(kv.first);
+  REQUIRE(actual == expected);
+  torch::NoGradGuard no_grad;
+  for (const auto& [name, value] : params) {
+    by_name[name].copy_(value);
+  }
+  return by_name;
+}
+
+void check_case(const ReferenceCase& c) {
+  const auto dtype = c.get("query").scalar_type();
+  const double tol = torchattn::testing::tolerance(dtype);
+  auto query = c.get("query").clone().requires_grad_(true);
+  auto key = c.get("key").clone().requires_grad_(true);
+  auto value = c.get("value").clone().requires_grad_(true);
+
+  auto module = make_module(c, query, key);
+  module.ptr()->to(dtype);
+  const auto params = load_params(*module.ptr(), c);
+
+  auto [out, weights] = module.forward<std::tuple<torch::Tensor, torch::Tensor>>(
+      query, key, value, c.get_or_undefined("attn_mask"), c.get_or_undefined("key_padding_mask"),
+      /*need_weights=*/true, c.flag("is_causal"));
+  CHECK_THAT(out, AllClose(c.get("output"), tol, tol));
+  CHECK_THAT(weights, AllClose(c.get("weights"), tol, tol));
+
+  auto loss = (out * c.get("grad_output")).sum() + (weights * c.get("grad_weights")).sum();
+  loss.backward();
+  CHECK_THAT(query.grad(), AllClose(c.get("grads.query"), tol, tol));
+  CHECK_THAT(key.grad(), AllClose(c.get("grads.key"), tol, tol));
+  CHECK_THAT(value.grad(), AllClose(c.get("grads.value"), tol, tol));
+  for (const auto& [name, expected] : c.group("grads")) {
+    if (name == "query" || name == "key" || name == "value") {
+      continue;
+    }
+    INFO("parameter " << name);
+    const auto& p = params.at(name);
+    REQUIRE(p.requires_grad());
+    CHECK_THAT(p.grad(), AllClose(expected, tol, tol));
+  }
+}
+
+void check_variant(const std::string& variant) {
+  const auto& ref = torchattn::testing::reference();
+  int n = 0;
+  for (const auto& c : ref.cases) {
+    if (c.str("variant") != variant) {
+      continue;
+    }
+    ++n;
+    DYNAMIC_SECTION(c.name << " (reference by torch " << ref.torch_version << ")") {
+      check_case(c);
+    }
+  }
+  REQUIRE(n >= 18);
+}
+
+} // namespace
+
+TEST_CASE("DotProductAttention matches PyTorch references", "[nn][reference]") {
+  check_variant("dot");
+}
+TEST_CASE("ScaledDotProductAttention matches PyTorch references", "[nn][reference]") {
+  check_variant("sdpa");
+}
+TEST_CASE("CosineAttention matches PyTorch references", "[nn][reference]") {
+  check_variant("cosine");
+}
+TEST_CASE("AdditiveAttention matches PyTorch references", "[nn][reference]") {
+  check_variant("additive");
+}
+TEST_CASE("GeneralAttention matches PyTorch references", "[nn][reference]") {
+  check_variant("general");
+}

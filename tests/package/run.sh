@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Builds and runs tests/package/consumer.cpp as a separate CMake project that gets torchattn
+#   find_package     - from an install of the build tree into a fresh prefix, or
+#   add_subdirectory - from the source tree.
+# Usage: run.sh MODE SOURCE_DIR BUILD_DIR WORK_DIR
+set -euo pipefail
+mode=$1 src=$2 build=$3 work=$4
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+args=(-DCMAKE_BUILD_TYPE=Release)
+command -v ninja >/dev/null && args+=(-G Ninja)
+command -v ccache >/dev/null && args+=(-DCMAKE_CXX_COMPILER_LAUNCHER=ccache)
+mkdir -p "$work"
+case "$mode" in
+  find_package)
+    prefix="$work/prefix"
+    rm -rf "$prefix" "$work/find_package"
+    cmake --install "$build" --prefix "$prefix" >/dev/null
+    cmake -S "$here/find_package" -B "$work/find_package" "${args[@]}" \
+      -DCMAKE_PREFIX_PATH="$prefix" -DCMAKE_FIND_USE_PACKAGE_REGISTRY=OFF | tee "$work/find_package.log"
+    # It must have found the installed package, not the build tree.
+    grep -q "from $prefix/" "$work/find_package.log" || { echo "consumer did not use $prefix" >&2; exit 1; }
+    ;;
+  add_subdirectory)
+    rm -rf "$work/add_subdirectory"
+    cmake -S "$here/add_subdirectory" -B "$work/add_subdirectory" "${args[@]}" \
+      -DTORCHATTN_SOURCE_DIR="$src"
+    ;;
+  *) echo "usage: run.sh find_package|add_subdirectory SOURCE_DIR BUILD_DIR WORK_DIR" >&2; exit 2 ;;
+esac
+cmake --build "$work/$mode" --target consumer
+"$work/$mode/consumer"
