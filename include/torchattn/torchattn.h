@@ -15,6 +15,8 @@
 #include <torchattn/nn/modules/cosine_attention.h>
 #include <torchattn/nn/modules/dot_product_attention.h>
 #include <torchattn/nn/modules/general_attention.h>
+#include <torchattn/nn/modules/multihead_attention.h>
 #include <torchattn/nn/modules/scaled_dot_product_attention.h>
 #include <torchattn/nn/options/attention.h>
+#include <torchattn/nn/options/multihead_attention.h>
 #include <torchattn/version.h>

@@ -1,0 +1,287 @@
+#include <torchattn/nn/modules/multihead_attention.h>
+
+#include <torchattn/nn/functional/attention.h>
+
+#include "detail/attention_core.h"
+
+#include <torch/torch.h>
+
+#include <cmath>
+#include <limits>
+
+namespace torchattn::nn {
+
+namespace F = torchattn::nn::functional;
+
+namespace {
+
+constexpr const char* kName = "torchattn::nn::MultiheadAttention";
+constexpr double kInf = std::numeric_limits<double>::infinity();
+
+const char* score_name(AttentionScore s) {
+  switch (s) {
+    case AttentionScore::ScaledDotProduct:
+      return "ScaledDotProduct";
+    case AttentionScore::DotProduct:
+      return "DotProduct";
+    case AttentionScore::Cosine:
+      return "Cosine";
+  }
+  return "?";
+}
+
+// Appends `n` columns to the last dim of a mask: allowed (false / 0) in MultiheadAttention's
+// convention, for the keys that add_bias_kv and add_zero_attn append.
+torch::Tensor pad_columns(const torch::Tensor& mask, int64_t n) {
+  if (!mask.defined() || n == 0) {
+    return mask;
+  }
+  auto shape = mask.sizes().vec();
+  shape.back() = n;
+  return torch::cat({mask, torch::zeros(shape, mask.options())}, -1);
+}
+
+} // namespace
+
+MultiheadAttentionImpl::MultiheadAttentionImpl(const MultiheadAttentionOptions& options_)
+    : options(options_) {
+  reset();
+}
+
+void MultiheadAttentionImpl::reset() {
+  const int64_t e = options.embed_dim(), h = options.num_heads();
+  TORCH_CHECK(e > 0, kName, ": embed_dim is ", e, ", expected > 0");
+  TORCH_CHECK(h > 0, kName, ": num_heads is ", h, ", expected > 0");
+  TORCH_CHECK(
+      e % h == 0, kName, ": embed_dim (", e, ") must be divisible by num_heads (", h, ")");
+  TORCH_CHECK(options.kdim() > 0, kName, ": kdim is ", options.kdim(), ", expected > 0");
+  TORCH_CHECK(options.vdim() > 0, kName, ": vdim is ", options.vdim(), ", expected > 0");
+  detail::check_dropout_option("MultiheadAttention", options.dropout());
+  head_dim_ = e / h;
+  same_embed_dim_ = options.kdim() == e && options.vdim() == e;
+
+  if (same_embed_dim_) {
+    in_proj_weight = register_parameter("in_proj_weight", torch::empty({3 * e, e}));
+    q_proj_weight = k_proj_weight = v_proj_weight = torch::Tensor();
+  } else {
+    q_proj_weight = register_parameter("q_proj_weight", torch::empty({e, e}));
+    k_proj_weight = register_parameter("k_proj_weight", torch::empty({e, options.kdim()}));
+    v_proj_weight = register_parameter("v_proj_weight", torch::empty({e, options.vdim()}));
+    in_proj_weight = torch::Tensor();
+  }
+  in_proj_bias = options.bias() ? register_parameter("in_proj_bias", torch::empty({3 * e}))
+                                : torch::Tensor();
+  out_proj = register_module(
+      "out_proj", torch::nn::Linear(torch::nn::LinearOptions(e, e).bias(options.bias())));
+  if (options.add_bias_kv()) {
+    bias_k = register_parameter("bias_k", torch::empty({1, 1, e}));
+    bias_v = register_parameter("bias_v", torch::empty({1, 1, e}));
+  } else {
+    bias_k = bias_v = torch::Tensor();
+  }
+  logit_scale = options.score() == AttentionScore::Cosine
+      ? register_parameter("logit_scale", torch::empty({h, 1, 1}))
+      : torch::Tensor();
+  reset_parameters();
+}
+
+void MultiheadAttentionImpl::reset_parameters() {
+  torch::NoGradGuard no_grad;
+  if (same_embed_dim_) {
+    torch::nn::init::xavier_uniform_(in_proj_weight);
+  } else {
+    torch::nn::init::xavier_uniform_(q_proj_weight);
+    torch::nn::init::xavier_uniform_(k_proj_weight);
+    torch::nn::init::xavier_uniform_(v_proj_weight);
+  }
+  if (in_proj_bias.defined()) {
+    in_proj_bias.zero_();
+    out_proj->bias.zero_();
+  }
+  if (bias_k.defined()) {
+    torch::nn::init::xavier_normal_(bias_k);
+    torch::nn::init::xavier_normal_(bias_v);
+  }
+  if (logit_scale.defined()) {
+    logit_scale.fill_(std::log(10.0));
+  }
+}
+
+void MultiheadAttentionImpl::pretty_print(std::ostream& stream) const {
+  stream << std::boolalpha << "torchattn::nn::MultiheadAttention(embed_dim=" << options.embed_dim()
+         << ", num_heads=" << options.num_heads() << ", dropout=" << options.dropout()
+         << ", bias=" << options.bias() << ", add_bias_kv=" << options.add_bias_kv()
+         << ", add_zero_attn=" << options.add_zero_attn() << ", kdim=" << options.kdim()
+         << ", vdim=" << options.vdim() << ", batch_first=" << options.batch_first()
+         << ", score=" << score_name(options.score()) << ")";
+}
+
+std::tuple<torch::Tensor, torch::Tensor> MultiheadAttentionImpl::forward(
+    const torch::Tensor& query,
+    const torch::Tensor& key,
+    const torch::Tensor& value,
+    const torch::Tensor& key_padding_mask,
+    bool need_weights,
+    const torch::Tensor& attn_mask,
+    bool average_attn_weights,
+    bool is_causal) {
+  // batch_first: query [B, L, E], key [B, S, kdim], value [B, S, vdim] -> out [B, L, E]
+  constexpr const char* fn = "MultiheadAttention";
+  using detail::shape_str;
+  const int64_t e = options.embed_dim(), h = options.num_heads();
+  TORCH_CHECK(query.defined() && key.defined() && value.defined(), fn, ": query, key and value must be defined");
+  TORCH_CHECK(
+      query.dim() == 2 || query.dim() == 3, fn, ": query has ", query.dim(), " dims ",
+      shape_str(query.sizes()), ", expected 3 ", options.batch_first() ? "[B, L, E]" : "[L, B, E]",
+      " or 2 [L, E] (unbatched)");
+  const bool batched = query.dim() == 3;
+  TORCH_CHECK(
+      key.dim() == query.dim() && value.dim() == query.dim(), fn, ": key ", shape_str(key.sizes()),
+      " and value ", shape_str(value.sizes()), " must have as many dims as query ",
+      shape_str(query.sizes()));
+  TORCH_CHECK(
+      query.size(-1) == e, fn, ": query has ", query.size(-1), " features (shape ",
+      shape_str(query.sizes()), "), expected embed_dim ", e);
+  TORCH_CHECK(
+      key.size(-1) == options.kdim(), fn, ": key has ", key.size(-1), " features (shape ",
+      shape_str(key.sizes()), "), expected kdim ", options.kdim());
+  TORCH_CHECK(
+      value.size(-1) == options.vdim(), fn, ": value has ", value.size(-1), " features (shape ",
+      shape_str(value.sizes()), "), expected vdim ", options.vdim());
+
+  // Everything below is batch-first: [B, L, E].
+  auto to_bf = [&](const torch::Tensor& t) {
+    if (!batched) return t.unsqueeze(0);
+    return options.batch_first() ? t : t.transpose(0, 1);
+  };
+  auto q_in = to_bf(query), k_in = to_bf(key), v_in = to_bf(value);
+  const int64_t b = q_in.size(0), l = q_in.size(1), s = k_in.size(1);
+  TORCH_CHECK(
+      k_in.sizes().slice(0, 2) == v_in.sizes().slice(0, 2), fn, ": key ", shape_str(key.sizes()),
+      " and value ", shape_str(value.sizes()), " must agree in batch and sequence length");
+  TORCH_CHECK(
+      k_in.size(0) == b, fn, ": key has batch ", k_in.size(0), " (shape ", shape_str(key.sizes()),
+      "), expected ", b, " like query ", shape_str(query.sizes()));
+  for (const auto* t : {&key, &value}) {
+    TORCH_CHECK(
+        t->scalar_type() == query.scalar_type() && t->device() == query.device(), fn,
+        ": key and value must have the dtype and device of query (", query.scalar_type(), ", ",
+        query.device(), ")");
+  }
+
+  // Masks in MultiheadAttention's convention (bool true = masked), shaped for [B, H, L, S].
+  torch::Tensor mask = attn_mask;
+  if (mask.defined()) {
+    TORCH_CHECK(
+        mask.scalar_type() == torch::kBool || mask.scalar_type() == query.scalar_type(), fn,
+        ": attn_mask has dtype ", mask.scalar_type(), ", expected bool or ", query.scalar_type());
+    if (mask.dim() == 2) {
+      TORCH_CHECK(
+          mask.size(0) == l && mask.size(1) == s, fn, ": attn_mask has shape ",
+          shape_str(mask.sizes()), ", expected [", l, ", ", s, "] [L, S]");
+    } else {
+      TORCH_CHECK(
+          mask.dim() == 3 && mask.size(0) == b * h && mask.size(1) == l && mask.size(2) == s, fn,
+          ": attn_mask has shape ", shape_str(mask.sizes()), ", expected [", l, ", ", s,
+          "] [L, S] or [", b * h, ", ", l, ", ", s, "] [B*num_heads, L, S]");
+      mask = mask.view({b, h, l, s});
+    }
+  }
+  torch::Tensor kpm = key_padding_mask;
+  if (kpm.defined()) {
+    TORCH_CHECK(
+        kpm.scalar_type() == torch::kBool || kpm.scalar_type() == query.scalar_type(), fn,
+        ": key_padding_mask has dtype ", kpm.scalar_type(), ", expected bool or ",
+        query.scalar_type());
+    const bool ok = batched ? (kpm.dim() == 2 && kpm.size(0) == b && kpm.size(1) == s)
+                            : (kpm.dim() == 1 && kpm.size(0) == s);
+    TORCH_CHECK(
+        ok, fn, ": key_padding_mask has shape ", shape_str(kpm.sizes()), ", expected ",
+        batched ? shape_str({b, s}) + " [B, S]" : shape_str({s}) + " [S]");
+    if (!batched) kpm = kpm.unsqueeze(0);
+  }
+  if (is_causal) {
+    auto causal = torch::ones({l, s}, query.options().dtype(torch::kBool)).triu(1);
+    if (!mask.defined()) {
+      mask = causal;
+    } else if (mask.scalar_type() == torch::kBool) {
+      mask = mask.logical_or(causal);
+    } else {
+      mask = mask.masked_fill(causal, -kInf);
+    }
+  }
+
+  // Projections: [B, L, E] -> [B, H, L, head_dim].
+  torch::Tensor wq, wk, wv, bq, bk, bv;
+  if (same_embed_dim_) {
+    auto w = in_proj_weight.chunk(3);
+    wq = w[0], wk = w[1], wv = w[2];
+  } else {
+    wq = q_proj_weight, wk = k_proj_weight, wv = v_proj_weight;
+  }
+  if (in_proj_bias.defined()) {
+    auto bias = in_proj_bias.chunk(3);
+    bq = bias[0], bk = bias[1], bv = bias[2];
+  }
+  auto q = torch::linear(q_in, wq, bq);
+  auto k = torch::linear(k_in, wk, bk);
+  auto v = torch::linear(v_in, wv, bv);
+  int64_t extra = 0;
+  if (bias_k.defined()) {
+    k = torch::cat({k, bias_k.expand({b, 1, e})}, 1);
+    v = torch::cat({v, bias_v.expand({b, 1, e})}, 1);
+    ++extra;
+  }
+  auto heads = [&](const torch::Tensor& t) { return t.view({b, t.size(1), h, head_dim_}).transpose(1, 2); };
+  q = heads(q), k = heads(k), v = heads(v);
+  if (options.add_zero_attn()) {
+    k = torch::cat({k, torch::zeros({b, h, 1, head_dim_}, k.options())}, 2);
+    v = torch::cat({v, torch::zeros({b, h, 1, head_dim_}, v.options())}, 2);
+    ++extra;
+  }
+  mask = pad_columns(mask, extra);
+  kpm = pad_columns(kpm, extra);
+  // To the functional's convention: bool true = may attend.
+  if (mask.defined() && mask.scalar_type() == torch::kBool) {
+    mask = mask.logical_not();
+  }
+
+  const double p = is_training() ? options.dropout() : 0.0;
+  torch::Tensor out, weights;
+  switch (options.score()) {
+    case AttentionScore::ScaledDotProduct:
+      std::tie(out, weights) = F::scaled_dot_product_attention(
+          q, k, v,
+          F::ScaledDotProductAttentionFuncOptions().attn_mask(mask).key_padding_mask(kpm).dropout_p(p).need_weights(need_weights));
+      break;
+    case AttentionScore::DotProduct:
+      std::tie(out, weights) = F::dot_product_attention(
+          q, k, v,
+          F::DotProductAttentionFuncOptions().attn_mask(mask).key_padding_mask(kpm).dropout_p(p).need_weights(need_weights));
+      break;
+    case AttentionScore::Cosine:
+      std::tie(out, weights) = F::cosine_attention(
+          q, k, v,
+          F::CosineAttentionFuncOptions()
+              .attn_mask(mask)
+              .key_padding_mask(kpm)
+              .dropout_p(p)
+              .need_weights(need_weights)
+              .temperature(logit_scale.clamp_max(std::log(100.0)).exp()));
+      break;
+  }
+  // [B, H, L, head_dim] -> [B, L, E]
+  out = out_proj(out.transpose(1, 2).reshape({b, l, e}));
+  if (weights.defined() && average_attn_weights) {
+    weights = weights.mean(1);
+  }
+  if (!batched) {
+    out = out.squeeze(0);
+    if (weights.defined()) weights = weights.squeeze(0);
+  } else if (!options.batch_first()) {
+    out = out.transpose(0, 1);
+  }
+  return {out, weights};
+}
+
+} // namespace torchattn::nn
