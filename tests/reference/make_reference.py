@@ -12,10 +12,13 @@ module (one submodule per case) that C++ reads with torch::jit::load. The torch 
 made the file is recorded in its `torch_version` attribute.
 
 Usage (Debian's python3-torch lives in /usr/bin/python3):
-    /usr/bin/python3 tests/reference/make_reference.py --out tests/reference/attention.pt
-    /usr/bin/python3 tests/reference/make_reference.py --check tests/reference/attention.pt
+    /usr/bin/python3 tests/reference/make_reference.py --out tests/reference
+    /usr/bin/python3 tests/reference/make_reference.py --check tests/reference
 
---check regenerates the cases and fails unless the committed file holds the same cases with
+Files: attention.pt (the score functions, formulas written with PyTorch operations) and
+multihead_attention.pt (torch.nn.MultiheadAttention itself, over a sweep of its options).
+
+--check regenerates the cases and fails unless the committed files hold the same cases with
 the same inputs and outputs (to a tolerance that allows for another CPU's BLAS kernels).
 
 Mask conventions (those of torchattn, mirroring PyTorch): a boolean attn_mask is True where
@@ -27,6 +30,7 @@ zero output: PyTorch's softmax gives NaN there, torchattn defines it as zero.
 
 import argparse
 import math
+import os
 import sys
 import tempfile
 
@@ -279,16 +283,128 @@ def cases():
     return out
 
 
-def build():
-    bags = {}
-    for i, case in enumerate(cases()):
-        bags[case.name] = run_case(case, seed=1000 + i)
+def mha_cases():
+    """A sweep over torch.nn.MultiheadAttention's options and masks (no fully masked rows:
+    PyTorch gives NaN there, and torchattn's zeros are tested on their own)."""
+    gen = torch.Generator().manual_seed(7)
+    dims = [(8, 2, 8, 8), (12, 3, 12, 12), (8, 1, 8, 8), (8, 2, 6, 10)]  # E, H, kdim, vdim
+    masks = ["none", "bool2d", "float2d", "bool3d", "float3d", "kpm_bool", "kpm_float",
+             "bool2d+kpm_bool", "float3d+kpm_bool"]
+    out = []
+    for dt, dname in ((torch.float64, "f64"), (torch.float32, "f32")):
+        i = 0
+        for e, h, kdim, vdim in dims:
+            for mask in masks:
+                pick = lambda n: int(torch.randint(n, (1,), generator=gen))
+                opts = {
+                    "embed_dim": e, "num_heads": h, "kdim": kdim, "vdim": vdim,
+                    "batch_first": bool(pick(2)), "bias": pick(4) != 0,
+                    "add_bias_kv": pick(3) == 0, "add_zero_attn": pick(3) == 0,
+                    "unbatched": pick(4) == 0, "need_weights": pick(4) != 0,
+                    "average": pick(2) == 0, "mask": mask,
+                    "self_attention": kdim == e and vdim == e and pick(2) == 0,
+                }
+                if opts["unbatched"] and mask.startswith(("bool3d", "float3d")):
+                    opts["unbatched"] = False
+                out.append((f"mha{i:03d}_{mask.replace('+', '_')}_{dname}", dt, opts))
+                i += 1
+    return out
+
+
+def run_mha_case(name, dt, o, seed):
+    gen = torch.Generator().manual_seed(seed)
+    e, h, kdim, vdim = o["embed_dim"], o["num_heads"], o["kdim"], o["vdim"]
+    mha = nn.MultiheadAttention(e, h, bias=o["bias"], add_bias_kv=o["add_bias_kv"],
+                                add_zero_attn=o["add_zero_attn"], kdim=kdim, vdim=vdim,
+                                batch_first=o["batch_first"]).to(dt)
+    with torch.no_grad():  # random parameters, biases included (PyTorch zeroes them)
+        for p in mha.parameters():
+            p.copy_(torch.randn(p.shape, generator=gen, dtype=dt) * 0.3)
+    B, L, S = 2, 4, 5
+    if o["self_attention"]:
+        S = L
+    def seq(n, d):
+        if o["unbatched"]:
+            return torch.randn(n, d, generator=gen, dtype=dt)
+        shape = (B, n, d) if o["batch_first"] else (n, B, d)
+        return torch.randn(shape, generator=gen, dtype=dt)
+    q = seq(L, e)
+    if o["self_attention"]:
+        k = v = q
+    else:
+        k, v = seq(S, kdim), seq(S, vdim)
+    attn_mask = kpm = None
+    kinds = o["mask"].split("+")
+    for kind in kinds:
+        if kind in ("bool2d", "bool3d"):
+            shape = (L, S) if kind == "bool2d" else (B * h, L, S)
+            attn_mask = torch.rand(shape, generator=gen) > 0.6  # true = masked
+            attn_mask[..., 0] = False
+        elif kind in ("float2d", "float3d"):
+            shape = (L, S) if kind == "float2d" else (B * h, L, S)
+            attn_mask = torch.randn(shape, generator=gen, dtype=dt)
+            attn_mask = attn_mask.masked_fill(torch.rand(shape, generator=gen) > 0.7, NEG_INF)
+            attn_mask[..., 0] = 0.0
+        elif kind == "kpm_bool":
+            kpm = torch.zeros((S,) if o["unbatched"] else (B, S), dtype=torch.bool)
+            kpm[..., -1] = True
+            if not o["unbatched"]:
+                kpm[0, -2] = True
+        elif kind == "kpm_float":
+            kpm = torch.randn((S,) if o["unbatched"] else (B, S), generator=gen, dtype=dt)
+            kpm[..., -1] = NEG_INF
+    leaves = {"query": q} if o["self_attention"] else {"query": q, "key": k, "value": v}
+    for t in leaves.values():
+        t.requires_grad_(True)
+    if o["self_attention"]:
+        k = v = q
+    out, weights = mha(q, k, v, key_padding_mask=kpm, need_weights=o["need_weights"],
+                       attn_mask=attn_mask, average_attn_weights=o["average"])
+    grad_output = torch.randn(out.shape, generator=gen, dtype=dt)
+    loss = (out * grad_output).sum()
+    tensors = {"query": q, "output": out, "grad_output": grad_output}
+    if not o["self_attention"]:
+        tensors.update(key=k, value=v)
+    if weights is not None:
+        grad_weights = torch.randn(weights.shape, generator=gen, dtype=dt)
+        loss = loss + (weights * grad_weights).sum()
+        tensors.update(weights=weights, grad_weights=grad_weights)
+    params = dict(mha.named_parameters())
+    grads = torch.autograd.grad(loss, list(leaves.values()) + list(params.values()))
+    for n, g in zip(list(leaves) + ["params." + p for p in params], grads):
+        tensors["grads." + n] = g
+    for n, p in params.items():
+        tensors["params." + n] = p
+    for n, t in tensors.items():
+        assert torch.isfinite(t).all(), f"{name}: {n} is not finite"
+    if attn_mask is not None:
+        tensors["attn_mask"] = attn_mask
+    if kpm is not None:
+        tensors["key_padding_mask"] = kpm
+    attrs = {k: v for k, v in o.items() if k != "mask"}
+    attrs["mask"] = o["mask"]
+    return Bag(tensors, attrs)
+
+
+def container(bags):
     root = nn.Module()
     for name, bag in bags.items():
         root.add_module(name, bag)
     root.torch_version = torch.__version__
     root.case_names = "\n".join(bags)
     return torch.jit.script(root)
+
+
+def build():
+    """The reference files by name: attention.pt (score functions), multihead_attention.pt."""
+    attention = {c.name: run_case(c, seed=1000 + i) for i, c in enumerate(cases())}
+    mha = {n: run_mha_case(n, dt, o, seed=5000 + i) for i, (n, dt, o) in enumerate(mha_cases())}
+    return {"attention.pt": container(attention), "multihead_attention.pt": container(mha)}
+
+
+ATTRS = ("variant", "is_causal", "scale", "num_heads", "learnable", "max_temperature", "hidden_dim",
+         "bias", "embed_dim", "kdim", "vdim", "batch_first", "add_bias_kv", "add_zero_attn",
+         "unbatched", "need_weights", "average", "mask", "self_attention")
 
 
 def compare(committed, fresh):
@@ -300,9 +416,8 @@ def compare(committed, fresh):
         return problems
     for name in f_names:
         c, f = getattr(committed, name), getattr(fresh, name)
-        for attr in ("variant", "is_causal", "scale", "num_heads", "learnable", "max_temperature",
-                     "hidden_dim", "bias"):
-            if getattr(c, attr) != getattr(f, attr):
+        for attr in ATTRS:
+            if hasattr(f, attr) and getattr(c, attr) != getattr(f, attr):
                 problems.append(f"{name}.{attr}: {getattr(c, attr)} != {getattr(f, attr)}")
         cb, fb = dict(c.named_buffers()), dict(f.named_buffers())
         if sorted(cb) != sorted(fb):
@@ -322,29 +437,34 @@ def compare(committed, fresh):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     group = parser.add_mutually_exclusive_group(required=True)
-    group.add_argument("--out", help="write the reference file here")
-    group.add_argument("--check", help="fail unless this committed file is what the script makes")
+    group.add_argument("--out", help="write the reference files into this directory")
+    group.add_argument("--check", help="fail unless the files in this directory are what the script makes")
     args = parser.parse_args()
     torch.manual_seed(0)
-    module = build()
+    modules = build()
     if args.out:
-        module.save(args.out)
-        print(f"wrote {args.out}: {len(module.case_names.splitlines())} cases, torch {torch.__version__}")
+        for file, module in modules.items():
+            module.save(os.path.join(args.out, file))
+            print(f"wrote {file}: {len(module.case_names.splitlines())} cases, torch {torch.__version__}")
         return 0
-    committed = torch.jit.load(args.check)
-    with tempfile.NamedTemporaryFile(suffix=".pt") as tmp:
-        module.save(tmp.name)
-        fresh = torch.jit.load(tmp.name)
-    problems = compare(committed, fresh)
-    if problems:
-        print(f"{args.check} is stale (made by torch {committed.torch_version}; this is {torch.__version__}):")
-        for p in problems[:50]:
-            print("  " + p)
-        print("regenerate it with: /usr/bin/python3 tests/reference/make_reference.py --out " + args.check)
-        return 1
-    print(f"{args.check}: {len(fresh.case_names.splitlines())} cases match (made by torch "
-          f"{committed.torch_version}, checked with {torch.__version__})")
-    return 0
+    status = 0
+    for file, module in modules.items():
+        path = os.path.join(args.check, file)
+        committed = torch.jit.load(path)
+        with tempfile.NamedTemporaryFile(suffix=".pt") as tmp:
+            module.save(tmp.name)
+            fresh = torch.jit.load(tmp.name)
+        problems = compare(committed, fresh)
+        if problems:
+            print(f"{path} is stale (made by torch {committed.torch_version}; this is {torch.__version__}):")
+            for p in problems[:50]:
+                print("  " + p)
+            print("regenerate with: /usr/bin/python3 tests/reference/make_reference.py --out tests/reference")
+            status = 1
+        else:
+            print(f"{path}: {len(fresh.case_names.splitlines())} cases match (made by torch "
+                  f"{committed.torch_version}, checked with {torch.__version__})")
+    return status
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 #pragma once
 
-// Reads tests/reference/attention.pt, written by tests/reference/make_reference.py: one
+// Reads tests/reference/*.pt, written by tests/reference/make_reference.py: one
 // submodule per case holding its tensors as buffers and its options as attributes.
 
 #include <torch/script.h>
@@ -50,10 +50,16 @@ struct Reference {
   std::vector<ReferenceCase> cases;
 };
 
-inline const Reference& reference() {
-  static const Reference ref = [] {
+/// The cases of tests/reference/<file>, loaded once.
+inline const Reference& reference(const std::string& file = "attention.pt") {
+  static std::map<std::string, Reference> loaded;
+  auto it = loaded.find(file);
+  if (it != loaded.end()) {
+    return it->second;
+  }
+  const Reference ref = [&] {
     Reference r;
-    auto root = torch::jit::load(std::string(TORCHATTN_REFERENCE_DIR) + "/attention.pt");
+    auto root = torch::jit::load(std::string(TORCHATTN_REFERENCE_DIR) + "/" + file);
     r.torch_version = root.attr("torch_version").toStringRef();
     std::istringstream names(root.attr("case_names").toStringRef());
     for (std::string name; std::getline(names, name);) {
@@ -65,7 +71,7 @@ inline const Reference& reference() {
     }
     return r;
   }();
-  return ref;
+  return loaded.emplace(file, ref).first->second;
 }
 
 } // namespace torchattn::testing

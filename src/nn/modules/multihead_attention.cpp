@@ -175,15 +175,13 @@ std::tuple<torch::Tensor, torch::Tensor> MultiheadAttentionImpl::forward(
     TORCH_CHECK(
         mask.scalar_type() == torch::kBool || mask.scalar_type() == query.scalar_type(), fn,
         ": attn_mask has dtype ", mask.scalar_type(), ", expected bool or ", query.scalar_type());
-    if (mask.dim() == 2) {
-      TORCH_CHECK(
-          mask.size(0) == l && mask.size(1) == s, fn, ": attn_mask has shape ",
-          shape_str(mask.sizes()), ", expected [", l, ", ", s, "] [L, S]");
-    } else {
-      TORCH_CHECK(
-          mask.dim() == 3 && mask.size(0) == b * h && mask.size(1) == l && mask.size(2) == s, fn,
-          ": attn_mask has shape ", shape_str(mask.sizes()), ", expected [", l, ", ", s,
-          "] [L, S] or [", b * h, ", ", l, ", ", s, "] [B*num_heads, L, S]");
+    const bool ok2 = mask.dim() == 2 && mask.size(0) == l && mask.size(1) == s;
+    const bool ok3 = mask.dim() == 3 && mask.size(0) == b * h && mask.size(1) == l && mask.size(2) == s;
+    TORCH_CHECK(
+        ok2 || ok3, fn, ": attn_mask has shape ", shape_str(mask.sizes()), ", expected [", l, ", ",
+        s, "] [L, S] or [", b * h, ", ", l, ", ", s, "] [", batched ? "B*num_heads" : "num_heads",
+        ", L, S]");
+    if (ok3) {
       mask = mask.view({b, h, l, s});
     }
   }

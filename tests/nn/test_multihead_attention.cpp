@@ -1,0 +1,211 @@
+// MultiheadAttention against torch.nn.MultiheadAttention (tests/reference/multihead_attention.pt)
+// and against LibTorch's torch::nn::MultiheadAttention, plus what PyTorch gets wrong.
+
+#include <torchattn/torchattn.h>
+
+#include "support/reference.h"
+#include "support/tensor_matchers.h"
+
+#include <catch2/catch_test_macros.hpp>
+#include <catch2/matchers/catch_matchers_string.hpp>
+
+#include <iostream>
+#include <set>
+
+namespace {
+
+namespace tnn = torchattn::nn;
+using torchattn::testing::AllClose;
+using torchattn::testing::ReferenceCase;
+constexpr double kInf = std::numeric_limits<double>::infinity();
+
+tnn::MultiheadAttention from_case(const ReferenceCase& c) {
+  return tnn::MultiheadAttention(tnn::MultiheadAttentionOptions(c.integer("embed_dim"), c.integer("num_heads"))
+                                     .kdim(c.integer("kdim"))
+                                     .vdim(c.integer("vdim"))
+                                     .bias(c.flag("bias"))
+                                     .add_bias_kv(c.flag("add_bias_kv"))
+                                     .add_zero_attn(c.flag("add_zero_attn"))
+                                     .batch_first(c.flag("batch_first")));
+}
+
+} // namespace
+
+TEST_CASE("MultiheadAttention matches torch.nn.MultiheadAttention", "[nn][mha][reference]") {
+  const auto& ref = torchattn::testing::reference("multihead_attention.pt");
+  std::map<torch::ScalarType, double> worst;
+  int n = 0;
+  for (const auto& c : ref.cases) {
+    ++n;
+    INFO(c.name << " (reference by torch " << ref.torch_version << ")");
+    const auto dtype = c.get("query").scalar_type();
+    const double tol = torchattn::testing::tolerance(dtype);
+    auto mha = from_case(c);
+    mha->to(dtype);
+    // Parameters by state-dict name, both ways.
+    auto params = mha->named_parameters();
+    std::set<std::string> ours, theirs;
+    for (const auto& p : params) ours.insert(p.key());
+    for (const auto& kv : c.group("params")) theirs.insert(kv.first);
+    CHECK(ours == theirs);
+    {
+      torch::NoGradGuard no_grad;
+      for (const auto& [name, value] : c.group("params")) {
+        if (params.contains(name)) params[name].copy_(value);
+      }
+    }
+    const bool self = c.flag("self_attention");
+    auto query = c.get("query").clone().requires_grad_(true);
+    auto key = self ? query : c.get("key").clone().requires_grad_(true);
+    auto value = self ? query : c.get("value").clone().requires_grad_(true);
+    auto [out, weights] = mha->forward(
+        query, key, value, c.get_or_undefined("key_padding_mask"), c.flag("need_weights"),
+        c.get_or_undefined("attn_mask"), c.flag("average"));
+    auto note = [&](const torch::Tensor& a, const torch::Tensor& e) {
+      if (a.defined() && a.sizes() == e.sizes()) {
+        worst[dtype] = std::max(worst[dtype], (a.detach() - e).abs().max().item<double>());
+      }
+    };
+    CHECK_THAT(out, AllClose(c.get("output"), tol, tol));
+    note(out, c.get("output"));
+    auto loss = (out * c.get("grad_output")).sum();
+    if (c.flag("need_weights")) {
+      CHECK_THAT(weights, AllClose(c.get("weights"), tol, tol));
+      note(weights, c.get("weights"));
+      loss = loss + (weights * c.get("grad_weights")).sum();
+    } else {
+      CHECK_FALSE(weights.defined());
+    }
+    loss.backward();
+    for (const auto& [name, expected] : c.group("grads")) {
+      INFO("gradient of " << name);
+      torch::Tensor actual;
+      if (name == "query") actual = query.grad();
+      else if (name == "key") actual = key.grad();
+      else if (name == "value") actual = value.grad();
+      else if (name.rfind("params.", 0) == 0 && params.contains(name.substr(7))) actual = params[name.substr(7)].grad();
+      CHECK_THAT(actual, AllClose(expected, tol, tol));
+      note(actual, expected);
+    }
+  }
+  CHECK(n >= 72);
+  std::cout << "MultiheadAttention: " << n << " reference cases from torch " << ref.torch_version
+            << ", worst |diff| float64 " << worst[torch::kDouble] << ", float32 " << worst[torch::kFloat] << "\n";
+}
+
+TEST_CASE("MultiheadAttention agrees with LibTorch's where LibTorch is right, and masks booleans where it is not", "[nn][mha]") {
+  torch::manual_seed(11);
+  const int64_t E = 8, H = 2, L = 4, S = 5, B = 3;
+  tnn::MultiheadAttention ours(E, H);
+  torch::nn::MultiheadAttention theirs(E, H);
+  {
+    torch::NoGradGuard no_grad;
+    auto dst = theirs->named_parameters();
+    for (const auto& p : ours->named_parameters()) {
+      p.value().normal_(0, 0.3);
+      dst[p.key()].copy_(p.value());  // the same state-dict names
+    }
+  }
+  auto q = torch::randn({L, B, E}), k = torch::randn({S, B, E}), v = torch::randn({S, B, E});
+  auto float_mask = torch::randn({L, S});
+  auto [a, wa] = ours(q, k, v, torch::Tensor(), true, float_mask);
+  auto [b, wb] = theirs(q, k, v, torch::Tensor(), true, float_mask);
+  CHECK_THAT(a, AllClose(b, 1e-5, 1e-6));
+  CHECK_THAT(wa, AllClose(wb, 1e-5, 1e-6));
+
+  // A boolean mask: true = not allowed. Ours equals the -inf float mask; LibTorch 1.x adds
+  // the booleans as 0/1 (pytorch/pytorch#80494), so its result differs.
+  auto bool_mask = torch::rand({L, S}) > 0.5;
+  bool_mask.select(1, 0).fill_(false);
+  auto as_float = torch::zeros({L, S}).masked_fill(bool_mask, -kInf);
+  auto [c, wc] = ours(q, k, v, torch::Tensor(), true, bool_mask);
+  auto [d, wd] = ours(q, k, v, torch::Tensor(), true, as_float);
+  CHECK_THAT(c, AllClose(d, 1e-6, 1e-6));
+  CHECK(wc.masked_select(bool_mask.unsqueeze(0).expand_as(wc)).abs().max().item<double>() == 0.0);
+  try {
+    auto [e, we] = theirs(q, k, v, torch::Tensor(), true, bool_mask);
+    CHECK_FALSE(torch::allclose(e, c, 1e-4, 1e-5));
+    CHECK(we.masked_select(bool_mask.unsqueeze(0).expand_as(we)).abs().max().item<double>() > 0.0);
+  } catch (const c10::Error&) {
+    SUCCEED("this LibTorch rejects boolean masks instead of masking them");
+  }
+}
+
+TEST_CASE("MultiheadAttention gives zeros, not NaN, for fully masked rows", "[nn][mha][masks]") {
+  torch::manual_seed(12);
+  tnn::MultiheadAttention mha(tnn::MultiheadAttentionOptions(8, 2).batch_first(true));
+  auto x = torch::randn({2, 3, 8}, torch::requires_grad());
+  auto kpm = torch::zeros({2, 3}, torch::kBool);
+  kpm[1].fill_(true);  // sequence 1 is all padding
+  auto [out, w] = mha->forward(x, x, x, kpm);
+  REQUIRE(torch::isfinite(out).all().item<bool>());
+  CHECK(w[1].abs().max().item<double>() == 0.0);
+  // The output of a fully masked query is out_proj(0) = out_proj.bias.
+  CHECK_THAT(out[1], AllClose(mha->out_proj->bias.expand({3, 8}), 0, 0));
+  (out.sum() + w.sum()).backward();
+  CHECK(torch::isfinite(x.grad()).all().item<bool>());
+  for (const auto& p : mha->parameters()) {
+    CHECK(torch::isfinite(p.grad()).all().item<bool>());
+  }
+}
+
+TEST_CASE("MultiheadAttention is_causal equals an explicit causal mask", "[nn][mha][masks]") {
+  torch::manual_seed(13);
+  for (bool bias_kv : {false, true}) {
+    DYNAMIC_SECTION("add_bias_kv " << bias_kv) {
+      tnn::MultiheadAttention mha(tnn::MultiheadAttentionOptions(8, 2).add_bias_kv(bias_kv).add_zero_attn(bias_kv));
+      auto x = torch::randn({5, 2, 8});
+      auto causal = torch::ones({5, 5}, torch::kBool).triu(1);
+      auto [a, wa] = mha->forward(x, x, x, {}, true, {}, true, /*is_causal=*/true);
+      auto [b, wb] = mha->forward(x, x, x, {}, true, causal);
+      CHECK_THAT(a, AllClose(b, 0, 0));
+      CHECK_THAT(wa, AllClose(wb, 0, 0));
+    }
+  }
+}
+
+TEST_CASE("MultiheadAttention score options and state dict", "[nn][mha]") {
+  auto names = [](const torch::nn::Module& m) {
+    std::vector<std::string> out;
+    for (const auto& p : m.named_parameters()) out.push_back(p.key());
+    return out;
+  };
+  CHECK(names(*tnn::MultiheadAttention(8, 2)) ==
+        std::vector<std::string>{"in_proj_weight", "in_proj_bias", "out_proj.weight", "out_proj.bias"});
+  CHECK(names(*tnn::MultiheadAttention(tnn::MultiheadAttentionOptions(8, 2).kdim(4).vdim(6).bias(false).add_bias_kv(true))) ==
+        std::vector<std::string>{"q_proj_weight", "k_proj_weight", "v_proj_weight", "bias_k", "bias_v", "out_proj.weight"});
+  tnn::MultiheadAttention cosine(tnn::MultiheadAttentionOptions(8, 2).score(tnn::AttentionScore::Cosine));
+  CHECK(cosine->named_parameters().contains("logit_scale"));
+  auto x = torch::randn({3, 2, 8});
+  for (auto score : {tnn::AttentionScore::DotProduct, tnn::AttentionScore::Cosine}) {
+    tnn::MultiheadAttention mha(tnn::MultiheadAttentionOptions(8, 2).score(score));
+    auto [out, w] = mha(x, x, x);
+    CHECK(out.sizes() == x.sizes());
+    CHECK_THAT(w.sum(-1), AllClose(torch::ones({2, 3}), 1e-5, 1e-6));
+  }
+  std::ostringstream s;
+  cosine->pretty_print(s);
+  CHECK(s.str() == "torchattn::nn::MultiheadAttention(embed_dim=8, num_heads=2, dropout=0, bias=true, "
+                   "add_bias_kv=false, add_zero_attn=false, kdim=8, vdim=8, batch_first=false, score=Cosine)");
+}
+
+TEST_CASE("MultiheadAttention validates its options and inputs", "[nn][mha][errors]") {
+  using Catch::Matchers::ContainsSubstring;
+  CHECK_THROWS_WITH(tnn::MultiheadAttention(10, 3),
+                    ContainsSubstring("torchattn::nn::MultiheadAttention: embed_dim (10) must be divisible by num_heads (3)"));
+  CHECK_THROWS_WITH(tnn::MultiheadAttention(0, 1), ContainsSubstring("embed_dim is 0, expected > 0"));
+  tnn::MultiheadAttention mha(tnn::MultiheadAttentionOptions(8, 2).batch_first(true));
+  auto x = torch::randn({2, 3, 8});
+  CHECK_THROWS_WITH(mha(torch::randn({2, 3, 4, 8}), x, x),
+                    ContainsSubstring("MultiheadAttention: query has 4 dims [2, 3, 4, 8], expected 3 [B, L, E] or 2 [L, E] (unbatched)"));
+  CHECK_THROWS_WITH(mha(torch::randn({2, 3, 7}), x, x),
+                    ContainsSubstring("MultiheadAttention: query has 7 features (shape [2, 3, 7]), expected embed_dim 8"));
+  CHECK_THROWS_WITH(mha(x, torch::randn({3, 3, 8}), torch::randn({3, 3, 8})),
+                    ContainsSubstring("MultiheadAttention: key has batch 3 (shape [3, 3, 8]), expected 2 like query [2, 3, 8]"));
+  CHECK_THROWS_WITH(mha->forward(x, x, x, torch::zeros({2, 4}, torch::kBool)),
+                    ContainsSubstring("MultiheadAttention: key_padding_mask has shape [2, 4], expected [2, 3] [B, S]"));
+  CHECK_THROWS_WITH(mha->forward(x, x, x, {}, true, torch::zeros({3, 4}, torch::kBool)),
+                    ContainsSubstring("MultiheadAttention: attn_mask has shape [3, 4], expected [3, 3] [L, S] or [4, 3, 3] [B*num_heads, L, S]"));
+  CHECK_THROWS_WITH(mha->forward(x, x, x, {}, true, torch::zeros({3, 3}, torch::kInt)),
+                    ContainsSubstring("MultiheadAttention: attn_mask has dtype Int, expected bool or Float"));
+}
