@@ -209,3 +209,65 @@ TEST_CASE("MultiheadAttention validates its options and inputs", "[nn][mha][erro
   CHECK_THROWS_WITH(mha->forward(x, x, x, {}, true, torch::zeros({3, 3}, torch::kInt)),
                     ContainsSubstring("MultiheadAttention: attn_mask has dtype Int, expected bool or Float"));
 }
+
+TEST_CASE("the key/value cache decodes like full recomputation over 50 steps", "[nn][mha][cache]") {
+  torch::manual_seed(14);
+  const int64_t B = 2, E = 16, H = 4, steps = 50, S = 7;
+  for (bool extras : {false, true}) {
+    DYNAMIC_SECTION((extras ? "with add_bias_kv and add_zero_attn" : "plain")) {
+      auto opts = tnn::MultiheadAttentionOptions(E, H).batch_first(true).add_bias_kv(extras).add_zero_attn(extras);
+      tnn::MultiheadAttention self_attn(opts);
+      tnn::MultiheadAttention cross(tnn::MultiheadAttentionOptions(E, H).batch_first(true).kdim(6).vdim(5));
+      self_attn->eval();
+      cross->eval();
+      torch::NoGradGuard no_grad;
+      auto x = torch::randn({B, steps, E});
+      auto memory_k = torch::randn({B, S, 6}), memory_v = torch::randn({B, S, 5});
+      auto src_padding = torch::zeros({B, S}, torch::kBool);
+      src_padding[1].slice(0, 4).fill_(true);
+
+      auto [full_self, full_w] = self_attn->forward(x, x, x, {}, true, {}, true, /*is_causal=*/true);
+      auto [full_cross, full_cw] = cross->forward(full_self, memory_k, memory_v, src_padding);
+
+      tnn::MultiheadAttentionCache cache;
+      auto memory = cross->project_memory(memory_k, memory_v);
+      std::vector<torch::Tensor> self_steps, cross_steps;
+      for (int64_t t = 0; t < steps; ++t) {
+        auto [h, w] = self_attn->forward_step(x.slice(1, t, t + 1), cache);
+        auto [c, cw] = cross->forward_step(h, memory, src_padding);
+        self_steps.push_back(h);
+        cross_steps.push_back(c);
+      }
+      CHECK(cache.size() == steps);
+      CHECK(memory.size() == S);
+      CHECK_THAT(torch::cat(self_steps, 1), AllClose(full_self, 1e-6, 1e-6));
+      CHECK_THAT(torch::cat(cross_steps, 1), AllClose(full_cross, 1e-6, 1e-6));
+
+      // Several positions per step (a prompt) give the same rows too.
+      tnn::MultiheadAttentionCache chunked;
+      auto [first, w1] = self_attn->forward_step(x.slice(1, 0, 20), chunked);
+      auto [rest, w2] = self_attn->forward_step(x.slice(1, 20, steps), chunked, {}, /*need_weights=*/true);
+      CHECK_THAT(torch::cat({first, rest}, 1), AllClose(full_self, 1e-6, 1e-6));
+      CHECK_THAT(w2, AllClose(full_w.slice(1, 20, steps), 1e-6, 1e-6));
+    }
+  }
+}
+
+TEST_CASE("the key/value cache reports misuse", "[nn][mha][cache][errors]") {
+  using Catch::Matchers::ContainsSubstring;
+  tnn::MultiheadAttention mha(tnn::MultiheadAttentionOptions(8, 2).batch_first(true));
+  tnn::MultiheadAttentionCache cache;
+  CHECK_THROWS_WITH(mha->forward_step(torch::randn({2, 8}), cache),
+                    ContainsSubstring("MultiheadAttention::forward_step: query has shape [2, 8], expected [B, T, 8]"));
+  mha->forward_step(torch::randn({2, 1, 8}), cache);
+  CHECK_THROWS_WITH(mha->forward_step(torch::randn({3, 1, 8}), cache),
+                    ContainsSubstring("the cache holds batch 2, the query has batch 3"));
+  CHECK_THROWS_WITH(mha->forward_step(torch::randn({2, 1, 8}), cache, torch::zeros({2, 1}, torch::kBool)),
+                    ContainsSubstring("key_padding_mask has shape [2, 1], expected [2, 2] [B, cached positions]"));
+  CHECK_THROWS_WITH(mha->project_memory(torch::randn({2, 3, 7}), torch::randn({2, 3, 8})),
+                    ContainsSubstring("MultiheadAttention::project_memory: expected key [B, S, 8] and value [B, S, 8], got [2, 3, 7] and [2, 3, 8]"));
+  tnn::MultiheadAttention cross(tnn::MultiheadAttentionOptions(8, 2).kdim(4));
+  tnn::MultiheadAttentionCache empty;
+  CHECK_THROWS_WITH(cross->forward_step(torch::randn({1, 2, 8}), empty),
+                    ContainsSubstring("self-attention steps need kdim == vdim == embed_dim"));
+}

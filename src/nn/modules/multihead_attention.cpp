@@ -209,29 +209,54 @@ std::tuple<torch::Tensor, torch::Tensor> MultiheadAttentionImpl::forward(
     }
   }
 
-  // Projections: [B, L, E] -> [B, H, L, head_dim].
-  torch::Tensor wq, wk, wv, bq, bk, bv;
+  auto [out, weights] = attend(
+      project(q_in, 0), project(k_in, 1), project(v_in, 2), mask, kpm, need_weights,
+      average_attn_weights);
+  if (!batched) {
+    out = out.squeeze(0);
+    if (weights.defined()) weights = weights.squeeze(0);
+  } else if (!options.batch_first()) {
+    out = out.transpose(0, 1);
+  }
+  return {out, weights};
+}
+
+torch::Tensor MultiheadAttentionImpl::project(const torch::Tensor& x, int i) const {
+  // x [B, L, E_i] -> [B, H, L, head_dim]
+  torch::Tensor w, b;
   if (same_embed_dim_) {
-    auto w = in_proj_weight.chunk(3);
-    wq = w[0], wk = w[1], wv = w[2];
+    w = in_proj_weight.chunk(3)[i];
   } else {
-    wq = q_proj_weight, wk = k_proj_weight, wv = v_proj_weight;
+    w = i == 0 ? q_proj_weight : i == 1 ? k_proj_weight : v_proj_weight;
   }
   if (in_proj_bias.defined()) {
-    auto bias = in_proj_bias.chunk(3);
-    bq = bias[0], bk = bias[1], bv = bias[2];
+    b = in_proj_bias.chunk(3)[i];
   }
-  auto q = torch::linear(q_in, wq, bq);
-  auto k = torch::linear(k_in, wk, bk);
-  auto v = torch::linear(v_in, wv, bv);
+  return torch::linear(x, w, b)
+      .view({x.size(0), x.size(1), options.num_heads(), head_dim_})
+      .transpose(1, 2);
+}
+
+std::tuple<torch::Tensor, torch::Tensor> MultiheadAttentionImpl::attend(
+    const torch::Tensor& q,
+    torch::Tensor k,
+    torch::Tensor v,
+    torch::Tensor mask,
+    torch::Tensor kpm,
+    bool need_weights,
+    bool average_attn_weights) {
+  // q [B, H, L, hd], k/v [B, H, S, hd] -> out [B, L, E], weights [B, (H,) L, S']
+  const int64_t b = q.size(0), h = options.num_heads(), l = q.size(2), e = options.embed_dim();
   int64_t extra = 0;
   if (bias_k.defined()) {
-    k = torch::cat({k, bias_k.expand({b, 1, e})}, 1);
-    v = torch::cat({v, bias_v.expand({b, 1, e})}, 1);
+    // bias_k [1, 1, E] is one more key, seen per head.
+    auto per_head = [&](const torch::Tensor& t) {
+      return t.view({1, 1, h, head_dim_}).transpose(1, 2).expand({b, h, 1, head_dim_});
+    };
+    k = torch::cat({k, per_head(bias_k)}, 2);
+    v = torch::cat({v, per_head(bias_v)}, 2);
     ++extra;
   }
-  auto heads = [&](const torch::Tensor& t) { return t.view({b, t.size(1), h, head_dim_}).transpose(1, 2); };
-  q = heads(q), k = heads(k), v = heads(v);
   if (options.add_zero_attn()) {
     k = torch::cat({k, torch::zeros({b, h, 1, head_dim_}, k.options())}, 2);
     v = torch::cat({v, torch::zeros({b, h, 1, head_dim_}, v.options())}, 2);
@@ -268,18 +293,71 @@ std::tuple<torch::Tensor, torch::Tensor> MultiheadAttentionImpl::forward(
               .temperature(logit_scale.clamp_max(std::log(100.0)).exp()));
       break;
   }
-  // [B, H, L, head_dim] -> [B, L, E]
   out = out_proj(out.transpose(1, 2).reshape({b, l, e}));
   if (weights.defined() && average_attn_weights) {
     weights = weights.mean(1);
   }
-  if (!batched) {
-    out = out.squeeze(0);
-    if (weights.defined()) weights = weights.squeeze(0);
-  } else if (!options.batch_first()) {
-    out = out.transpose(0, 1);
-  }
   return {out, weights};
+}
+
+MultiheadAttentionCache MultiheadAttentionImpl::project_memory(
+    const torch::Tensor& key, const torch::Tensor& value) {
+  constexpr const char* fn = "MultiheadAttention::project_memory";
+  TORCH_CHECK(
+      key.defined() && value.defined() && key.dim() == 3 && value.dim() == 3 &&
+          key.size(-1) == options.kdim() && value.size(-1) == options.vdim() &&
+          key.sizes().slice(0, 2) == value.sizes().slice(0, 2),
+      fn, ": expected key [", options.batch_first() ? "B, S" : "S, B", ", ", options.kdim(),
+      "] and value [", options.batch_first() ? "B, S" : "S, B", ", ", options.vdim(), "], got ",
+      key.defined() ? detail::shape_str(key.sizes()) : "undefined", " and ",
+      value.defined() ? detail::shape_str(value.sizes()) : "undefined");
+  auto bf = [&](const torch::Tensor& t) { return options.batch_first() ? t : t.transpose(0, 1); };
+  return {project(bf(key), 1), project(bf(value), 2), /*is_static=*/true};
+}
+
+std::tuple<torch::Tensor, torch::Tensor> MultiheadAttentionImpl::forward_step(
+    const torch::Tensor& query,
+    MultiheadAttentionCache& cache,
+    const torch::Tensor& key_padding_mask,
+    bool need_weights,
+    bool average_attn_weights) {
+  // query [B, T, E] (batch_first) or [T, B, E] -> out in the same layout
+  constexpr const char* fn = "MultiheadAttention::forward_step";
+  TORCH_CHECK(
+      query.defined() && query.dim() == 3 && query.size(-1) == options.embed_dim(), fn,
+      ": query has shape ", query.defined() ? detail::shape_str(query.sizes()) : "undefined",
+      ", expected ", options.batch_first() ? "[B, T, " : "[T, B, ", options.embed_dim(), "]");
+  TORCH_CHECK(
+      cache.is_static || (options.kdim() == options.embed_dim() && options.vdim() == options.embed_dim()),
+      fn, ": self-attention steps need kdim == vdim == embed_dim; for cross-attention pass a "
+      "cache from project_memory");
+  auto x = options.batch_first() ? query : query.transpose(0, 1);
+  const int64_t b = x.size(0), t = x.size(1);
+  if (cache.size() > 0) {
+    TORCH_CHECK(
+        cache.key.size(0) == b, fn, ": the cache holds batch ", cache.key.size(0),
+        ", the query has batch ", b);
+  }
+  torch::Tensor mask;
+  if (!cache.is_static) {
+    auto k = project(x, 1), v = project(x, 2);
+    const int64_t past = cache.size();
+    cache.key = past == 0 ? k : torch::cat({cache.key, k}, 2);
+    cache.value = past == 0 ? v : torch::cat({cache.value, v}, 2);
+    // Step query i sits at position past + i and may not see later positions.
+    mask = torch::ones({t, past + t}, x.options().dtype(torch::kBool)).triu(past + 1);
+  }
+  TORCH_CHECK(cache.size() > 0, fn, ": the cache is empty; use project_memory for cross-attention");
+  torch::Tensor kpm = key_padding_mask;
+  if (kpm.defined()) {
+    TORCH_CHECK(
+        kpm.dim() == 2 && kpm.size(0) == b && kpm.size(1) == cache.size(), fn,
+        ": key_padding_mask has shape ", detail::shape_str(kpm.sizes()), ", expected [", b, ", ",
+        cache.size(), "] [B, cached positions]");
+  }
+  auto [out, weights] =
+      attend(project(x, 0), cache.key, cache.value, mask, kpm, need_weights, average_attn_weights);
+  return {options.batch_first() ? out : out.transpose(0, 1), weights};
 }
 
 } // namespace torchattn::nn

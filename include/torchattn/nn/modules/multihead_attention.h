@@ -15,6 +15,28 @@
 
 namespace torchattn::nn {
 
+/// Keys and values that a `MultiheadAttention` has projected, for incremental decoding:
+/// each decoder step appends its own (self-attention), or a memory is projected once and
+/// reused (cross-attention, `is_static`). Shapes [B, H, S, head_dim].
+///
+/// Example:
+/// ```
+/// torchattn::nn::MultiheadAttentionCache self_cache;
+/// auto memory = cross->project_memory(encoder_out, encoder_out);
+/// for (int t = 0; t < steps; ++t) {
+///   auto [h, w1] = self_attn->forward_step(x_t, self_cache);  // x_t [B, 1, E], causal
+///   auto [c, w2] = cross->forward_step(h, memory, src_padding);
+/// }
+/// ```
+struct MultiheadAttentionCache {
+  torch::Tensor key;
+  torch::Tensor value;
+  /// A projected memory: forward_step attends to it and never appends.
+  bool is_static = false;
+  /// The number of cached positions S.
+  int64_t size() const { return key.defined() ? key.size(2) : 0; }
+};
+
 /// Multi-head attention with the parameters, state-dict names, initialisation and forward
 /// semantics of PyTorch 2.x's `torch.nn.MultiheadAttention`, so weights move between Python
 /// and C++ by name and give the same numbers.
@@ -70,6 +92,23 @@ class MultiheadAttentionImpl : public torch::nn::Cloneable<MultiheadAttentionImp
       bool average_attn_weights = true,
       bool is_causal = false);
 
+  /// Projects a fixed memory (keys [B, S, kdim], values [B, S, vdim] batch-first, or
+  /// sequence-first when batch_first is false) once, for cross-attention decoding.
+  MultiheadAttentionCache project_memory(const torch::Tensor& key, const torch::Tensor& value);
+
+  /// One incremental decoding step for new queries `query` ([B, T, E] batch-first or [T, B, E]).
+  /// With a static cache (from project_memory) it attends to the memory; otherwise it is
+  /// causal self-attention: it projects the step's keys and values from `query`, appends them
+  /// to `cache`, and query t of the step sees every earlier position and itself. The result
+  /// equals `forward` over the whole prefix with `is_causal`, row for row.
+  /// `key_padding_mask` is [B, cache.size() after appending]. Weights [B, T, S'] or per head.
+  std::tuple<torch::Tensor, torch::Tensor> forward_step(
+      const torch::Tensor& query,
+      MultiheadAttentionCache& cache,
+      const torch::Tensor& key_padding_mask = {},
+      bool need_weights = false,
+      bool average_attn_weights = true);
+
   /// The options this module was constructed with.
   MultiheadAttentionOptions options;
 
@@ -94,6 +133,19 @@ class MultiheadAttentionImpl : public torch::nn::Cloneable<MultiheadAttentionImp
       {7, torch::nn::AnyValue(false)})
 
  private:
+  // [B, L, E] -> [B, H, L, head_dim] projections of query (i = 0), key (1) or value (2).
+  torch::Tensor project(const torch::Tensor& x, int i) const;
+  // q, k, v [B, H, *, head_dim]; masks in MultiheadAttention's convention over the keys
+  // before add_bias_kv/add_zero_attn -> (out [B, L, E], weights)
+  std::tuple<torch::Tensor, torch::Tensor> attend(
+      const torch::Tensor& q,
+      torch::Tensor k,
+      torch::Tensor v,
+      torch::Tensor mask,
+      torch::Tensor kpm,
+      bool need_weights,
+      bool average_attn_weights);
+
   bool same_embed_dim_ = true;
   int64_t head_dim_ = 0;
 };
