@@ -7,7 +7,7 @@ BUILD_DIR ?= build
 CMAKE_ARGS ?=
 JOBS ?= $(shell nproc 2>/dev/null || echo 2)
 
-.PHONY: all deps configure build test demo install clean
+.PHONY: all deps configure build test demo bench clean
 
 all: build
 
@@ -25,6 +25,12 @@ test: build
 
 demo: build
 	@$(BUILD_DIR)/examples/reverse/torchattn-reverse
+
+# Benchmarks print ratios measured in one process; they are not tests.
+bench: deps
+	@cmake -S . -B $(BUILD_DIR) -G Ninja -DCMAKE_BUILD_TYPE=Release -DTORCHATTN_BUILD_BENCH=ON $(CMAKE_ARGS)
+	@cmake --build $(BUILD_DIR) -j $(JOBS) --target torchattn-bench-mha
+	@$(BUILD_DIR)/bench/torchattn-bench-mha
 
 clean:
 	@rm -rf $(BUILD_DIR)
