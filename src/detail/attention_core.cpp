@@ -5,6 +5,7 @@
 #include <fmt/format.h>
 #include <fmt/ranges.h>
 
+#include <cmath>
 #include <limits>
 
 namespace torchattn::detail {
@@ -71,17 +72,34 @@ void check_mask(
   TORCH_CHECK(
       mask.device() == query.device(), fn, ": ", name, " is on ", mask.device(), ", expected ",
       query.device(), " like query");
-  bool ok = mask.dim() <= static_cast<int64_t>(target.size());
-  for (int64_t i = 1; ok && i <= mask.dim(); ++i) {
-    const int64_t m = mask.size(-i);
-    ok = m == 1 || m == target[target.size() - i];
-  }
   TORCH_CHECK(
-      ok, fn, ": ", name, " has shape ", shape_str(mask.sizes()),
+      broadcastable(mask.sizes(), target), fn, ": ", name, " has shape ", shape_str(mask.sizes()),
       ", expected a shape broadcastable to ", shape_str(target), " ", target_desc);
 }
 
 } // namespace
+
+bool broadcastable(torch::IntArrayRef shape, torch::IntArrayRef target) {
+  if (shape.size() > target.size()) {
+    return false;
+  }
+  for (size_t i = 1; i <= shape.size(); ++i) {
+    const int64_t d = shape[shape.size() - i];
+    if (d != 1 && d != target[target.size() - i]) {
+      return false;
+    }
+  }
+  return true;
+}
+
+torch::Tensor causal_masked(int64_t rows, int64_t cols, int64_t offset, const torch::TensorOptions& options) {
+  return torch::ones({rows, cols}, options.dtype(torch::kBool)).triu(offset + 1);
+}
+
+torch::Tensor temperature_from_log(const torch::Tensor& logit_scale, const c10::optional<double>& max_temperature) {
+  return max_temperature.has_value() ? logit_scale.clamp_max(std::log(*max_temperature)).exp()
+                                     : logit_scale.exp();
+}
 
 std::vector<int64_t> check_inputs(
     const char* fn,
@@ -160,12 +178,15 @@ std::tuple<torch::Tensor, torch::Tensor> attend(
   // scores [..., Lq, Lk], value [..., Lk, Ev] -> out [..., Lq, Ev], weights [..., Lq, Lk]
   const int64_t lq = scores.size(-2);
   const int64_t lk = scores.size(-1);
-  torch::Tensor keep; // bool, true where a query may attend to a key
+  torch::Tensor masked; // bool, true where a query may not attend to a key
   bool additive = false;
+  auto mask_out = [&](const torch::Tensor& m) {
+    masked = masked.defined() ? masked.logical_or(m) : m;
+  };
 
   if (masks.attn_mask.defined()) {
     if (masks.attn_mask.scalar_type() == torch::kBool) {
-      keep = masks.attn_mask;
+      mask_out(masks.attn_mask.logical_not());
     } else {
       scores = scores + masks.attn_mask;
       additive = true;
@@ -181,22 +202,21 @@ std::tuple<torch::Tensor, torch::Tensor> attend(
       kpm = kpm.view(shape);
     }
     if (kpm.scalar_type() == torch::kBool) {
-      keep = keep.defined() ? keep.logical_and(kpm.logical_not()) : kpm.logical_not();
+      mask_out(kpm);
     } else {
       scores = scores + kpm;
       additive = true;
     }
   }
   if (masks.is_causal) {
-    auto causal = torch::ones({lq, lk}, scores.options().dtype(torch::kBool)).tril();
-    keep = keep.defined() ? keep.logical_and(causal) : causal;
+    mask_out(causal_masked(lq, lk, /*offset=*/0, scores.options()));
   }
-  if (keep.defined()) {
-    scores = scores.masked_fill(keep.logical_not(), -std::numeric_limits<double>::infinity());
+  if (masked.defined()) {
+    scores = scores.masked_fill(masked, -std::numeric_limits<double>::infinity());
   }
 
   torch::Tensor weights;
-  if (keep.defined() || additive) {
+  if (masked.defined() || additive) {
     // A row with every key masked would be softmax(-inf, ..., -inf) = NaN, and NaN would
     // reach the gradients too. Such rows get finite scores before the softmax (so its
     // backward stays finite) and zero weights after it (so the gradient into them is zero).

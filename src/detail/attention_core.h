@@ -50,6 +50,33 @@ void check_param(
     torch::IntArrayRef expected,
     const char* expected_desc);
 
+/// Fills the TORCHATTN_ATTENTION_FUNC_ARGS of any *FuncOptions, as every module's forward does.
+template <typename Options>
+Options with_masks(
+    Options options,
+    const torch::Tensor& attn_mask,
+    const torch::Tensor& key_padding_mask,
+    bool is_causal,
+    double dropout_p,
+    bool need_weights) {
+  options.attn_mask(attn_mask);
+  options.key_padding_mask(key_padding_mask);
+  options.is_causal(is_causal);
+  options.dropout_p(dropout_p);
+  options.need_weights(need_weights);
+  return options;
+}
+
+/// Whether a tensor of `shape` broadcasts to `target` without growing it.
+bool broadcastable(torch::IntArrayRef shape, torch::IntArrayRef target);
+
+/// [rows, cols] bool, true where key j is later than query i's position `offset + i`: the
+/// masked entries of causal attention (top-left aligned when offset is 0).
+torch::Tensor causal_masked(int64_t rows, int64_t cols, int64_t offset, const torch::TensorOptions& options);
+
+/// τ = exp(min(logit_scale, log(max_temperature))) for cosine attention's log temperatures.
+torch::Tensor temperature_from_log(const torch::Tensor& logit_scale, const c10::optional<double>& max_temperature);
+
 /// scores [..., Lq, Lk], value [..., Lk, Ev] -> (out [..., Lq, Ev], weights or undefined)
 std::tuple<torch::Tensor, torch::Tensor> attend(
     torch::Tensor scores, const torch::Tensor& value, const MaskArgs& masks);

@@ -33,7 +33,7 @@ tnn::MultiheadAttention from_case(const ReferenceCase& c) {
 
 TEST_CASE("MultiheadAttention matches torch.nn.MultiheadAttention", "[nn][mha][reference]") {
   const auto& ref = torchattn::testing::reference("multihead_attention.pt");
-  std::map<torch::ScalarType, double> worst;
+  torchattn::testing::WorstError worst;
   int n = 0;
   for (const auto& c : ref.cases) {
     ++n;
@@ -61,17 +61,12 @@ TEST_CASE("MultiheadAttention matches torch.nn.MultiheadAttention", "[nn][mha][r
     auto [out, weights] = mha->forward(
         query, key, value, c.get_or_undefined("key_padding_mask"), c.flag("need_weights"),
         c.get_or_undefined("attn_mask"), c.flag("average"));
-    auto note = [&](const torch::Tensor& a, const torch::Tensor& e) {
-      if (a.defined() && a.sizes() == e.sizes()) {
-        worst[dtype] = std::max(worst[dtype], (a.detach() - e).abs().max().item<double>());
-      }
-    };
     CHECK_THAT(out, AllClose(c.get("output"), tol, tol));
-    note(out, c.get("output"));
+    worst.note(out, c.get("output"));
     auto loss = (out * c.get("grad_output")).sum();
     if (c.flag("need_weights")) {
       CHECK_THAT(weights, AllClose(c.get("weights"), tol, tol));
-      note(weights, c.get("weights"));
+      worst.note(weights, c.get("weights"));
       loss = loss + (weights * c.get("grad_weights")).sum();
     } else {
       CHECK_FALSE(weights.defined());
@@ -85,7 +80,7 @@ TEST_CASE("MultiheadAttention matches torch.nn.MultiheadAttention", "[nn][mha][r
       else if (name == "value") actual = value.grad();
       else if (name.rfind("params.", 0) == 0 && params.contains(name.substr(7))) actual = params[name.substr(7)].grad();
       CHECK_THAT(actual, AllClose(expected, tol, tol));
-      note(actual, expected);
+      worst.note(actual, expected);
     }
   }
   CHECK(n >= 72);

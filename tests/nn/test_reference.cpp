@@ -15,6 +15,7 @@ namespace {
 
 using torchattn::testing::AllClose;
 using torchattn::testing::ReferenceCase;
+using torchattn::testing::WorstError;
 namespace tnn = torchattn::nn;
 
 torch::nn::AnyModule make_module(const ReferenceCase& c, const torch::Tensor& query, const torch::Tensor& key) {
@@ -71,16 +72,6 @@ std::map<std::string, torch::Tensor> load_params(torch::nn::Module& module, cons
   return by_name;
 }
 
-// The worst |actual - expected| over outputs, weights and gradients, per dtype.
-using WorstError = std::map<torch::ScalarType, double>;
-
-void note(WorstError& worst, const torch::Tensor& actual, const torch::Tensor& expected) {
-  if (actual.defined() && actual.sizes() == expected.sizes()) {
-    auto& w = worst[expected.scalar_type()];
-    w = std::max(w, (actual.detach().to(torch::kDouble) - expected.to(torch::kDouble)).abs().max().item<double>());
-  }
-}
-
 void check_case(const ReferenceCase& c, WorstError& worst) {
   const auto dtype = c.get("query").scalar_type();
   const double tol = torchattn::testing::tolerance(dtype);
@@ -97,17 +88,17 @@ void check_case(const ReferenceCase& c, WorstError& worst) {
       /*need_weights=*/true, c.flag("is_causal"));
   CHECK_THAT(out, AllClose(c.get("output"), tol, tol));
   CHECK_THAT(weights, AllClose(c.get("weights"), tol, tol));
-  note(worst, out, c.get("output"));
-  note(worst, weights, c.get("weights"));
+  worst.note(out, c.get("output"));
+  worst.note(weights, c.get("weights"));
 
   auto loss = (out * c.get("grad_output")).sum() + (weights * c.get("grad_weights")).sum();
   loss.backward();
   CHECK_THAT(query.grad(), AllClose(c.get("grads.query"), tol, tol));
   CHECK_THAT(key.grad(), AllClose(c.get("grads.key"), tol, tol));
   CHECK_THAT(value.grad(), AllClose(c.get("grads.value"), tol, tol));
-  note(worst, query.grad(), c.get("grads.query"));
-  note(worst, key.grad(), c.get("grads.key"));
-  note(worst, value.grad(), c.get("grads.value"));
+  worst.note(query.grad(), c.get("grads.query"));
+  worst.note(key.grad(), c.get("grads.key"));
+  worst.note(value.grad(), c.get("grads.value"));
   for (const auto& [name, expected] : c.group("grads")) {
     if (name == "query" || name == "key" || name == "value") {
       continue;
@@ -116,7 +107,7 @@ void check_case(const ReferenceCase& c, WorstError& worst) {
     const auto& p = params.at(name);
     CHECK(p.requires_grad());
     CHECK_THAT(p.grad(), AllClose(expected, tol, tol));
-    note(worst, p.grad(), expected);
+    worst.note(p.grad(), expected);
   }
 }
 

@@ -188,6 +188,16 @@ def pytorch_oracle(case, q, k, v, attn_mask, kpm, out, weights):
     assert torch.allclose(w, weights, rtol=tol, atol=tol), case.name
 
 
+def with_masks(name, tensors, attn_mask, kpm):
+    """Checks that a case's computed tensors are finite, then adds its masks (which hold -inf)."""
+    for n, t in tensors.items():
+        assert torch.isfinite(t).all(), f"{name}: {n} is not finite"
+    if attn_mask is not None:
+        tensors["attn_mask"] = attn_mask
+    if kpm is not None:
+        tensors["key_padding_mask"] = kpm
+
+
 def run_case(case, seed):
     gen = torch.Generator().manual_seed(seed)
     dt = case.dtype
@@ -222,12 +232,7 @@ def run_case(case, seed):
         tensors["params." + name] = t
     for name, g in zip(leaves, grads):
         tensors["grads." + name] = g
-    for name, t in tensors.items():
-        assert torch.isfinite(t).all(), f"{case.name}: {name} is not finite"
-    if attn_mask is not None:
-        tensors["attn_mask"] = attn_mask
-    if kpm is not None:
-        tensors["key_padding_mask"] = kpm
+    with_masks(case.name, tensors, attn_mask, kpm)
     attrs = {
         "variant": case.variant,
         "is_causal": is_causal,
@@ -375,15 +380,8 @@ def run_mha_case(name, dt, o, seed):
         tensors["grads." + n] = g
     for n, p in params.items():
         tensors["params." + n] = p
-    for n, t in tensors.items():
-        assert torch.isfinite(t).all(), f"{name}: {n} is not finite"
-    if attn_mask is not None:
-        tensors["attn_mask"] = attn_mask
-    if kpm is not None:
-        tensors["key_padding_mask"] = kpm
-    attrs = {k: v for k, v in o.items() if k != "mask"}
-    attrs["mask"] = o["mask"]
-    return Bag(tensors, attrs)
+    with_masks(name, tensors, attn_mask, kpm)
+    return Bag(tensors, dict(o))
 
 
 def container(bags):

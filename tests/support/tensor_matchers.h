@@ -7,6 +7,8 @@
 #include <catch2/matchers/catch_matchers_templated.hpp>
 #include <torch/torch.h>
 
+#include <algorithm>
+#include <map>
 #include <sstream>
 #include <string>
 
@@ -83,6 +85,24 @@ class AllCloseMatcher : public Catch::Matchers::MatcherGenericBase {
 inline AllCloseMatcher AllClose(torch::Tensor expected, double rtol, double atol) {
   return AllCloseMatcher(std::move(expected), rtol, atol);
 }
+
+/// The worst |actual - expected| seen per dtype, for reporting how close results are.
+class WorstError {
+ public:
+  void note(const torch::Tensor& actual, const torch::Tensor& expected) {
+    if (actual.defined() && expected.defined() && actual.sizes() == expected.sizes() && actual.numel() > 0) {
+      auto& w = worst_[expected.scalar_type()];
+      w = std::max(w, (actual.detach().to(torch::kDouble) - expected.to(torch::kDouble)).abs().max().item<double>());
+    }
+  }
+  double operator[](torch::ScalarType dtype) const {
+    auto it = worst_.find(dtype);
+    return it == worst_.end() ? 0.0 : it->second;
+  }
+
+ private:
+  std::map<torch::ScalarType, double> worst_;
+};
 
 /// The tolerance the issue sets per dtype: float64 1e-10, float32 1e-5.
 inline double tolerance(torch::ScalarType dtype) {

@@ -56,14 +56,10 @@ std::tuple<torch::Tensor, torch::Tensor> cosine_attention(
     TORCH_CHECK(
         tau.device() == query.device(), fn, ": temperature is on ", tau.device(), ", expected ",
         query.device(), " like query");
-    bool ok = tau.dim() <= static_cast<int64_t>(scores_shape.size());
-    for (int64_t i = 1; ok && i <= tau.dim(); ++i) {
-      ok = tau.size(-i) == 1 || tau.size(-i) == scores_shape[scores_shape.size() - i];
-    }
     TORCH_CHECK(
-        ok, fn, ": temperature has shape ", detail::shape_str(tau.sizes()),
-        ", expected a shape broadcastable to the scores ", detail::shape_str(scores_shape),
-        " (e.g. [H, 1, 1] for heads at dim -3)");
+        detail::broadcastable(tau.sizes(), scores_shape), fn, ": temperature has shape ",
+        detail::shape_str(tau.sizes()), ", expected a shape broadcastable to the scores ",
+        detail::shape_str(scores_shape), " (e.g. [H, 1, 1] for heads at dim -3)");
   }
   namespace tnf = torch::nn::functional;
   const auto norm = tnf::NormalizeFuncOptions().p(2).dim(-1).eps(options.eps());

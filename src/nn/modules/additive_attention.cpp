@@ -50,15 +50,10 @@ std::tuple<torch::Tensor, torch::Tensor> AdditiveAttentionImpl::forward(
   // query [..., Lq, Eq], key [..., Lk, Ek], value [..., Lk, Ev] -> out [..., Lq, Ev]
   return F::additive_attention(
       query, key, value, query_proj->weight, key_proj->weight, score_proj->weight,
-      F::AdditiveAttentionFuncOptions()
-          .attn_mask(attn_mask)
-          .key_padding_mask(key_padding_mask)
-          .is_causal(is_causal)
-          .dropout_p(is_training() ? options.dropout() : 0.0)
-          .need_weights(need_weights)
-          .query_bias(query_proj->bias)
-          .key_bias(key_proj->bias)
-          .score_bias(score_proj->bias));
+      detail::with_masks(
+          F::AdditiveAttentionFuncOptions().query_bias(query_proj->bias).key_bias(key_proj->bias).score_bias(score_proj->bias),
+          attn_mask, key_padding_mask, is_causal,
+          is_training() ? options.dropout() : 0.0, need_weights));
 }
 
 } // namespace torchattn::nn

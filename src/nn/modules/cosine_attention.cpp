@@ -50,11 +50,7 @@ void CosineAttentionImpl::pretty_print(std::ostream& stream) const {
 }
 
 torch::Tensor CosineAttentionImpl::temperature() const {
-  auto log_tau = logit_scale;
-  if (options.max_temperature().has_value()) {
-    log_tau = log_tau.clamp_max(std::log(*options.max_temperature()));
-  }
-  auto tau = log_tau.exp();
+  auto tau = detail::temperature_from_log(logit_scale, options.max_temperature());
   return options.num_heads() == 1 ? tau.reshape({}) : tau;
 }
 
@@ -69,14 +65,10 @@ std::tuple<torch::Tensor, torch::Tensor> CosineAttentionImpl::forward(
   // query [..., H, Lq, E], key [..., H, Lk, E], value [..., H, Lk, Ev] -> out [..., H, Lq, Ev]
   return F::cosine_attention(
       query, key, value,
-      F::CosineAttentionFuncOptions()
-          .attn_mask(attn_mask)
-          .key_padding_mask(key_padding_mask)
-          .is_causal(is_causal)
-          .dropout_p(is_training() ? options.dropout() : 0.0)
-          .need_weights(need_weights)
-          .temperature(temperature())
-          .eps(options.eps()));
+      detail::with_masks(
+          F::CosineAttentionFuncOptions().temperature(temperature()).eps(options.eps()),
+          attn_mask, key_padding_mask, is_causal,
+          is_training() ? options.dropout() : 0.0, need_weights));
 }
 
 } // namespace torchattn::nn

@@ -32,12 +32,10 @@ std::tuple<torch::Tensor, torch::Tensor> DotProductAttentionImpl::forward(
   // query [..., Lq, E], key [..., Lk, E], value [..., Lk, Ev] -> out [..., Lq, Ev]
   return F::dot_product_attention(
       query, key, value,
-      F::DotProductAttentionFuncOptions()
-          .attn_mask(attn_mask)
-          .key_padding_mask(key_padding_mask)
-          .is_causal(is_causal)
-          .dropout_p(is_training() ? options.dropout() : 0.0)
-          .need_weights(need_weights));
+      detail::with_masks(
+          F::DotProductAttentionFuncOptions(),
+          attn_mask, key_padding_mask, is_causal,
+          is_training() ? options.dropout() : 0.0, need_weights));
 }
 
 } // namespace torchattn::nn

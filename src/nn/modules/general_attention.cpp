@@ -45,12 +45,10 @@ std::tuple<torch::Tensor, torch::Tensor> GeneralAttentionImpl::forward(
   // query [..., Lq, Eq], key [..., Lk, Ek], value [..., Lk, Ev] -> out [..., Lq, Ev]
   return F::general_attention(
       query, key, value, weight,
-      F::GeneralAttentionFuncOptions()
-          .attn_mask(attn_mask)
-          .key_padding_mask(key_padding_mask)
-          .is_causal(is_causal)
-          .dropout_p(is_training() ? options.dropout() : 0.0)
-          .need_weights(need_weights));
+      detail::with_masks(
+          F::GeneralAttentionFuncOptions(),
+          attn_mask, key_padding_mask, is_causal,
+          is_training() ? options.dropout() : 0.0, need_weights));
 }
 
 } // namespace torchattn::nn

@@ -17,6 +17,8 @@ namespace {
 
 constexpr const char* kName = "torchattn::nn::MultiheadAttention";
 constexpr double kInf = std::numeric_limits<double>::infinity();
+// Swin Transformer V2's clamp on learned cosine temperatures.
+constexpr double kMaxCosineTemperature = 100.0;
 
 const char* score_name(AttentionScore s) {
   switch (s) {
@@ -199,7 +201,7 @@ std::tuple<torch::Tensor, torch::Tensor> MultiheadAttentionImpl::forward(
     if (!batched) kpm = kpm.unsqueeze(0);
   }
   if (is_causal) {
-    auto causal = torch::ones({l, s}, query.options().dtype(torch::kBool)).triu(1);
+    auto causal = detail::causal_masked(l, s, /*offset=*/0, query.options());
     if (!mask.defined()) {
       mask = causal;
     } else if (mask.scalar_type() == torch::kBool) {
@@ -279,26 +281,22 @@ std::tuple<torch::Tensor, torch::Tensor> MultiheadAttentionImpl::attend(
 
   const double p = is_training() ? options.dropout() : 0.0;
   torch::Tensor out, weights;
+  auto masked = [&](auto func_options) {
+    return detail::with_masks(func_options, mask, kpm, /*is_causal=*/false, p, need_weights);
+  };
   switch (options.score()) {
     case AttentionScore::ScaledDotProduct:
-      std::tie(out, weights) = F::scaled_dot_product_attention(
-          q, k, v,
-          F::ScaledDotProductAttentionFuncOptions().attn_mask(mask).key_padding_mask(kpm).dropout_p(p).need_weights(need_weights));
+      std::tie(out, weights) =
+          F::scaled_dot_product_attention(q, k, v, masked(F::ScaledDotProductAttentionFuncOptions()));
       break;
     case AttentionScore::DotProduct:
-      std::tie(out, weights) = F::dot_product_attention(
-          q, k, v,
-          F::DotProductAttentionFuncOptions().attn_mask(mask).key_padding_mask(kpm).dropout_p(p).need_weights(need_weights));
+      std::tie(out, weights) = F::dot_product_attention(q, k, v, masked(F::DotProductAttentionFuncOptions()));
       break;
     case AttentionScore::Cosine:
       std::tie(out, weights) = F::cosine_attention(
           q, k, v,
-          F::CosineAttentionFuncOptions()
-              .attn_mask(mask)
-              .key_padding_mask(kpm)
-              .dropout_p(p)
-              .need_weights(need_weights)
-              .temperature(logit_scale.clamp_max(std::log(100.0)).exp()));
+          masked(F::CosineAttentionFuncOptions().temperature(
+              detail::temperature_from_log(logit_scale, kMaxCosineTemperature))));
       break;
   }
   out = out_proj(out.transpose(1, 2).reshape({b, l, e}));
@@ -353,7 +351,7 @@ std::tuple<torch::Tensor, torch::Tensor> MultiheadAttentionImpl::forward_step(
     cache.key = past == 0 ? k : torch::cat({cache.key, k}, 2);
     cache.value = past == 0 ? v : torch::cat({cache.value, v}, 2);
     // Step query i sits at position past + i and may not see later positions.
-    mask = torch::ones({t, past + t}, x.options().dtype(torch::kBool)).triu(past + 1);
+    mask = detail::causal_masked(t, past + t, /*offset=*/past, x.options());
   }
   TORCH_CHECK(cache.size() > 0, fn, ": the cache is empty; use project_memory for cross-attention");
   torch::Tensor kpm = key_padding_mask;

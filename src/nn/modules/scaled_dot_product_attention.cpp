@@ -41,13 +41,10 @@ std::tuple<torch::Tensor, torch::Tensor> ScaledDotProductAttentionImpl::forward(
   // query [..., Lq, E], key [..., Lk, E], value [..., Lk, Ev] -> out [..., Lq, Ev]
   return F::scaled_dot_product_attention(
       query, key, value,
-      F::ScaledDotProductAttentionFuncOptions()
-          .attn_mask(attn_mask)
-          .key_padding_mask(key_padding_mask)
-          .is_causal(is_causal)
-          .dropout_p(is_training() ? options.dropout() : 0.0)
-          .need_weights(need_weights)
-          .scale(options.scale()));
+      detail::with_masks(
+          F::ScaledDotProductAttentionFuncOptions().scale(options.scale()),
+          attn_mask, key_padding_mask, is_causal,
+          is_training() ? options.dropout() : 0.0, need_weights));
 }
 
 } // namespace torchattn::nn
