@@ -46,3 +46,22 @@ function(torchattn_promote_imported_targets)
     endif()
   endwhile()
 endfunction()
+
+# Compiles `sources` once per CPU capability (DEFAULT, AVX2, AVX512) into `target`, with the
+# definitions ATen's at::vec expects (CPU_CAPABILITY=<name>, CPU_CAPABILITY_<name>). The files
+# switch their instruction set themselves with `#pragma GCC target` after their shared headers
+# (see src/ops/cpu/flash_attention_kernel_impl.cpp); nothing is built with -march=native.
+function(torchattn_add_cpu_capabilities target)
+  foreach(capability DEFAULT AVX2 AVX512)
+    set(objects ${target}_kernels_${capability})
+    add_library(${objects} OBJECT ${ARGN})
+    set_target_properties(${objects} PROPERTIES POSITION_INDEPENDENT_CODE ON CXX_EXTENSIONS OFF)
+    target_compile_features(${objects} PRIVATE cxx_std_17)
+    target_compile_definitions(${objects} PRIVATE
+      CPU_CAPABILITY=${capability} CPU_CAPABILITY_${capability})
+    target_include_directories(${objects} PRIVATE ${CMAKE_CURRENT_SOURCE_DIR}/src)
+    target_link_libraries(${objects} PRIVATE ${TORCH_LIBRARIES} OpenMP::OpenMP_CXX)
+    torchattn_warnings(${objects})
+    target_sources(${target} PRIVATE $<TARGET_OBJECTS:${objects}>)
+  endforeach()
+endfunction()

@@ -16,6 +16,7 @@ packages=(
   libfmt-dev
   libopenblas0-openmp      # without it LibTorch multiplies with the reference BLAS, ~40x slower
   libbenchmark-dev         # bench/
+  libsleef-dev             # sleef.h, included by ATen's AVX2/AVX-512 at::vec headers
 )
 backports_packages=(libcatch2-dev)
 

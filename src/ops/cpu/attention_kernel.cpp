@@ -1,0 +1,202 @@
+// CPU kernels of the attention ops: argument checks, the choice of the vector build of the
+// fused kernel (flash_attention_kernel_impl.cpp), and the math path for dropout.
+
+#include <torchattn/ops/attention.h>
+
+#include "detail/attention_core.h"
+#include "ops/cpu/flash_attention_kernel.h"
+#include "ops/registration.h"
+
+#include <torch/library.h>
+#include <torch/torch.h>
+
+#include <atomic>
+#include <cstdlib>
+#include <string>
+
+namespace torchattn::ops {
+
+namespace {
+
+enum class Capability : int { Default = 0, Avx2 = 1, Avx512 = 2 };
+
+const char* name_of(Capability c) {
+  switch (c) {
+    case Capability::Avx512:
+      return "avx512";
+    case Capability::Avx2:
+      return "avx2";
+    case Capability::Default:
+      break;
+  }
+  return "default";
+}
+
+Capability supported() {
+#if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
+  __builtin_cpu_init();
+  if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+      __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq")) {
+    return Capability::Avx512;
+  }
+  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) {
+    return Capability::Avx2;
+  }
+#endif
+  return Capability::Default;
+}
+
+Capability parse(const std::string& s, const char* what) {
+  if (s == "avx512") {
+    return Capability::Avx512;
+  }
+  if (s == "avx2") {
+    return Capability::Avx2;
+  }
+  TORCH_CHECK(
+      s == "default", what, " is '", s, "', expected one of avx512, avx2, default");
+  return Capability::Default;
+}
+
+Capability initial() {
+  Capability best = supported();
+  for (const char* var : {"TORCHATTN_CPU_CAPABILITY", "ATEN_CPU_CAPABILITY"}) {
+    const char* value = std::getenv(var);
+    if (value != nullptr && *value != '\0') {
+      std::string s(value);
+      for (auto& ch : s) {
+        ch = static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
+      }
+      // An unknown or unsupported request never raises the level beyond what the CPU has.
+      if (s == "avx512" || s == "avx2" || s == "default") {
+        const Capability asked = parse(s, var);
+        best = static_cast<int>(asked) < static_cast<int>(best) ? asked : best;
+      }
+      break;
+    }
+  }
+  return best;
+}
+
+std::atomic<int>& current() {
+  static std::atomic<int> capability{static_cast<int>(initial())};
+  return capability;
+}
+
+struct Kernels {
+  cpu::ForwardFn forward;
+  cpu::BackwardFn backward;
+};
+
+Kernels kernels() {
+  switch (static_cast<Capability>(current().load())) {
+    case Capability::Avx512:
+      return {cpu::AVX512::flash_attention_forward, cpu::AVX512::flash_attention_backward};
+    case Capability::Avx2:
+      return {cpu::AVX2::flash_attention_forward, cpu::AVX2::flash_attention_backward};
+    case Capability::Default:
+      break;
+  }
+  return {cpu::DEFAULT::flash_attention_forward, cpu::DEFAULT::flash_attention_backward};
+}
+
+std::tuple<torch::Tensor, torch::Tensor> forward_cpu(
+    const torch::Tensor& query,
+    const torch::Tensor& key,
+    const torch::Tensor& value,
+    const c10::optional<torch::Tensor>& attn_mask,
+    bool is_causal,
+    double scale) {
+  // query [B, H, Lq, E], key [B, H, Lk, E], value [B, H, Lk, Ev]
+  //   -> out [B, H, Lq, Ev], logsumexp [B, H, Lq]
+  auto [mask, resolved] = detail::check_sdpa_args(
+      "torchattn::_scaled_dot_product_attention_forward", query, key, value, attn_mask,
+      /*dropout_p=*/0.0, scale);
+  auto out = torch::empty({query.size(0), query.size(1), query.size(2), value.size(3)},
+                          query.options());
+  auto lse = torch::empty({query.size(0), query.size(1), query.size(2)}, query.options());
+  kernels().forward(query, key, value, mask, cpu::FlashArgs{is_causal, resolved}, out, lse);
+  return {out, lse};
+}
+
+std::tuple<torch::Tensor, torch::Tensor, torch::Tensor> backward_cpu(
+    const torch::Tensor& grad_out,
+    const torch::Tensor& query,
+    const torch::Tensor& key,
+    const torch::Tensor& value,
+    const c10::optional<torch::Tensor>& attn_mask,
+    const torch::Tensor& out,
+    const torch::Tensor& logsumexp,
+    bool is_causal,
+    double scale) {
+  // grad_out [B, H, Lq, Ev] -> grad_query, grad_key, grad_value shaped as query, key, value
+  constexpr const char* fn = "torchattn::_scaled_dot_product_attention_backward";
+  auto [mask, resolved] =
+      detail::check_sdpa_args(fn, query, key, value, attn_mask, /*dropout_p=*/0.0, scale);
+  const std::vector<int64_t> out_shape{query.size(0), query.size(1), query.size(2), value.size(3)};
+  for (const auto& [name, t] : {std::pair<const char*, const torch::Tensor&>{"grad_output", grad_out},
+                                {"output", out}}) {
+    TORCH_CHECK(
+        t.sizes() == torch::IntArrayRef(out_shape) && t.scalar_type() == query.scalar_type(),
+        fn, ": ", name, " has shape ", torchattn::detail::shape_str(t.sizes()), " and dtype ",
+        t.scalar_type(), ", expected ", torchattn::detail::shape_str(out_shape), " and ",
+        query.scalar_type());
+  }
+  TORCH_CHECK(
+      logsumexp.sizes() == torch::IntArrayRef(out_shape).slice(0, 3) &&
+          logsumexp.scalar_type() == query.scalar_type() && logsumexp.is_contiguous(),
+      fn, ": logsumexp has shape ", torchattn::detail::shape_str(logsumexp.sizes()),
+      ", expected a contiguous [B, H, Lq] tensor from the forward op");
+  auto gq = torch::empty_like(query, torch::MemoryFormat::Contiguous);
+  auto gk = torch::empty_like(key, torch::MemoryFormat::Contiguous);
+  auto gv = torch::empty_like(value, torch::MemoryFormat::Contiguous);
+  kernels().backward(grad_out, query, key, value, mask, out, logsumexp,
+                     cpu::FlashArgs{is_causal, resolved}, gq, gk, gv);
+  return {gq, gk, gv};
+}
+
+torch::Tensor sdpa_cpu(
+    const torch::Tensor& query,
+    const torch::Tensor& key,
+    const torch::Tensor& value,
+    const c10::optional<torch::Tensor>& attn_mask,
+    double dropout_p,
+    bool is_causal,
+    c10::optional<double> scale) {
+  // query [B, H, Lq, E], key [B, H, Lk, E], value [B, H, Lk, Ev] -> out [B, H, Lq, Ev]
+  auto [mask, resolved] = detail::check_sdpa_args(
+      "torchattn::scaled_dot_product_attention", query, key, value, attn_mask, dropout_p, scale);
+  if (dropout_p > 0.0) {
+    return detail::sdpa_math(query, key, value, mask, dropout_p, is_causal, resolved);
+  }
+  return std::get<0>(forward_cpu(query, key, value, attn_mask, is_causal, resolved));
+}
+
+} // namespace
+
+std::string kernel_capability() {
+  return name_of(static_cast<Capability>(current().load()));
+}
+
+std::string set_kernel_capability(const std::string& capability) {
+  const Capability asked = parse(capability, "set_kernel_capability: capability");
+  TORCH_CHECK(
+      static_cast<int>(asked) <= static_cast<int>(supported()),
+      "set_kernel_capability: this CPU does not support ", capability, "; it supports up to ",
+      name_of(supported()));
+  return name_of(static_cast<Capability>(current().exchange(static_cast<int>(asked))));
+}
+
+namespace detail {
+bool cpu_kernels_registered() {
+  return true;
+}
+} // namespace detail
+
+} // namespace torchattn::ops
+
+TORCH_LIBRARY_IMPL(torchattn, CPU, m) {
+  m.impl("scaled_dot_product_attention", TORCH_FN(torchattn::ops::sdpa_cpu));
+  m.impl("_scaled_dot_product_attention_forward", TORCH_FN(torchattn::ops::forward_cpu));
+  m.impl("_scaled_dot_product_attention_backward", TORCH_FN(torchattn::ops::backward_cpu));
+}

@@ -1,0 +1,62 @@
+#pragma once
+
+// The fused attention kernel, compiled once per CPU capability (DEFAULT, AVX2, AVX512) from
+// flash_attention_kernel_impl.cpp; attention_kernel.cpp picks one at run time.
+
+#include <ATen/core/Tensor.h>
+
+#include <cstdint>
+
+namespace torchattn::ops::cpu {
+
+/// What the kernels need besides the tensors. The mask, when defined, is a 4-D view
+/// [B, H, Lq, Lk] (broadcast dims have stride 0), bool (true = may attend) or additive.
+struct FlashArgs {
+  bool is_causal = false;
+  double scale = 1.0;
+};
+
+// query [B, H, Lq, E], key [B, H, Lk, E], value [B, H, Lk, Ev]
+//   -> out [B, H, Lq, Ev], logsumexp [B, H, Lq] (of the scaled, masked scores; +inf on rows
+//      with no key to attend, whose output is zero)
+using ForwardFn = void (*)(
+    const at::Tensor& query,
+    const at::Tensor& key,
+    const at::Tensor& value,
+    const at::Tensor& mask,
+    const FlashArgs& args,
+    at::Tensor& out,
+    at::Tensor& logsumexp);
+
+// grad_out [B, H, Lq, Ev] (+ the forward's tensors) -> grad_query, grad_key, grad_value, all
+// preallocated with the shapes of query, key and value.
+using BackwardFn = void (*)(
+    const at::Tensor& grad_out,
+    const at::Tensor& query,
+    const at::Tensor& key,
+    const at::Tensor& value,
+    const at::Tensor& mask,
+    const at::Tensor& out,
+    const at::Tensor& logsumexp,
+    const FlashArgs& args,
+    at::Tensor& grad_query,
+    at::Tensor& grad_key,
+    at::Tensor& grad_value);
+
+#define TORCHATTN_DECLARE_CAPABILITY(cap)                                                      \
+  namespace cap {                                                                              \
+  void flash_attention_forward(                                                                \
+      const at::Tensor&, const at::Tensor&, const at::Tensor&, const at::Tensor&,              \
+      const FlashArgs&, at::Tensor&, at::Tensor&);                                             \
+  void flash_attention_backward(                                                               \
+      const at::Tensor&, const at::Tensor&, const at::Tensor&, const at::Tensor&,              \
+      const at::Tensor&, const at::Tensor&, const at::Tensor&, const FlashArgs&, at::Tensor&,  \
+      at::Tensor&, at::Tensor&);                                                               \
+  }
+
+TORCHATTN_DECLARE_CAPABILITY(DEFAULT)
+TORCHATTN_DECLARE_CAPABILITY(AVX2)
+TORCHATTN_DECLARE_CAPABILITY(AVX512)
+#undef TORCHATTN_DECLARE_CAPABILITY
+
+} // namespace torchattn::ops::cpu

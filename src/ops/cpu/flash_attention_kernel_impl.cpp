@@ -1,0 +1,785 @@
+// The fused attention kernel: tiles of queries x keys, an online softmax and a logsumexp saved
+// for a backward pass that recomputes the scores per tile. No buffer grows with Lq x Lk.
+//
+// This file is compiled once per CPU capability: CMake defines CPU_CAPABILITY (DEFAULT, AVX2,
+// AVX512) and CPU_CAPABILITY_<name>, as ATen does for its own kernels, so at::vec::Vectorized
+// is 16 floats wide in the AVX512 build and 8 in the others.
+//
+// The instruction set is switched on with `#pragma GCC target` after every shared header, not
+// with -m flags for the whole file: inline functions and templates that other files also use
+// (std::vector, at::Tensor, c10) are then compiled for the baseline here too, so the linker
+// cannot keep an AVX-512 copy of them for the whole library. Only what is defined after the
+// pragma (at::vec in its CPU_CAPABILITY namespace, and this file's code) uses the wider set.
+//
+// Work is done in the log2 domain: scores are multiplied by scale * log2(e), so every
+// exponential is an exp2, which the vector code computes with one rounding, a degree-5
+// polynomial and an exponent shift.
+
+#include "ops/cpu/flash_attention_kernel.h"
+
+// Everything that ATen/cpu/vec/vec.h includes, before the target switch.
+#include <ATen/Dispatch.h>
+#include <ATen/Parallel.h>
+#include <ATen/core/Tensor.h>
+#include <ATen/cpu/vec/intrinsics.h>
+#include <ATen/native/Math.h>
+#include <ATen/native/cpu/zmath.h>
+#include <ATen/native/quantized/AffineQuantizerBase.h>
+#include <c10/macros/Macros.h>
+#include <c10/util/BFloat16-math.h>
+#include <c10/util/BFloat16.h>
+#include <c10/util/C++17.h>
+#include <c10/util/Half.h>
+#include <c10/util/Load.h>
+#include <c10/util/TypeCast.h>
+#include <c10/util/complex.h>
+#include <c10/util/copysign.h>
+#include <c10/util/irange.h>
+#include <c10/util/math_compat.h>
+#include <c10/util/qint32.h>
+#include <c10/util/qint8.h>
+#include <c10/util/quint8.h>
+
+#include <algorithm>
+#include <array>
+#include <atomic>
+#include <bitset>
+#include <cmath>
+#include <cstring>
+#include <functional>
+#include <iostream>
+#include <limits>
+#include <ostream>
+#include <vector>
+
+// GCC 12's own _mm512_undefined_* helpers trip -Wmaybe-uninitialized (GCC bug 105593).
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+
+#if defined(CPU_CAPABILITY_AVX512)
+#pragma GCC push_options
+#pragma GCC target("avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c,bmi,bmi2")
+#elif defined(CPU_CAPABILITY_AVX2)
+#pragma GCC push_options
+#pragma GCC target("avx2,fma,f16c,bmi,bmi2")
+#endif
+
+// sleef.h declares its vector functions only under the ISA macros (__AVX__, __AVX512F__),
+// which GCC's C++ front end does not define for a target pragma: define them for it alone.
+#if defined(CPU_CAPABILITY_AVX2) || defined(CPU_CAPABILITY_AVX512)
+#if !defined(__AVX__)
+#define __AVX__ 1
+#define TORCHATTN_UNDEF_AVX
+#endif
+#if !defined(__AVX2__)
+#define __AVX2__ 1
+#define TORCHATTN_UNDEF_AVX2
+#endif
+#if defined(CPU_CAPABILITY_AVX512) && !defined(__AVX512F__)
+#define __AVX512F__ 1
+#define TORCHATTN_UNDEF_AVX512F
+#endif
+#include <sleef.h>
+#ifdef TORCHATTN_UNDEF_AVX
+#undef __AVX__
+#endif
+#ifdef TORCHATTN_UNDEF_AVX2
+#undef __AVX2__
+#endif
+#ifdef TORCHATTN_UNDEF_AVX512F
+#undef __AVX512F__
+#endif
+#endif
+#include <ATen/cpu/vec/vec.h>
+
+namespace torchattn::ops::cpu {
+namespace CPU_CAPABILITY {
+namespace {
+
+using at::vec::Vectorized;
+
+// Register blocking of the micro-kernel: kMaxRows rows x kMaxVecs vectors of C live in
+// registers while the K loop streams one row of B and broadcasts one element of A per row.
+#if defined(CPU_CAPABILITY_AVX512)
+constexpr int kMaxRows = 6; // 24 accumulators + 4 B vectors + 1 broadcast of 32 zmm
+constexpr int kMaxVecs = 4;
+#elif defined(CPU_CAPABILITY_AVX2)
+constexpr int kMaxRows = 4; // 12 accumulators + 3 B vectors + 1 broadcast of 16 ymm
+constexpr int kMaxVecs = 3;
+#else
+constexpr int kMaxRows = 4;
+constexpr int kMaxVecs = 2;
+#endif
+
+// Query rows and keys per tile. Measured at B=1, H=8, E=64, N=4096 (AVX-512, 2 threads):
+// 48..144 rows x 128..256 keys are within 3% of each other (noise); 512 keys is 4% slower
+// (the score tile leaves L2's sweet spot). 96 rows is a multiple of the 6-row micro-kernel.
+constexpr int64_t kBlockQ = 96;
+constexpr int64_t kBlockK = 256; // a multiple of every panel width
+
+constexpr double kLog2e = 1.4426950408889634;
+constexpr double kLn2 = 0.6931471805599453;
+
+int64_t round_up(int64_t x, int64_t m) {
+  return (x + m - 1) / m * m;
+}
+
+template <typename T>
+constexpr T neg_inf() {
+  return -std::numeric_limits<T>::infinity();
+}
+
+// ---- exp2 -----------------------------------------------------------------------------------
+
+template <typename T>
+inline Vectorized<T> exp2_vec(const Vectorized<T>& x) {
+  return x.map([](T v) { return std::exp2(v); });
+}
+
+#if defined(CPU_CAPABILITY_AVX512) || defined(CPU_CAPABILITY_AVX2)
+// 2^f on [-0.5, 0.5]: least-squares fit on Chebyshev nodes, relative error 7.7e-8.
+constexpr float kExp2C0 = 1.0000000710296983f;
+constexpr float kExp2C1 = 0.6931469491610633f;
+constexpr float kExp2C2 = 0.24022121753561615f;
+constexpr float kExp2C3 = 0.055507426160025804f;
+constexpr float kExp2C4 = 0.00967545974551918f;
+constexpr float kExp2C5 = 0.0013266970386306327f;
+#endif
+
+#if defined(CPU_CAPABILITY_AVX512)
+template <>
+inline Vectorized<float> exp2_vec(const Vectorized<float>& v) {
+  // max(c, v) returns v when v is NaN, so NaN propagates; -inf becomes 2^-160, which scalef
+  // flushes to exactly 0.
+  const __m512 x = _mm512_max_ps(_mm512_set1_ps(-160.f), v);
+  const __m512 n = _mm512_roundscale_ps(x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  const __m512 f = _mm512_sub_ps(x, n);
+  __m512 p = _mm512_fmadd_ps(_mm512_set1_ps(kExp2C5), f, _mm512_set1_ps(kExp2C4));
+  p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(kExp2C3));
+  p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(kExp2C2));
+  p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(kExp2C1));
+  p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(kExp2C0));
+  return _mm512_scalef_ps(p, n);
+}
+#elif defined(CPU_CAPABILITY_AVX2)
+template <>
+inline Vectorized<float> exp2_vec(const Vectorized<float>& v) {
+  // Below -127 the biased exponent is 0 and the result exactly 0; NaN propagates through f.
+  const __m256 x = _mm256_max_ps(_mm256_set1_ps(-127.f), v);
+  const __m256 n = _mm256_round_ps(x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  const __m256 f = _mm256_sub_ps(x, n);
+  __m256 p = _mm256_fmadd_ps(_mm256_set1_ps(kExp2C5), f, _mm256_set1_ps(kExp2C4));
+  p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(kExp2C3));
+  p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(kExp2C2));
+  p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(kExp2C1));
+  p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(kExp2C0));
+  const __m256i e = _mm256_slli_epi32(
+      _mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
+  return _mm256_mul_ps(p, _mm256_castsi256_ps(e));
+}
+#endif
+
+// ---- small GEMM -----------------------------------------------------------------------------
+
+// C[MR, NV*W] (+)= A[MR, K] B[K, NV*W], with A(i, k) = a[i * a_rs + k * a_ks] (so A may be a
+// transposed view) and row k of B at b + k * ldb.
+template <typename T, int MR, int NV>
+inline void micro_kernel(
+    int64_t K, const T* a, int64_t a_rs, int64_t a_ks, const T* b, int64_t ldb, T* c,
+    int64_t ldc, bool accumulate) {
+  using Vec = Vectorized<T>;
+  constexpr int W = Vec::size();
+  Vec acc[MR][NV];
+#pragma GCC unroll 8
+  for (int i = 0; i < MR; ++i) {
+#pragma GCC unroll 4
+    for (int n = 0; n < NV; ++n) {
+      acc[i][n] = accumulate ? Vec::loadu(c + i * ldc + n * W) : Vec(T(0));
+    }
+  }
+  for (int64_t k = 0; k < K; ++k) {
+    const T* bk = b + k * ldb;
+    const T* ak = a + k * a_ks;
+    Vec bv[NV];
+#pragma GCC unroll 4
+    for (int n = 0; n < NV; ++n) {
+      bv[n] = Vec::loadu(bk + n * W);
+    }
+#pragma GCC unroll 8
+    for (int i = 0; i < MR; ++i) {
+      const Vec ai(ak[i * a_rs]);
+#pragma GCC unroll 4
+      for (int n = 0; n < NV; ++n) {
+        acc[i][n] = at::vec::fmadd(ai, bv[n], acc[i][n]);
+      }
+    }
+  }
+#pragma GCC unroll 8
+  for (int i = 0; i < MR; ++i) {
+#pragma GCC unroll 4
+    for (int n = 0; n < NV; ++n) {
+      acc[i][n].store(c + i * ldc + n * W);
+    }
+  }
+}
+
+template <typename T, int NV, int MR = kMaxRows - 1>
+inline void tail_rows(
+    int64_t rows, int64_t K, const T* a, int64_t a_rs, int64_t a_ks, const T* b, int64_t ldb,
+    T* c, int64_t ldc, bool accumulate) {
+  if constexpr (MR >= 1) {
+    if (rows == MR) {
+      micro_kernel<T, MR, NV>(K, a, a_rs, a_ks, b, ldb, c, ldc, accumulate);
+    } else {
+      tail_rows<T, NV, MR - 1>(rows, K, a, a_rs, a_ks, b, ldb, c, ldc, accumulate);
+    }
+  }
+}
+
+template <typename T, int NV>
+void column_panel(
+    int64_t M, int64_t K, const T* a, int64_t a_rs, int64_t a_ks, const T* b, int64_t ldb,
+    T* c, int64_t ldc, bool accumulate) {
+  int64_t i = 0;
+  for (; i + kMaxRows <= M; i += kMaxRows) {
+    micro_kernel<T, kMaxRows, NV>(K, a + i * a_rs, a_rs, a_ks, b, ldb, c + i * ldc, ldc, accumulate);
+  }
+  if (i < M) {
+    tail_rows<T, NV>(M - i, K, a + i * a_rs, a_rs, a_ks, b, ldb, c + i * ldc, ldc, accumulate);
+  }
+}
+
+template <typename T, int NV = kMaxVecs>
+inline void dispatch_panel(
+    int nv, int64_t M, int64_t K, const T* a, int64_t a_rs, int64_t a_ks, const T* b,
+    int64_t ldb, T* c, int64_t ldc, bool accumulate) {
+  if constexpr (NV >= 1) {
+    if (nv == NV) {
+      column_panel<T, NV>(M, K, a, a_rs, a_ks, b, ldb, c, ldc, accumulate);
+    } else {
+      dispatch_panel<T, NV - 1>(nv, M, K, a, a_rs, a_ks, b, ldb, c, ldc, accumulate);
+    }
+  }
+}
+
+/// Columns per B panel: the width of one micro-kernel call.
+template <typename T>
+constexpr int64_t panel_width() {
+  return kMaxVecs * Vectorized<T>::size();
+}
+
+// C[M, N] (+)= A[M, K] B[K, N]; N is a multiple of the vector width (callers pad). B is read
+// in panels of panel_width() columns: element (k, n) at
+// b + (n / panel_width) * b_panel + k * ldb + n % panel_width. A row-major B has
+// b_panel = panel_width; a panel-packed one (each panel's K rows contiguous) has
+// b_panel = K * panel_width and ldb = panel_width, so a panel streams through L1 whatever
+// the length of the rows it came from.
+template <typename T>
+void gemm(
+    int64_t M, int64_t N, int64_t K, const T* a, int64_t a_rs, int64_t a_ks, const T* b,
+    int64_t ldb, int64_t b_panel, T* c, int64_t ldc, bool accumulate) {
+  constexpr int W = Vectorized<T>::size();
+  TORCH_INTERNAL_ASSERT(N % W == 0, "gemm: N=", N, " is not a multiple of ", W);
+  if (K == 0) {
+    if (!accumulate) {
+      for (int64_t i = 0; i < M; ++i) {
+        std::fill(c + i * ldc, c + i * ldc + N, T(0));
+      }
+    }
+    return;
+  }
+  const int64_t vecs = N / W;
+  for (int64_t v0 = 0; v0 < vecs; v0 += kMaxVecs) {
+    const int nv = static_cast<int>(std::min<int64_t>(kMaxVecs, vecs - v0));
+    dispatch_panel<T>(nv, M, K, a, a_rs, a_ks, b + (v0 / kMaxVecs) * b_panel, ldb, c + v0 * W,
+                      ldc, accumulate);
+  }
+}
+
+// ---- row operations -------------------------------------------------------------------------
+
+/// max that propagates NaN, like at::vec::maximum.
+template <typename T>
+T nan_max(T a, T b) {
+  return (std::isnan(a) || a > b) ? a : b;
+}
+
+template <typename T>
+T reduce_max(const Vectorized<T>& v) {
+  T lanes[Vectorized<T>::size()];
+  v.store(lanes);
+  T m = lanes[0];
+  for (int i = 1; i < Vectorized<T>::size(); ++i) {
+    m = nan_max(m, lanes[i]);
+  }
+  return m;
+}
+
+template <typename T>
+T reduce_sum(const Vectorized<T>& v) {
+  T lanes[Vectorized<T>::size()];
+  v.store(lanes);
+  T s = 0;
+  for (int i = 0; i < Vectorized<T>::size(); ++i) {
+    s += lanes[i];
+  }
+  return s;
+}
+
+/// The 4-D mask view [B, H, Lq, Lk] with its strides, or none.
+struct MaskView {
+  const void* data = nullptr;
+  bool is_bool = false;
+  int64_t stride[4] = {0, 0, 0, 0};
+
+  explicit MaskView(const at::Tensor& mask) {
+    if (!mask.defined()) {
+      return;
+    }
+    data = mask.data_ptr();
+    is_bool = mask.scalar_type() == at::kBool;
+    for (int d = 0; d < 4; ++d) {
+      stride[d] = mask.stride(d);
+    }
+  }
+};
+
+/// Turns one row of raw scores s[0, width) into log2-domain logits: s * mul, plus the additive
+/// mask times log2(e), -inf where the bool mask forbids, where causal forbids (keys after
+/// `last_key`) and on the padding columns [valid, width).
+template <typename T>
+void prepare_row(
+    T* s, int64_t valid, int64_t width, T mul, const MaskView& mask, int64_t b, int64_t h,
+    int64_t i, int64_t j0, int64_t last_key) {
+  using Vec = Vectorized<T>;
+  constexpr int W = Vec::size();
+  if (mul != T(1)) {
+    const Vec m(mul);
+    for (int64_t j = 0; j < width; j += W) {
+      (Vec::loadu(s + j) * m).store(s + j);
+    }
+  }
+  int64_t end = std::min(valid, last_key - j0 + 1);
+  end = std::max<int64_t>(end, 0);
+  if (mask.data != nullptr) {
+    const int64_t off = b * mask.stride[0] + h * mask.stride[1] + i * mask.stride[2] + j0 * mask.stride[3];
+    const int64_t sk = mask.stride[3];
+    if (mask.is_bool) {
+      const bool* row = static_cast<const bool*>(mask.data) + off;
+      for (int64_t j = 0; j < end; ++j) {
+        if (!row[j * sk]) {
+          s[j] = neg_inf<T>();
+        }
+      }
+    } else {
+      const T* row = static_cast<const T*>(mask.data) + off;
+      const T l2e = static_cast<T>(kLog2e);
+      if (sk == 1) {
+        const Vec vl2e(l2e);
+        int64_t j = 0;
+        for (; j + W <= end; j += W) {
+          at::vec::fmadd(Vec::loadu(row + j), vl2e, Vec::loadu(s + j)).store(s + j);
+        }
+        for (; j < end; ++j) {
+          s[j] += row[j] * l2e;
+        }
+      } else {
+        for (int64_t j = 0; j < end; ++j) {
+          s[j] += row[j * sk] * l2e;
+        }
+      }
+    }
+  }
+  std::fill(s + end, s + width, neg_inf<T>());
+}
+
+// ---- packing --------------------------------------------------------------------------------
+
+/// dst[r, c] = src[r * rs + c * cs] for r < rows, c < cols, in a [rows, ld] buffer whose
+/// columns [cols, ld) are zero.
+template <typename T>
+void pack(const T* src, int64_t rows, int64_t cols, int64_t rs, int64_t cs, T* dst, int64_t ld, T mul = T(1)) {
+  for (int64_t r = 0; r < rows; ++r) {
+    T* d = dst + r * ld;
+    const T* s = src + r * rs;
+    if (cs == 1 && mul == T(1)) {
+      std::copy(s, s + cols, d);
+    } else {
+      for (int64_t c = 0; c < cols; ++c) {
+        d[c] = s[c * cs] * mul;
+      }
+    }
+    std::fill(d + cols, d + ld, T(0));
+  }
+}
+
+/// The transpose of src [rows, cols] (element (r, c) at src[r * rs + c * cs]) in panels of
+/// `pw` rows: dst[(r / pw) * cols * pw + c * pw + r % pw], zero for rows up to a multiple of pw.
+template <typename T>
+void pack_transposed_panels(const T* src, int64_t rows, int64_t cols, int64_t rs, int64_t cs, T* dst, int64_t pw) {
+  const int64_t panels = (rows + pw - 1) / pw;
+  for (int64_t p = 0; p < panels; ++p) {
+    T* panel = dst + p * cols * pw;
+    const int64_t r0 = p * pw;
+    const int64_t n = std::min(pw, rows - r0);
+    for (int64_t c = 0; c < cols; ++c) {
+      T* d = panel + c * pw;
+      const T* s = src + r0 * rs + c * cs;
+      for (int64_t r = 0; r < n; ++r) {
+        d[r] = s[r * rs];
+      }
+      std::fill(d + n, d + pw, T(0));
+    }
+  }
+}
+
+struct Dims {
+  int64_t B, H, Lq, Lk, E, Ev;
+  int64_t BH() const { return B * H; }
+};
+
+Dims dims_of(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v) {
+  return {q.size(0), q.size(1), q.size(2), k.size(2), q.size(3), v.size(3)};
+}
+
+/// Element offset of [b, h, 0, 0] in a 4-D tensor.
+int64_t head_offset(const at::Tensor& t, int64_t bh, int64_t H) {
+  return (bh / H) * t.stride(0) + (bh % H) * t.stride(1);
+}
+
+/// Runs fn(item, scratch) for item in [0, count) on every thread, taking items in order from a
+/// shared counter so that uneven items (causal tiles) balance.
+template <typename Fn>
+void parallel_items(int64_t count, Fn&& fn) {
+  std::atomic<int64_t> next{0};
+  const int64_t workers = std::min<int64_t>(at::get_num_threads(), count);
+  at::parallel_for(0, workers, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t w = begin; w < end; ++w) {
+      for (int64_t item = next++; item < count; item = next++) {
+        fn(item);
+      }
+    }
+  });
+}
+
+// ---- forward --------------------------------------------------------------------------------
+
+template <typename T>
+void forward_impl(
+    const at::Tensor& query, const at::Tensor& key, const at::Tensor& value,
+    const at::Tensor& mask_tensor, const FlashArgs& args, at::Tensor& out, at::Tensor& lse) {
+  // query [B, H, Lq, E], key [B, H, Lk, E], value [B, H, Lk, Ev] -> out [B, H, Lq, Ev], lse [B, H, Lq]
+  using Vec = Vectorized<T>;
+  constexpr int W = Vec::size();
+  const Dims d = dims_of(query, key, value);
+  constexpr int64_t PW = panel_width<T>();
+  const int64_t Lk_pad = round_up(d.Lk, PW);
+  const int64_t Ev_pad = round_up(d.Ev, W);
+  const MaskView mask(mask_tensor);
+  const T* q = query.data_ptr<T>();
+  const T* k = key.data_ptr<T>();
+  const T* v = value.data_ptr<T>();
+  T* o = out.data_ptr<T>();
+  T* lse_data = lse.data_ptr<T>();
+
+  // Per head: keys transposed in panels [Lk_pad / PW, E, PW] and values [Lk, Ev_pad], zero
+  // padded, shared by every query tile of the head.
+  std::vector<T> key_t(static_cast<size_t>(d.BH() * d.E * Lk_pad));
+  std::vector<T> value_p(static_cast<size_t>(d.BH() * d.Lk * Ev_pad));
+  at::parallel_for(0, d.BH(), 1, [&](int64_t begin, int64_t end) {
+    for (int64_t bh = begin; bh < end; ++bh) {
+      pack_transposed_panels(k + head_offset(key, bh, d.H), d.Lk, d.E, key.stride(2),
+                             key.stride(3), key_t.data() + bh * d.E * Lk_pad, PW);
+      pack(v + head_offset(value, bh, d.H), d.Lk, d.Ev, value.stride(2), value.stride(3),
+           value_p.data() + bh * d.Lk * Ev_pad, Ev_pad);
+    }
+  });
+
+  const int64_t q_tiles = (d.Lq + kBlockQ - 1) / kBlockQ;
+  const T q_mul = static_cast<T>(args.scale * kLog2e);
+  parallel_items(d.BH() * q_tiles, [&](int64_t item) {
+    // Largest causal tiles (last queries) first.
+    const int64_t bh = item / q_tiles;
+    const int64_t qt = q_tiles - 1 - item % q_tiles;
+    const int64_t b = bh / d.H, h = bh % d.H;
+    const int64_t i0 = qt * kBlockQ;
+    const int64_t nq = std::min(kBlockQ, d.Lq - i0);
+
+    thread_local std::vector<T> q_tile, scores, acc, row_max, row_sum;
+    q_tile.resize(static_cast<size_t>(kBlockQ * d.E));
+    scores.resize(static_cast<size_t>(kBlockQ * kBlockK));
+    acc.assign(static_cast<size_t>(kBlockQ * Ev_pad), T(0));
+    row_max.assign(kBlockQ, neg_inf<T>());
+    row_sum.assign(kBlockQ, T(0));
+
+    pack(q + head_offset(query, bh, d.H) + i0 * query.stride(2), nq, d.E, query.stride(2),
+         query.stride(3), q_tile.data(), d.E, q_mul);
+    const T* kt = key_t.data() + bh * d.E * Lk_pad;
+    const T* vp = value_p.data() + bh * d.Lk * Ev_pad;
+
+    const int64_t j_end = args.is_causal ? std::min(d.Lk, i0 + nq) : d.Lk;
+    for (int64_t j0 = 0; j0 < j_end; j0 += kBlockK) {
+      const int64_t nk = std::min(kBlockK, j_end - j0);
+      const int64_t nk_pad = round_up(nk, W);
+      gemm<T>(nq, nk_pad, d.E, q_tile.data(), d.E, 1, kt + j0 * d.E, PW, d.E * PW,
+              scores.data(), kBlockK, /*accumulate=*/false);
+      for (int64_t r = 0; r < nq; ++r) {
+        T* s = scores.data() + r * kBlockK;
+        const int64_t i = i0 + r;
+        prepare_row<T>(s, nk, nk_pad, T(1), mask, b, h, i, j0,
+                       args.is_causal ? i : std::numeric_limits<int64_t>::max() / 2);
+        Vec mx(neg_inf<T>());
+        for (int64_t j = 0; j < nk_pad; j += W) {
+          mx = at::vec::maximum(mx, Vec::loadu(s + j));
+        }
+        const T m_new = nan_max(reduce_max(mx), row_max[r]);
+        if (m_new == neg_inf<T>()) {
+          // No key allowed so far: weights 0, accumulator untouched.
+          std::fill(s, s + nk_pad, T(0));
+          continue;
+        }
+        const T alpha = std::exp2(row_max[r] - m_new);
+        const Vec vm(m_new);
+        Vec sum(T(0));
+        for (int64_t j = 0; j < nk_pad; j += W) {
+          const Vec p = exp2_vec(Vec::loadu(s + j) - vm);
+          p.store(s + j);
+          sum = sum + p;
+        }
+        row_sum[r] = row_sum[r] * alpha + reduce_sum(sum);
+        row_max[r] = m_new;
+        if (alpha != T(1)) {
+          T* a = acc.data() + r * Ev_pad;
+          const Vec va(alpha);
+          for (int64_t e = 0; e < Ev_pad; e += W) {
+            (Vec::loadu(a + e) * va).store(a + e);
+          }
+        }
+      }
+      gemm<T>(nq, Ev_pad, nk, scores.data(), kBlockK, 1, vp + j0 * Ev_pad, Ev_pad, PW,
+              acc.data(), Ev_pad, /*accumulate=*/true);
+    }
+
+    T* o_head = o + head_offset(out, bh, d.H);
+    T* lse_head = lse_data + bh * d.Lq;
+    for (int64_t r = 0; r < nq; ++r) {
+      const int64_t i = i0 + r;
+      T* o_row = o_head + i * out.stride(2);
+      const T* a = acc.data() + r * Ev_pad;
+      if (row_sum[r] == T(0)) {
+        // Fully masked row: zero output; +inf logsumexp gives zero weights in backward.
+        for (int64_t e = 0; e < d.Ev; ++e) {
+          o_row[e * out.stride(3)] = T(0);
+        }
+        lse_head[i] = std::numeric_limits<T>::infinity();
+        continue;
+      }
+      const T inv = T(1) / row_sum[r];
+      for (int64_t e = 0; e < d.Ev; ++e) {
+        o_row[e * out.stride(3)] = a[e] * inv;
+      }
+      lse_head[i] = static_cast<T>((row_max[r] + std::log2(row_sum[r])) * kLn2);
+    }
+  });
+}
+
+// ---- backward -------------------------------------------------------------------------------
+
+template <typename T>
+void backward_impl(
+    const at::Tensor& grad_out, const at::Tensor& query, const at::Tensor& key,
+    const at::Tensor& value, const at::Tensor& mask_tensor, const at::Tensor& out,
+    const at::Tensor& lse, const FlashArgs& args, at::Tensor& grad_query, at::Tensor& grad_key,
+    at::Tensor& grad_value) {
+  // grad_out [B, H, Lq, Ev] -> grad_query [B, H, Lq, E], grad_key [B, H, Lk, E],
+  //                            grad_value [B, H, Lk, Ev]
+  using Vec = Vectorized<T>;
+  constexpr int W = Vec::size();
+  const Dims d = dims_of(query, key, value);
+  constexpr int64_t PW = panel_width<T>();
+  const int64_t BH = d.BH();
+  const int64_t Lk_pad = round_up(d.Lk, PW);
+  const int64_t E_pad = round_up(d.E, W);
+  const int64_t Ev_pad = round_up(d.Ev, W);
+  const MaskView mask(mask_tensor);
+  const T s_mul = static_cast<T>(args.scale * kLog2e);
+  const T l2e = static_cast<T>(kLog2e);
+
+  const int64_t k_tiles = (d.Lk + kBlockK - 1) / kBlockK;
+  const int64_t q_tiles = (d.Lq + kBlockQ - 1) / kBlockQ;
+  // With fewer heads than threads, split each head's key tiles into chunks, each with its own
+  // grad_query accumulator (summed at the end).
+  const int64_t threads = at::get_num_threads();
+  const int64_t chunks = BH >= threads ? 1 : std::min(k_tiles, (threads + BH - 1) / BH);
+
+  // Per head: q and grad_out rows, keys as rows and in transposed panels (as in the forward),
+  // values in transposed panels; delta =
+  // rowsum(grad_out * out) and the log2-domain logsumexp.
+  std::vector<T> q_p(static_cast<size_t>(BH * d.Lq * E_pad));
+  std::vector<T> do_p(static_cast<size_t>(BH * d.Lq * Ev_pad));
+  std::vector<T> k_p(static_cast<size_t>(BH * d.Lk * E_pad));
+  std::vector<T> k_t(static_cast<size_t>(BH * d.E * Lk_pad));
+  std::vector<T> v_t(static_cast<size_t>(BH * d.Ev * Lk_pad));
+  std::vector<T> delta(static_cast<size_t>(BH * d.Lq));
+  std::vector<T> lse2(static_cast<size_t>(BH * d.Lq));
+  std::vector<T> dq_acc(static_cast<size_t>(BH * chunks * d.Lq * E_pad), T(0));
+
+  const T* q = query.data_ptr<T>();
+  const T* k = key.data_ptr<T>();
+  const T* v = value.data_ptr<T>();
+  const T* go = grad_out.data_ptr<T>();
+  const T* o = out.data_ptr<T>();
+  const T* lse_data = lse.data_ptr<T>();
+  at::parallel_for(0, BH, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t bh = begin; bh < end; ++bh) {
+      pack(q + head_offset(query, bh, d.H), d.Lq, d.E, query.stride(2), query.stride(3),
+           q_p.data() + bh * d.Lq * E_pad, E_pad);
+      pack(go + head_offset(grad_out, bh, d.H), d.Lq, d.Ev, grad_out.stride(2),
+           grad_out.stride(3), do_p.data() + bh * d.Lq * Ev_pad, Ev_pad);
+      pack(k + head_offset(key, bh, d.H), d.Lk, d.E, key.stride(2), key.stride(3),
+           k_p.data() + bh * d.Lk * E_pad, E_pad);
+      pack_transposed_panels(k + head_offset(key, bh, d.H), d.Lk, d.E, key.stride(2),
+                             key.stride(3), k_t.data() + bh * d.E * Lk_pad, PW);
+      pack_transposed_panels(v + head_offset(value, bh, d.H), d.Lk, d.Ev, value.stride(2),
+                             value.stride(3), v_t.data() + bh * d.Ev * Lk_pad, PW);
+      const T* o_head = o + head_offset(out, bh, d.H);
+      const T* do_head = do_p.data() + bh * d.Lq * Ev_pad;
+      for (int64_t i = 0; i < d.Lq; ++i) {
+        T acc = 0;
+        for (int64_t e = 0; e < d.Ev; ++e) {
+          acc += do_head[i * Ev_pad + e] * o_head[i * out.stride(2) + e * out.stride(3)];
+        }
+        delta[bh * d.Lq + i] = acc;
+        lse2[bh * d.Lq + i] = lse_data[bh * d.Lq + i] * l2e;
+      }
+    }
+  });
+
+  T* gq = grad_query.data_ptr<T>();
+  T* gk = grad_key.data_ptr<T>();
+  T* gv = grad_value.data_ptr<T>();
+  const T scale = static_cast<T>(args.scale);
+  parallel_items(BH * chunks, [&](int64_t item) {
+    const int64_t bh = item / chunks;
+    const int64_t chunk = item % chunks;
+    const int64_t b = bh / d.H, h = bh % d.H;
+    const T* qh = q_p.data() + bh * d.Lq * E_pad;
+    const T* doh = do_p.data() + bh * d.Lq * Ev_pad;
+    const T* kh = k_p.data() + bh * d.Lk * E_pad;
+    const T* kth = k_t.data() + bh * d.E * Lk_pad;
+    const T* vth = v_t.data() + bh * d.Ev * Lk_pad;
+    const T* delta_h = delta.data() + bh * d.Lq;
+    const T* lse_h = lse2.data() + bh * d.Lq;
+    T* dq = dq_acc.data() + (bh * chunks + chunk) * d.Lq * E_pad;
+
+    thread_local std::vector<T> probs, dscores, dk, dv;
+    probs.resize(static_cast<size_t>(kBlockQ * kBlockK));
+    dscores.resize(static_cast<size_t>(kBlockQ * kBlockK));
+    dk.resize(static_cast<size_t>(kBlockK * E_pad));
+    dv.resize(static_cast<size_t>(kBlockK * Ev_pad));
+
+    // Interleaved key tiles, so that each chunk gets early (long) and late causal tiles.
+    for (int64_t kt = chunk; kt < k_tiles; kt += chunks) {
+      const int64_t j0 = kt * kBlockK;
+      const int64_t nk = std::min(kBlockK, d.Lk - j0);
+      const int64_t nk_pad = round_up(nk, W);
+      std::fill(dk.begin(), dk.end(), T(0));
+      std::fill(dv.begin(), dv.end(), T(0));
+      // Causal: queries before j0 see none of these keys.
+      const int64_t qt_begin = args.is_causal ? std::min(j0, d.Lq) / kBlockQ : 0;
+      for (int64_t qt = qt_begin; qt < q_tiles; ++qt) {
+        const int64_t i0 = qt * kBlockQ;
+        const int64_t nq = std::min(kBlockQ, d.Lq - i0);
+        T* p = probs.data();
+        T* ds = dscores.data();
+        gemm<T>(nq, nk_pad, d.E, qh + i0 * E_pad, E_pad, 1, kth + j0 * d.E, PW, d.E * PW, p,
+                kBlockK, /*accumulate=*/false);
+        for (int64_t r = 0; r < nq; ++r) {
+          const int64_t i = i0 + r;
+          T* s = p + r * kBlockK;
+          prepare_row<T>(s, nk, nk_pad, s_mul, mask, b, h, i, j0,
+                         args.is_causal ? i : std::numeric_limits<int64_t>::max() / 2);
+          const Vec vl(lse_h[i]);
+          for (int64_t j = 0; j < nk_pad; j += W) {
+            exp2_vec(Vec::loadu(s + j) - vl).store(s + j);
+          }
+        }
+        // dV += Pᵀ dO
+        gemm<T>(nk, Ev_pad, nq, p, 1, kBlockK, doh + i0 * Ev_pad, Ev_pad, PW, dv.data(), Ev_pad,
+                /*accumulate=*/true);
+        // dP = dO Vᵀ, then dS = P (dP - delta)
+        gemm<T>(nq, nk_pad, d.Ev, doh + i0 * Ev_pad, Ev_pad, 1, vth + j0 * d.Ev, PW, d.Ev * PW,
+                ds, kBlockK, /*accumulate=*/false);
+        for (int64_t r = 0; r < nq; ++r) {
+          const Vec dl(delta_h[i0 + r]);
+          T* dsr = ds + r * kBlockK;
+          const T* pr = p + r * kBlockK;
+          for (int64_t j = 0; j < nk_pad; j += W) {
+            (Vec::loadu(pr + j) * (Vec::loadu(dsr + j) - dl)).store(dsr + j);
+          }
+        }
+        // dK += dSᵀ Q, dQ += dS K (scale applied at the end)
+        gemm<T>(nk, E_pad, nq, ds, 1, kBlockK, qh + i0 * E_pad, E_pad, PW, dk.data(), E_pad,
+                /*accumulate=*/true);
+        gemm<T>(nq, E_pad, nk, ds, kBlockK, 1, kh + j0 * E_pad, E_pad, PW, dq + i0 * E_pad,
+                E_pad, /*accumulate=*/true);
+      }
+      T* gk_head = gk + head_offset(grad_key, bh, d.H);
+      T* gv_head = gv + head_offset(grad_value, bh, d.H);
+      for (int64_t r = 0; r < nk; ++r) {
+        T* gk_row = gk_head + (j0 + r) * grad_key.stride(2);
+        for (int64_t e = 0; e < d.E; ++e) {
+          gk_row[e * grad_key.stride(3)] = dk[r * E_pad + e] * scale;
+        }
+        T* gv_row = gv_head + (j0 + r) * grad_value.stride(2);
+        for (int64_t e = 0; e < d.Ev; ++e) {
+          gv_row[e * grad_value.stride(3)] = dv[r * Ev_pad + e];
+        }
+      }
+    }
+  });
+
+  at::parallel_for(0, BH, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t bh = begin; bh < end; ++bh) {
+      T* gq_head = gq + head_offset(grad_query, bh, d.H);
+      const T* acc = dq_acc.data() + bh * chunks * d.Lq * E_pad;
+      for (int64_t i = 0; i < d.Lq; ++i) {
+        T* row = gq_head + i * grad_query.stride(2);
+        for (int64_t e = 0; e < d.E; ++e) {
+          T sum = 0;
+          for (int64_t c = 0; c < chunks; ++c) {
+            sum += acc[(c * d.Lq + i) * E_pad + e];
+          }
+          row[e * grad_query.stride(3)] = sum * scale;
+        }
+      }
+    }
+  });
+}
+
+} // namespace
+
+void flash_attention_forward(
+    const at::Tensor& query, const at::Tensor& key, const at::Tensor& value,
+    const at::Tensor& mask, const FlashArgs& args, at::Tensor& out, at::Tensor& logsumexp) {
+  AT_DISPATCH_FLOATING_TYPES(query.scalar_type(), "flash_attention_forward", [&] {
+    forward_impl<scalar_t>(query, key, value, mask, args, out, logsumexp);
+  });
+}
+
+void flash_attention_backward(
+    const at::Tensor& grad_out, const at::Tensor& query, const at::Tensor& key,
+    const at::Tensor& value, const at::Tensor& mask, const at::Tensor& out,
+    const at::Tensor& logsumexp, const FlashArgs& args, at::Tensor& grad_query,
+    at::Tensor& grad_key, at::Tensor& grad_value) {
+  AT_DISPATCH_FLOATING_TYPES(query.scalar_type(), "flash_attention_backward", [&] {
+    backward_impl<scalar_t>(grad_out, query, key, value, mask, out, logsumexp, args, grad_query,
+                            grad_key, grad_value);
+  });
+}
+
+} // namespace CPU_CAPABILITY
+} // namespace torchattn::ops::cpu
+
+#if defined(CPU_CAPABILITY_AVX2) || defined(CPU_CAPABILITY_AVX512)
+#pragma GCC pop_options
+#endif

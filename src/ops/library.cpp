@@ -1,0 +1,50 @@
+// The one TORCH_LIBRARY(torchattn, m): every schema of the library. Kernels are registered per
+// dispatch key in ops/cpu/ and ops/autograd/.
+
+#include <torchattn/ops/attention.h>
+
+#include "ops/registration.h"
+
+#include <torch/library.h>
+
+TORCH_LIBRARY(torchattn, m) {
+  m.def(
+      "scaled_dot_product_attention(Tensor query, Tensor key, Tensor value, "
+      "Tensor? attn_mask=None, float dropout_p=0.0, bool is_causal=False, "
+      "float? scale=None) -> Tensor");
+  // The fused kernel's halves. logsumexp [B, H, Lq] is of the scaled, masked scores (+inf on
+  // rows with no key to attend); `scale` is already resolved.
+  m.def(
+      "_scaled_dot_product_attention_forward(Tensor query, Tensor key, Tensor value, "
+      "Tensor? attn_mask, bool is_causal, float scale) -> (Tensor output, Tensor logsumexp)");
+  m.def(
+      "_scaled_dot_product_attention_backward(Tensor grad_output, Tensor query, Tensor key, "
+      "Tensor value, Tensor? attn_mask, Tensor output, Tensor logsumexp, bool is_causal, "
+      "float scale) -> (Tensor grad_query, Tensor grad_key, Tensor grad_value)");
+}
+
+namespace torchattn::ops {
+
+bool ops_registered() {
+  // Referencing the kernel files' anchors keeps their static registrations in static builds.
+  return detail::cpu_kernels_registered() && detail::autograd_kernels_registered();
+}
+
+torch::Tensor scaled_dot_product_attention(
+    const torch::Tensor& query,
+    const torch::Tensor& key,
+    const torch::Tensor& value,
+    const c10::optional<torch::Tensor>& attn_mask,
+    double dropout_p,
+    bool is_causal,
+    c10::optional<double> scale) {
+  static auto op = c10::Dispatcher::singleton()
+                       .findSchemaOrThrow("torchattn::scaled_dot_product_attention", "")
+                       .typed<torch::Tensor(
+                           const torch::Tensor&, const torch::Tensor&, const torch::Tensor&,
+                           const c10::optional<torch::Tensor>&, double, bool,
+                           c10::optional<double>)>();
+  return op.call(query, key, value, attn_mask, dropout_p, is_causal, scale);
+}
+
+} // namespace torchattn::ops
