@@ -19,4 +19,11 @@
 #include <torchattn/nn/modules/scaled_dot_product_attention.h>
 #include <torchattn/nn/options/attention.h>
 #include <torchattn/nn/options/multihead_attention.h>
+#include <torchattn/ops/attention.h>
 #include <torchattn/version.h>
+
+namespace torchattn::detail {
+/// Referencing the op library keeps its static registrations (TORCH_LIBRARY), which nothing
+/// else calls, when torchattn is linked statically.
+inline const bool ops_anchor = torchattn::ops::ops_registered();
+} // namespace torchattn::detail

@@ -150,9 +150,10 @@ TEST_CASE("weights are returned only when asked for", "[nn]") {
   auto [out, w] = attn(q, q, q);
   CHECK(out.defined());
   CHECK_FALSE(w.defined());
+  // With weights the math path runs; without, the fused kernel: equal to rounding.
   auto [out2, w2] = attn->forward(q, q, q, {}, {}, /*need_weights=*/true);
   CHECK(w2.sizes() == torch::IntArrayRef({2, 3, 3}));
-  CHECK_THAT(out2, AllClose(out, 0, 0));
+  CHECK_THAT(out2, AllClose(out, 1e-6, 1e-6));
 }
 
 TEST_CASE("empty key sequences give zeros and empty query sequences give empty outputs", "[nn][shapes]") {

@@ -1,4 +1,5 @@
 #include <torchattn/nn/functional/attention.h>
+#include <torchattn/ops/attention.h>
 
 #include "detail/attention_core.h"
 
@@ -10,6 +11,87 @@ namespace torchattn::nn::functional {
 
 using detail::MaskArgs;
 
+namespace {
+
+/// The masks of `masks` as one op mask (bool true = may attend, or additive), broadcastable to
+/// the scores; undefined when there is none.
+torch::Tensor combined_mask(const MaskArgs& masks, int64_t scores_dim) {
+  torch::Tensor attn = masks.attn_mask;
+  torch::Tensor kpm = masks.key_padding_mask;
+  if (!kpm.defined()) {
+    return attn;
+  }
+  // [Lk] or [B, Lk] -> aligned with the first dim of the scores, as the math path does.
+  if (kpm.dim() == 2) {
+    std::vector<int64_t> shape(scores_dim, 1);
+    shape.front() = kpm.size(0);
+    shape.back() = kpm.size(1);
+    kpm = kpm.view(shape);
+  }
+  const bool kpm_bool = kpm.scalar_type() == torch::kBool;
+  if (!attn.defined()) {
+    return kpm_bool ? kpm.logical_not() : kpm;
+  }
+  const bool attn_bool = attn.scalar_type() == torch::kBool;
+  if (attn_bool && kpm_bool) {
+    return attn.logical_and(kpm.logical_not());
+  }
+  const double inf = std::numeric_limits<double>::infinity();
+  const auto dtype = attn_bool ? kpm.scalar_type() : attn.scalar_type();
+  auto additive = [&](const torch::Tensor& keep) {
+    return torch::zeros({}, keep.options().dtype(dtype)).masked_fill(keep.logical_not(), -inf);
+  };
+  return (attn_bool ? additive(attn) : attn) + (kpm_bool ? additive(kpm.logical_not()) : kpm);
+}
+
+/// softmax(q kᵀ · scale) v by the fused op, or undefined where the op does not apply: weights
+/// requested, dropout, a device other than the CPU, a mask that requires grad, or more than
+/// two leading dims.
+torch::Tensor fused_attention(
+    const torch::Tensor& query,
+    const torch::Tensor& key,
+    const torch::Tensor& value,
+    const MaskArgs& masks,
+    const std::vector<int64_t>& scores_shape,
+    double scale) {
+  // query [..., Lq, E], key [..., Lk, E], value [..., Lk, Ev] -> out [..., Lq, Ev]
+  const auto lead_dims = static_cast<int64_t>(scores_shape.size()) - 2;
+  const auto dtype = query.scalar_type();
+  const bool mask_grad = (masks.attn_mask.defined() && masks.attn_mask.requires_grad()) ||
+      (masks.key_padding_mask.defined() && masks.key_padding_mask.requires_grad());
+  if (masks.need_weights || masks.dropout_p > 0.0 || !query.device().is_cpu() ||
+      (dtype != torch::kFloat && dtype != torch::kDouble) || mask_grad || lead_dims > 2) {
+    return {};
+  }
+  // To [B, H, L, E]: leading dims broadcast (a copy only where they differ), then padded.
+  const std::vector<int64_t> lead(scores_shape.begin(), scores_shape.end() - 2);
+  auto to4d = [&](const torch::Tensor& t) {
+    std::vector<int64_t> shape = lead;
+    shape.push_back(t.size(-2));
+    shape.push_back(t.size(-1));
+    auto x = t.expand(shape);
+    while (x.dim() < 4) {
+      x = x.unsqueeze(0);
+    }
+    return x;
+  };
+  auto mask = combined_mask(masks, static_cast<int64_t>(scores_shape.size()));
+  if (mask.defined() && lead_dims < 2 && mask.dim() > 2) {
+    // [B, Lq, Lk] against scores [B, Lq, Lk] -> [B, 1, Lq, Lk]
+    mask = mask.unsqueeze(-3);
+  }
+  auto out = ops::scaled_dot_product_attention(
+      to4d(query), to4d(key), to4d(value),
+      mask.defined() ? c10::optional<torch::Tensor>(mask) : c10::nullopt, /*dropout_p=*/0.0,
+      masks.is_causal, scale);
+  std::vector<int64_t> out_shape = lead;
+  out_shape.push_back(query.size(-2));
+  out_shape.push_back(value.size(-1));
+  return out.view(out_shape);
+}
+
+} // namespace
+
 std::tuple<torch::Tensor, torch::Tensor> dot_product_attention(
     const torch::Tensor& query,
     const torch::Tensor& key,
@@ -17,7 +99,11 @@ std::tuple<torch::Tensor, torch::Tensor> dot_product_attention(
     const DotProductAttentionFuncOptions& options) {
   // query [..., Lq, E], key [..., Lk, E], value [..., Lk, Ev] -> out [..., Lq, Ev]
   const auto masks = MaskArgs::from(options);
-  detail::check_inputs("dot_product_attention", query, key, value, masks, /*same_qk_dim=*/true);
+  const auto scores_shape =
+      detail::check_inputs("dot_product_attention", query, key, value, masks, /*same_qk_dim=*/true);
+  if (auto out = fused_attention(query, key, value, masks, scores_shape, /*scale=*/1.0); out.defined()) {
+    return {out, torch::Tensor()};
+  }
   return detail::attend(query.matmul(key.transpose(-2, -1)), value, masks);
 }
 
@@ -29,11 +115,14 @@ std::tuple<torch::Tensor, torch::Tensor> scaled_dot_product_attention(
   // query [..., Lq, E], key [..., Lk, E], value [..., Lk, Ev] -> out [..., Lq, Ev]
   constexpr const char* fn = "scaled_dot_product_attention";
   const auto masks = MaskArgs::from(options);
-  detail::check_inputs(fn, query, key, value, masks, /*same_qk_dim=*/true);
+  const auto scores_shape = detail::check_inputs(fn, query, key, value, masks, /*same_qk_dim=*/true);
   const double scale = options.scale().has_value()
       ? *options.scale()
       : 1.0 / std::sqrt(static_cast<double>(query.size(-1)));
   TORCH_CHECK(std::isfinite(scale), fn, ": scale is ", scale, ", expected a finite number");
+  if (auto out = fused_attention(query, key, value, masks, scores_shape, scale); out.defined()) {
+    return {out, torch::Tensor()};
+  }
   // Scaling q (Lq x E) costs less than scaling the scores (Lq x Lk).
   return detail::attend((query * scale).matmul(key.transpose(-2, -1)), value, masks);
 }
@@ -63,7 +152,22 @@ std::tuple<torch::Tensor, torch::Tensor> cosine_attention(
   }
   namespace tnf = torch::nn::functional;
   const auto norm = tnf::NormalizeFuncOptions().p(2).dim(-1).eps(options.eps());
-  auto scores = tnf::normalize(query, norm).matmul(tnf::normalize(key, norm).transpose(-2, -1));
+  auto q = tnf::normalize(query, norm);
+  auto k = tnf::normalize(key, norm);
+  // The fused kernel takes a scalar scale: a temperature constant along the keys folds into
+  // the queries ([..., Lq or 1, 1]), one constant along the queries into the keys.
+  if (!tau.defined() || tau.dim() == 0 || tau.size(-1) == 1) {
+    auto q_tau = tau.defined() ? q * tau : q;
+    if (auto out = fused_attention(q_tau, k, value, masks, scores_shape, 1.0); out.defined()) {
+      return {out, torch::Tensor()};
+    }
+  } else if (tau.dim() >= 2 && tau.size(-2) == 1) {
+    if (auto out = fused_attention(q, k * tau.transpose(-2, -1), value, masks, scores_shape, 1.0);
+        out.defined()) {
+      return {out, torch::Tensor()};
+    }
+  }
+  auto scores = q.matmul(k.transpose(-2, -1));
   if (tau.defined()) {
     scores = scores * tau;
   }

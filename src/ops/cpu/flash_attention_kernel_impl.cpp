@@ -114,7 +114,7 @@ constexpr int kMaxVecs = 2;
 // 48..144 rows x 128..256 keys are within 3% of each other (noise); 512 keys is 4% slower
 // (the score tile leaves L2's sweet spot). 96 rows is a multiple of the 6-row micro-kernel.
 constexpr int64_t kBlockQ = 96;
-constexpr int64_t kBlockK = 256; // a multiple of every panel width
+constexpr int64_t kBlockKTarget = 256; // rounded down to a multiple of the panel width
 
 constexpr double kLog2e = 1.4426950408889634;
 constexpr double kLn2 = 0.6931471805599453;
@@ -265,6 +265,12 @@ inline void dispatch_panel(
 template <typename T>
 constexpr int64_t panel_width() {
   return kMaxVecs * Vectorized<T>::size();
+}
+
+/// Keys per tile: a whole number of panels, since tiles index the panel-packed keys.
+template <typename T>
+constexpr int64_t block_k() {
+  return kBlockKTarget / panel_width<T>() * panel_width<T>();
 }
 
 // C[M, N] (+)= A[M, K] B[K, N]; N is a multiple of the vector width (callers pad). B is read
@@ -472,6 +478,7 @@ void forward_impl(
   constexpr int W = Vec::size();
   const Dims d = dims_of(query, key, value);
   constexpr int64_t PW = panel_width<T>();
+  constexpr int64_t BK = block_k<T>();
   const int64_t Lk_pad = round_up(d.Lk, PW);
   const int64_t Ev_pad = round_up(d.Ev, W);
   const MaskView mask(mask_tensor);
@@ -506,7 +513,7 @@ void forward_impl(
 
     thread_local std::vector<T> q_tile, scores, acc, row_max, row_sum;
     q_tile.resize(static_cast<size_t>(kBlockQ * d.E));
-    scores.resize(static_cast<size_t>(kBlockQ * kBlockK));
+    scores.resize(static_cast<size_t>(kBlockQ * BK));
     acc.assign(static_cast<size_t>(kBlockQ * Ev_pad), T(0));
     row_max.assign(kBlockQ, neg_inf<T>());
     row_sum.assign(kBlockQ, T(0));
@@ -517,13 +524,13 @@ void forward_impl(
     const T* vp = value_p.data() + bh * d.Lk * Ev_pad;
 
     const int64_t j_end = args.is_causal ? std::min(d.Lk, i0 + nq) : d.Lk;
-    for (int64_t j0 = 0; j0 < j_end; j0 += kBlockK) {
-      const int64_t nk = std::min(kBlockK, j_end - j0);
+    for (int64_t j0 = 0; j0 < j_end; j0 += BK) {
+      const int64_t nk = std::min(BK, j_end - j0);
       const int64_t nk_pad = round_up(nk, W);
       gemm<T>(nq, nk_pad, d.E, q_tile.data(), d.E, 1, kt + j0 * d.E, PW, d.E * PW,
-              scores.data(), kBlockK, /*accumulate=*/false);
+              scores.data(), BK, /*accumulate=*/false);
       for (int64_t r = 0; r < nq; ++r) {
-        T* s = scores.data() + r * kBlockK;
+        T* s = scores.data() + r * BK;
         const int64_t i = i0 + r;
         prepare_row<T>(s, nk, nk_pad, T(1), mask, b, h, i, j0,
                        args.is_causal ? i : std::numeric_limits<int64_t>::max() / 2);
@@ -555,7 +562,7 @@ void forward_impl(
           }
         }
       }
-      gemm<T>(nq, Ev_pad, nk, scores.data(), kBlockK, 1, vp + j0 * Ev_pad, Ev_pad, PW,
+      gemm<T>(nq, Ev_pad, nk, scores.data(), BK, 1, vp + j0 * Ev_pad, Ev_pad, PW,
               acc.data(), Ev_pad, /*accumulate=*/true);
     }
 
@@ -596,6 +603,7 @@ void backward_impl(
   constexpr int W = Vec::size();
   const Dims d = dims_of(query, key, value);
   constexpr int64_t PW = panel_width<T>();
+  constexpr int64_t BK = block_k<T>();
   const int64_t BH = d.BH();
   const int64_t Lk_pad = round_up(d.Lk, PW);
   const int64_t E_pad = round_up(d.E, W);
@@ -604,7 +612,7 @@ void backward_impl(
   const T s_mul = static_cast<T>(args.scale * kLog2e);
   const T l2e = static_cast<T>(kLog2e);
 
-  const int64_t k_tiles = (d.Lk + kBlockK - 1) / kBlockK;
+  const int64_t k_tiles = (d.Lk + BK - 1) / BK;
   const int64_t q_tiles = (d.Lq + kBlockQ - 1) / kBlockQ;
   // With fewer heads than threads, split each head's key tiles into chunks, each with its own
   // grad_query accumulator (summed at the end).
@@ -644,11 +652,14 @@ void backward_impl(
       const T* o_head = o + head_offset(out, bh, d.H);
       const T* do_head = do_p.data() + bh * d.Lq * Ev_pad;
       for (int64_t i = 0; i < d.Lq; ++i) {
-        T acc = 0;
+        // dS = P (dP - delta) cancels: delta is summed in double so that it adds no error of
+        // its own to the difference.
+        double acc = 0;
         for (int64_t e = 0; e < d.Ev; ++e) {
-          acc += do_head[i * Ev_pad + e] * o_head[i * out.stride(2) + e * out.stride(3)];
+          acc += static_cast<double>(do_head[i * Ev_pad + e]) *
+              static_cast<double>(o_head[i * out.stride(2) + e * out.stride(3)]);
         }
-        delta[bh * d.Lq + i] = acc;
+        delta[bh * d.Lq + i] = static_cast<T>(acc);
         lse2[bh * d.Lq + i] = lse_data[bh * d.Lq + i] * l2e;
       }
     }
@@ -672,15 +683,15 @@ void backward_impl(
     T* dq = dq_acc.data() + (bh * chunks + chunk) * d.Lq * E_pad;
 
     thread_local std::vector<T> probs, dscores, dk, dv;
-    probs.resize(static_cast<size_t>(kBlockQ * kBlockK));
-    dscores.resize(static_cast<size_t>(kBlockQ * kBlockK));
-    dk.resize(static_cast<size_t>(kBlockK * E_pad));
-    dv.resize(static_cast<size_t>(kBlockK * Ev_pad));
+    probs.resize(static_cast<size_t>(kBlockQ * BK));
+    dscores.resize(static_cast<size_t>(kBlockQ * BK));
+    dk.resize(static_cast<size_t>(BK * E_pad));
+    dv.resize(static_cast<size_t>(BK * Ev_pad));
 
     // Interleaved key tiles, so that each chunk gets early (long) and late causal tiles.
     for (int64_t kt = chunk; kt < k_tiles; kt += chunks) {
-      const int64_t j0 = kt * kBlockK;
-      const int64_t nk = std::min(kBlockK, d.Lk - j0);
+      const int64_t j0 = kt * BK;
+      const int64_t nk = std::min(BK, d.Lk - j0);
       const int64_t nk_pad = round_up(nk, W);
       std::fill(dk.begin(), dk.end(), T(0));
       std::fill(dv.begin(), dv.end(), T(0));
@@ -692,10 +703,10 @@ void backward_impl(
         T* p = probs.data();
         T* ds = dscores.data();
         gemm<T>(nq, nk_pad, d.E, qh + i0 * E_pad, E_pad, 1, kth + j0 * d.E, PW, d.E * PW, p,
-                kBlockK, /*accumulate=*/false);
+                BK, /*accumulate=*/false);
         for (int64_t r = 0; r < nq; ++r) {
           const int64_t i = i0 + r;
-          T* s = p + r * kBlockK;
+          T* s = p + r * BK;
           prepare_row<T>(s, nk, nk_pad, s_mul, mask, b, h, i, j0,
                          args.is_causal ? i : std::numeric_limits<int64_t>::max() / 2);
           const Vec vl(lse_h[i]);
@@ -704,23 +715,23 @@ void backward_impl(
           }
         }
         // dV += Pᵀ dO
-        gemm<T>(nk, Ev_pad, nq, p, 1, kBlockK, doh + i0 * Ev_pad, Ev_pad, PW, dv.data(), Ev_pad,
+        gemm<T>(nk, Ev_pad, nq, p, 1, BK, doh + i0 * Ev_pad, Ev_pad, PW, dv.data(), Ev_pad,
                 /*accumulate=*/true);
         // dP = dO Vᵀ, then dS = P (dP - delta)
         gemm<T>(nq, nk_pad, d.Ev, doh + i0 * Ev_pad, Ev_pad, 1, vth + j0 * d.Ev, PW, d.Ev * PW,
-                ds, kBlockK, /*accumulate=*/false);
+                ds, BK, /*accumulate=*/false);
         for (int64_t r = 0; r < nq; ++r) {
           const Vec dl(delta_h[i0 + r]);
-          T* dsr = ds + r * kBlockK;
-          const T* pr = p + r * kBlockK;
+          T* dsr = ds + r * BK;
+          const T* pr = p + r * BK;
           for (int64_t j = 0; j < nk_pad; j += W) {
             (Vec::loadu(pr + j) * (Vec::loadu(dsr + j) - dl)).store(dsr + j);
           }
         }
         // dK += dSᵀ Q, dQ += dS K (scale applied at the end)
-        gemm<T>(nk, E_pad, nq, ds, 1, kBlockK, qh + i0 * E_pad, E_pad, PW, dk.data(), E_pad,
+        gemm<T>(nk, E_pad, nq, ds, 1, BK, qh + i0 * E_pad, E_pad, PW, dk.data(), E_pad,
                 /*accumulate=*/true);
-        gemm<T>(nq, E_pad, nk, ds, kBlockK, 1, kh + j0 * E_pad, E_pad, PW, dq + i0 * E_pad,
+        gemm<T>(nq, E_pad, nk, ds, BK, 1, kh + j0 * E_pad, E_pad, PW, dq + i0 * E_pad,
                 E_pad, /*accumulate=*/true);
       }
       T* gk_head = gk + head_offset(grad_key, bh, d.H);
