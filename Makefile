@@ -7,7 +7,7 @@ BUILD_DIR ?= build
 CMAKE_ARGS ?=
 JOBS ?= $(shell nproc 2>/dev/null || echo 2)
 
-.PHONY: all deps configure build test demo bench clean
+.PHONY: all deps configure build test test-slow demo bench clean
 
 all: build
 
@@ -23,14 +23,21 @@ build: configure
 test: build
 	@cd $(BUILD_DIR) && ctest --output-on-failure -j $(JOBS)
 
+# The [.slow] Catch2 cases CTest hides (the 4000-configuration sweep of the fused kernel).
+test-slow: build
+	@OMP_NUM_THREADS=2 $(BUILD_DIR)/tests/torchattn_tests "[.slow]"
+
 demo: build
 	@$(BUILD_DIR)/examples/reverse/torchattn-reverse
 
 # Benchmarks print ratios measured in one process; they are not tests.
 bench: deps
 	@cmake -S . -B $(BUILD_DIR) -G Ninja -DCMAKE_BUILD_TYPE=Release -DTORCHATTN_BUILD_BENCH=ON $(CMAKE_ARGS)
-	@cmake --build $(BUILD_DIR) -j $(JOBS) --target torchattn-bench-mha
+	@cmake --build $(BUILD_DIR) -j $(JOBS) --target torchattn-bench-mha torchattn-bench-flash
 	@$(BUILD_DIR)/bench/torchattn-bench-mha
+	@$(BUILD_DIR)/bench/torchattn-bench-flash
+	@echo "--- the math path again with OPENBLAS_CORETYPE=SkylakeX (Debian 12's OpenBLAS misdetects this CPU) ---"
+	@OPENBLAS_CORETYPE=SkylakeX $(BUILD_DIR)/bench/torchattn-bench-flash --benchmark_filter='math|mm' | sed -n '/^FMA peak/,$$p'
 
 clean:
 	@rm -rf $(BUILD_DIR)

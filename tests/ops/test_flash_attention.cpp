@@ -15,9 +15,15 @@
 
 #include <fmt/format.h>
 
+#include <spawn.h>
+#include <sys/resource.h>
+#include <sys/wait.h>
+
 #include <random>
 #include <string>
 #include <vector>
+
+extern char** environ;
 
 namespace {
 
@@ -348,4 +354,42 @@ TEST_CASE("modules take the fused kernel when no weights are asked for", "[ops][
   auto [m_math, m_w2] = mha->forward(x, x, x, {}, /*need_weights=*/true);
   CHECK_FALSE(m_w.defined());
   CHECK_THAT(m_fused, AllClose(m_math, 1e-5, 1e-5));
+}
+
+namespace {
+
+constexpr const char* kMemoryChild = "fused attention forward and backward at N=16384 (child process)";
+
+} // namespace
+
+// Runs in the child process started by the test below; hidden from normal runs.
+TEST_CASE(kMemoryChild, "[.memory_child]") {
+  const int64_t n = 16384;
+  auto q = torch::randn({1, 8, n, 64}, torch::requires_grad());
+  auto k = torch::randn({1, 8, n, 64}, torch::requires_grad());
+  auto v = torch::randn({1, 8, n, 64}, torch::requires_grad());
+  auto out = torchattn::ops::scaled_dot_product_attention(q, k, v);
+  out.backward(torch::ones_like(out));
+  REQUIRE(q.grad().isfinite().all().item<bool>());
+  REQUIRE(k.grad().isfinite().all().item<bool>());
+  REQUIRE(v.grad().isfinite().all().item<bool>());
+}
+
+TEST_CASE("forward and backward at N=16384 stay under 1 GiB of peak RSS", "[ops][memory]") {
+  // The math path would need 8 GiB for the float32 scores [1, 8, 16384, 16384] alone. The child
+  // is this test binary running only the case above; wait4 reports its own peak RSS.
+  std::string self = "/proc/self/exe";
+  std::string name = kMemoryChild;
+  std::vector<char*> argv{self.data(), name.data(), nullptr};
+  pid_t pid = 0;
+  REQUIRE(posix_spawn(&pid, self.c_str(), nullptr, nullptr, argv.data(), environ) == 0);
+  int status = 0;
+  rusage usage{};
+  REQUIRE(wait4(pid, &status, 0, &usage) == pid);
+  REQUIRE(WIFEXITED(status));
+  CHECK(WEXITSTATUS(status) == 0);
+  const double peak_mib = static_cast<double>(usage.ru_maxrss) / 1024.0; // ru_maxrss is in KiB
+  INFO("peak RSS of the child: " << peak_mib << " MiB");
+  CHECK(peak_mib < 1024.0);
+  WARN(fmt::format("N=16384 forward+backward peak RSS: {:.0f} MiB", peak_mib));
 }

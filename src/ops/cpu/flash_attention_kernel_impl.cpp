@@ -49,6 +49,7 @@
 #include <functional>
 #include <iostream>
 #include <limits>
+#include <memory>
 #include <ostream>
 #include <vector>
 
@@ -438,6 +439,20 @@ void pack_transposed_panels(const T* src, int64_t rows, int64_t cols, int64_t rs
   }
 }
 
+/// A heap array left uninitialised: every element is written by the packing loops, which run
+/// in parallel (a zero-filled std::vector would touch every page on one thread first).
+template <typename T>
+class Buffer {
+ public:
+  explicit Buffer(size_t n) : data_(new T[n]) {}
+  T* data() { return data_.get(); }
+  const T* data() const { return data_.get(); }
+  T& operator[](size_t i) { return data_[i]; }
+
+ private:
+  std::unique_ptr<T[]> data_;
+};
+
 struct Dims {
   int64_t B, H, Lq, Lk, E, Ev;
   int64_t BH() const { return B * H; }
@@ -490,8 +505,8 @@ void forward_impl(
 
   // Per head: keys transposed in panels [Lk_pad / PW, E, PW] and values [Lk, Ev_pad], zero
   // padded, shared by every query tile of the head.
-  std::vector<T> key_t(static_cast<size_t>(d.BH() * d.E * Lk_pad));
-  std::vector<T> value_p(static_cast<size_t>(d.BH() * d.Lk * Ev_pad));
+  Buffer<T> key_t(static_cast<size_t>(d.BH() * d.E * Lk_pad));
+  Buffer<T> value_p(static_cast<size_t>(d.BH() * d.Lk * Ev_pad));
   at::parallel_for(0, d.BH(), 1, [&](int64_t begin, int64_t end) {
     for (int64_t bh = begin; bh < end; ++bh) {
       pack_transposed_panels(k + head_offset(key, bh, d.H), d.Lk, d.E, key.stride(2),
@@ -622,14 +637,14 @@ void backward_impl(
   // Per head: q and grad_out rows, keys as rows and in transposed panels (as in the forward),
   // values in transposed panels; delta =
   // rowsum(grad_out * out) and the log2-domain logsumexp.
-  std::vector<T> q_p(static_cast<size_t>(BH * d.Lq * E_pad));
-  std::vector<T> do_p(static_cast<size_t>(BH * d.Lq * Ev_pad));
-  std::vector<T> k_p(static_cast<size_t>(BH * d.Lk * E_pad));
-  std::vector<T> k_t(static_cast<size_t>(BH * d.E * Lk_pad));
-  std::vector<T> v_t(static_cast<size_t>(BH * d.Ev * Lk_pad));
-  std::vector<T> delta(static_cast<size_t>(BH * d.Lq));
-  std::vector<T> lse2(static_cast<size_t>(BH * d.Lq));
-  std::vector<T> dq_acc(static_cast<size_t>(BH * chunks * d.Lq * E_pad), T(0));
+  Buffer<T> q_p(static_cast<size_t>(BH * d.Lq * E_pad));
+  Buffer<T> do_p(static_cast<size_t>(BH * d.Lq * Ev_pad));
+  Buffer<T> k_p(static_cast<size_t>(BH * d.Lk * E_pad));
+  Buffer<T> k_t(static_cast<size_t>(BH * d.E * Lk_pad));
+  Buffer<T> v_t(static_cast<size_t>(BH * d.Ev * Lk_pad));
+  Buffer<T> delta(static_cast<size_t>(BH * d.Lq));
+  Buffer<T> lse2(static_cast<size_t>(BH * d.Lq));
+  Buffer<T> dq_acc(static_cast<size_t>(BH * chunks * d.Lq * E_pad));
 
   const T* q = query.data_ptr<T>();
   const T* k = key.data_ptr<T>();
@@ -649,6 +664,8 @@ void backward_impl(
                              key.stride(3), k_t.data() + bh * d.E * Lk_pad, PW);
       pack_transposed_panels(v + head_offset(value, bh, d.H), d.Lk, d.Ev, value.stride(2),
                              value.stride(3), v_t.data() + bh * d.Ev * Lk_pad, PW);
+      std::fill(dq_acc.data() + bh * chunks * d.Lq * E_pad,
+                dq_acc.data() + (bh + 1) * chunks * d.Lq * E_pad, T(0));
       const T* o_head = o + head_offset(out, bh, d.H);
       const T* do_head = do_p.data() + bh * d.Lq * Ev_pad;
       for (int64_t i = 0; i < d.Lq; ++i) {

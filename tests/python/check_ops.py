@@ -1,0 +1,66 @@
+"""torchattn's dispatcher ops from Python: torch.ops.load_library, eager calls with autograd,
+and the op inside a scripted function saved and loaded with torch.jit.
+
+    /usr/bin/python3 check_ops.py path/to/libtorchattn.so
+
+Exits non-zero on the first mismatch. Run by CTest when Python with torch is present.
+"""
+import io
+import math
+import sys
+
+import torch
+
+
+def math_attention(q, k, v, mask=None, is_causal=False, scale=None):
+    scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else scale
+    s = (q * scale) @ k.transpose(-2, -1)
+    if mask is not None:
+        s = s.masked_fill(~mask, float("-inf")) if mask.dtype == torch.bool else s + mask
+    if is_causal:
+        lq, lk = s.shape[-2:]
+        s = s.masked_fill(~torch.ones(lq, lk, dtype=torch.bool).tril(), float("-inf"))
+    dead = (s == float("-inf")).all(-1, keepdim=True)
+    return torch.softmax(s.masked_fill(dead, 0.0), -1).masked_fill(dead, 0.0) @ v
+
+
+def check(name, got, want, tol):
+    err = (got - want).abs().max().item() if got.numel() else 0.0
+    print(f"{name}: max |diff| {err:.3g}")
+    if not err <= tol:
+        sys.exit(f"{name}: max |diff| {err} exceeds {tol}")
+
+
+def main():
+    torch.ops.load_library(sys.argv[1])
+    torch.manual_seed(0)
+    op = torch.ops.torchattn.scaled_dot_product_attention
+    for dtype, tol in ((torch.float32, 1e-5), (torch.float64, 1e-10)):
+        q = torch.randn(2, 3, 37, 16, dtype=dtype, requires_grad=True)
+        k = torch.randn(2, 3, 300, 16, dtype=dtype, requires_grad=True)
+        v = torch.randn(2, 3, 300, 24, dtype=dtype, requires_grad=True)
+        mask = torch.rand(37, 300) > 0.3
+        for is_causal in (False, True):
+            out = op(q, k, v, mask, 0.0, is_causal, scale=0.3)
+            want = math_attention(q, k, v, mask, is_causal, 0.3)
+            check(f"{dtype} causal={is_causal} output", out, want, tol)
+            grad = torch.randn_like(out)
+            for n, a, b in zip("qkv", torch.autograd.grad(out, (q, k, v), grad),
+                               torch.autograd.grad(want, (q, k, v), grad)):
+                check(f"{dtype} causal={is_causal} grad_{n}", a, b, tol * 10)
+
+    @torch.jit.script
+    def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        return torch.ops.torchattn.scaled_dot_product_attention(q, k, v, None, 0.0, True)
+
+    buffer = io.BytesIO()
+    torch.jit.save(attend, buffer)
+    buffer.seek(0)
+    loaded = torch.jit.load(buffer)
+    q = torch.randn(1, 2, 9, 8)
+    check("scripted, saved and loaded", loaded(q, q, q), math_attention(q, q, q, is_causal=True), 1e-5)
+    print("ok")
+
+
+if __name__ == "__main__":
+    main()
