@@ -72,7 +72,10 @@ std::map<std::string, torch::Tensor> load_params(torch::nn::Module& module, cons
   return by_name;
 }
 
-void check_case(const ReferenceCase& c, WorstError& worst) {
+/// `fused`: the output comes from a call without weights (the fused kernel where the score
+/// function has one), the weights from a second call that asks for them, so that the loss, and
+/// so the reference gradients, stay those of PyTorch's output and weights.
+void check_case(const ReferenceCase& c, WorstError& worst, bool fused) {
   const auto dtype = c.get("query").scalar_type();
   const double tol = torchattn::testing::tolerance(dtype);
   auto query = c.get("query").clone().requires_grad_(true);
@@ -83,9 +86,17 @@ void check_case(const ReferenceCase& c, WorstError& worst) {
   module.ptr()->to(dtype);
   const auto params = load_params(*module.ptr(), c);
 
-  auto [out, weights] = module.forward<std::tuple<torch::Tensor, torch::Tensor>>(
-      query, key, value, c.get_or_undefined("attn_mask"), c.get_or_undefined("key_padding_mask"),
-      /*need_weights=*/true, c.flag("is_causal"));
+  auto run = [&](bool need_weights) {
+    return module.forward<std::tuple<torch::Tensor, torch::Tensor>>(
+        query, key, value, c.get_or_undefined("attn_mask"), c.get_or_undefined("key_padding_mask"),
+        need_weights, c.flag("is_causal"));
+  };
+  auto [out, weights] = run(/*need_weights=*/true);
+  if (fused) {
+    auto [fused_out, no_weights] = run(/*need_weights=*/false);
+    CHECK_FALSE(no_weights.defined());
+    out = fused_out;
+  }
   CHECK_THAT(out, AllClose(c.get("output"), tol, tol));
   CHECK_THAT(weights, AllClose(c.get("weights"), tol, tol));
   worst.note(out, c.get("output"));
@@ -111,7 +122,7 @@ void check_case(const ReferenceCase& c, WorstError& worst) {
   }
 }
 
-void check_variant(const std::string& variant) {
+void check_variant(const std::string& variant, bool fused = false) {
   const auto& ref = torchattn::testing::reference();
   int n = 0;
   WorstError worst;
@@ -122,14 +133,15 @@ void check_variant(const std::string& variant) {
     ++n;
     INFO(c.name << " (reference by torch " << ref.torch_version << ")");
     try {
-      check_case(c, worst);
+      check_case(c, worst, fused);
     } catch (const std::exception& e) {
       FAIL_CHECK("unexpected exception: " << e.what());
     }
   }
   REQUIRE(n >= 18);
   // Figures for humans (ctest -V): how close we are, not only that we are within tolerance.
-  std::cout << variant << ": " << n << " reference cases, worst |diff| float64 "
+  std::cout << variant << (fused ? " (output without weights)" : "") << ": " << n
+            << " reference cases, worst |diff| float64 "
             << worst[torch::kDouble] << ", float32 " << worst[torch::kFloat] << "\n";
 }
 
@@ -149,4 +161,12 @@ TEST_CASE("AdditiveAttention matches PyTorch references", "[nn][reference]") {
 }
 TEST_CASE("GeneralAttention matches PyTorch references", "[nn][reference]") {
   check_variant("general");
+}
+
+TEST_CASE("the fused path (no weights requested) matches PyTorch references", "[nn][reference][ops]") {
+  for (const char* variant : {"dot", "sdpa", "cosine"}) {
+    DYNAMIC_SECTION(variant) {
+      check_variant(variant, /*fused=*/true);
+    }
+  }
 }
