@@ -14,6 +14,15 @@ std::string shape_str(torch::IntArrayRef sizes) {
   return fmt::format("[{}]", fmt::join(sizes, ", "));
 }
 
+void check_like(const char* fn, const char* name, const torch::Tensor& t, const torch::Tensor& query) {
+  TORCH_CHECK(
+      t.scalar_type() == query.scalar_type(), fn, ": ", name, " has dtype ", t.scalar_type(),
+      ", expected ", query.scalar_type(), " like query");
+  TORCH_CHECK(
+      t.device() == query.device(), fn, ": ", name, " is on ", t.device(), ", expected ",
+      query.device(), " like query");
+}
+
 namespace {
 
 void check_tensor(const char* fn, const char* name, const torch::Tensor& t, const char* layout) {
@@ -24,15 +33,6 @@ void check_tensor(const char* fn, const char* name, const torch::Tensor& t, cons
   TORCH_CHECK(
       t.is_floating_point(), fn, ": ", name, " has dtype ", t.scalar_type(),
       ", expected a floating dtype");
-}
-
-void check_like(const char* fn, const char* name, const torch::Tensor& t, const torch::Tensor& query) {
-  TORCH_CHECK(
-      t.scalar_type() == query.scalar_type(), fn, ": ", name, " has dtype ", t.scalar_type(),
-      ", expected ", query.scalar_type(), " like query");
-  TORCH_CHECK(
-      t.device() == query.device(), fn, ": ", name, " is on ", t.device(), ", expected ",
-      query.device(), " like query");
 }
 
 // Broadcasts the leading (batch/head) dims of two tensors, or reports which ones clash.

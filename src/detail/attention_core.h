@@ -31,6 +31,10 @@ struct MaskArgs {
 /// "[2, 5, 8]"
 std::string shape_str(torch::IntArrayRef sizes);
 
+/// Checks that `t` has the dtype and device of query ("<fn>: <name> has dtype ..., expected
+/// ... like query").
+void check_like(const char* fn, const char* name, const torch::Tensor& t, const torch::Tensor& query);
+
 /// Checks query/key/value and the masks; returns the shape of the scores [..., Lq, Lk].
 /// `same_qk_dim`: the score function needs query.size(-1) == key.size(-1).
 std::vector<int64_t> check_inputs(

@@ -19,12 +19,7 @@ void check_qkv(const char* fn, const char* name, const torch::Tensor& t, const c
   TORCH_CHECK(
       t.scalar_type() == torch::kFloat || t.scalar_type() == torch::kDouble, fn, ": ", name,
       " has dtype ", t.scalar_type(), ", expected Float or Double");
-  TORCH_CHECK(
-      t.scalar_type() == query.scalar_type(), fn, ": ", name, " has dtype ", t.scalar_type(),
-      ", expected ", query.scalar_type(), " like query");
-  TORCH_CHECK(
-      t.device() == query.device(), fn, ": ", name, " is on ", t.device(), ", expected ",
-      query.device(), " like query");
+  torchattn::detail::check_like(fn, name, t, query);
 }
 
 } // namespace
