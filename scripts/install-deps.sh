@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
-# Installs what torchattn needs to build, test and run its examples on Debian 12 (bookworm).
+# Installs what torchattn needs to build, test and run its examples on Debian 12 (bookworm),
+# and on Debian 13 (trixie), the LibTorch 2.6 environment of scripts/chroot.sh.
 # Idempotent: installs only what is missing, and prints each step. Runs as root or through sudo.
 #
-# Catch2 v3 comes from bookworm-backports. The backports source is derived from the mirror the
-# machine already uses for bookworm, so no host name is written here.
+# On bookworm, Catch2 v3 comes from bookworm-backports. The backports source is derived from
+# the mirror the machine already uses for bookworm, so no host name is written here.
 set -euo pipefail
 
 say() { printf 'install-deps: %s\n' "$*"; }
@@ -11,7 +12,7 @@ die() { printf 'install-deps: error: %s\n' "$*" >&2; exit 1; }
 
 packages=(
   g++ cmake ninja-build make ccache
-  libtorch-dev             # LibTorch 1.13 (C++ API, headers, CMake config)
+  libtorch-dev             # LibTorch (1.13 on bookworm, 2.6 on trixie): C++ API, CMake config
   python3-torch            # reference generation only (tests/reference)
   libfmt-dev
   libopenblas0-openmp      # without it LibTorch multiplies with the reference BLAS, ~40x slower
@@ -21,11 +22,16 @@ packages=(
 backports_packages=(libcatch2-dev)
 
 # --- the system ---------------------------------------------------------------------------
-[ -r /etc/os-release ] || die "cannot read /etc/os-release; only Debian 12 (bookworm) is supported"
+[ -r /etc/os-release ] || die "cannot read /etc/os-release; only Debian 12 (bookworm) and 13 (trixie) are supported"
 . /etc/os-release
-if [ "${ID:-}" != debian ] || [ "${VERSION_CODENAME:-}" != bookworm ]; then
-  die "unsupported system '${PRETTY_NAME:-unknown}': this script supports Debian 12 (bookworm). \
+if [ "${ID:-}" != debian ] || { [ "${VERSION_CODENAME:-}" != bookworm ] && [ "${VERSION_CODENAME:-}" != trixie ]; }; then
+  die "unsupported system '${PRETTY_NAME:-unknown}': this script supports Debian 12 (bookworm) and 13 (trixie). \
 Install LibTorch, fmt, Catch2 v3, CMake and Ninja yourself and point CMAKE_PREFIX_PATH at them."
+fi
+if [ "$VERSION_CODENAME" = trixie ]; then
+  # Catch2 v3 is in trixie itself.
+  packages+=("${backports_packages[@]}")
+  backports_packages=()
 fi
 
 if [ "$(id -u)" -eq 0 ]; then
@@ -47,7 +53,7 @@ catch2_v3() {
 missing=()
 for p in "${packages[@]}"; do installed "$p" || missing+=("$p"); done
 need_catch2=0
-catch2_v3 || need_catch2=1
+[ ${#backports_packages[@]} -eq 0 ] || catch2_v3 || need_catch2=1
 
 if [ ${#missing[@]} -eq 0 ] && [ $need_catch2 -eq 0 ]; then
   say "all dependencies present"
@@ -80,26 +86,9 @@ apt_update() {
 backports_enabled() {
   grep -rhsE '^[^#]*bookworm-backports' /etc/apt/sources.list /etc/apt/sources.list.d/ >/dev/null
 }
-bookworm_mirror() {
-  # deb822 (.sources): the URIs of a stanza whose Suites name bookworm.
-  local f
-  for f in /etc/apt/sources.list.d/*.sources; do
-    [ -r "$f" ] || continue
-    awk '
-      BEGIN { RS=""; FS="\n" }
-      {
-        uris=""; suites=""
-        for (i = 1; i <= NF; i++) {
-          if ($i ~ /^URIs:/)   { sub(/^URIs:[ \t]*/, "", $i); uris=$i }
-          if ($i ~ /^Suites:/) { sub(/^Suites:[ \t]*/, "", $i); suites=" " $i " " }
-        }
-        if (suites ~ / bookworm / && uris != "") { split(uris, u, " "); print u[1]; exit }
-      }' "$f"
-  done | head -n 1 | grep . && return 0
-  # one-line format: "deb [opts] URI bookworm components"
-  grep -rhsE '^deb[[:space:]]' /etc/apt/sources.list /etc/apt/sources.list.d/*.list \
-    | sed -E 's/\[[^]]*\]//' | awk '$3 == "bookworm" { print $2; exit }' | grep .
-}
+# shellcheck source=lib/debian-mirror.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib/debian-mirror.sh"
+bookworm_mirror() { debian_mirror_for bookworm; }
 
 if [ $need_catch2 -eq 1 ] && ! backports_enabled; then
   mirror=$(bookworm_mirror) || die "no bookworm source found in /etc/apt; cannot derive bookworm-backports"

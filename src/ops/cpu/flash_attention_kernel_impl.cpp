@@ -90,6 +90,7 @@
 #undef __AVX512F__
 #endif
 #endif
+#include <ATen/cpu/vec/functional.h>
 #include <ATen/cpu/vec/vec.h>
 
 namespace torchattn::ops::cpu {
@@ -136,7 +137,30 @@ inline Vectorized<T> exp2_vec(const Vectorized<T>& x) {
   return x.map([](T v) { return std::exp2(v); });
 }
 
-#if defined(CPU_CAPABILITY_AVX512) || defined(CPU_CAPABILITY_AVX2)
+#if defined(CPU_CAPABILITY_AVX512)
+// 2^f on [0, 1): least-squares fit on Chebyshev nodes, relative error 8.6e-8.
+constexpr float kExp2C0 = 0.9999999269249813f;
+constexpr float kExp2C1 = 0.6931529681766346f;
+constexpr float kExp2C2 = 0.2401545298867096f;
+constexpr float kExp2C3 = 0.05582360446233251f;
+constexpr float kExp2C4 = 0.008992584031278693f;
+constexpr float kExp2C5 = 0.0018762329452150252f;
+
+template <>
+inline Vectorized<float> exp2_vec(const Vectorized<float>& v) {
+  // max(c, v) returns v when v is NaN, so NaN propagates; -inf becomes 2^-160, which scalef
+  // flushes to exactly 0. reduce gives f = x - floor(x) in one instruction, and scalef
+  // multiplies by 2^floor(x) itself.
+  const __m512 x = _mm512_max_ps(_mm512_set1_ps(-160.f), v);
+  const __m512 f = _mm512_reduce_ps(x, _MM_FROUND_TO_NEG_INF);
+  __m512 p = _mm512_fmadd_ps(_mm512_set1_ps(kExp2C5), f, _mm512_set1_ps(kExp2C4));
+  p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(kExp2C3));
+  p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(kExp2C2));
+  p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(kExp2C1));
+  p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(kExp2C0));
+  return _mm512_scalef_ps(p, x);
+}
+#elif defined(CPU_CAPABILITY_AVX2)
 // 2^f on [-0.5, 0.5]: least-squares fit on Chebyshev nodes, relative error 7.7e-8.
 constexpr float kExp2C0 = 1.0000000710296983f;
 constexpr float kExp2C1 = 0.6931469491610633f;
@@ -144,24 +168,7 @@ constexpr float kExp2C2 = 0.24022121753561615f;
 constexpr float kExp2C3 = 0.055507426160025804f;
 constexpr float kExp2C4 = 0.00967545974551918f;
 constexpr float kExp2C5 = 0.0013266970386306327f;
-#endif
 
-#if defined(CPU_CAPABILITY_AVX512)
-template <>
-inline Vectorized<float> exp2_vec(const Vectorized<float>& v) {
-  // max(c, v) returns v when v is NaN, so NaN propagates; -inf becomes 2^-160, which scalef
-  // flushes to exactly 0.
-  const __m512 x = _mm512_max_ps(_mm512_set1_ps(-160.f), v);
-  const __m512 n = _mm512_roundscale_ps(x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-  const __m512 f = _mm512_sub_ps(x, n);
-  __m512 p = _mm512_fmadd_ps(_mm512_set1_ps(kExp2C5), f, _mm512_set1_ps(kExp2C4));
-  p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(kExp2C3));
-  p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(kExp2C2));
-  p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(kExp2C1));
-  p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(kExp2C0));
-  return _mm512_scalef_ps(p, n);
-}
-#elif defined(CPU_CAPABILITY_AVX2)
 template <>
 inline Vectorized<float> exp2_vec(const Vectorized<float>& v) {
   // Below -127 the biased exponent is 0 and the result exactly 0; NaN propagates through f.
@@ -312,24 +319,15 @@ T nan_max(T a, T b) {
 
 template <typename T>
 T reduce_max(const Vectorized<T>& v) {
-  T lanes[Vectorized<T>::size()];
-  v.store(lanes);
-  T m = lanes[0];
-  for (int i = 1; i < Vectorized<T>::size(); ++i) {
-    m = nan_max(m, lanes[i]);
-  }
-  return m;
+  // at::vec::maximum propagates NaN, so the shuffle tree does too.
+  return at::vec::vec_reduce_all<T>(
+      [](const Vectorized<T>& a, const Vectorized<T>& b) { return at::vec::maximum(a, b); }, v);
 }
 
 template <typename T>
 T reduce_sum(const Vectorized<T>& v) {
-  T lanes[Vectorized<T>::size()];
-  v.store(lanes);
-  T s = 0;
-  for (int i = 0; i < Vectorized<T>::size(); ++i) {
-    s += lanes[i];
-  }
-  return s;
+  return at::vec::vec_reduce_all<T>(
+      [](const Vectorized<T>& a, const Vectorized<T>& b) { return a + b; }, v);
 }
 
 /// The 4-D mask view [B, H, Lq, Lk] with its strides, or none.
