@@ -7,7 +7,7 @@ BUILD_DIR ?= build
 CMAKE_ARGS ?=
 JOBS ?= $(shell nproc 2>/dev/null || echo 2)
 
-.PHONY: all deps configure build test test-slow demo bench clean
+.PHONY: all deps configure build test test-slow test-2.6 bench-2.6 demo bench clean
 
 all: build
 
@@ -26,6 +26,15 @@ test: build
 # The [.slow] Catch2 cases CTest hides (the 4000-configuration sweep of the fused kernel).
 test-slow: build
 	@OMP_NUM_THREADS=2 $(BUILD_DIR)/tests/torchattn_tests "[.slow]"
+
+# The same suite against LibTorch 2.6, in the Debian 13 chroot of scripts/chroot.sh (created
+# on first use, outside the clone), with its own build directory.
+test-2.6:
+	@bash scripts/chroot.sh run make test test-slow BUILD_DIR=build-trixie
+
+# bench/'s fused kernel against PyTorch 2.6's at::scaled_dot_product_attention, in the chroot.
+bench-2.6:
+	@bash scripts/chroot.sh run bash -c 'cmake -S . -B build-trixie -G Ninja -DCMAKE_BUILD_TYPE=Release -DTORCHATTN_BUILD_BENCH=ON && cmake --build build-trixie --target torchattn-bench-flash && build-trixie/bench/torchattn-bench-flash --benchmark_filter="(fma|mm|torch|fused)" --race'
 
 demo: build
 	@$(BUILD_DIR)/examples/reverse/torchattn-reverse

@@ -104,9 +104,23 @@ void check_case(const ReferenceCase& c, WorstError& worst, bool fused) {
 
   auto loss = (out * c.get("grad_output")).sum() + (weights * c.get("grad_weights")).sum();
   loss.backward();
-  CHECK_THAT(query.grad(), AllClose(c.get("grads.query"), tol, tol));
-  CHECK_THAT(key.grad(), AllClose(c.get("grads.key"), tol, tol));
-  CHECK_THAT(value.grad(), AllClose(c.get("grads.value"), tol, tol));
+  // Gradients of the fused path are compared as in the op sweep: relative to each element and
+  // to the largest of the query, key and value gradients. Both paths round in float32, the
+  // kernel relative to dS·q' and dS·k', which cosine's temperature scales up and its
+  // normalisation backward (I - q̂q̂ᵀ)/|q| cancels down (seen under PyTorch 2.6's ATen: 4e-5 on
+  // a key-gradient element of 1.85, whose tensor peaks at 2.3).
+  double magnitude = 1.0;
+  for (const char* g : {"grads.query", "grads.key", "grads.value"}) {
+    if (fused && c.get(g).numel() > 0) {
+      magnitude = std::max(magnitude, c.get(g).abs().max().item<double>());
+    }
+  }
+  auto grad_close = [&](const torch::Tensor& expected) {
+    return AllClose(expected, tol, tol * magnitude);
+  };
+  CHECK_THAT(query.grad(), grad_close(c.get("grads.query")));
+  CHECK_THAT(key.grad(), grad_close(c.get("grads.key")));
+  CHECK_THAT(value.grad(), grad_close(c.get("grads.value")));
   worst.note(query.grad(), c.get("grads.query"));
   worst.note(key.grad(), c.get("grads.key"));
   worst.note(value.grad(), c.get("grads.value"));
@@ -117,7 +131,7 @@ void check_case(const ReferenceCase& c, WorstError& worst, bool fused) {
     INFO("parameter " << name);
     const auto& p = params.at(name);
     CHECK(p.requires_grad());
-    CHECK_THAT(p.grad(), AllClose(expected, tol, tol));
+    CHECK_THAT(p.grad(), grad_close(expected));
     worst.note(p.grad(), expected);
   }
 }

@@ -175,17 +175,27 @@ def make_masks(case, gen, scores_shape):
 
 
 def pytorch_oracle(case, q, k, v, attn_mask, kpm, out, weights):
-    """Where PyTorch 1.13 has the same function, check the formula above against it."""
+    """Where PyTorch has the same function, check the formula above against it."""
     if case.variant != "sdpa" or kpm is not None or "scale" in case.opts:
         return
     if attn_mask is not None and attn_mask.dtype != torch.bool:
         return
     if bool((weights.sum(-1) == 0).any()):
         return  # PyTorch gives NaN for fully masked rows; torchattn defines them as zero
-    o, w = F._scaled_dot_product_attention(q, k, v, attn_mask, 0.0, True, case.opts.get("is_causal", False))
+    is_causal = case.opts.get("is_causal", False)
     tol = 1e-12 if case.dtype == torch.float64 else 1e-5
+    if hasattr(F, "_scaled_dot_product_attention"):
+        # PyTorch 1.13: private, returns the weights too.
+        o, w = F._scaled_dot_product_attention(q, k, v, attn_mask, 0.0, True, is_causal)
+        assert torch.allclose(w, weights, rtol=tol, atol=tol), case.name
+    else:
+        # PyTorch 2.x: public, output only; refuses attn_mask with is_causal, so fold them.
+        if is_causal and attn_mask is not None:
+            lq, lk = attn_mask.shape[-2:]
+            attn_mask = attn_mask & torch.ones(lq, lk, dtype=torch.bool).tril()
+            is_causal = False
+        o = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, is_causal=is_causal)
     assert torch.allclose(o, out, rtol=tol, atol=tol), case.name
-    assert torch.allclose(w, weights, rtol=tol, atol=tol), case.name
 
 
 def with_masks(name, tensors, attn_mask, kpm):
@@ -405,7 +415,7 @@ ATTRS = ("variant", "is_causal", "scale", "num_heads", "learnable", "max_tempera
          "unbatched", "need_weights", "average", "mask", "self_attention")
 
 
-def compare(committed, fresh):
+def compare(committed, fresh, float32_tol=1e-6, float64_tol=1e-12):
     """Differences between two reference files: case lists, attributes and tensors."""
     problems = []
     c_names, f_names = committed.case_names.split("\n"), fresh.case_names.split("\n")
@@ -423,7 +433,7 @@ def compare(committed, fresh):
             continue
         for t in fb:
             a, b = cb[t], fb[t]
-            tol = 1e-12 if b.dtype == torch.float64 else 1e-6
+            tol = float64_tol if b.dtype == torch.float64 else float32_tol
             same = a.shape == b.shape and a.dtype == b.dtype and (
                 torch.equal(a, b) if not b.is_floating_point()
                 else torch.allclose(a, b, rtol=tol, atol=tol, equal_nan=True))
@@ -452,7 +462,13 @@ def main():
         with tempfile.NamedTemporaryFile(suffix=".pt") as tmp:
             module.save(tmp.name)
             fresh = torch.jit.load(tmp.name)
-        problems = compare(committed, fresh)
+        same_major = committed.torch_version.split(".")[0] == torch.__version__.split(".")[0]
+        if same_major:
+            problems = compare(committed, fresh)
+        else:
+            # Another PyTorch generation (the LibTorch 2.6 chroot): its ATen rounds differently,
+            # so the references must agree within the tests' own tolerances.
+            problems = compare(committed, fresh, float32_tol=1e-5, float64_tol=1e-10)
         if problems:
             print(f"{path} is stale (made by torch {committed.torch_version}; this is {torch.__version__}):")
             for p in problems[:50]:
@@ -461,7 +477,8 @@ def main():
             status = 1
         else:
             print(f"{path}: {len(fresh.case_names.splitlines())} cases match (made by torch "
-                  f"{committed.torch_version}, checked with {torch.__version__})")
+                  f"{committed.torch_version}, checked with {torch.__version__}"
+                  f"{'' if same_major else ' within 1e-5 float32, 1e-10 float64'})")
     return status
 
 

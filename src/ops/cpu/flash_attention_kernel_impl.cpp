@@ -17,7 +17,8 @@
 
 #include "ops/cpu/flash_attention_kernel.h"
 
-// Everything that ATen/cpu/vec/vec.h includes, before the target switch.
+// Everything that ATen/cpu/vec/vec.h includes, before the target switch. The list differs
+// between LibTorch versions, hence __has_include.
 #include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
 #include <ATen/core/Tensor.h>
@@ -28,29 +29,41 @@
 #include <c10/macros/Macros.h>
 #include <c10/util/BFloat16-math.h>
 #include <c10/util/BFloat16.h>
-#include <c10/util/C++17.h>
 #include <c10/util/Half.h>
 #include <c10/util/Load.h>
 #include <c10/util/TypeCast.h>
 #include <c10/util/complex.h>
 #include <c10/util/copysign.h>
 #include <c10/util/irange.h>
-#include <c10/util/math_compat.h>
 #include <c10/util/qint32.h>
 #include <c10/util/qint8.h>
 #include <c10/util/quint8.h>
+#if __has_include(<ATen/NumericUtils.h>)
+#include <ATen/NumericUtils.h>
+#endif
+#if __has_include(<c10/util/C++17.h>)
+#include <c10/util/C++17.h>
+#endif
+#if __has_include(<c10/util/math_compat.h>)
+#include <c10/util/math_compat.h>
+#endif
 
 #include <algorithm>
 #include <array>
 #include <atomic>
 #include <bitset>
+#include <cassert>
+#include <climits>
 #include <cmath>
+#include <cstddef>
+#include <cstdint>
 #include <cstring>
 #include <functional>
 #include <iostream>
 #include <limits>
 #include <memory>
 #include <ostream>
+#include <type_traits>
 #include <vector>
 
 // GCC 12's own _mm512_undefined_* helpers trip -Wmaybe-uninitialized (GCC bug 105593).
