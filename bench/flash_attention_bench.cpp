@@ -5,12 +5,16 @@
 // B=1, H=8, E=64, float32, N in 512..16384, causal and not, 1 and 2 threads, forward and
 // forward+backward. GFLOP/s counts 4·B·H·N²·E per forward (halved when causal) and 2.5 times
 // that for backward. The math path stops at N=8192 (its scores alone take 8 GiB at 16384).
+// With LibTorch 2.1+ (the trixie chroot: make bench-2.6), PyTorch's own CPU flash attention,
+// at::scaled_dot_product_attention, races too, at N 1024..8192 on 2 threads.
 //
 //   torchattn-bench-flash [--benchmark_filter=...]       (Google Benchmark flags)
 //
 // After the Google Benchmark output it prints one table of ratios and figures.
 
 #include <torchattn/torchattn.h>
+
+#include "detail/compat.h"
 
 #include <benchmark/benchmark.h>
 
@@ -132,14 +136,30 @@ void BM_Matmul(benchmark::State& state) {
 
 // ---- attention ---------------------------------------------------------------------------------
 
-enum class Path { Fused, Math };
+enum class Path { Fused, Math, Torch };
+
+const char* path_name(Path path) {
+  switch (path) {
+    case Path::Fused:
+      return "fused";
+    case Path::Math:
+      return "math";
+    case Path::Torch:
+      break;
+  }
+  return "torch";
+}
 
 torch::Tensor attention(Path path, const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v, bool causal) {
+  const double scale = 1.0 / std::sqrt(static_cast<double>(kHeadDim));
   if (path == Path::Fused) {
     return torchattn::ops::scaled_dot_product_attention(q, k, v, {}, 0.0, causal);
   }
+  if (path == Path::Torch) {
+    return torchattn::detail::aten_sdpa(q, k, v, causal, scale);
+  }
   // LibTorch 1.13's math path, as torch.nn.functional.scaled_dot_product_attention's.
-  auto scores = (q * (1.0 / std::sqrt(static_cast<double>(kHeadDim)))).matmul(k.transpose(-2, -1));
+  auto scores = (q * scale).matmul(k.transpose(-2, -1));
   if (causal) {
     const int64_t n = q.size(2);
     scores = scores.masked_fill(torch::ones({n, n}, torch::kBool).triu(1), -INFINITY);
@@ -211,9 +231,7 @@ class Collector : public benchmark::ConsoleReporter {
 };
 
 std::string name(const char* pass, Path path, int64_t n, bool causal, int threads) {
-  return fmt::format(
-      "{}/{}/{}/{}/{}/real_time", pass, path == Path::Fused ? "fused" : "math", n, causal ? 1 : 0,
-      threads);
+  return fmt::format("{}/{}/{}/{}/{}/real_time", pass, path_name(path), n, causal ? 1 : 0, threads);
 }
 
 void print_table(const std::map<std::string, Result>& r) {
@@ -232,34 +250,39 @@ void print_table(const std::map<std::string, Result>& r) {
     std::printf("at::mm 2048x2048 float32, 2 threads: %.1f GFLOP/s\n", mm->gflops);
   }
   std::printf("kernel build: %s\n\n", torchattn::ops::kernel_capability().c_str());
-  std::printf("%-16s %6s %6s %3s %10s %8s %7s %10s %7s %9s\n", "pass", "N", "causal", "thr",
-              "fused ms", "GFLOP/s", "% peak", "math ms", "speedup", "RSS MiB");
+  std::printf("%-16s %6s %6s %3s %10s %8s %7s %10s %7s %9s %9s %8s\n", "pass", "N", "causal",
+              "thr", "fused ms", "GFLOP/s", "% peak", "math ms", "speedup", "RSS MiB", "torch ms",
+              "vs torch");
   for (const char* pass : {"forward", "forward+backward"}) {
     for (int threads : {1, 2}) {
       for (int causal : {0, 1}) {
         for (int64_t n = 512; n <= 16384; n *= 2) {
           const auto* f = get(name(pass, Path::Fused, n, causal, threads));
           const auto* m = get(name(pass, Path::Math, n, causal, threads));
-          if (f == nullptr && m == nullptr) {
+          const auto* t = get(name(pass, Path::Torch, n, causal, threads));
+          if (f == nullptr && m == nullptr && t == nullptr) {
             continue;
           }
           auto cell = [](bool have, const std::string& text) { return have ? text : std::string("-"); };
           const bool pct = f != nullptr && peak.count(threads) != 0;
           std::printf(
-              "%-16s %6ld %6s %3d %10s %8s %7s %10s %7s %9s\n", pass, static_cast<long>(n),
+              "%-16s %6ld %6s %3d %10s %8s %7s %10s %7s %9s %9s %8s\n", pass, static_cast<long>(n),
               causal ? "yes" : "no", threads,
               cell(f, fmt::format("{:.1f}", f ? f->seconds * 1e3 : 0)).c_str(),
               cell(f, fmt::format("{:.1f}", f ? f->gflops : 0)).c_str(),
               cell(pct, fmt::format("{:.1f}", pct ? 100.0 * f->gflops / peak[threads] : 0)).c_str(),
               cell(m, fmt::format("{:.1f}", m ? m->seconds * 1e3 : 0)).c_str(),
               cell(f && m, fmt::format("{:.2f}x", f && m ? m->seconds / f->seconds : 0)).c_str(),
-              cell(f, fmt::format("{:.0f}", f ? f->rss : 0)).c_str());
+              cell(f, fmt::format("{:.0f}", f ? f->rss : 0)).c_str(),
+              cell(t, fmt::format("{:.1f}", t ? t->seconds * 1e3 : 0)).c_str(),
+              cell(f && t, fmt::format("{:.2f}x", f && t ? t->seconds / f->seconds : 0)).c_str());
         }
       }
     }
   }
   std::printf("\nGFLOP/s: 4*B*H*N^2*E per forward (causal halved), backward 2.5x forward.\n"
               "%% peak: of the FMA peak on the same thread count. speedup: math ms / fused ms.\n"
+              "vs torch: at::scaled_dot_product_attention ms / fused ms (LibTorch 2.1+ only).\n"
               "RSS MiB: the process's peak RSS when the fused run ended (fused runs come first).\n");
 }
 
@@ -271,17 +294,22 @@ int main(int argc, char** argv) {
     benchmark::RegisterBenchmark("fma_peak", BM_FmaPeak)->Arg(t)->UseRealTime()->Unit(benchmark::kMillisecond);
   }
   benchmark::RegisterBenchmark("at::mm_2048", BM_Matmul)->Arg(2)->UseRealTime()->Unit(benchmark::kMillisecond);
-  for (Path path : {Path::Fused, Path::Math}) {
+  std::vector<Path> paths{Path::Fused, Path::Math};
+  if (TORCHATTN_HAS_ATEN_SDPA) {
+    paths.push_back(Path::Torch);
+  }
+  for (Path path : paths) {
     for (bool backward : {false, true}) {
       const char* pass = backward ? "forward+backward" : "forward";
       for (int threads : {1, 2}) {
         for (int causal : {0, 1}) {
           for (int64_t n = 512; n <= 16384; n *= 2) {
-            if (path == Path::Math && n > 8192) {
+            if ((path == Path::Math && n > 8192) ||
+                (path == Path::Torch && (n < 1024 || n > 8192 || threads != 2))) {
               continue;
             }
             // Named pass/path/N/causal/threads, as name() spells it.
-            const std::string label = fmt::format("{}/{}", pass, path == Path::Fused ? "fused" : "math");
+            const std::string label = fmt::format("{}/{}", pass, path_name(path));
             benchmark::RegisterBenchmark(
                 label.c_str(),
                 [path, backward](benchmark::State& s) { BM_Attention(s, path, backward); })

@@ -2,6 +2,7 @@
 #include <torchattn/ops/attention.h>
 
 #include "detail/attention_core.h"
+#include "detail/compat.h"
 
 #include <torch/torch.h>
 
@@ -45,8 +46,9 @@ torch::Tensor combined_mask(const MaskArgs& masks, int64_t scores_dim) {
 }
 
 /// softmax(q kᵀ · scale) v by the fused op, or undefined where the op does not apply: weights
-/// requested, dropout, a device other than the CPU, a mask that requires grad, or more than
-/// two leading dims.
+/// requested, dropout, a mask that requires grad, more than two leading dims, a dtype other
+/// than float32/float64. On other devices, without masks, LibTorch 2.1+'s own
+/// at::scaled_dot_product_attention.
 torch::Tensor fused_attention(
     const torch::Tensor& query,
     const torch::Tensor& key,
@@ -59,8 +61,7 @@ torch::Tensor fused_attention(
   const auto dtype = query.scalar_type();
   const bool mask_grad = (masks.attn_mask.defined() && masks.attn_mask.requires_grad()) ||
       (masks.key_padding_mask.defined() && masks.key_padding_mask.requires_grad());
-  if (masks.need_weights || masks.dropout_p > 0.0 || !query.device().is_cpu() ||
-      (dtype != torch::kFloat && dtype != torch::kDouble) || mask_grad || lead_dims > 2) {
+  if (masks.need_weights || masks.dropout_p > 0.0 || mask_grad || lead_dims > 2) {
     return {};
   }
   // To [B, H, L, E]: leading dims broadcast (a copy only where they differ), then padded.
@@ -75,6 +76,22 @@ torch::Tensor fused_attention(
     }
     return x;
   };
+  std::vector<int64_t> out_shape = lead;
+  out_shape.push_back(query.size(-2));
+  out_shape.push_back(value.size(-1));
+  if (!query.device().is_cpu()) {
+    // Other devices: PyTorch's own fused attention where LibTorch has it (2.1+). Only without
+    // masks, where no row can be fully masked (PyTorch would give NaN there, we give zeros).
+    const bool masked = masks.attn_mask.defined() || masks.key_padding_mask.defined();
+    if (!TORCHATTN_HAS_ATEN_SDPA || masked) {
+      return {};
+    }
+    return detail::aten_sdpa(to4d(query), to4d(key), to4d(value), masks.is_causal, scale)
+        .reshape(out_shape);
+  }
+  if (dtype != torch::kFloat && dtype != torch::kDouble) {
+    return {};
+  }
   auto mask = combined_mask(masks, static_cast<int64_t>(scores_shape.size()));
   if (mask.defined() && lead_dims < 2 && mask.dim() > 2) {
     // [B, Lq, Lk] against scores [B, Lq, Lk] -> [B, 1, Lq, Lk]
@@ -84,9 +101,6 @@ torch::Tensor fused_attention(
       to4d(query), to4d(key), to4d(value),
       mask.defined() ? c10::optional<torch::Tensor>(mask) : c10::nullopt, /*dropout_p=*/0.0,
       masks.is_causal, scale);
-  std::vector<int64_t> out_shape = lead;
-  out_shape.push_back(query.size(-2));
-  out_shape.push_back(value.size(-1));
   return out.view(out_shape);
 }
 
