@@ -62,6 +62,7 @@
 #include <iostream>
 #include <limits>
 #include <memory>
+#include <mutex>
 #include <ostream>
 #include <type_traits>
 #include <vector>
@@ -450,19 +451,22 @@ void pack_transposed_panels(const T* src, int64_t rows, int64_t cols, int64_t rs
   }
 }
 
-/// A heap array left uninitialised: every element is written by the packing loops, which run
-/// in parallel (a zero-filled std::vector would touch every page on one thread first).
+/// Rows of a 2-D view (element (r, c) at src[r * rs + c * cs]) for a B operand: the view
+/// itself when its rows are contiguous and a whole number of vectors long, else a zero-padded
+/// copy in `buf`. Returns the rows and sets `ld` to their stride.
 template <typename T>
-class Buffer {
- public:
-  explicit Buffer(size_t n) : data_(new T[n]) {}
-  T* data() { return data_.get(); }
-  const T* data() const { return data_.get(); }
-  T& operator[](size_t i) { return data_[i]; }
-
- private:
-  std::unique_ptr<T[]> data_;
-};
+const T* rows_of(const T* src, int64_t rows, int64_t cols, int64_t rs, int64_t cs,
+                 std::unique_ptr<T[]>& buf, int64_t& ld) {
+  constexpr int W = Vectorized<T>::size();
+  if (cs == 1 && cols % W == 0) {
+    ld = rs;
+    return src;
+  }
+  ld = round_up(cols, W);
+  buf.reset(new T[static_cast<size_t>(rows * ld)]);
+  pack(src, rows, cols, rs, cs, buf.get(), ld);
+  return buf.get();
+}
 
 struct Dims {
   int64_t B, H, Lq, Lk, E, Ev;
@@ -514,20 +518,30 @@ void forward_impl(
   T* o = out.data_ptr<T>();
   T* lse_data = lse.data_ptr<T>();
 
-  // Per head: keys transposed in panels [Lk_pad / PW, E, PW] and values [Lk, Ev_pad], zero
-  // padded, shared by every query tile of the head.
-  Buffer<T> key_t(static_cast<size_t>(d.BH() * d.E * Lk_pad));
-  Buffer<T> value_p(static_cast<size_t>(d.BH() * d.Lk * Ev_pad));
-  at::parallel_for(0, d.BH(), 1, [&](int64_t begin, int64_t end) {
-    for (int64_t bh = begin; bh < end; ++bh) {
-      pack_transposed_panels(k + head_offset(key, bh, d.H), d.Lk, d.E, key.stride(2),
-                             key.stride(3), key_t.data() + bh * d.E * Lk_pad, PW);
-      pack(v + head_offset(value, bh, d.H), d.Lk, d.Ev, value.stride(2), value.stride(3),
-           value_p.data() + bh * d.Lk * Ev_pad, Ev_pad);
-    }
-  });
-
   const int64_t q_tiles = (d.Lq + kBlockQ - 1) / kBlockQ;
+  // Per head, packed by the first tile that needs it and freed by the last: keys transposed in
+  // panels [Lk_pad / PW, E, PW], zero padded, and values as rows (copied only when they are
+  // not contiguous rows of whole vectors). Tiles are taken head by
+  // head, so only about one head per thread is packed at a time.
+  struct Head {
+    std::once_flag packed;
+    std::atomic<int64_t> tiles_left{0};
+    std::unique_ptr<T[]> key_t, value_p;
+    const T* value_rows = nullptr; // value_p or value itself
+    int64_t ld_v = 0;
+  };
+  std::unique_ptr<Head[]> heads(new Head[static_cast<size_t>(d.BH())]);
+  for (int64_t bh = 0; bh < d.BH(); ++bh) {
+    heads[bh].tiles_left = q_tiles;
+  }
+  auto pack_head = [&](Head& head, int64_t bh) {
+    head.key_t.reset(new T[static_cast<size_t>(d.E * Lk_pad)]);
+    pack_transposed_panels(k + head_offset(key, bh, d.H), d.Lk, d.E, key.stride(2),
+                           key.stride(3), head.key_t.get(), PW);
+    head.value_rows = rows_of(v + head_offset(value, bh, d.H), d.Lk, d.Ev, value.stride(2),
+                              value.stride(3), head.value_p, head.ld_v);
+  };
+
   const T q_mul = static_cast<T>(args.scale * kLog2e);
   parallel_items(d.BH() * q_tiles, [&](int64_t item) {
     // Largest causal tiles (last queries) first.
@@ -546,8 +560,11 @@ void forward_impl(
 
     pack(q + head_offset(query, bh, d.H) + i0 * query.stride(2), nq, d.E, query.stride(2),
          query.stride(3), q_tile.data(), d.E, q_mul);
-    const T* kt = key_t.data() + bh * d.E * Lk_pad;
-    const T* vp = value_p.data() + bh * d.Lk * Ev_pad;
+    Head& head = heads[bh];
+    std::call_once(head.packed, pack_head, head, bh);
+    const T* kt = head.key_t.get();
+    const T* vp = head.value_rows;
+    const int64_t ld_v = head.ld_v;
 
     const int64_t j_end = args.is_causal ? std::min(d.Lk, i0 + nq) : d.Lk;
     for (int64_t j0 = 0; j0 < j_end; j0 += BK) {
@@ -588,8 +605,8 @@ void forward_impl(
           }
         }
       }
-      gemm<T>(nq, Ev_pad, nk, scores.data(), BK, 1, vp + j0 * Ev_pad, Ev_pad, PW,
-              acc.data(), Ev_pad, /*accumulate=*/true);
+      gemm<T>(nq, Ev_pad, nk, scores.data(), BK, 1, vp + j0 * ld_v, ld_v, PW, acc.data(),
+              Ev_pad, /*accumulate=*/true);
     }
 
     T* o_head = o + head_offset(out, bh, d.H);
@@ -611,6 +628,10 @@ void forward_impl(
         o_row[e * out.stride(3)] = a[e] * inv;
       }
       lse_head[i] = static_cast<T>((row_max[r] + std::log2(row_sum[r])) * kLn2);
+    }
+    if (--head.tiles_left == 0) {
+      head.key_t.reset();
+      head.value_p.reset();
     }
   });
 }
@@ -645,55 +666,79 @@ void backward_impl(
   const int64_t threads = at::get_num_threads();
   const int64_t chunks = BH >= threads ? 1 : std::min(k_tiles, (threads + BH - 1) / BH);
 
-  // Per head: q and grad_out rows, keys as rows and in transposed panels (as in the forward),
-  // values in transposed panels; delta =
-  // rowsum(grad_out * out) and the log2-domain logsumexp.
-  Buffer<T> q_p(static_cast<size_t>(BH * d.Lq * E_pad));
-  Buffer<T> do_p(static_cast<size_t>(BH * d.Lq * Ev_pad));
-  Buffer<T> k_p(static_cast<size_t>(BH * d.Lk * E_pad));
-  Buffer<T> k_t(static_cast<size_t>(BH * d.E * Lk_pad));
-  Buffer<T> v_t(static_cast<size_t>(BH * d.Ev * Lk_pad));
-  Buffer<T> delta(static_cast<size_t>(BH * d.Lq));
-  Buffer<T> lse2(static_cast<size_t>(BH * d.Lq));
-  Buffer<T> dq_acc(static_cast<size_t>(BH * chunks * d.Lq * E_pad));
-
   const T* q = query.data_ptr<T>();
   const T* k = key.data_ptr<T>();
   const T* v = value.data_ptr<T>();
   const T* go = grad_out.data_ptr<T>();
   const T* o = out.data_ptr<T>();
   const T* lse_data = lse.data_ptr<T>();
-  at::parallel_for(0, BH, 1, [&](int64_t begin, int64_t end) {
-    for (int64_t bh = begin; bh < end; ++bh) {
-      pack(q + head_offset(query, bh, d.H), d.Lq, d.E, query.stride(2), query.stride(3),
-           q_p.data() + bh * d.Lq * E_pad, E_pad);
-      pack(go + head_offset(grad_out, bh, d.H), d.Lq, d.Ev, grad_out.stride(2),
-           grad_out.stride(3), do_p.data() + bh * d.Lq * Ev_pad, Ev_pad);
-      pack(k + head_offset(key, bh, d.H), d.Lk, d.E, key.stride(2), key.stride(3),
-           k_p.data() + bh * d.Lk * E_pad, E_pad);
-      pack_transposed_panels(k + head_offset(key, bh, d.H), d.Lk, d.E, key.stride(2),
-                             key.stride(3), k_t.data() + bh * d.E * Lk_pad, PW);
-      pack_transposed_panels(v + head_offset(value, bh, d.H), d.Lk, d.Ev, value.stride(2),
-                             value.stride(3), v_t.data() + bh * d.Ev * Lk_pad, PW);
-      std::fill(dq_acc.data() + bh * chunks * d.Lq * E_pad,
-                dq_acc.data() + (bh + 1) * chunks * d.Lq * E_pad, T(0));
-      const T* o_head = o + head_offset(out, bh, d.H);
-      const T* do_head = do_p.data() + bh * d.Lq * Ev_pad;
-      for (int64_t i = 0; i < d.Lq; ++i) {
-        // dS = P (dP - delta) cancels: delta is summed in double so that it adds no error of
-        // its own to the difference.
-        double acc = 0;
-        for (int64_t e = 0; e < d.Ev; ++e) {
-          acc += static_cast<double>(do_head[i * Ev_pad + e]) *
-              static_cast<double>(o_head[i * out.stride(2) + e * out.stride(3)]);
+  T* gq = grad_query.data_ptr<T>();
+
+  // Per head, packed by the first chunk that needs it and freed by the last, which also writes
+  // grad_query: q and grad_out rows, keys as rows and in transposed panels (as in the forward),
+  // values in transposed panels, delta = rowsum(grad_out * out), the log2-domain logsumexp and
+  // one grad_query accumulator per chunk.
+  struct Head {
+    std::once_flag packed;
+    std::atomic<int64_t> chunks_left{0};
+    std::unique_ptr<T[]> q_p, do_p, k_p, k_t, v_t, delta, lse2, dq_acc;
+    const T* q_rows = nullptr; // q_p or query itself; likewise below
+    const T* do_rows = nullptr;
+    const T* k_rows = nullptr;
+    int64_t ld_q = 0, ld_do = 0, ld_k = 0;
+  };
+  std::unique_ptr<Head[]> heads(new Head[static_cast<size_t>(BH)]);
+  for (int64_t bh = 0; bh < BH; ++bh) {
+    heads[bh].chunks_left = chunks;
+  }
+  auto alloc = [](std::unique_ptr<T[]>& buf, int64_t n) { buf.reset(new T[static_cast<size_t>(n)]); };
+  auto pack_head = [&](Head& hd, int64_t bh) {
+    alloc(hd.k_t, d.E * Lk_pad);
+    alloc(hd.v_t, d.Ev * Lk_pad);
+    alloc(hd.delta, d.Lq);
+    alloc(hd.lse2, d.Lq);
+    alloc(hd.dq_acc, chunks * d.Lq * E_pad);
+    hd.q_rows = rows_of(q + head_offset(query, bh, d.H), d.Lq, d.E, query.stride(2),
+                        query.stride(3), hd.q_p, hd.ld_q);
+    hd.do_rows = rows_of(go + head_offset(grad_out, bh, d.H), d.Lq, d.Ev, grad_out.stride(2),
+                         grad_out.stride(3), hd.do_p, hd.ld_do);
+    hd.k_rows = rows_of(k + head_offset(key, bh, d.H), d.Lk, d.E, key.stride(2), key.stride(3),
+                        hd.k_p, hd.ld_k);
+    pack_transposed_panels(k + head_offset(key, bh, d.H), d.Lk, d.E, key.stride(2),
+                           key.stride(3), hd.k_t.get(), PW);
+    pack_transposed_panels(v + head_offset(value, bh, d.H), d.Lk, d.Ev, value.stride(2),
+                           value.stride(3), hd.v_t.get(), PW);
+    std::fill(hd.dq_acc.get(), hd.dq_acc.get() + chunks * d.Lq * E_pad, T(0));
+    const T* o_head = o + head_offset(out, bh, d.H);
+    for (int64_t i = 0; i < d.Lq; ++i) {
+      // dS = P (dP - delta) cancels: delta is summed in double so that it adds no error of
+      // its own to the difference.
+      double acc = 0;
+      for (int64_t e = 0; e < d.Ev; ++e) {
+        acc += static_cast<double>(hd.do_rows[i * hd.ld_do + e]) *
+            static_cast<double>(o_head[i * out.stride(2) + e * out.stride(3)]);
+      }
+      hd.delta[i] = static_cast<T>(acc);
+      hd.lse2[i] = lse_data[bh * d.Lq + i] * l2e;
+    }
+  };
+  auto finish_head = [&](Head& hd, int64_t bh, T scale) {
+    T* gq_head = gq + head_offset(grad_query, bh, d.H);
+    for (int64_t i = 0; i < d.Lq; ++i) {
+      T* row = gq_head + i * grad_query.stride(2);
+      for (int64_t e = 0; e < d.E; ++e) {
+        T sum = 0;
+        for (int64_t c = 0; c < chunks; ++c) {
+          sum += hd.dq_acc[(c * d.Lq + i) * E_pad + e];
         }
-        delta[bh * d.Lq + i] = static_cast<T>(acc);
-        lse2[bh * d.Lq + i] = lse_data[bh * d.Lq + i] * l2e;
+        row[e * grad_query.stride(3)] = sum * scale;
       }
     }
-  });
+    for (auto* buf : {&hd.q_p, &hd.do_p, &hd.k_p, &hd.k_t, &hd.v_t, &hd.delta, &hd.lse2, &hd.dq_acc}) {
+      buf->reset();
+    }
+  };
 
-  T* gq = grad_query.data_ptr<T>();
   T* gk = grad_key.data_ptr<T>();
   T* gv = grad_value.data_ptr<T>();
   const T scale = static_cast<T>(args.scale);
@@ -701,14 +746,17 @@ void backward_impl(
     const int64_t bh = item / chunks;
     const int64_t chunk = item % chunks;
     const int64_t b = bh / d.H, h = bh % d.H;
-    const T* qh = q_p.data() + bh * d.Lq * E_pad;
-    const T* doh = do_p.data() + bh * d.Lq * Ev_pad;
-    const T* kh = k_p.data() + bh * d.Lk * E_pad;
-    const T* kth = k_t.data() + bh * d.E * Lk_pad;
-    const T* vth = v_t.data() + bh * d.Ev * Lk_pad;
-    const T* delta_h = delta.data() + bh * d.Lq;
-    const T* lse_h = lse2.data() + bh * d.Lq;
-    T* dq = dq_acc.data() + (bh * chunks + chunk) * d.Lq * E_pad;
+    Head& hd = heads[bh];
+    std::call_once(hd.packed, pack_head, hd, bh);
+    const T* qh = hd.q_rows;
+    const T* doh = hd.do_rows;
+    const T* kh = hd.k_rows;
+    const int64_t ld_q = hd.ld_q, ld_do = hd.ld_do, ld_k = hd.ld_k;
+    const T* kth = hd.k_t.get();
+    const T* vth = hd.v_t.get();
+    const T* delta_h = hd.delta.get();
+    const T* lse_h = hd.lse2.get();
+    T* dq = hd.dq_acc.get() + chunk * d.Lq * E_pad;
 
     thread_local std::vector<T> probs, dscores, dk, dv;
     probs.resize(static_cast<size_t>(kBlockQ * BK));
@@ -730,7 +778,7 @@ void backward_impl(
         const int64_t nq = std::min(kBlockQ, d.Lq - i0);
         T* p = probs.data();
         T* ds = dscores.data();
-        gemm<T>(nq, nk_pad, d.E, qh + i0 * E_pad, E_pad, 1, kth + j0 * d.E, PW, d.E * PW, p,
+        gemm<T>(nq, nk_pad, d.E, qh + i0 * ld_q, ld_q, 1, kth + j0 * d.E, PW, d.E * PW, p,
                 BK, /*accumulate=*/false);
         for (int64_t r = 0; r < nq; ++r) {
           const int64_t i = i0 + r;
@@ -743,10 +791,10 @@ void backward_impl(
           }
         }
         // dV += Pᵀ dO
-        gemm<T>(nk, Ev_pad, nq, p, 1, BK, doh + i0 * Ev_pad, Ev_pad, PW, dv.data(), Ev_pad,
+        gemm<T>(nk, Ev_pad, nq, p, 1, BK, doh + i0 * ld_do, ld_do, PW, dv.data(), Ev_pad,
                 /*accumulate=*/true);
         // dP = dO Vᵀ, then dS = P (dP - delta)
-        gemm<T>(nq, nk_pad, d.Ev, doh + i0 * Ev_pad, Ev_pad, 1, vth + j0 * d.Ev, PW, d.Ev * PW,
+        gemm<T>(nq, nk_pad, d.Ev, doh + i0 * ld_do, ld_do, 1, vth + j0 * d.Ev, PW, d.Ev * PW,
                 ds, BK, /*accumulate=*/false);
         for (int64_t r = 0; r < nq; ++r) {
           const Vec dl(delta_h[i0 + r]);
@@ -757,9 +805,9 @@ void backward_impl(
           }
         }
         // dK += dSᵀ Q, dQ += dS K (scale applied at the end)
-        gemm<T>(nk, E_pad, nq, ds, 1, BK, qh + i0 * E_pad, E_pad, PW, dk.data(), E_pad,
+        gemm<T>(nk, E_pad, nq, ds, 1, BK, qh + i0 * ld_q, ld_q, PW, dk.data(), E_pad,
                 /*accumulate=*/true);
-        gemm<T>(nq, E_pad, nk, ds, BK, 1, kh + j0 * E_pad, E_pad, PW, dq + i0 * E_pad,
+        gemm<T>(nq, E_pad, nk, ds, BK, 1, kh + j0 * ld_k, ld_k, PW, dq + i0 * E_pad,
                 E_pad, /*accumulate=*/true);
       }
       T* gk_head = gk + head_offset(grad_key, bh, d.H);
@@ -775,24 +823,11 @@ void backward_impl(
         }
       }
     }
-  });
-
-  at::parallel_for(0, BH, 1, [&](int64_t begin, int64_t end) {
-    for (int64_t bh = begin; bh < end; ++bh) {
-      T* gq_head = gq + head_offset(grad_query, bh, d.H);
-      const T* acc = dq_acc.data() + bh * chunks * d.Lq * E_pad;
-      for (int64_t i = 0; i < d.Lq; ++i) {
-        T* row = gq_head + i * grad_query.stride(2);
-        for (int64_t e = 0; e < d.E; ++e) {
-          T sum = 0;
-          for (int64_t c = 0; c < chunks; ++c) {
-            sum += acc[(c * d.Lq + i) * E_pad + e];
-          }
-          row[e * grad_query.stride(3)] = sum * scale;
-        }
-      }
+    if (--hd.chunks_left == 0) {
+      finish_head(hd, bh, scale);
     }
   });
+
 }
 
 } // namespace
