@@ -31,61 +31,121 @@ tnn::MultiheadAttention from_case(const ReferenceCase& c) {
 
 } // namespace
 
+namespace {
+
+/// One case of a reference file made by torch.nn.MultiheadAttention: parameters copied by
+/// name, output, weights and every gradient compared. `is_causal` cases (PyTorch 2.x) passed
+/// PyTorch the causal mask with the hint; ours gets only is_causal.
+void check_mha_case(const ReferenceCase& c, const std::string& torch_version,
+                    torchattn::testing::WorstError& worst, bool is_causal) {
+  INFO(c.name << " (reference by torch " << torch_version << ")");
+  const auto dtype = c.get("query").scalar_type();
+  const double tol = torchattn::testing::tolerance(dtype);
+  auto mha = from_case(c);
+  mha->to(dtype);
+  // Parameters by state-dict name, both ways.
+  auto params = mha->named_parameters();
+  std::set<std::string> ours, theirs;
+  for (const auto& p : params) ours.insert(p.key());
+  for (const auto& kv : c.group("params")) theirs.insert(kv.first);
+  CHECK(ours == theirs);
+  {
+    torch::NoGradGuard no_grad;
+    for (const auto& [name, value] : c.group("params")) {
+      if (params.contains(name)) params[name].copy_(value);
+    }
+  }
+  const bool self = c.flag("self_attention");
+  auto query = c.get("query").clone().requires_grad_(true);
+  auto key = self ? query : c.get("key").clone().requires_grad_(true);
+  auto value = self ? query : c.get("value").clone().requires_grad_(true);
+  auto [out, weights] = mha->forward(
+      query, key, value, c.get_or_undefined("key_padding_mask"), c.flag("need_weights"),
+      c.get_or_undefined("attn_mask"), c.flag("average"), is_causal);
+  CHECK_THAT(out, AllClose(c.get("output"), tol, tol));
+  worst.note(out, c.get("output"));
+  auto loss = (out * c.get("grad_output")).sum();
+  if (c.flag("need_weights")) {
+    CHECK_THAT(weights, AllClose(c.get("weights"), tol, tol));
+    worst.note(weights, c.get("weights"));
+    loss = loss + (weights * c.get("grad_weights")).sum();
+  } else {
+    CHECK_FALSE(weights.defined());
+  }
+  loss.backward();
+  for (const auto& [name, expected] : c.group("grads")) {
+    INFO("gradient of " << name);
+    torch::Tensor actual;
+    if (name == "query") actual = query.grad();
+    else if (name == "key") actual = key.grad();
+    else if (name == "value") actual = value.grad();
+    else if (name.rfind("params.", 0) == 0 && params.contains(name.substr(7))) actual = params[name.substr(7)].grad();
+    CHECK_THAT(actual, AllClose(expected, tol, tol));
+    worst.note(actual, expected);
+  }
+}
+
+} // namespace
+
 TEST_CASE("MultiheadAttention matches torch.nn.MultiheadAttention", "[nn][mha][reference]") {
   const auto& ref = torchattn::testing::reference("multihead_attention.pt");
   torchattn::testing::WorstError worst;
   int n = 0;
   for (const auto& c : ref.cases) {
     ++n;
-    INFO(c.name << " (reference by torch " << ref.torch_version << ")");
-    const auto dtype = c.get("query").scalar_type();
-    const double tol = torchattn::testing::tolerance(dtype);
-    auto mha = from_case(c);
-    mha->to(dtype);
-    // Parameters by state-dict name, both ways.
-    auto params = mha->named_parameters();
-    std::set<std::string> ours, theirs;
-    for (const auto& p : params) ours.insert(p.key());
-    for (const auto& kv : c.group("params")) theirs.insert(kv.first);
-    CHECK(ours == theirs);
-    {
-      torch::NoGradGuard no_grad;
-      for (const auto& [name, value] : c.group("params")) {
-        if (params.contains(name)) params[name].copy_(value);
-      }
-    }
-    const bool self = c.flag("self_attention");
-    auto query = c.get("query").clone().requires_grad_(true);
-    auto key = self ? query : c.get("key").clone().requires_grad_(true);
-    auto value = self ? query : c.get("value").clone().requires_grad_(true);
-    auto [out, weights] = mha->forward(
-        query, key, value, c.get_or_undefined("key_padding_mask"), c.flag("need_weights"),
-        c.get_or_undefined("attn_mask"), c.flag("average"));
-    CHECK_THAT(out, AllClose(c.get("output"), tol, tol));
-    worst.note(out, c.get("output"));
-    auto loss = (out * c.get("grad_output")).sum();
-    if (c.flag("need_weights")) {
-      CHECK_THAT(weights, AllClose(c.get("weights"), tol, tol));
-      worst.note(weights, c.get("weights"));
-      loss = loss + (weights * c.get("grad_weights")).sum();
-    } else {
-      CHECK_FALSE(weights.defined());
-    }
-    loss.backward();
-    for (const auto& [name, expected] : c.group("grads")) {
-      INFO("gradient of " << name);
-      torch::Tensor actual;
-      if (name == "query") actual = query.grad();
-      else if (name == "key") actual = key.grad();
-      else if (name == "value") actual = value.grad();
-      else if (name.rfind("params.", 0) == 0 && params.contains(name.substr(7))) actual = params[name.substr(7)].grad();
-      CHECK_THAT(actual, AllClose(expected, tol, tol));
-      worst.note(actual, expected);
-    }
+    check_mha_case(c, ref.torch_version, worst, /*is_causal=*/false);
   }
   CHECK(n >= 72);
   std::cout << "MultiheadAttention: " << n << " reference cases from torch " << ref.torch_version
             << ", worst |diff| float64 " << worst[torch::kDouble] << ", float32 " << worst[torch::kFloat] << "\n";
+}
+
+TEST_CASE("MultiheadAttention is_causal and the scale of SDPA match PyTorch 2.x", "[nn][mha][reference]") {
+  // tests/reference/torch2.pt, made by PyTorch 2.6 (the trixie chroot): semantics 1.13 lacks.
+  const auto& ref = torchattn::testing::reference("torch2.pt");
+  REQUIRE(ref.torch_version.rfind("2.", 0) == 0);
+  torchattn::testing::WorstError worst;
+  int mha = 0, sdpa = 0;
+  for (const auto& c : ref.cases) {
+    if (c.name.rfind("mha_causal", 0) == 0) {
+      ++mha;
+      REQUIRE(c.flag("is_causal"));
+      check_mha_case(c, ref.torch_version, worst, /*is_causal=*/true);
+      continue;
+    }
+    ++sdpa;
+    INFO(c.name << " (reference by torch " << ref.torch_version << ")");
+    const auto dtype = c.get("query").scalar_type();
+    const double tol = torchattn::testing::tolerance(dtype);
+    auto q = c.get("query").clone().requires_grad_(true);
+    auto k = c.get("key").clone().requires_grad_(true);
+    auto v = c.get("value").clone().requires_grad_(true);
+    const auto mask = c.get_or_undefined("attn_mask");
+    namespace F = torchattn::nn::functional;
+    // The functional (fused path, no weights) and the op itself.
+    auto [out, w] = F::scaled_dot_product_attention(
+        q, k, v,
+        F::ScaledDotProductAttentionFuncOptions().attn_mask(mask).is_causal(c.flag("is_causal")).scale(c.real("scale")));
+    auto op_out = torchattn::ops::scaled_dot_product_attention(
+        q, k, v, mask.defined() ? c10::optional<torch::Tensor>(mask) : c10::nullopt, 0.0,
+        c.flag("is_causal"), c.real("scale"));
+    CHECK_THAT(out, AllClose(c.get("output"), tol, tol));
+    CHECK_THAT(op_out, AllClose(c.get("output"), tol, tol));
+    worst.note(out, c.get("output"));
+    (out * c.get("grad_output")).sum().backward();
+    CHECK_THAT(q.grad(), AllClose(c.get("grads.query"), tol, tol));
+    CHECK_THAT(k.grad(), AllClose(c.get("grads.key"), tol, tol));
+    CHECK_THAT(v.grad(), AllClose(c.get("grads.value"), tol, tol));
+    worst.note(q.grad(), c.get("grads.query"));
+    worst.note(k.grad(), c.get("grads.key"));
+    worst.note(v.grad(), c.get("grads.value"));
+  }
+  CHECK(mha >= 10);
+  CHECK(sdpa >= 8);
+  std::cout << "PyTorch 2.x semantics: " << mha << " MultiheadAttention is_causal and " << sdpa
+            << " scaled_dot_product_attention(scale=) cases from torch " << ref.torch_version
+            << ", worst |diff| float64 " << worst[torch::kDouble] << ", float32 "
+            << worst[torch::kFloat] << "\n";
 }
 
 TEST_CASE("MultiheadAttention agrees with LibTorch's where LibTorch is right, and masks booleans where it is not", "[nn][mha]") {

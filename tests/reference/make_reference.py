@@ -16,7 +16,10 @@ Usage (Debian's python3-torch lives in /usr/bin/python3):
     /usr/bin/python3 tests/reference/make_reference.py --check tests/reference
 
 Files: attention.pt (the score functions, formulas written with PyTorch operations) and
-multihead_attention.pt (torch.nn.MultiheadAttention itself, over a sweep of its options).
+multihead_attention.pt (torch.nn.MultiheadAttention itself, over a sweep of its options), made
+by PyTorch 1.13 (Debian 12); torch2.pt, made by PyTorch 2.x only (the LibTorch 2.6 chroot of
+scripts/chroot.sh): semantics PyTorch 1.13 lacks, nn.MultiheadAttention's is_causal and
+F.scaled_dot_product_attention's scale. Under PyTorch 1.x, --out and --check leave it alone.
 
 --check regenerates the cases and fails unless the committed files hold the same cases with
 the same inputs and outputs (to a tolerance that allows for another CPU's BLAS kernels).
@@ -349,7 +352,7 @@ def run_mha_case(name, dt, o, seed):
     else:
         k, v = seq(S, kdim), seq(S, vdim)
     attn_mask = kpm = None
-    kinds = o["mask"].split("+")
+    kinds = [k for k in o["mask"].split("+") if k != "none"]
     for kind in kinds:
         if kind in ("bool2d", "bool3d"):
             shape = (L, S) if kind == "bool2d" else (B * h, L, S)
@@ -373,8 +376,15 @@ def run_mha_case(name, dt, o, seed):
         t.requires_grad_(True)
     if o["self_attention"]:
         k = v = q
-    out, weights = mha(q, k, v, key_padding_mask=kpm, need_weights=o["need_weights"],
-                       attn_mask=attn_mask, average_attn_weights=o["average"])
+    if o.get("is_causal", False):
+        # PyTorch 2.x: is_causal is a hint that needs the causal mask itself; torchattn's
+        # is_causal applies it, so the mask is not stored.
+        causal = torch.ones(L, S, dtype=torch.bool).triu(1)
+        out, weights = mha(q, k, v, key_padding_mask=kpm, need_weights=o["need_weights"],
+                           attn_mask=causal, average_attn_weights=o["average"], is_causal=True)
+    else:
+        out, weights = mha(q, k, v, key_padding_mask=kpm, need_weights=o["need_weights"],
+                           attn_mask=attn_mask, average_attn_weights=o["average"])
     grad_output = torch.randn(out.shape, generator=gen, dtype=dt)
     loss = (out * grad_output).sum()
     tensors = {"query": q, "output": out, "grad_output": grad_output}
@@ -394,6 +404,55 @@ def run_mha_case(name, dt, o, seed):
     return Bag(tensors, dict(o))
 
 
+def mha_causal_cases():
+    """nn.MultiheadAttention(..., is_causal=True), PyTorch 2.x only."""
+    gen = torch.Generator().manual_seed(11)
+    out = []
+    for dt, dname in ((torch.float64, "f64"), (torch.float32, "f32")):
+        for i, (mask, need_weights, self_attention) in enumerate(
+                [("none", False, True), ("none", True, True), ("kpm_bool", False, True),
+                 ("kpm_bool", True, False), ("none", False, False)]):
+            pick = lambda n: int(torch.randint(n, (1,), generator=gen))
+            opts = {"embed_dim": 8, "num_heads": 2, "kdim": 8, "vdim": 8,
+                    "batch_first": bool(pick(2)), "bias": True, "add_bias_kv": False,
+                    "add_zero_attn": False, "unbatched": False, "need_weights": need_weights,
+                    "average": True, "mask": mask, "self_attention": self_attention,
+                    "is_causal": True}
+            out.append((f"mha_causal{i}_{mask}_{dname}", dt, opts))
+    return out
+
+
+def run_sdpa2_case(name, dt, o, seed):
+    """F.scaled_dot_product_attention with PyTorch 2.x's scale argument (and is_causal)."""
+    gen = torch.Generator().manual_seed(seed)
+    q = torch.randn(2, 3, o["lq"], 8, generator=gen, dtype=dt, requires_grad=True)
+    k = torch.randn(2, 3, o["lk"], 8, generator=gen, dtype=dt, requires_grad=True)
+    v = torch.randn(2, 3, o["lk"], 6, generator=gen, dtype=dt, requires_grad=True)
+    attn_mask = None
+    if o["mask"] == "bool":
+        attn_mask = torch.rand(o["lq"], o["lk"], generator=gen) > 0.3  # true = may attend
+        attn_mask[:, 0] = True
+    out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, is_causal=o["is_causal"],
+                                         scale=o["scale"])
+    grad_output = torch.randn(out.shape, generator=gen, dtype=dt)
+    grads = torch.autograd.grad((out * grad_output).sum(), (q, k, v))
+    tensors = {"query": q, "key": k, "value": v, "output": out, "grad_output": grad_output,
+               "grads.query": grads[0], "grads.key": grads[1], "grads.value": grads[2]}
+    with_masks(name, tensors, attn_mask, None)
+    return Bag(tensors, dict(o))
+
+
+def sdpa2_cases():
+    out = []
+    for dt, dname in ((torch.float64, "f64"), (torch.float32, "f32")):
+        for i, (lq, lk, mask, is_causal, scale) in enumerate(
+                [(5, 7, "none", False, 0.7), (5, 7, "bool", False, 0.2), (6, 4, "none", True, 1.3),
+                 (7, 7, "none", True, 0.05)]):
+            out.append((f"sdpa2_{i}_{mask}_{dname}", dt,
+                        {"lq": lq, "lk": lk, "mask": mask, "is_causal": is_causal, "scale": scale}))
+    return out
+
+
 def container(bags):
     root = nn.Module()
     for name, bag in bags.items():
@@ -407,12 +466,23 @@ def build():
     """The reference files by name: attention.pt (score functions), multihead_attention.pt."""
     attention = {c.name: run_case(c, seed=1000 + i) for i, c in enumerate(cases())}
     mha = {n: run_mha_case(n, dt, o, seed=5000 + i) for i, (n, dt, o) in enumerate(mha_cases())}
-    return {"attention.pt": container(attention), "multihead_attention.pt": container(mha)}
+    files = {"attention.pt": container(attention), "multihead_attention.pt": container(mha)}
+    if TORCH2:
+        torch2 = {n: run_mha_case(n, dt, o, seed=7000 + i)
+                  for i, (n, dt, o) in enumerate(mha_causal_cases())}
+        torch2.update({n: run_sdpa2_case(n, dt, o, seed=8000 + i)
+                       for i, (n, dt, o) in enumerate(sdpa2_cases())})
+        files["torch2.pt"] = container(torch2)
+    return files
+
+
+# torch2.pt needs PyTorch 2.x; attention.pt and multihead_attention.pt come from 1.13.
+TORCH2 = int(torch.__version__.split(".")[0]) >= 2
 
 
 ATTRS = ("variant", "is_causal", "scale", "num_heads", "learnable", "max_temperature", "hidden_dim",
          "bias", "embed_dim", "kdim", "vdim", "batch_first", "add_bias_kv", "add_zero_attn",
-         "unbatched", "need_weights", "average", "mask", "self_attention")
+         "unbatched", "need_weights", "average", "mask", "self_attention", "lq", "lk")
 
 
 def compare(committed, fresh, float32_tol=1e-6, float64_tol=1e-12):
@@ -452,10 +522,14 @@ def main():
     modules = build()
     if args.out:
         for file, module in modules.items():
+            if TORCH2 and file != "torch2.pt":
+                continue  # made by PyTorch 1.13; under 2.x only checked
             module.save(os.path.join(args.out, file))
             print(f"wrote {file}: {len(module.case_names.splitlines())} cases, torch {torch.__version__}")
         return 0
     status = 0
+    if not TORCH2:
+        print(f"torch2.pt: made by PyTorch 2.x, checked only there (this is {torch.__version__})")
     for file, module in modules.items():
         path = os.path.join(args.check, file)
         committed = torch.jit.load(path)
