@@ -129,7 +129,9 @@ constexpr int kMaxVecs = 2;
 // Query rows and keys per tile. Measured at B=1, H=8, E=64, N=4096 (AVX-512, 2 threads):
 // 48..144 rows x 128..256 keys are within 3% of each other (noise); 512 keys is 4% slower
 // (the score tile leaves L2's sweet spot). 96 rows is a multiple of the 6-row micro-kernel.
+// The forward's transposed tile has its queries as columns: 128 = two 64-float panels.
 constexpr int64_t kBlockQ = 96;
+constexpr int64_t kBlockQForward = 128; // columns of the transposed score tile: two panels
 constexpr int64_t kBlockKTarget = 256; // rounded down to a multiple of the panel width
 
 constexpr double kLog2e = 1.4426950408889634;
@@ -499,6 +501,46 @@ void parallel_items(int64_t count, Fn&& fn) {
 
 // ---- forward --------------------------------------------------------------------------------
 
+// Scores are computed transposed, keys x queries: S^T = K Q^T takes the keys as they are (one
+// broadcast element of a key row per step) and only the query tile is transposed, so the
+// forward copies nothing of size Lk. The softmax then runs down the columns, one vector of
+// queries at a time, with no horizontal reduction.
+
+/// S^T[j, i] (log2 domain) for keys j0 + j and queries i0 + i: the bool mask's false and the
+/// causal mask's forbidden entries become -inf, the additive mask is added times log2(e).
+template <typename T>
+void mask_transposed(
+    T* st, int64_t ld, int64_t nk, int64_t nq, const MaskView& mask, int64_t b, int64_t h,
+    int64_t i0, int64_t j0, bool causal) {
+  for (int64_t j = 0; j < nk; ++j) {
+    T* row = st + j * ld;
+    if (mask.data != nullptr) {
+      const int64_t off = b * mask.stride[0] + h * mask.stride[1] + i0 * mask.stride[2] +
+          (j0 + j) * mask.stride[3];
+      const int64_t si = mask.stride[2];
+      if (mask.is_bool) {
+        const bool* m = static_cast<const bool*>(mask.data) + off;
+        for (int64_t i = 0; i < nq; ++i) {
+          if (!m[i * si]) {
+            row[i] = neg_inf<T>();
+          }
+        }
+      } else {
+        const T* m = static_cast<const T*>(mask.data) + off;
+        const T l2e = static_cast<T>(kLog2e);
+        for (int64_t i = 0; i < nq; ++i) {
+          row[i] += m[i * si] * l2e;
+        }
+      }
+    }
+    if (causal) {
+      // Query i0 + i sees key j0 + j only when j0 + j <= i0 + i.
+      const int64_t first_allowed = std::min(std::max<int64_t>(j0 + j - i0, 0), nq);
+      std::fill(row, row + first_allowed, neg_inf<T>());
+    }
+  }
+}
+
 template <typename T>
 void forward_impl(
     const at::Tensor& query, const at::Tensor& key, const at::Tensor& value,
@@ -509,7 +551,7 @@ void forward_impl(
   const Dims d = dims_of(query, key, value);
   constexpr int64_t PW = panel_width<T>();
   constexpr int64_t BK = block_k<T>();
-  const int64_t Lk_pad = round_up(d.Lk, PW);
+  const int64_t BQ = round_up(kBlockQForward, W); // columns of S^T
   const int64_t Ev_pad = round_up(d.Ev, W);
   const MaskView mask(mask_tensor);
   const T* q = query.data_ptr<T>();
@@ -518,15 +560,14 @@ void forward_impl(
   T* o = out.data_ptr<T>();
   T* lse_data = lse.data_ptr<T>();
 
-  const int64_t q_tiles = (d.Lq + kBlockQ - 1) / kBlockQ;
-  // Per head, packed by the first tile that needs it and freed by the last: keys transposed in
-  // panels [Lk_pad / PW, E, PW], zero padded, and values as rows (copied only when they are
-  // not contiguous rows of whole vectors). Tiles are taken head by
-  // head, so only about one head per thread is packed at a time.
+  const int64_t q_tiles = (d.Lq + kBlockQForward - 1) / kBlockQForward;
+  // Values as rows: the tensor itself when its rows are contiguous whole vectors, else a copy
+  // per head, made by the head's first tile and freed by its last (tiles are taken head by
+  // head, so about one head per thread is copied at a time).
   struct Head {
     std::once_flag packed;
     std::atomic<int64_t> tiles_left{0};
-    std::unique_ptr<T[]> key_t, value_p;
+    std::unique_ptr<T[]> value_p;
     const T* value_rows = nullptr; // value_p or value itself
     int64_t ld_v = 0;
   };
@@ -535,9 +576,6 @@ void forward_impl(
     heads[bh].tiles_left = q_tiles;
   }
   auto pack_head = [&](Head& head, int64_t bh) {
-    head.key_t.reset(new T[static_cast<size_t>(d.E * Lk_pad)]);
-    pack_transposed_panels(k + head_offset(key, bh, d.H), d.Lk, d.E, key.stride(2),
-                           key.stride(3), head.key_t.get(), PW);
     head.value_rows = rows_of(v + head_offset(value, bh, d.H), d.Lk, d.Ev, value.stride(2),
                               value.stride(3), head.value_p, head.ld_v);
   };
@@ -548,65 +586,74 @@ void forward_impl(
     const int64_t bh = item / q_tiles;
     const int64_t qt = q_tiles - 1 - item % q_tiles;
     const int64_t b = bh / d.H, h = bh % d.H;
-    const int64_t i0 = qt * kBlockQ;
-    const int64_t nq = std::min(kBlockQ, d.Lq - i0);
+    const int64_t i0 = qt * kBlockQForward;
+    const int64_t nq = std::min(kBlockQForward, d.Lq - i0);
+    const int64_t nq_pad = round_up(nq, W);
 
-    thread_local std::vector<T> q_tile, scores, acc, row_max, row_sum;
-    q_tile.resize(static_cast<size_t>(kBlockQ * d.E));
-    scores.resize(static_cast<size_t>(kBlockQ * BK));
-    acc.assign(static_cast<size_t>(kBlockQ * Ev_pad), T(0));
-    row_max.assign(kBlockQ, neg_inf<T>());
-    row_sum.assign(kBlockQ, T(0));
+    thread_local std::vector<T> q_t, scores, acc, m_run, l_run;
+    q_t.resize(static_cast<size_t>(d.E * BQ));
+    scores.resize(static_cast<size_t>(BK * BQ));
+    acc.assign(static_cast<size_t>(BQ * Ev_pad), T(0));
+    m_run.assign(static_cast<size_t>(BQ), neg_inf<T>());
+    l_run.assign(static_cast<size_t>(BQ), T(0));
 
-    pack(q + head_offset(query, bh, d.H) + i0 * query.stride(2), nq, d.E, query.stride(2),
-         query.stride(3), q_tile.data(), d.E, q_mul);
+    // The query tile transposed [E, nq_pad], scaled into the log2 domain, zero padded.
+    const T* q_tile = q + head_offset(query, bh, d.H) + i0 * query.stride(2);
+    pack(q_tile, d.E, nq, query.stride(3), query.stride(2), q_t.data(), nq_pad, q_mul);
     Head& head = heads[bh];
     std::call_once(head.packed, pack_head, head, bh);
-    const T* kt = head.key_t.get();
+    const T* k_head = k + head_offset(key, bh, d.H);
     const T* vp = head.value_rows;
     const int64_t ld_v = head.ld_v;
+    const bool masked = mask.data != nullptr || args.is_causal;
 
     const int64_t j_end = args.is_causal ? std::min(d.Lk, i0 + nq) : d.Lk;
     for (int64_t j0 = 0; j0 < j_end; j0 += BK) {
       const int64_t nk = std::min(BK, j_end - j0);
-      const int64_t nk_pad = round_up(nk, W);
-      gemm<T>(nq, nk_pad, d.E, q_tile.data(), d.E, 1, kt + j0 * d.E, PW, d.E * PW,
-              scores.data(), BK, /*accumulate=*/false);
-      for (int64_t r = 0; r < nq; ++r) {
-        T* s = scores.data() + r * BK;
-        const int64_t i = i0 + r;
-        prepare_row<T>(s, nk, nk_pad, T(1), mask, b, h, i, j0,
-                       args.is_causal ? i : std::numeric_limits<int64_t>::max() / 2);
+      T* st = scores.data();
+      // S^T [nk, nq_pad] = K Q^T
+      gemm<T>(nk, nq_pad, d.E, k_head + j0 * key.stride(2), key.stride(2), key.stride(3),
+              q_t.data(), nq_pad, PW, st, BQ, /*accumulate=*/false);
+      if (masked) {
+        mask_transposed(st, BQ, nk, nq, mask, b, h, i0, j0, args.is_causal);
+      }
+      for (int64_t c = 0; c < nq_pad; c += W) {
+        // Column maxima, then exp2 and column sums, for W queries at once.
         Vec mx(neg_inf<T>());
-        for (int64_t j = 0; j < nk_pad; j += W) {
-          mx = at::vec::maximum(mx, Vec::loadu(s + j));
+        for (int64_t j = 0; j < nk; ++j) {
+          mx = at::vec::maximum(mx, Vec::loadu(st + j * BQ + c));
         }
-        const T m_new = nan_max(reduce_max(mx), row_max[r]);
-        if (m_new == neg_inf<T>()) {
-          // No key allowed so far: weights 0, accumulator untouched.
-          std::fill(s, s + nk_pad, T(0));
-          continue;
-        }
-        const T alpha = std::exp2(row_max[r] - m_new);
-        const Vec vm(m_new);
+        const Vec m_old = Vec::loadu(m_run.data() + c);
+        const Vec m_new = at::vec::maximum(mx, m_old);
+        // Queries with no key allowed yet subtract 0 instead of -inf: their weights stay 0
+        // and their alpha is exp2(-inf) = 0 on an accumulator that is still 0.
+        const Vec ninf(neg_inf<T>());
+        const Vec m_use = Vec::blendv(m_new, Vec(T(0)), m_new == ninf);
+        const Vec alpha = exp2_vec(m_old - m_use);
         Vec sum(T(0));
-        for (int64_t j = 0; j < nk_pad; j += W) {
-          const Vec p = exp2_vec(Vec::loadu(s + j) - vm);
-          p.store(s + j);
-          sum = sum + p;
+        for (int64_t j = 0; j < nk; ++j) {
+          T* p = st + j * BQ + c;
+          const Vec e = exp2_vec(Vec::loadu(p) - m_use);
+          e.store(p);
+          sum = sum + e;
         }
-        row_sum[r] = row_sum[r] * alpha + reduce_sum(sum);
-        row_max[r] = m_new;
-        if (alpha != T(1)) {
-          T* a = acc.data() + r * Ev_pad;
-          const Vec va(alpha);
-          for (int64_t e = 0; e < Ev_pad; e += W) {
-            (Vec::loadu(a + e) * va).store(a + e);
+        at::vec::fmadd(Vec::loadu(l_run.data() + c), alpha, sum).store(l_run.data() + c);
+        m_new.store(m_run.data() + c);
+        T alphas[Vec::size()];
+        alpha.store(alphas);
+        for (int64_t r = 0; r < W && c + r < nq; ++r) {
+          if (alphas[r] != T(1)) {
+            T* a = acc.data() + (c + r) * Ev_pad;
+            const Vec va(alphas[r]);
+            for (int64_t e = 0; e < Ev_pad; e += W) {
+              (Vec::loadu(a + e) * va).store(a + e);
+            }
           }
         }
       }
-      gemm<T>(nq, Ev_pad, nk, scores.data(), BK, 1, vp + j0 * ld_v, ld_v, PW, acc.data(),
-              Ev_pad, /*accumulate=*/true);
+      // O [nq, Ev_pad] += P V, with P read through S^T
+      gemm<T>(nq, Ev_pad, nk, st, 1, BQ, vp + j0 * ld_v, ld_v, PW, acc.data(), Ev_pad,
+              /*accumulate=*/true);
     }
 
     T* o_head = o + head_offset(out, bh, d.H);
@@ -615,7 +662,7 @@ void forward_impl(
       const int64_t i = i0 + r;
       T* o_row = o_head + i * out.stride(2);
       const T* a = acc.data() + r * Ev_pad;
-      if (row_sum[r] == T(0)) {
+      if (!(l_run[r] > T(0)) && !std::isnan(l_run[r])) {
         // Fully masked row: zero output; +inf logsumexp gives zero weights in backward.
         for (int64_t e = 0; e < d.Ev; ++e) {
           o_row[e * out.stride(3)] = T(0);
@@ -623,14 +670,13 @@ void forward_impl(
         lse_head[i] = std::numeric_limits<T>::infinity();
         continue;
       }
-      const T inv = T(1) / row_sum[r];
+      const T inv = T(1) / l_run[r];
       for (int64_t e = 0; e < d.Ev; ++e) {
         o_row[e * out.stride(3)] = a[e] * inv;
       }
-      lse_head[i] = static_cast<T>((row_max[r] + std::log2(row_sum[r])) * kLn2);
+      lse_head[i] = static_cast<T>((m_run[r] + std::log2(l_run[r])) * kLn2);
     }
     if (--head.tiles_left == 0) {
-      head.key_t.reset();
       head.value_p.reset();
     }
   });
