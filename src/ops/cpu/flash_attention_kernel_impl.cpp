@@ -104,7 +104,6 @@
 #undef __AVX512F__
 #endif
 #endif
-#include <ATen/cpu/vec/functional.h>
 #include <ATen/cpu/vec/vec.h>
 
 namespace torchattn::ops::cpu {
@@ -326,25 +325,6 @@ void gemm(
 }
 
 // ---- row operations -------------------------------------------------------------------------
-
-/// max that propagates NaN, like at::vec::maximum.
-template <typename T>
-T nan_max(T a, T b) {
-  return (std::isnan(a) || a > b) ? a : b;
-}
-
-template <typename T>
-T reduce_max(const Vectorized<T>& v) {
-  // at::vec::maximum propagates NaN, so the shuffle tree does too.
-  return at::vec::vec_reduce_all<T>(
-      [](const Vectorized<T>& a, const Vectorized<T>& b) { return at::vec::maximum(a, b); }, v);
-}
-
-template <typename T>
-T reduce_sum(const Vectorized<T>& v) {
-  return at::vec::vec_reduce_all<T>(
-      [](const Vectorized<T>& a, const Vectorized<T>& b) { return a + b; }, v);
-}
 
 /// The 4-D mask view [B, H, Lq, Lk] with its strides, or none.
 struct MaskView {
