@@ -46,7 +46,7 @@ bench: deps
 	@$(BUILD_DIR)/bench/torchattn-bench-mha
 	@$(BUILD_DIR)/bench/torchattn-bench-flash
 	@echo "--- the math path again with OPENBLAS_CORETYPE=SkylakeX (Debian 12's OpenBLAS misdetects this CPU) ---"
-	@OPENBLAS_CORETYPE=SkylakeX $(BUILD_DIR)/bench/torchattn-bench-flash --benchmark_filter='math|mm' | sed -n '/^FMA peak/,$$p'
+	@OPENBLAS_CORETYPE=SkylakeX $(BUILD_DIR)/bench/torchattn-bench-flash --benchmark_filter='fma|math|mm' | sed -n '/^FMA peak/,$$p'
 
 clean:
 	@rm -rf $(BUILD_DIR)
