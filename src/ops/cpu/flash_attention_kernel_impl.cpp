@@ -1,5 +1,7 @@
 // The fused attention kernel: tiles of queries x keys, an online softmax and a logsumexp saved
-// for a backward pass that recomputes the scores per tile. No buffer grows with Lq x Lk.
+// for a backward pass that recomputes the scores per tile. No buffer grows with Lq x Lk. The
+// forward computes its score tiles transposed (keys x queries, see forward_impl); backward
+// packs each head's operands once and works on queries x keys tiles.
 //
 // This file is compiled once per CPU capability: CMake defines CPU_CAPABILITY (DEFAULT, AVX2,
 // AVX512) and CPU_CAPABILITY_<name>, as ATen does for its own kernels, so at::vec::Vectorized
@@ -12,8 +14,8 @@
 // pragma (at::vec in its CPU_CAPABILITY namespace, and this file's code) uses the wider set.
 //
 // Work is done in the log2 domain: scores are multiplied by scale * log2(e), so every
-// exponential is an exp2, which the vector code computes with one rounding, a degree-5
-// polynomial and an exponent shift.
+// exponential is an exp2, which the vector code computes from the fractional part, a degree-5
+// polynomial and an exponent scaling.
 
 #include "ops/cpu/flash_attention_kernel.h"
 
@@ -128,8 +130,9 @@ constexpr int kMaxVecs = 2;
 // Query rows and keys per tile. Measured at B=1, H=8, E=64, N=4096 (AVX-512, 2 threads):
 // 48..144 rows x 128..256 keys are within 3% of each other (noise); 512 keys is 4% slower
 // (the score tile leaves L2's sweet spot). 96 rows is a multiple of the 6-row micro-kernel.
-// The forward's transposed tile has its queries as columns: 128 = two 64-float panels.
-constexpr int64_t kBlockQ = 96;
+// Backward uses 96 rows; the forward's transposed tile has its queries as columns, and 128
+// is two 64-float panels there.
+constexpr int64_t kBlockQBackward = 96;
 constexpr int64_t kBlockQForward = 128; // columns of the transposed score tile: two panels
 constexpr int64_t kBlockKTarget = 256; // rounded down to a multiple of the panel width
 
@@ -686,7 +689,7 @@ void backward_impl(
   const T l2e = static_cast<T>(kLog2e);
 
   const int64_t k_tiles = (d.Lk + BK - 1) / BK;
-  const int64_t q_tiles = (d.Lq + kBlockQ - 1) / kBlockQ;
+  const int64_t q_tiles = (d.Lq + kBlockQBackward - 1) / kBlockQBackward;
   // With fewer heads than threads, split each head's key tiles into chunks, each with its own
   // grad_query accumulator (summed at the end).
   const int64_t threads = at::get_num_threads();
@@ -785,8 +788,8 @@ void backward_impl(
     T* dq = hd.dq_acc.get() + chunk * d.Lq * E_pad;
 
     thread_local std::vector<T> probs, dscores, dk, dv;
-    probs.resize(static_cast<size_t>(kBlockQ * BK));
-    dscores.resize(static_cast<size_t>(kBlockQ * BK));
+    probs.resize(static_cast<size_t>(kBlockQBackward * BK));
+    dscores.resize(static_cast<size_t>(kBlockQBackward * BK));
     dk.resize(static_cast<size_t>(BK * E_pad));
     dv.resize(static_cast<size_t>(BK * Ev_pad));
 
@@ -798,10 +801,10 @@ void backward_impl(
       std::fill(dk.begin(), dk.end(), T(0));
       std::fill(dv.begin(), dv.end(), T(0));
       // Causal: queries before j0 see none of these keys.
-      const int64_t qt_begin = args.is_causal ? std::min(j0, d.Lq) / kBlockQ : 0;
+      const int64_t qt_begin = args.is_causal ? std::min(j0, d.Lq) / kBlockQBackward : 0;
       for (int64_t qt = qt_begin; qt < q_tiles; ++qt) {
-        const int64_t i0 = qt * kBlockQ;
-        const int64_t nq = std::min(kBlockQ, d.Lq - i0);
+        const int64_t i0 = qt * kBlockQBackward;
+        const int64_t nq = std::min(kBlockQBackward, d.Lq - i0);
         T* p = probs.data();
         T* ds = dscores.data();
         gemm<T>(nq, nk_pad, d.E, qh + i0 * ld_q, ld_q, 1, kth + j0 * d.E, PW, d.E * PW, p,
