@@ -100,6 +100,23 @@ Kernels kernels() {
   return {cpu::DEFAULT::flash_attention_forward, cpu::DEFAULT::flash_attention_backward};
 }
 
+/// The fused forward on checked arguments: `mask` is the 4-D view check_sdpa_args returns.
+std::tuple<torch::Tensor, torch::Tensor> run_forward(
+    const torch::Tensor& query,
+    const torch::Tensor& key,
+    const torch::Tensor& value,
+    const torch::Tensor& mask,
+    bool is_causal,
+    double scale) {
+  // query [B, H, Lq, E], key [B, H, Lk, E], value [B, H, Lk, Ev]
+  //   -> out [B, H, Lq, Ev], logsumexp [B, H, Lq]
+  auto out = torch::empty({query.size(0), query.size(1), query.size(2), value.size(3)},
+                          query.options());
+  auto lse = torch::empty({query.size(0), query.size(1), query.size(2)}, query.options());
+  kernels().forward(query, key, value, mask, cpu::FlashArgs{is_causal, scale}, out, lse);
+  return {out, lse};
+}
+
 std::tuple<torch::Tensor, torch::Tensor> forward_cpu(
     const torch::Tensor& query,
     const torch::Tensor& key,
@@ -107,16 +124,10 @@ std::tuple<torch::Tensor, torch::Tensor> forward_cpu(
     const c10::optional<torch::Tensor>& attn_mask,
     bool is_causal,
     double scale) {
-  // query [B, H, Lq, E], key [B, H, Lk, E], value [B, H, Lk, Ev]
-  //   -> out [B, H, Lq, Ev], logsumexp [B, H, Lq]
   auto [mask, resolved] = detail::check_sdpa_args(
       "torchattn::_scaled_dot_product_attention_forward", query, key, value, attn_mask,
       /*dropout_p=*/0.0, scale);
-  auto out = torch::empty({query.size(0), query.size(1), query.size(2), value.size(3)},
-                          query.options());
-  auto lse = torch::empty({query.size(0), query.size(1), query.size(2)}, query.options());
-  kernels().forward(query, key, value, mask, cpu::FlashArgs{is_causal, resolved}, out, lse);
-  return {out, lse};
+  return run_forward(query, key, value, mask, is_causal, resolved);
 }
 
 std::tuple<torch::Tensor, torch::Tensor, torch::Tensor> backward_cpu(
@@ -169,7 +180,7 @@ torch::Tensor sdpa_cpu(
   if (dropout_p > 0.0) {
     return detail::sdpa_math(query, key, value, mask, dropout_p, is_causal, resolved);
   }
-  return std::get<0>(forward_cpu(query, key, value, attn_mask, is_causal, resolved));
+  return std::get<0>(run_forward(query, key, value, mask, is_causal, resolved));
 }
 
 } // namespace
