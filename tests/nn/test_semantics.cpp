@@ -103,6 +103,45 @@ TEST_CASE("a bool mask and the equivalent float mask give the same result", "[nn
   }
 }
 
+TEST_CASE("the fused path applies masks as the math path does, for every input rank", "[nn][masks]") {
+  // need_weights = false takes the fused op for dot, scaled and cosine attention; true takes
+  // the math path. Inputs of 2, 3 and 4 dims are padded to the op's [B, H, L, E] in front, and
+  // so must their masks be (a [B, 1, Lk] mask of [B, L, E] inputs once went to the heads).
+  torch::manual_seed(21);
+  for (int64_t rank : {2, 3, 4}) {
+    std::vector<int64_t> lead = rank == 2 ? std::vector<int64_t>{}
+        : rank == 3 ? std::vector<int64_t>{3} : std::vector<int64_t>{2, 3};
+    auto shape = [&](int64_t l, int64_t e) {
+      auto s = lead;
+      s.push_back(l);
+      s.push_back(e);
+      return s;
+    };
+    for (auto& m : all_modules(5, rank == 4 ? 3 : 1, torch::kFloat)) {
+      DYNAMIC_SECTION(m.name << ", rank " << rank) {
+        auto q = torch::randn(shape(4, 5));
+        auto k = torch::randn(shape(6, 5));
+        auto v = torch::randn(shape(6, 2));
+        auto keep = torch::rand(shape(4, 6)) > 0.3;
+        keep.select(-1, 0).fill_(true);
+        auto additive = torch::zeros(shape(4, 6)).masked_fill(keep.logical_not(), -kInf);
+        const int64_t b = rank == 2 ? 6 : lead.front();
+        auto pad = torch::rand(rank == 2 ? std::vector<int64_t>{6} : std::vector<int64_t>{b, 6}) > 0.6;
+        pad.select(-1, 0).fill_(false);
+        auto run = [&](bool need_weights, const torch::Tensor& mask, const torch::Tensor& kpm, bool causal) {
+          return std::get<0>(m.module.forward<std::tuple<torch::Tensor, torch::Tensor>>(
+              q, k, v, mask, kpm, need_weights, causal));
+        };
+        for (const auto& [mask, kpm, causal] :
+             std::vector<std::tuple<torch::Tensor, torch::Tensor, bool>>{
+                 {keep, {}, false}, {additive, {}, true}, {{}, pad, false}, {keep, pad, true}}) {
+          CHECK_THAT(run(false, mask, kpm, causal), AllClose(run(true, mask, kpm, causal), 1e-5, 1e-6));
+        }
+      }
+    }
+  }
+}
+
 TEST_CASE("leading dims broadcast between query, key and value", "[nn][shapes]") {
   torch::manual_seed(3);
   for (auto& m : all_modules(4, 1, torch::kDouble)) {

@@ -93,9 +93,10 @@ torch::Tensor fused_attention(
     return {};
   }
   auto mask = combined_mask(masks, static_cast<int64_t>(scores_shape.size()));
-  if (mask.defined() && lead_dims < 2 && mask.dim() > 2) {
-    // [B, Lq, Lk] against scores [B, Lq, Lk] -> [B, 1, Lq, Lk]
-    mask = mask.unsqueeze(-3);
+  // Padded in front like q, k and v: scores [B, Lq, Lk] become [1, B, Lq, Lk], so a mask
+  // [B, 1, Lk] becomes [1, B, 1, Lk].
+  while (mask.defined() && mask.dim() < 4) {
+    mask = mask.unsqueeze(0);
   }
   auto out = ops::scaled_dot_product_attention(
       to4d(query), to4d(key), to4d(value),
