@@ -18,6 +18,10 @@ packages=(
   libopenblas0-openmp      # without it LibTorch multiplies with the reference BLAS, ~40x slower
   libbenchmark-dev         # bench/
   libsleef-dev             # sleef.h, included by ATen's AVX2/AVX-512 at::vec headers
+  pkg-config
+  libcli11-dev             # examples/translation: command line
+  libstb-dev               # examples/translation: PNG heatmaps (stb_image_write, stb_truetype)
+  fonts-dejavu-core        # examples/translation: the heatmaps' label font
 )
 backports_packages=(libcatch2-dev)
 

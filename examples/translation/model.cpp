@@ -1,0 +1,386 @@
+#include "model.h"
+
+#include <torchattn/torchattn.h>
+
+#include <torch/nn/modules/container/any.h>
+#include <torch/nn/modules/dropout.h>
+#include <torch/nn/modules/embedding.h>
+#include <torch/nn/modules/linear.h>
+#include <torch/nn/modules/normalization.h>
+#include <torch/nn/modules/rnn.h>
+#include <torch/nn/utils/rnn.h>
+
+#include <cmath>
+#include <sstream>
+#include <stdexcept>
+
+namespace translate {
+namespace {
+
+namespace tnn = torchattn::nn;
+using torch::Tensor;
+
+int64_t to_int(const std::string& key, const std::string& v) {
+  try {
+    size_t used = 0;
+    const long long x = std::stoll(v, &used);
+    if (used == v.size()) return x;
+  } catch (const std::exception&) {
+  }
+  throw std::runtime_error("model option '" + key + "': '" + v + "' is not an integer");
+}
+
+double to_double(const std::string& key, const std::string& v) {
+  try {
+    size_t used = 0;
+    const double x = std::stod(v, &used);
+    if (used == v.size()) return x;
+  } catch (const std::exception&) {
+  }
+  throw std::runtime_error("model option '" + key + "': '" + v + "' is not a number");
+}
+
+// ---- GRU encoder-decoder with attention (Luong et al. 2015, global attention) ----------
+
+struct GruState : DecoderState {
+  Tensor keys;     // [B, S, H]
+  Tensor src_pad;  // [B, S]
+  Tensor hidden;   // [1, B, H]
+  void select(const Tensor& index) override {
+    keys = keys.index_select(0, index);
+    src_pad = src_pad.index_select(0, index);
+    hidden = hidden.index_select(1, index);
+  }
+};
+
+class GruSeq2SeqImpl : public Seq2SeqImpl {
+ public:
+  explicit GruSeq2SeqImpl(const ModelOptions& o) : Seq2SeqImpl(o) {
+    const int64_t E = o.embed_dim, H = o.hidden_dim;
+    src_emb = register_module("src_embedding", torch::nn::Embedding(
+        torch::nn::EmbeddingOptions(o.src_vocab, E).padding_idx(0)));
+    tgt_emb = register_module("tgt_embedding", torch::nn::Embedding(
+        torch::nn::EmbeddingOptions(o.tgt_vocab, E).padding_idx(0)));
+    encoder = register_module("encoder", torch::nn::GRU(
+        torch::nn::GRUOptions(E, H).batch_first(true).bidirectional(true)));
+    enc_proj = register_module("encoder_proj", torch::nn::Linear(2 * H, H));
+    init_proj = register_module("init_proj", torch::nn::Linear(2 * H, H));
+    decoder = register_module("decoder", torch::nn::GRU(torch::nn::GRUOptions(E, H).batch_first(true)));
+    if (o.attention == "dot") {
+      attention = torch::nn::AnyModule(tnn::DotProductAttention());
+    } else if (o.attention == "scaled") {
+      attention = torch::nn::AnyModule(tnn::ScaledDotProductAttention());
+    } else if (o.attention == "cosine") {
+      attention = torch::nn::AnyModule(tnn::CosineAttention(
+          tnn::CosineAttentionOptions().temperature(10.0).learnable(true).max_temperature(100.0)));
+    } else if (o.attention == "additive") {
+      attention = torch::nn::AnyModule(tnn::AdditiveAttention(H, H, H));
+    } else {
+      attention = torch::nn::AnyModule(tnn::GeneralAttention(H, H));
+    }
+    register_module("attention", attention.ptr());
+    combine = register_module("combine", torch::nn::Linear(2 * H, H));
+    out = register_module("out", torch::nn::Linear(H, o.tgt_vocab));
+    dropout = register_module("dropout", torch::nn::Dropout(o.dropout));
+  }
+
+  // src [B, S], src_pad [B, S] -> (keys [B, S, H], initial hidden [1, B, H])
+  std::pair<Tensor, Tensor> run_encoder(const Tensor& src, const Tensor& src_pad) {
+    const Tensor lengths = src_pad.logical_not().sum(1).clamp_min(1).to(torch::kCPU);
+    const Tensor x = dropout(src_emb(src));
+    auto packed = torch::nn::utils::rnn::pack_padded_sequence(
+        x, lengths, /*batch_first=*/true, /*enforce_sorted=*/false);
+    auto [packed_out, h_n] = encoder->forward_with_packed_input(packed);
+    Tensor outputs = std::get<0>(torch::nn::utils::rnn::pad_packed_sequence(
+        packed_out, /*batch_first=*/true, /*padding_value=*/0.0, /*total_length=*/src.size(1)));
+    const Tensor keys = enc_proj(dropout(outputs));
+    const Tensor last = torch::cat({h_n[0], h_n[1]}, -1);  // both directions' final states
+    return {keys, torch::tanh(init_proj(last)).unsqueeze(0)};
+  }
+
+  // decoder outputs [B, T, H] -> (logits [B, T, V], weights [B, T, S] or undefined)
+  std::pair<Tensor, Tensor> attend_and_project(const Tensor& h, const Tensor& keys,
+                                               const Tensor& src_pad, bool need_weights) {
+    auto [context, weights] = attention.forward<std::tuple<Tensor, Tensor>>(
+        h, keys, keys, Tensor(), src_pad, need_weights, false);
+    const Tensor combined = torch::tanh(combine(torch::cat({context, h}, -1)));
+    return {out(dropout(combined)), weights};
+  }
+
+  Tensor forward(const Tensor& src, const Tensor& src_pad, const Tensor& tgt_in) override {
+    auto [keys, h0] = run_encoder(src, src_pad);
+    const Tensor h = std::get<0>(decoder(dropout(tgt_emb(tgt_in)), h0));
+    return attend_and_project(h, keys, src_pad, /*need_weights=*/false).first;
+  }
+
+  std::unique_ptr<DecoderState> encode(const Tensor& src, const Tensor& src_pad) override {
+    auto state = std::make_unique<GruState>();
+    std::tie(state->keys, state->hidden) = run_encoder(src, src_pad);
+    state->src_pad = src_pad;
+    return state;
+  }
+
+  Tensor step(DecoderState& s, const Tensor& tokens, Tensor* attn) override {
+    auto& state = static_cast<GruState&>(s);
+    auto [h, hidden] = decoder(tgt_emb(tokens.unsqueeze(1)), state.hidden);
+    state.hidden = hidden;
+    auto [logits, weights] = attend_and_project(h, state.keys, state.src_pad, attn != nullptr);
+    if (attn) *attn = weights.squeeze(1);
+    return torch::log_softmax(logits.squeeze(1), -1);
+  }
+
+  torch::nn::Embedding src_emb = nullptr, tgt_emb = nullptr;
+  torch::nn::GRU encoder = nullptr, decoder = nullptr;
+  torch::nn::Linear enc_proj = nullptr, init_proj = nullptr, combine = nullptr, out = nullptr;
+  torch::nn::AnyModule attention;
+  torch::nn::Dropout dropout = nullptr;
+};
+
+// ---- Transformer (pre-norm, Vaswani et al. 2017; Xiong et al. 2020) ----------------------
+
+struct FeedForwardImpl : torch::nn::Module {
+  FeedForwardImpl(int64_t d, int64_t ff, double p) {
+    fc1 = register_module("fc1", torch::nn::Linear(d, ff));
+    fc2 = register_module("fc2", torch::nn::Linear(ff, d));
+    dropout = register_module("dropout", torch::nn::Dropout(p));
+  }
+  Tensor forward(const Tensor& x) { return fc2(dropout(torch::relu(fc1(x)))); }
+  torch::nn::Linear fc1 = nullptr, fc2 = nullptr;
+  torch::nn::Dropout dropout = nullptr;
+};
+TORCH_MODULE(FeedForward);
+
+tnn::MultiheadAttention make_mha(const ModelOptions& o) {
+  return tnn::MultiheadAttention(tnn::MultiheadAttentionOptions(o.hidden_dim, o.heads)
+                                     .dropout(o.dropout)
+                                     .batch_first(true));
+}
+
+struct EncoderLayerImpl : torch::nn::Module {
+  explicit EncoderLayerImpl(const ModelOptions& o) {
+    self_attn = register_module("self_attn", make_mha(o));
+    ff = register_module("ff", FeedForward(o.hidden_dim, o.ff_dim, o.dropout));
+    norm1 = register_module("norm1", torch::nn::LayerNorm(torch::nn::LayerNormOptions({o.hidden_dim})));
+    norm2 = register_module("norm2", torch::nn::LayerNorm(torch::nn::LayerNormOptions({o.hidden_dim})));
+    dropout = register_module("dropout", torch::nn::Dropout(o.dropout));
+  }
+  Tensor forward(Tensor x, const Tensor& src_pad) {
+    const Tensor h = norm1(x);
+    x = x + dropout(std::get<0>(self_attn(h, h, h, src_pad, /*need_weights=*/false)));
+    return x + dropout(ff(norm2(x)));
+  }
+  tnn::MultiheadAttention self_attn = nullptr;
+  FeedForward ff = nullptr;
+  torch::nn::LayerNorm norm1 = nullptr, norm2 = nullptr;
+  torch::nn::Dropout dropout = nullptr;
+};
+TORCH_MODULE(EncoderLayer);
+
+struct DecoderLayerImpl : torch::nn::Module {
+  explicit DecoderLayerImpl(const ModelOptions& o) {
+    self_attn = register_module("self_attn", make_mha(o));
+    cross_attn = register_module("cross_attn", make_mha(o));
+    ff = register_module("ff", FeedForward(o.hidden_dim, o.ff_dim, o.dropout));
+    for (int i = 0; i < 3; ++i) {
+      norms.push_back(register_module("norm" + std::to_string(i + 1),
+          torch::nn::LayerNorm(torch::nn::LayerNormOptions({o.hidden_dim}))));
+    }
+    dropout = register_module("dropout", torch::nn::Dropout(o.dropout));
+  }
+  // x [B, T, d], memory [B, S, d] -> [B, T, d]
+  Tensor forward(Tensor x, const Tensor& memory, const Tensor& src_pad) {
+    Tensor h = norms[0](x);
+    x = x + dropout(std::get<0>(self_attn(h, h, h, Tensor(), /*need_weights=*/false, Tensor(),
+                                          /*average_attn_weights=*/true, /*is_causal=*/true)));
+    h = norms[1](x);
+    x = x + dropout(std::get<0>(cross_attn(h, memory, memory, src_pad, /*need_weights=*/false)));
+    return x + dropout(ff(norms[2](x)));
+  }
+  // One token: x [B, 1, d] -> [B, 1, d]; cross-attention weights [B, 1, S] when asked.
+  Tensor step(Tensor x, tnn::MultiheadAttentionCache& self_cache,
+              tnn::MultiheadAttentionCache& cross_cache, const Tensor& src_pad, Tensor* weights) {
+    Tensor h = norms[0](x);
+    x = x + std::get<0>(self_attn->forward_step(h, self_cache));
+    h = norms[1](x);
+    auto [c, w] = cross_attn->forward_step(h, cross_cache, src_pad, weights != nullptr);
+    if (weights) *weights = w;
+    x = x + c;
+    return x + ff(norms[2](x));
+  }
+  tnn::MultiheadAttention self_attn = nullptr, cross_attn = nullptr;
+  FeedForward ff = nullptr;
+  std::vector<torch::nn::LayerNorm> norms;
+  torch::nn::Dropout dropout = nullptr;
+};
+TORCH_MODULE(DecoderLayer);
+
+struct TransformerState : DecoderState {
+  Tensor src_pad;
+  std::vector<tnn::MultiheadAttentionCache> self_caches, cross_caches;
+  int64_t position = 0;
+  void select(const Tensor& index) override {
+    src_pad = src_pad.index_select(0, index);
+    for (auto* caches : {&self_caches, &cross_caches}) {
+      for (auto& c : *caches) {
+        if (c.key.defined()) {
+          c.key = c.key.index_select(0, index);
+          c.value = c.value.index_select(0, index);
+        }
+      }
+    }
+  }
+};
+
+class TransformerSeq2SeqImpl : public Seq2SeqImpl {
+ public:
+  explicit TransformerSeq2SeqImpl(const ModelOptions& o) : Seq2SeqImpl(o) {
+    const int64_t d = o.hidden_dim;
+    src_emb = register_module("src_embedding", torch::nn::Embedding(
+        torch::nn::EmbeddingOptions(o.src_vocab, d).padding_idx(0)));
+    tgt_emb = register_module("tgt_embedding", torch::nn::Embedding(
+        torch::nn::EmbeddingOptions(o.tgt_vocab, d).padding_idx(0)));
+    for (auto* e : {&src_emb, &tgt_emb}) {
+      torch::NoGradGuard no_grad;
+      (*e)->weight.normal_(0.0, std::pow(static_cast<double>(d), -0.5));
+      (*e)->weight[0].zero_();
+    }
+    for (int64_t i = 0; i < o.layers; ++i) {
+      encoder.push_back(register_module("encoder" + std::to_string(i), EncoderLayer(o)));
+      decoder.push_back(register_module("decoder" + std::to_string(i), DecoderLayer(o)));
+    }
+    enc_norm = register_module("encoder_norm", torch::nn::LayerNorm(torch::nn::LayerNormOptions({d})));
+    dec_norm = register_module("decoder_norm", torch::nn::LayerNorm(torch::nn::LayerNormOptions({d})));
+    out = register_module("out", torch::nn::Linear(d, o.tgt_vocab));
+    dropout = register_module("dropout", torch::nn::Dropout(o.dropout));
+    // Sinusoidal positions [max_len, d].
+    const Tensor pos = torch::arange(o.max_len, torch::kFloat).unsqueeze(1);
+    const Tensor div = torch::exp(torch::arange(0, d, 2, torch::kFloat) *
+                                  (-std::log(10000.0) / static_cast<double>(d)));
+    Tensor pe = torch::zeros({o.max_len, d});
+    pe.index_put_({torch::indexing::Slice(), torch::indexing::Slice(0, torch::indexing::None, 2)},
+                  torch::sin(pos * div));
+    pe.index_put_({torch::indexing::Slice(), torch::indexing::Slice(1, torch::indexing::None, 2)},
+                  torch::cos(pos * div));
+    positions = register_buffer("positions", pe);
+  }
+
+  Tensor embed(torch::nn::Embedding emb, const Tensor& tokens, int64_t offset) {
+    const int64_t L = tokens.size(1);
+    TORCH_CHECK(offset + L <= options.max_len, "translate: a sentence of ", offset + L,
+                " tokens is longer than the model's max_len ", options.max_len);
+    const double scale = std::sqrt(static_cast<double>(options.hidden_dim));
+    return emb(tokens) * scale + positions.narrow(0, offset, L);
+  }
+
+  Tensor run_encoder(const Tensor& src, const Tensor& src_pad) {
+    Tensor x = dropout(embed(src_emb, src, 0));
+    for (auto& layer : encoder) x = layer(x, src_pad);
+    return enc_norm(x);
+  }
+
+  Tensor forward(const Tensor& src, const Tensor& src_pad, const Tensor& tgt_in) override {
+    const Tensor memory = run_encoder(src, src_pad);
+    Tensor x = dropout(embed(tgt_emb, tgt_in, 0));
+    for (auto& layer : decoder) x = layer(x, memory, src_pad);
+    return out(dec_norm(x));
+  }
+
+  std::unique_ptr<DecoderState> encode(const Tensor& src, const Tensor& src_pad) override {
+    auto state = std::make_unique<TransformerState>();
+    const Tensor memory = run_encoder(src, src_pad);
+    state->src_pad = src_pad;
+    state->self_caches.resize(decoder.size());
+    for (auto& layer : decoder) {
+      state->cross_caches.push_back(layer->cross_attn->project_memory(memory, memory));
+    }
+    return state;
+  }
+
+  Tensor step(DecoderState& s, const Tensor& tokens, Tensor* attn) override {
+    auto& state = static_cast<TransformerState&>(s);
+    Tensor x = embed(tgt_emb, tokens.unsqueeze(1), state.position++);
+    for (size_t i = 0; i < decoder.size(); ++i) {
+      const bool last = i + 1 == decoder.size();
+      Tensor w;
+      x = decoder[i]->step(x, state.self_caches[i], state.cross_caches[i], state.src_pad,
+                           last && attn ? &w : nullptr);
+      if (last && attn) *attn = w.squeeze(1);
+    }
+    return torch::log_softmax(out(dec_norm(x)).squeeze(1), -1);
+  }
+
+  torch::nn::Embedding src_emb = nullptr, tgt_emb = nullptr;
+  std::vector<EncoderLayer> encoder;
+  std::vector<DecoderLayer> decoder;
+  torch::nn::LayerNorm enc_norm = nullptr, dec_norm = nullptr;
+  torch::nn::Linear out = nullptr;
+  torch::nn::Dropout dropout = nullptr;
+  Tensor positions;
+};
+
+} // namespace
+
+std::map<std::string, std::string> ModelOptions::to_map() const {
+  auto num = [](double x) {
+    std::ostringstream s;
+    s.precision(17);
+    s << x;
+    return s.str();
+  };
+  return {{"kind", kind},
+          {"attention", attention},
+          {"src_vocab", std::to_string(src_vocab)},
+          {"tgt_vocab", std::to_string(tgt_vocab)},
+          {"embed_dim", std::to_string(embed_dim)},
+          {"hidden_dim", std::to_string(hidden_dim)},
+          {"layers", std::to_string(layers)},
+          {"heads", std::to_string(heads)},
+          {"ff_dim", std::to_string(ff_dim)},
+          {"dropout", num(dropout)},
+          {"max_len", std::to_string(max_len)}};
+}
+
+ModelOptions ModelOptions::from_map(const std::map<std::string, std::string>& m) {
+  ModelOptions o;
+  for (const auto& [k, v] : m) {
+    if (k == "kind") o.kind = v;
+    else if (k == "attention") o.attention = v;
+    else if (k == "src_vocab") o.src_vocab = to_int(k, v);
+    else if (k == "tgt_vocab") o.tgt_vocab = to_int(k, v);
+    else if (k == "embed_dim") o.embed_dim = to_int(k, v);
+    else if (k == "hidden_dim") o.hidden_dim = to_int(k, v);
+    else if (k == "layers") o.layers = to_int(k, v);
+    else if (k == "heads") o.heads = to_int(k, v);
+    else if (k == "ff_dim") o.ff_dim = to_int(k, v);
+    else if (k == "dropout") o.dropout = to_double(k, v);
+    else if (k == "max_len") o.max_len = to_int(k, v);
+    else throw std::runtime_error("unknown model option '" + k + "'");
+  }
+  o.validate();
+  return o;
+}
+
+void ModelOptions::validate() const {
+  auto fail = [](const std::string& what) { throw std::runtime_error("model options: " + what); };
+  if (kind != "gru" && kind != "transformer") fail("kind is '" + kind + "', expected gru or transformer");
+  if (attention != "dot" && attention != "scaled" && attention != "cosine" &&
+      attention != "additive" && attention != "general") {
+    fail("attention is '" + attention + "', expected dot, scaled, cosine, additive or general");
+  }
+  if (src_vocab < 5 || tgt_vocab < 5) fail("the vocabularies must hold more than the 4 special tokens");
+  if (embed_dim <= 0 || hidden_dim <= 0 || layers <= 0 || heads <= 0 || ff_dim <= 0 || max_len <= 0) {
+    fail("dimensions, layers, heads and max_len must be positive");
+  }
+  if (kind == "transformer" && hidden_dim % heads != 0) {
+    fail("hidden_dim " + std::to_string(hidden_dim) + " is not divisible by heads " + std::to_string(heads));
+  }
+  if (!(dropout >= 0 && dropout < 1)) fail("dropout must be in [0, 1)");
+}
+
+std::shared_ptr<Seq2SeqImpl> make_model(const ModelOptions& options) {
+  options.validate();
+  if (options.kind == "gru") return std::make_shared<GruSeq2SeqImpl>(options);
+  return std::make_shared<TransformerSeq2SeqImpl>(options);
+}
+
+} // namespace translate

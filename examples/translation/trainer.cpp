@@ -1,0 +1,446 @@
+#include "trainer.h"
+
+#include "bleu.h"
+#include "data.h"
+
+#include <torch/nn/functional/loss.h>
+#include <torch/nn/utils/clip_grad.h>
+#include <torch/optim/adam.h>
+#include <torch/serialize.h>
+
+#include <fmt/format.h>
+
+#include <atomic>
+#include <chrono>
+#include <csignal>
+#include <cmath>
+#include <filesystem>
+#include <fstream>
+#include <iostream>
+#include <unistd.h>
+
+namespace translate {
+namespace fs = std::filesystem;
+using torch::Tensor;
+
+namespace {
+
+volatile std::sig_atomic_t g_interrupted = 0;
+extern "C" void on_signal(int) { g_interrupted = 1; }
+
+std::string num(double x) { return fmt::format("{:.17g}", x); }
+
+int64_t to_int(const std::map<std::string, std::string>& m, const std::string& k) {
+  try {
+    return std::stoll(m.at(k));
+  } catch (const std::exception&) {
+    throw std::runtime_error("missing or bad integer '" + k + "'");
+  }
+}
+double to_double(const std::map<std::string, std::string>& m, const std::string& k) {
+  try {
+    return std::stod(m.at(k));
+  } catch (const std::exception&) {
+    throw std::runtime_error("missing or bad number '" + k + "'");
+  }
+}
+
+void rename_over(const fs::path& from, const fs::path& to) {
+  std::error_code ec;
+  fs::rename(from, to, ec);
+  if (ec) throw std::runtime_error("cannot rename '" + from.string() + "' to '" + to.string() + "': " + ec.message());
+}
+
+void save_archive(torch::serialize::OutputArchive& a, const fs::path& path) {
+  const fs::path tmp = path.string() + ".tmp";
+  a.save_to(tmp.string());
+  rename_over(tmp, path);
+}
+
+void save_module(const torch::nn::Module& m, const fs::path& path) {
+  torch::serialize::OutputArchive a;
+  m.save(a);
+  save_archive(a, path);
+}
+
+void load_module(torch::nn::Module& m, const fs::path& path) {
+  if (!fs::exists(path)) throw std::runtime_error("missing weights file '" + path.string() + "'");
+  // Module::load replaces each tensor whatever its shape, so the shapes are checked here.
+  std::vector<std::pair<std::string, std::vector<int64_t>>> expected;
+  for (const auto& p : m.named_parameters()) expected.emplace_back(p.key(), p.value().sizes().vec());
+  for (const auto& b : m.named_buffers()) expected.emplace_back(b.key(), b.value().sizes().vec());
+  try {
+    torch::serialize::InputArchive a;
+    a.load_from(path.string());
+    m.load(a);
+  } catch (const c10::Error& e) {
+    throw std::runtime_error("'" + path.string() +
+                             "' is not a weights file that matches options.txt (truncated, corrupt "
+                             "or from another model): " + e.what_without_backtrace());
+  }
+  auto params = m.named_parameters();
+  auto buffers = m.named_buffers();
+  for (const auto& [name, shape] : expected) {
+    const torch::Tensor* t = params.find(name);
+    if (t == nullptr) t = buffers.find(name);
+    if (t == nullptr || t->sizes().vec() != shape) {
+      throw std::runtime_error(fmt::format(
+          "'{}' is not a weights file that matches options.txt: '{}' has shape [{}], the model expects [{}]",
+          path.string(), name, t ? fmt::format("{}", fmt::join(t->sizes(), ", ")) : "none",
+          fmt::format("{}", fmt::join(shape, ", "))));
+    }
+  }
+}
+
+struct Progress {
+  int64_t epoch = 0, step = 0;
+  double seconds = 0, best_bleu = -1, best_loss = 1e300;
+  int64_t best_epoch = 0;
+};
+
+std::map<std::string, std::string> to_map(const Progress& p) {
+  return {{"epoch", std::to_string(p.epoch)}, {"step", std::to_string(p.step)},
+          {"seconds", num(p.seconds)}, {"best_bleu", num(p.best_bleu)},
+          {"best_loss", num(p.best_loss)}, {"best_epoch", std::to_string(p.best_epoch)}};
+}
+
+Progress progress_from(const std::map<std::string, std::string>& m) {
+  Progress p;
+  p.epoch = to_int(m, "epoch");
+  p.step = to_int(m, "step");
+  p.seconds = to_double(m, "seconds");
+  p.best_bleu = to_double(m, "best_bleu");
+  p.best_loss = to_double(m, "best_loss");
+  p.best_epoch = to_int(m, "best_epoch");
+  return p;
+}
+
+std::string clock(double s) {
+  const auto t = static_cast<int64_t>(std::max(0.0, s));
+  return fmt::format("{}:{:02d}", t / 60, t % 60);
+}
+
+double now() {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
+}
+
+// Mean token NLL on `pairs` without label smoothing or dropout.
+double evaluate_loss(Seq2SeqImpl& model, const std::vector<EncodedPair>& pairs, int64_t max_tokens) {
+  torch::NoGradGuard no_grad;
+  std::mt19937_64 rng(0);
+  double total = 0;
+  int64_t tokens = 0;
+  for (const auto& idx : bucket_batches(pairs, max_tokens, rng)) {
+    const Batch b = make_batch(pairs, idx);
+    const Tensor logits = model.forward(b.src, b.src_pad, b.tgt_in);
+    total += torch::nn::functional::cross_entropy(
+                 logits.reshape({-1, logits.size(-1)}), b.tgt_out.reshape(-1),
+                 torch::nn::functional::CrossEntropyFuncOptions().ignore_index(Vocab::kPad).reduction(torch::kSum))
+                 .item<double>();
+    tokens += b.target_tokens;
+  }
+  return tokens ? total / static_cast<double>(tokens) : 0.0;
+}
+
+struct SignalGuard {
+  void (*old_int)(int), (*old_term)(int);
+  SignalGuard() {
+    g_interrupted = 0;
+    old_int = std::signal(SIGINT, on_signal);
+    old_term = std::signal(SIGTERM, on_signal);
+  }
+  ~SignalGuard() {
+    std::signal(SIGINT, old_int);
+    std::signal(SIGTERM, old_term);
+  }
+};
+
+TrainSummary run(const TrainConfig& c, bool resuming) {
+  const fs::path dir(c.out_dir);
+  const auto train_examples = read_examples(c.train_path);
+  const auto dev_examples = read_examples(c.dev_path);
+  Vocab src_vocab, tgt_vocab;
+  ModelOptions mo = c.model;
+  if (resuming) {
+    src_vocab = Vocab::load((dir / "src.vocab").string());
+    tgt_vocab = Vocab::load((dir / "tgt.vocab").string());
+    mo = ModelOptions::from_map(read_key_values((dir / "options.txt").string()));
+  } else {
+    std::vector<std::vector<std::string>> src_tokens, tgt_tokens;
+    for (const auto& e : train_examples) {
+      src_tokens.push_back(tokenize(e.source));
+      for (const auto& r : e.references) tgt_tokens.push_back(tokenize(r));
+    }
+    src_vocab = Vocab::build(src_tokens, c.min_freq, c.max_vocab);
+    tgt_vocab = Vocab::build(tgt_tokens, c.min_freq, c.max_vocab);
+    mo.src_vocab = src_vocab.size();
+    mo.tgt_vocab = tgt_vocab.size();
+    mo.validate();
+    fs::create_directories(dir);
+    src_vocab.save((dir / "src.vocab").string());
+    tgt_vocab.save((dir / "tgt.vocab").string());
+    write_key_values((dir / "options.txt").string(), mo.to_map());
+    write_key_values((dir / "train.txt").string(), c.to_map());
+    std::ofstream(dir / "history.tsv") << "epoch\ttrain_loss\tdev_loss\tdev_bleu\tseconds\n";
+  }
+
+  torch::manual_seed(c.seed);
+  auto model = make_model(mo);
+  torch::optim::Adam optimizer(model->parameters(),
+                               torch::optim::AdamOptions(c.lr).betas({0.9, 0.98}).eps(1e-9));
+  Progress state;
+  if (resuming) {
+    fs::path ck = dir / "checkpoint";
+    if (!fs::exists(ck) && fs::exists(dir / "checkpoint.old")) ck = dir / "checkpoint.old";
+    if (!fs::exists(ck / "progress.txt")) {
+      throw std::runtime_error("'" + dir.string() + "' has no finished epoch to resume from");
+    }
+    load_module(*model, ck / "weights.pt");
+    try {
+      torch::serialize::InputArchive a;
+      a.load_from((ck / "optimizer.pt").string());
+      optimizer.load(a);
+    } catch (const c10::Error& e) {
+      throw std::runtime_error("'" + (ck / "optimizer.pt").string() + "' is corrupt: " + e.what_without_backtrace());
+    }
+    try {
+      state = progress_from(read_key_values((ck / "progress.txt").string()));
+    } catch (const std::runtime_error& e) {
+      throw std::runtime_error("'" + (ck / "progress.txt").string() + "': " + e.what());
+    }
+  }
+
+  const auto pairs = encode_pairs(train_examples, src_vocab, tgt_vocab, mo.max_len);
+  const auto dev_pairs = encode_pairs(dev_examples, src_vocab, tgt_vocab, mo.max_len);
+  if (pairs.empty()) throw std::runtime_error("no training pairs in '" + c.train_path + "'");
+  std::vector<std::string> dev_sources;
+  std::vector<std::vector<std::string>> dev_refs;
+  for (const auto& e : dev_examples) {
+    dev_sources.push_back(e.source);
+    dev_refs.push_back(e.references);
+  }
+  const Translator translator{mo, src_vocab, tgt_vocab, model};
+  if (!resuming) {
+    fmt::print(stderr, "train: {} pairs ({} sources), dev {} sources; vocabularies {} / {}; {} parameters\n",
+               pairs.size(), train_examples.size(), dev_examples.size(), src_vocab.size(),
+               tgt_vocab.size(),
+               [&] { int64_t n = 0; for (const auto& p : model->parameters()) n += p.numel(); return n; }());
+  } else {
+    fmt::print(stderr, "train: resuming '{}' after epoch {} ({} of training so far)\n", dir.string(),
+               state.epoch, clock(state.seconds));
+  }
+
+  SignalGuard signals;
+  const bool tty = isatty(STDERR_FILENO) != 0;
+  const double session_start = now(), seconds_before = state.seconds;
+  TrainSummary summary;
+  auto elapsed = [&] { return seconds_before + (now() - session_start); };
+  for (int64_t epoch = state.epoch + 1; epoch <= c.epochs; ++epoch) {
+    torch::manual_seed(c.seed * 1000003 + static_cast<uint64_t>(epoch));
+    std::mt19937_64 rng(c.seed * 7919 + static_cast<uint64_t>(epoch));
+    const auto batches = bucket_batches(pairs, c.max_tokens, rng);
+    model->train();
+    double loss_sum = 0;
+    int64_t tokens = 0;
+    const double epoch_start = now();
+    double last_print = 0;
+    bool out_of_time = false;
+    for (size_t i = 0; i < batches.size(); ++i) {
+      if (g_interrupted) {
+        fmt::print(stderr, "\ntrain: interrupted in epoch {}; the {} finished epochs are saved in '{}'. "
+                           "Continue with: torchattn-translate train --resume --out {}\n",
+                   epoch, epoch - 1, (dir / "checkpoint").string(), dir.string());
+        summary.interrupted = true;
+        summary.epochs_done = epoch - 1;
+        summary.best_bleu = state.best_bleu;
+        summary.best_epoch = state.best_epoch;
+        summary.seconds = elapsed();
+        return summary;
+      }
+      ++state.step;
+      const double s = static_cast<double>(state.step);
+      const double lr = c.lr * std::min(s / static_cast<double>(c.warmup),
+                                        std::sqrt(static_cast<double>(c.warmup) / s));
+      for (auto& g : optimizer.param_groups()) static_cast<torch::optim::AdamOptions&>(g.options()).lr(lr);
+      const Batch b = make_batch(pairs, batches[i]);
+      const Tensor logits = model->forward(b.src, b.src_pad, b.tgt_in);
+      const Tensor loss = torch::nn::functional::cross_entropy(
+          logits.reshape({-1, logits.size(-1)}), b.tgt_out.reshape(-1),
+          torch::nn::functional::CrossEntropyFuncOptions().ignore_index(Vocab::kPad).label_smoothing(c.label_smoothing));
+      optimizer.zero_grad();
+      loss.backward();
+      torch::nn::utils::clip_grad_norm_(model->parameters(), c.clip);
+      optimizer.step();
+      loss_sum += loss.item<double>() * static_cast<double>(b.target_tokens);
+      tokens += b.target_tokens;
+      const double t = now();
+      if (c.progress && (t - last_print > (tty ? 0.25 : 15.0) || i + 1 == batches.size())) {
+        last_print = t;
+        const double done = static_cast<double>(i + 1) / static_cast<double>(batches.size());
+        const double spent = t - epoch_start;
+        constexpr int kWidth = 24;
+        const int filled = static_cast<int>(done * kWidth);
+        fmt::print(stderr, "{}epoch {:>2}/{} [{}{}] {:>3.0f}% loss {:.3f} {:>6.0f} tok/s ETA {} | {}{}",
+                   tty ? "\r" : "", epoch, c.epochs, std::string(filled, '#'),
+                   std::string(kWidth - filled, '.'), 100 * done, loss_sum / static_cast<double>(tokens),
+                   static_cast<double>(tokens) / spent, clock(spent / done - spent), clock(elapsed()),
+                   c.time_budget > 0 ? " of " + clock(c.time_budget) : "", tty ? "" : "\n");
+      }
+      if (c.time_budget > 0 && elapsed() >= c.time_budget) {
+        out_of_time = true;
+        break;
+      }
+    }
+    if (c.progress && tty) fmt::print(stderr, "\n");
+    model->eval();
+    const double dev_loss = evaluate_loss(*model, dev_pairs, c.max_tokens);
+    std::vector<std::string> hyps;
+    for (auto& r : translator.translate(dev_sources, {})) hyps.push_back(std::move(r.text));
+    const double bleu = corpus_bleu(hyps, dev_refs).score;
+    state.epoch = epoch;
+    state.seconds = elapsed();
+    const double train_loss = loss_sum / static_cast<double>(std::max<int64_t>(tokens, 1));
+    const bool best = bleu > state.best_bleu || (bleu == state.best_bleu && dev_loss < state.best_loss);
+    if (best) {
+      state.best_bleu = bleu;
+      state.best_loss = dev_loss;
+      state.best_epoch = epoch;
+      save_module(*model, dir / "model.pt");
+    }
+    std::ofstream(dir / "history.tsv", std::ios::app)
+        << fmt::format("{}\t{:.4f}\t{:.4f}\t{:.2f}\t{:.1f}\n", epoch, train_loss, dev_loss, bleu, state.seconds);
+    fmt::print(stderr, "epoch {:>2}: train loss {:.3f}, dev loss {:.3f}, dev BLEU {:.2f}{}{}\n", epoch,
+               train_loss, dev_loss, bleu, best ? " (best)" : "",
+               out_of_time ? fmt::format(" — time budget of {} reached", clock(c.time_budget)) : "");
+    // The finished epoch, written beside the old checkpoint and swapped in.
+    const fs::path tmp = dir / "checkpoint.tmp", ck = dir / "checkpoint", old = dir / "checkpoint.old";
+    fs::remove_all(tmp);
+    fs::create_directories(tmp);
+    save_module(*model, tmp / "weights.pt");
+    {
+      torch::serialize::OutputArchive a;
+      optimizer.save(a);
+      save_archive(a, tmp / "optimizer.pt");
+    }
+    write_key_values((tmp / "progress.txt").string(), to_map(state));
+    fs::remove_all(old);
+    if (fs::exists(ck)) rename_over(ck, old);
+    rename_over(tmp, ck);
+    fs::remove_all(old);
+    summary.epochs_done = epoch;
+    if (out_of_time) break;
+  }
+  summary.best_bleu = state.best_bleu;
+  summary.best_epoch = state.best_epoch;
+  summary.seconds = state.seconds;
+  return summary;
+}
+
+} // namespace
+
+std::map<std::string, std::string> read_key_values(const std::string& path) {
+  std::ifstream in(path);
+  if (!in) throw std::runtime_error("cannot open '" + path + "'");
+  std::map<std::string, std::string> m;
+  std::string line;
+  for (int n = 1; std::getline(in, line); ++n) {
+    if (line.empty() || line[0] == '#') continue;
+    const size_t eq = line.find('=');
+    if (eq == std::string::npos || eq == 0) {
+      throw std::runtime_error("'" + path + "', line " + std::to_string(n) + ": expected key=value, got '" + line + "'");
+    }
+    m[line.substr(0, eq)] = line.substr(eq + 1);
+  }
+  return m;
+}
+
+void write_key_values(const std::string& path, const std::map<std::string, std::string>& m) {
+  const std::string tmp = path + ".tmp";
+  {
+    std::ofstream out(tmp);
+    for (const auto& [k, v] : m) out << k << '=' << v << '\n';
+    if (!out) throw std::runtime_error("cannot write '" + tmp + "'");
+  }
+  rename_over(tmp, path);
+}
+
+std::map<std::string, std::string> TrainConfig::to_map() const {
+  return {{"train", train_path}, {"dev", dev_path}, {"out", out_dir},
+          {"epochs", std::to_string(epochs)}, {"time_budget", num(time_budget)},
+          {"max_tokens", std::to_string(max_tokens)}, {"lr", num(lr)},
+          {"warmup", std::to_string(warmup)}, {"clip", num(clip)},
+          {"label_smoothing", num(label_smoothing)}, {"min_freq", std::to_string(min_freq)},
+          {"max_vocab", std::to_string(max_vocab)}, {"seed", std::to_string(seed)}};
+}
+
+TrainConfig TrainConfig::from_map(const std::map<std::string, std::string>& m) {
+  TrainConfig c;
+  c.train_path = m.at("train");
+  c.dev_path = m.at("dev");
+  c.out_dir = m.at("out");
+  c.epochs = to_int(m, "epochs");
+  c.time_budget = to_double(m, "time_budget");
+  c.max_tokens = to_int(m, "max_tokens");
+  c.lr = to_double(m, "lr");
+  c.warmup = to_int(m, "warmup");
+  c.clip = to_double(m, "clip");
+  c.label_smoothing = to_double(m, "label_smoothing");
+  c.min_freq = to_int(m, "min_freq");
+  c.max_vocab = to_int(m, "max_vocab");
+  c.seed = static_cast<uint64_t>(to_int(m, "seed"));
+  return c;
+}
+
+TrainSummary train(const TrainConfig& config) {
+  if (fs::exists(fs::path(config.out_dir) / "checkpoint") || fs::exists(fs::path(config.out_dir) / "train.txt")) {
+    throw std::runtime_error("'" + config.out_dir + "' already holds a training run: continue it with "
+                             "'train --resume --out " + config.out_dir + "', or choose another --out");
+  }
+  if (config.epochs <= 0 || config.max_tokens <= 0 || config.warmup <= 0 || !(config.lr > 0) ||
+      !(config.clip > 0) || !(config.label_smoothing >= 0 && config.label_smoothing < 1)) {
+    throw std::runtime_error("train: epochs, max_tokens, warmup, lr and clip must be positive and "
+                             "label_smoothing in [0, 1)");
+  }
+  return run(config, /*resuming=*/false);
+}
+
+TrainSummary resume(const std::string& out_dir, int64_t epochs, double time_budget, bool progress) {
+  const auto path = (fs::path(out_dir) / "train.txt").string();
+  if (!fs::exists(path)) throw std::runtime_error("'" + out_dir + "' holds no training run to resume");
+  TrainConfig c;
+  try {
+    c = TrainConfig::from_map(read_key_values(path));
+  } catch (const std::exception& e) {
+    throw std::runtime_error("'" + path + "' is not a valid training configuration: " + e.what());
+  }
+  c.out_dir = out_dir;
+  c.progress = progress;
+  if (epochs > 0) c.epochs = epochs;
+  if (time_budget > 0) c.time_budget = time_budget;
+  return run(c, /*resuming=*/true);
+}
+
+Translator load_translator(const std::string& dir) {
+  const fs::path d(dir);
+  if (!fs::is_directory(d)) throw std::runtime_error("model directory '" + dir + "' does not exist; train one with 'torchattn-translate train --out " + dir + "'");
+  Translator t;
+  try {
+    t.options = ModelOptions::from_map(read_key_values((d / "options.txt").string()));
+  } catch (const std::runtime_error& e) {
+    throw std::runtime_error("model directory '" + dir + "': options.txt: " + e.what());
+  }
+  t.src_vocab = Vocab::load((d / "src.vocab").string());
+  t.tgt_vocab = Vocab::load((d / "tgt.vocab").string());
+  if (t.src_vocab.size() != t.options.src_vocab || t.tgt_vocab.size() != t.options.tgt_vocab) {
+    throw std::runtime_error("model directory '" + dir + "': the vocabularies hold " +
+                             std::to_string(t.src_vocab.size()) + " / " + std::to_string(t.tgt_vocab.size()) +
+                             " tokens but options.txt says " + std::to_string(t.options.src_vocab) + " / " +
+                             std::to_string(t.options.tgt_vocab));
+  }
+  t.model = make_model(t.options);
+  load_module(*t.model, d / "model.pt");
+  t.model->eval();
+  return t;
+}
+
+} // namespace translate

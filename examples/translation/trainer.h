@@ -1,0 +1,62 @@
+#pragma once
+
+// Training and model directories of torchattn-translate.
+//
+// A model directory (train --out DIR) holds:
+//   options.txt          model options (key=value), read by translate/evaluate/plot
+//   src.vocab tgt.vocab  the vocabularies, one token per line
+//   model.pt             the weights of the best epoch by dev BLEU
+//   train.txt            the training configuration, for --resume
+//   history.tsv          epoch, train loss, dev loss, dev BLEU, seconds
+//   checkpoint/          the last finished epoch: weights, Adam state, progress; replaced
+//                        atomically (written beside it, then renamed) so that an interrupted
+//                        run resumes from the last finished epoch
+
+#include "decode.h"
+#include "model.h"
+
+#include <cstdint>
+#include <map>
+#include <string>
+
+namespace translate {
+
+struct TrainConfig {
+  std::string train_path, dev_path, out_dir;
+  ModelOptions model;
+  int64_t epochs = 30;
+  double time_budget = 0;      ///< seconds of training (dev evaluation included); 0: none
+  int64_t max_tokens = 4096;   ///< padded tokens per batch
+  double lr = 1e-3;
+  int64_t warmup = 400;        ///< steps of linear warm-up, then inverse square root decay
+  double clip = 1.0;           ///< gradient norm clipping
+  double label_smoothing = 0.1;
+  int64_t min_freq = 1;        ///< vocabulary: tokens seen at least this often
+  int64_t max_vocab = 0;       ///< vocabulary cap per side (0: none)
+  uint64_t seed = 1;
+  bool progress = true;
+
+  std::map<std::string, std::string> to_map() const;
+  static TrainConfig from_map(const std::map<std::string, std::string>& m);
+};
+
+struct TrainSummary {
+  int64_t epochs_done = 0, best_epoch = 0;
+  double best_bleu = 0, seconds = 0;
+  bool interrupted = false;
+};
+
+/// Trains into config.out_dir, which must not hold a run yet.
+TrainSummary train(const TrainConfig& config);
+/// Continues the run in `out_dir` from its last finished epoch. `epochs` and `time_budget`
+/// replace the saved ones when positive.
+TrainSummary resume(const std::string& out_dir, int64_t epochs, double time_budget, bool progress);
+
+/// Loads a model directory; throws std::runtime_error naming the file that is missing,
+/// truncated or not what it should be.
+Translator load_translator(const std::string& dir);
+
+std::map<std::string, std::string> read_key_values(const std::string& path);
+void write_key_values(const std::string& path, const std::map<std::string, std::string>& m);
+
+} // namespace translate

@@ -1,0 +1,55 @@
+#!/usr/bin/env bash
+# torchattn-translate end to end on a toy corpus made here: prepare, train, interrupt and
+# resume, translate (arguments and stdin), evaluate, plot, and the errors of bad input.
+set -euo pipefail
+bin=${1:?usage: cli_smoke.sh PATH_TO_torchattn-translate}
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+cd "$work"
+fail() { echo "cli_smoke: FAIL: $*" >&2; exit 1; }
+
+# Toy "French": the English words reversed with a suffix. 600 sources, 2 references each.
+words=(red blue cat dog sees likes big small tom mary)
+RANDOM=7
+for i in $(seq 600); do
+  n=$((2 + RANDOM % 3)); en=(); for k in $(seq $n); do en+=("${words[RANDOM % 10]}"); done
+  fr="le"; for ((k=${#en[@]}-1; k>=0; k--)); do fr+=" ${en[k]}x"; done
+  printf '%s\t%s\t%s !\n' "${en[*]}" "$fr" "$fr"
+done > toy.tsv
+
+"$bin" prepare --data toy.tsv --out data > prepare.log
+grep -q "train" prepare.log || fail "prepare printed no summary"
+for f in train dev test; do [ -s "data/$f.tsv" ] || fail "prepare wrote no data/$f.tsv"; done
+
+common=(--data data --out model --model gru --attention general --embed-dim 32 --hidden-dim 32 --max-tokens 256 --warmup 20 --lr 0.003 --quiet)
+"$bin" train "${common[@]}" --epochs 1 > train.log 2>&1 || fail "train failed: $(cat train.log)"
+"$bin" train "${common[@]}" --epochs 1 > again.log 2>&1 && fail "training into a used directory succeeded"
+grep -q "already holds a training run" again.log || fail "no message for a used --out: $(cat again.log)"
+"$bin" train --resume --out model --epochs 3 --quiet > resume.log 2>&1 || fail "resume failed: $(cat resume.log)"
+grep -q "resuming 'model' after epoch 1" resume.log || fail "resume did not continue from epoch 1: $(cat resume.log)"
+[ "$(tail -n +2 model/history.tsv | wc -l)" -eq 3 ] || fail "history.tsv does not hold 3 epochs"
+
+out=$("$bin" translate --model model "red cat" "tom sees mary")
+[ "$(printf '%s\n' "$out" | wc -l)" -eq 2 ] || fail "translate gave not 2 lines: $out"
+out=$(printf 'red cat\n\nblue dog\n' | "$bin" translate --model model --beam 3)
+[ "$(printf '%s\n' "$out" | wc -l)" -eq 3 ] || fail "translate from stdin gave not 3 lines: $out"
+
+"$bin" evaluate --model model --data data/test.tsv > eval.log
+grep -Eq '^BLEU = [0-9.]+ ' eval.log || fail "evaluate printed no BLEU: $(cat eval.log)"
+
+"$bin" plot --model model --out heat "red cat sees blue dog" > plot.log
+[ -s heat.png ] && [ -s heat.svg ] || fail "plot wrote no heat.png/heat.svg"
+
+# Bad input: clear messages and exit status 1, never a crash.
+expect_error() {  # expect_error PATTERN COMMAND...
+  local pattern=$1; shift
+  set +e; "$@" > err.log 2>&1; local rc=$?; set -e
+  [ $rc -eq 1 ] || fail "'$*' exited with $rc, expected 1: $(cat err.log)"
+  grep -q "$pattern" err.log || fail "'$*' did not say '$pattern': $(cat err.log)"
+}
+expect_error "does not exist" "$bin" translate --model nowhere "x"
+printf 'just one column\n' > bad.tsv
+expect_error "line 1: no tab" "$bin" prepare --data bad.tsv --out bad
+head -c 100 model/model.pt > trunc.pt && cp trunc.pt model/model.pt
+expect_error "is not a weights file" "$bin" translate --model model "red cat"
+echo "cli_smoke: OK"

@@ -1,0 +1,220 @@
+// Training, checkpoints, decoding and heatmaps of the translation example, on a toy corpus
+// written here: each "French" sentence is its English source reversed, with a marker word.
+
+#include <decode.h>
+#include <heatmap.h>
+#include <trainer.h>
+
+#include <catch2/catch_test_macros.hpp>
+#include <catch2/generators/catch_generators.hpp>
+#include <catch2/matchers/catch_matchers_string.hpp>
+
+#include <torch/torch.h>
+
+#include <filesystem>
+#include <fstream>
+#include <random>
+
+using namespace translate;
+using Catch::Matchers::ContainsSubstring;
+namespace fs = std::filesystem;
+
+namespace {
+
+struct TempDir {
+  fs::path path;
+  explicit TempDir(const std::string& name) : path(fs::temp_directory_path() / ("torchattn_" + name)) {
+    fs::remove_all(path);
+    fs::create_directories(path);
+  }
+  ~TempDir() { fs::remove_all(path); }
+};
+
+void write_toy_corpus(const fs::path& dir, int n, uint64_t seed) {
+  static const std::vector<std::string> words = {"red", "blue", "cat", "dog", "sees", "likes", "big", "small", "tom", "mary"};
+  std::mt19937_64 gen(seed);
+  std::ofstream train(dir / "train.tsv"), dev(dir / "dev.tsv");
+  for (int i = 0; i < n; ++i) {
+    const int len = 2 + static_cast<int>(gen() % 4);
+    std::vector<std::string> s;
+    for (int k = 0; k < len; ++k) s.push_back(words[gen() % words.size()]);
+    std::string en, fr = "le";
+    for (const auto& w : s) en += (en.empty() ? "" : " ") + w;
+    for (auto it = s.rbegin(); it != s.rend(); ++it) fr += " " + *it + "x";
+    (i % 10 == 0 ? dev : train) << en << '\t' << fr << '\n';
+  }
+}
+
+TrainConfig toy_config(const fs::path& dir, const std::string& kind) {
+  TrainConfig c;
+  c.train_path = (dir / "train.tsv").string();
+  c.dev_path = (dir / "dev.tsv").string();
+  c.out_dir = (dir / "model").string();
+  c.model.kind = kind;
+  c.model.embed_dim = 32;
+  c.model.hidden_dim = 32;
+  c.model.layers = 1;
+  c.model.heads = 2;
+  c.model.ff_dim = 64;
+  c.model.dropout = 0.1;
+  c.model.max_len = 32;
+  c.epochs = 2;
+  c.max_tokens = 256;
+  c.warmup = 10;
+  c.lr = 3e-3;
+  c.progress = false;
+  return c;
+}
+
+std::vector<double> history_column(const fs::path& dir, int column) {
+  std::ifstream in(dir / "history.tsv");
+  std::string line;
+  std::getline(in, line);
+  std::vector<double> values;
+  while (std::getline(in, line)) {
+    std::istringstream s(line);
+    std::string field;
+    for (int i = 0; i <= column; ++i) std::getline(s, field, '\t');
+    values.push_back(std::stod(field));
+  }
+  return values;
+}
+
+} // namespace
+
+TEST_CASE("a tiny training run lowers the loss, for both models", "[translation]") {
+  const std::string kind = GENERATE("gru", "transformer");
+  TempDir dir("train_" + kind);
+  write_toy_corpus(dir.path, 400, 1);
+  TrainConfig c = toy_config(dir.path, kind);
+  c.epochs = 4;
+  const TrainSummary s = train(c);
+  CHECK(s.epochs_done == 4);
+  const auto train_loss = history_column(dir.path / "model", 1);
+  const auto dev_loss = history_column(dir.path / "model", 2);
+  REQUIRE(train_loss.size() == 4);
+  CHECK(train_loss.back() < 0.8 * train_loss.front());
+  CHECK(dev_loss.back() < dev_loss.front());
+  // The directory loads and translates.
+  const Translator t = load_translator(c.out_dir);
+  const auto r = t.translate({"red cat", ""}, {});
+  REQUIRE(r.size() == 2);
+  CHECK(!r[0].text.empty());
+  CHECK(r[1].text.empty());
+}
+
+TEST_CASE("every GRU attention score trains", "[translation]") {
+  const std::string attention = GENERATE("dot", "scaled", "cosine", "additive", "general");
+  TempDir dir("attn_" + attention);
+  write_toy_corpus(dir.path, 200, 2);
+  TrainConfig c = toy_config(dir.path, "gru");
+  c.model.attention = attention;
+  c.epochs = 3;
+  train(c);
+  const auto loss = history_column(dir.path / "model", 1);
+  CHECK(loss.back() < loss.front());
+}
+
+TEST_CASE("resuming after an epoch gives the model of an uninterrupted run", "[translation]") {
+  const std::string kind = GENERATE("gru", "transformer");
+  TempDir dir("resume_" + kind);
+  write_toy_corpus(dir.path, 200, 3);
+  TrainConfig straight = toy_config(dir.path, kind);
+  straight.out_dir = (dir.path / "straight").string();
+  train(straight);
+  TrainConfig split = toy_config(dir.path, kind);
+  split.out_dir = (dir.path / "split").string();
+  split.epochs = 1;
+  train(split);
+  CHECK_THROWS_WITH(train(split), ContainsSubstring("already holds a training run"));
+  const TrainSummary s = resume(split.out_dir, /*epochs=*/2, /*time_budget=*/0, /*progress=*/false);
+  CHECK(s.epochs_done == 2);
+  auto load = [](const std::string& d) {
+    auto m = make_model(ModelOptions::from_map(read_key_values(d + "/options.txt")));
+    torch::serialize::InputArchive a;
+    a.load_from(d + "/checkpoint/weights.pt");
+    m->load(a);
+    return m;
+  };
+  const auto a = load(straight.out_dir), b = load(split.out_dir);
+  const auto pa = a->named_parameters(), pb = b->named_parameters();
+  REQUIRE(pa.size() == pb.size());
+  for (const auto& item : pa) {
+    INFO(item.key());
+    CHECK(torch::equal(item.value(), pb[item.key()]));
+  }
+  CHECK(history_column(straight.out_dir, 1) == history_column(split.out_dir, 1));
+}
+
+TEST_CASE("beam search with one beam is greedy search", "[translation]") {
+  const std::string kind = GENERATE("gru", "transformer");
+  TempDir dir("beam_" + kind);
+  write_toy_corpus(dir.path, 300, 4);
+  TrainConfig c = toy_config(dir.path, kind);
+  train(c);
+  const Translator t = load_translator(c.out_dir);
+  const std::vector<std::string> sentences = {"red cat sees dog", "tom", "big small big small mary", "blue likes"};
+  Translator::Options greedy, beam4;
+  greedy.copy_unknown = false;
+  beam4.beam = 4;
+  const auto g = t.translate(sentences, greedy);
+  for (size_t i = 0; i < sentences.size(); ++i) {
+    const auto ids = t.src_vocab.encode(tokenize(sentences[i]));
+    const torch::Tensor src = torch::tensor(ids, torch::kLong).unsqueeze(0);
+    const Hypothesis h = beam_search(*t.model, src, 1, 40, 1.0, false);
+    const auto gh = greedy_decode(*t.model, src, src.eq(Vocab::kPad), 40, false).at(0);
+    CHECK(h.tokens == gh.tokens);
+    CHECK(std::abs(h.log_prob - gh.log_prob) < 1e-4);
+    // The translator decodes the sentences as one padded batch: padding changes nothing.
+    std::vector<std::string> words;
+    for (int64_t id : gh.tokens) {
+      if (id == Vocab::kEos) break;
+      words.push_back(t.tgt_vocab.token(id));
+    }
+    CHECK(g[i].tokens == words);
+  }
+  CHECK(t.translate(sentences, beam4).size() == sentences.size());
+}
+
+TEST_CASE("broken model directories give clear errors", "[translation]") {
+  TempDir dir("broken");
+  write_toy_corpus(dir.path, 100, 5);
+  TrainConfig c = toy_config(dir.path, "gru");
+  c.epochs = 1;
+  train(c);
+  const fs::path m = c.out_dir;
+  CHECK_THROWS_WITH(load_translator((dir.path / "none").string()), ContainsSubstring("does not exist"));
+  // Truncated weights.
+  const auto size = fs::file_size(m / "model.pt");
+  fs::copy_file(m / "model.pt", dir.path / "saved.pt");
+  fs::resize_file(m / "model.pt", size / 2);
+  CHECK_THROWS_WITH(load_translator(m.string()), ContainsSubstring("is not a weights file"));
+  fs::copy_file(dir.path / "saved.pt", m / "model.pt", fs::copy_options::overwrite_existing);
+  CHECK_NOTHROW(load_translator(m.string()));
+  // Options that do not match the weights, or are not options.
+  std::ofstream(m / "options.txt", std::ios::app) << "hidden_dim=48\n";
+  CHECK_THROWS_WITH(load_translator(m.string()), ContainsSubstring("has shape ["));
+  std::ofstream(m / "options.txt") << "colour=blue\n";
+  CHECK_THROWS_WITH(load_translator(m.string()), ContainsSubstring("unknown model option 'colour'"));
+  fs::remove(m / "options.txt");
+  CHECK_THROWS_WITH(load_translator(m.string()), ContainsSubstring("options.txt"));
+  CHECK_THROWS_WITH(resume((dir.path / "none").string(), 0, 0, false), ContainsSubstring("holds no training run"));
+}
+
+TEST_CASE("heatmaps are written as PNG and SVG with their labels", "[translation]") {
+  TempDir dir("heatmap");
+  const torch::Tensor w = torch::softmax(torch::randn({3, 4}), -1);
+  const std::vector<std::string> cols = {"the", "cat", "<&>", "."}, rows = {"le", "chat", "</s>"};
+  write_heatmap_svg((dir.path / "h.svg").string(), w, cols, rows);
+  write_heatmap_png((dir.path / "h.png").string(), w, cols, rows);
+  std::ifstream svg(dir.path / "h.svg");
+  const std::string text((std::istreambuf_iterator<char>(svg)), std::istreambuf_iterator<char>());
+  CHECK_THAT(text, ContainsSubstring(">chat</text>"));
+  CHECK_THAT(text, ContainsSubstring("&lt;&amp;&gt;"));
+  std::ifstream png(dir.path / "h.png", std::ios::binary);
+  std::string head(8, '\0');
+  png.read(head.data(), 8);
+  CHECK(head == "\x89PNG\r\n\x1a\n");
+  CHECK_THROWS_WITH(write_heatmap_png((dir.path / "x.png").string(), w, cols, {"a"}),
+                    ContainsSubstring("do not match 1 rows x 4 columns"));
+}
