@@ -19,7 +19,7 @@ const std::vector<std::string>& gettext_packages() {
   // UI text of desktop applications: short, plain and translated by people.
   static const std::vector<std::string> packages = {
       "libreoffice-l10n-fr", "libgtk-3-common",  "libglib2.0-data", "nautilus-data",
-      "evince-common",       "gnome-control-center-data", "thunar-data", "gimp",
+      "evince-common",       "gnome-control-center-data", "thunar-data",
       "gedit-common",        "gnome-calculator", "totem-common",    "vlc-l10n",
       "gnome-software-common", "xfce4-panel",    "mousepad",        "gnome-text-editor",
   };
@@ -52,9 +52,10 @@ std::string clean_message(const std::string& message, size_t max_words) {
     }
     while (!s.empty() && s.back() == ' ') s.pop_back();
   }
-  bool letter = false;
-  for (unsigned char c : s) letter = letter || std::isalpha(c) != 0;
-  if (!letter) return {};
+  // Some lowercase letter: drops identifiers and function names (FISHERINV, SQL92).
+  bool lower = false;
+  for (unsigned char c : s) lower = lower || std::islower(c) != 0;
+  if (!lower) return {};
   const auto tokens = tokenize(s);
   size_t words = 0;
   for (const auto& t : tokens) words += std::isalnum(static_cast<unsigned char>(t[0])) != 0 || static_cast<unsigned char>(t[0]) >= 0x80;

@@ -17,7 +17,7 @@ const std::vector<std::string>& gettext_packages();
 /// Cleans one catalog message for the corpus: strips a single accelerator mark ('_', '~' or
 /// '&' before a letter) and surrounding space, and returns an empty string for a message that
 /// is not a short plain sentence (format placeholders, markup, entities, paths, several lines,
-/// more than `max_words` words, no letter).
+/// more than `max_words` words, no lowercase ASCII letter).
 std::string clean_message(const std::string& message, size_t max_words);
 
 /// The (English, French) pairs of catalog entries that survive clean_message on both sides,

@@ -1,5 +1,7 @@
 #include "model.h"
 
+#include "fused_loss.h"
+
 #include <torchattn/torchattn.h>
 
 #include <torch/nn/modules/container/any.h>
@@ -39,6 +41,13 @@ double to_double(const std::string& key, const std::string& v) {
   }
   throw std::runtime_error("model option '" + key + "': '" + v + "' is not a number");
 }
+
+// Dropout by translate::dropout, active when its module is in training mode.
+struct Dropout {
+  double p = 0;
+  const torch::nn::Module* owner = nullptr;
+  Tensor operator()(const Tensor& x) const { return translate::dropout(x, p, owner->is_training()); }
+};
 
 // ---- GRU encoder-decoder with attention (Luong et al. 2015, global attention) ----------
 
@@ -81,7 +90,7 @@ class GruSeq2SeqImpl : public Seq2SeqImpl {
     register_module("attention", attention.ptr());
     combine = register_module("combine", torch::nn::Linear(2 * H, H));
     out = register_module("out", torch::nn::Linear(H, o.tgt_vocab));
-    dropout = register_module("dropout", torch::nn::Dropout(o.dropout));
+    dropout = Dropout{o.dropout, this};
   }
 
   // src [B, S], src_pad [B, S] -> (keys [B, S, H], initial hidden [1, B, H])
@@ -98,20 +107,22 @@ class GruSeq2SeqImpl : public Seq2SeqImpl {
     return {keys, torch::tanh(init_proj(last)).unsqueeze(0)};
   }
 
-  // decoder outputs [B, T, H] -> (logits [B, T, V], weights [B, T, S] or undefined)
-  std::pair<Tensor, Tensor> attend_and_project(const Tensor& h, const Tensor& keys,
-                                               const Tensor& src_pad, bool need_weights) {
+  // decoder outputs [B, T, H] -> (output layer input [B, T, H], weights [B, T, S] or undefined)
+  std::pair<Tensor, Tensor> attend(const Tensor& h, const Tensor& keys, const Tensor& src_pad,
+                                   bool need_weights) {
     auto [context, weights] = attention.forward<std::tuple<Tensor, Tensor>>(
         h, keys, keys, Tensor(), src_pad, need_weights, false);
     const Tensor combined = torch::tanh(combine(torch::cat({context, h}, -1)));
-    return {out(dropout(combined)), weights};
+    return {dropout(combined), weights};
   }
 
-  Tensor forward(const Tensor& src, const Tensor& src_pad, const Tensor& tgt_in) override {
+  Tensor features(const Tensor& src, const Tensor& src_pad, const Tensor& tgt_in) override {
     auto [keys, h0] = run_encoder(src, src_pad);
     const Tensor h = std::get<0>(decoder(dropout(tgt_emb(tgt_in)), h0));
-    return attend_and_project(h, keys, src_pad, /*need_weights=*/false).first;
+    return attend(h, keys, src_pad, /*need_weights=*/false).first;
   }
+
+  torch::nn::Linear output_layer() const override { return out; }
 
   std::unique_ptr<DecoderState> encode(const Tensor& src, const Tensor& src_pad) override {
     auto state = std::make_unique<GruState>();
@@ -124,16 +135,16 @@ class GruSeq2SeqImpl : public Seq2SeqImpl {
     auto& state = static_cast<GruState&>(s);
     auto [h, hidden] = decoder(tgt_emb(tokens.unsqueeze(1)), state.hidden);
     state.hidden = hidden;
-    auto [logits, weights] = attend_and_project(h, state.keys, state.src_pad, attn != nullptr);
+    auto [features, weights] = attend(h, state.keys, state.src_pad, attn != nullptr);
     if (attn) *attn = weights.squeeze(1);
-    return torch::log_softmax(logits.squeeze(1), -1);
+    return torch::log_softmax(out(features).squeeze(1), -1);
   }
 
   torch::nn::Embedding src_emb = nullptr, tgt_emb = nullptr;
   torch::nn::GRU encoder = nullptr, decoder = nullptr;
   torch::nn::Linear enc_proj = nullptr, init_proj = nullptr, combine = nullptr, out = nullptr;
   torch::nn::AnyModule attention;
-  torch::nn::Dropout dropout = nullptr;
+  Dropout dropout;
 };
 
 // ---- Transformer (pre-norm, Vaswani et al. 2017; Xiong et al. 2020) ----------------------
@@ -142,18 +153,18 @@ struct FeedForwardImpl : torch::nn::Module {
   FeedForwardImpl(int64_t d, int64_t ff, double p) {
     fc1 = register_module("fc1", torch::nn::Linear(d, ff));
     fc2 = register_module("fc2", torch::nn::Linear(ff, d));
-    dropout = register_module("dropout", torch::nn::Dropout(p));
+    dropout = Dropout{p, this};
   }
   Tensor forward(const Tensor& x) { return fc2(dropout(torch::relu(fc1(x)))); }
   torch::nn::Linear fc1 = nullptr, fc2 = nullptr;
-  torch::nn::Dropout dropout = nullptr;
+  Dropout dropout;
 };
 TORCH_MODULE(FeedForward);
 
 tnn::MultiheadAttention make_mha(const ModelOptions& o) {
-  return tnn::MultiheadAttention(tnn::MultiheadAttentionOptions(o.hidden_dim, o.heads)
-                                     .dropout(o.dropout)
-                                     .batch_first(true));
+  // No dropout on the attention weights (as fairseq's default), so that training runs
+  // torchattn's fused kernel; dropout stays on the residual branches and feed-forward.
+  return tnn::MultiheadAttention(tnn::MultiheadAttentionOptions(o.hidden_dim, o.heads).batch_first(true));
 }
 
 struct EncoderLayerImpl : torch::nn::Module {
@@ -162,7 +173,7 @@ struct EncoderLayerImpl : torch::nn::Module {
     ff = register_module("ff", FeedForward(o.hidden_dim, o.ff_dim, o.dropout));
     norm1 = register_module("norm1", torch::nn::LayerNorm(torch::nn::LayerNormOptions({o.hidden_dim})));
     norm2 = register_module("norm2", torch::nn::LayerNorm(torch::nn::LayerNormOptions({o.hidden_dim})));
-    dropout = register_module("dropout", torch::nn::Dropout(o.dropout));
+    dropout = Dropout{o.dropout, this};
   }
   Tensor forward(Tensor x, const Tensor& src_pad) {
     const Tensor h = norm1(x);
@@ -172,7 +183,7 @@ struct EncoderLayerImpl : torch::nn::Module {
   tnn::MultiheadAttention self_attn = nullptr;
   FeedForward ff = nullptr;
   torch::nn::LayerNorm norm1 = nullptr, norm2 = nullptr;
-  torch::nn::Dropout dropout = nullptr;
+  Dropout dropout;
 };
 TORCH_MODULE(EncoderLayer);
 
@@ -185,7 +196,7 @@ struct DecoderLayerImpl : torch::nn::Module {
       norms.push_back(register_module("norm" + std::to_string(i + 1),
           torch::nn::LayerNorm(torch::nn::LayerNormOptions({o.hidden_dim}))));
     }
-    dropout = register_module("dropout", torch::nn::Dropout(o.dropout));
+    dropout = Dropout{o.dropout, this};
   }
   // x [B, T, d], memory [B, S, d] -> [B, T, d]
   Tensor forward(Tensor x, const Tensor& memory, const Tensor& src_pad) {
@@ -210,7 +221,7 @@ struct DecoderLayerImpl : torch::nn::Module {
   tnn::MultiheadAttention self_attn = nullptr, cross_attn = nullptr;
   FeedForward ff = nullptr;
   std::vector<torch::nn::LayerNorm> norms;
-  torch::nn::Dropout dropout = nullptr;
+  Dropout dropout;
 };
 TORCH_MODULE(DecoderLayer);
 
@@ -244,14 +255,21 @@ class TransformerSeq2SeqImpl : public Seq2SeqImpl {
       (*e)->weight.normal_(0.0, std::pow(static_cast<double>(d), -0.5));
       (*e)->weight[0].zero_();
     }
+    // ModuleLists, so that parameters are named encoder.0.self_attn.in_proj_weight, ... as in
+    // Python (bench/translation_models.py).
+    torch::nn::ModuleList encoder_list, decoder_list;
     for (int64_t i = 0; i < o.layers; ++i) {
-      encoder.push_back(register_module("encoder" + std::to_string(i), EncoderLayer(o)));
-      decoder.push_back(register_module("decoder" + std::to_string(i), DecoderLayer(o)));
+      encoder.push_back(EncoderLayer(o));
+      decoder.push_back(DecoderLayer(o));
+      encoder_list->push_back(encoder.back());
+      decoder_list->push_back(decoder.back());
     }
+    register_module("encoder", encoder_list);
+    register_module("decoder", decoder_list);
     enc_norm = register_module("encoder_norm", torch::nn::LayerNorm(torch::nn::LayerNormOptions({d})));
     dec_norm = register_module("decoder_norm", torch::nn::LayerNorm(torch::nn::LayerNormOptions({d})));
     out = register_module("out", torch::nn::Linear(d, o.tgt_vocab));
-    dropout = register_module("dropout", torch::nn::Dropout(o.dropout));
+    dropout = Dropout{o.dropout, this};
     // Sinusoidal positions [max_len, d].
     const Tensor pos = torch::arange(o.max_len, torch::kFloat).unsqueeze(1);
     const Tensor div = torch::exp(torch::arange(0, d, 2, torch::kFloat) *
@@ -278,12 +296,14 @@ class TransformerSeq2SeqImpl : public Seq2SeqImpl {
     return enc_norm(x);
   }
 
-  Tensor forward(const Tensor& src, const Tensor& src_pad, const Tensor& tgt_in) override {
+  Tensor features(const Tensor& src, const Tensor& src_pad, const Tensor& tgt_in) override {
     const Tensor memory = run_encoder(src, src_pad);
     Tensor x = dropout(embed(tgt_emb, tgt_in, 0));
     for (auto& layer : decoder) x = layer(x, memory, src_pad);
-    return out(dec_norm(x));
+    return dec_norm(x);
   }
+
+  torch::nn::Linear output_layer() const override { return out; }
 
   std::unique_ptr<DecoderState> encode(const Tensor& src, const Tensor& src_pad) override {
     auto state = std::make_unique<TransformerState>();
@@ -314,7 +334,7 @@ class TransformerSeq2SeqImpl : public Seq2SeqImpl {
   std::vector<DecoderLayer> decoder;
   torch::nn::LayerNorm enc_norm = nullptr, dec_norm = nullptr;
   torch::nn::Linear out = nullptr;
-  torch::nn::Dropout dropout = nullptr;
+  Dropout dropout;
   Tensor positions;
 };
 

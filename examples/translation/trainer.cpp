@@ -2,6 +2,7 @@
 
 #include "bleu.h"
 #include "data.h"
+#include "fused_loss.h"
 
 #include <torch/nn/functional/loss.h>
 #include <torch/nn/utils/clip_grad.h>
@@ -142,6 +143,19 @@ double evaluate_loss(Seq2SeqImpl& model, const std::vector<EncodedPair>& pairs, 
   return tokens ? total / static_cast<double>(tokens) : 0.0;
 }
 
+} // namespace
+
+Tensor training_loss(Seq2SeqImpl& model, const Batch& b, double label_smoothing) {
+  const Tensor h = model.features(b.src, b.src_pad, b.tgt_in);
+  // Only the rows of real target tokens go through the output layer.
+  const Tensor rows = b.tgt_out.reshape(-1).ne(Vocab::kPad).nonzero().squeeze(1);
+  const auto out = model.output_layer();
+  return linear_cross_entropy(h.reshape({-1, h.size(-1)}).index_select(0, rows), out->weight, out->bias,
+                              b.tgt_out.reshape(-1).index_select(0, rows), label_smoothing, Vocab::kPad);
+}
+
+namespace {
+
 struct SignalGuard {
   void (*old_int)(int), (*old_term)(int);
   SignalGuard() {
@@ -263,10 +277,7 @@ TrainSummary run(const TrainConfig& c, bool resuming) {
                                         std::sqrt(static_cast<double>(c.warmup) / s));
       for (auto& g : optimizer.param_groups()) static_cast<torch::optim::AdamOptions&>(g.options()).lr(lr);
       const Batch b = make_batch(pairs, batches[i]);
-      const Tensor logits = model->forward(b.src, b.src_pad, b.tgt_in);
-      const Tensor loss = torch::nn::functional::cross_entropy(
-          logits.reshape({-1, logits.size(-1)}), b.tgt_out.reshape(-1),
-          torch::nn::functional::CrossEntropyFuncOptions().ignore_index(Vocab::kPad).label_smoothing(c.label_smoothing));
+      const Tensor loss = training_loss(*model, b, c.label_smoothing);
       optimizer.zero_grad();
       loss.backward();
       torch::nn::utils::clip_grad_norm_(model->parameters(), c.clip);

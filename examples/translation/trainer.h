@@ -12,6 +12,7 @@
 //                        atomically (written beside it, then renamed) so that an interrupted
 //                        run resumes from the last finished epoch
 
+#include "data.h"
 #include "decode.h"
 #include "model.h"
 
@@ -26,9 +27,9 @@ struct TrainConfig {
   ModelOptions model;
   int64_t epochs = 30;
   double time_budget = 0;      ///< seconds of training (dev evaluation included); 0: none
-  int64_t max_tokens = 4096;   ///< padded tokens per batch
+  int64_t max_tokens = 1024;   ///< padded tokens per batch
   double lr = 1e-3;
-  int64_t warmup = 400;        ///< steps of linear warm-up, then inverse square root decay
+  int64_t warmup = 200;        ///< steps of linear warm-up, then inverse square root decay
   double clip = 1.0;           ///< gradient norm clipping
   double label_smoothing = 0.1;
   int64_t min_freq = 1;        ///< vocabulary: tokens seen at least this often
@@ -45,6 +46,10 @@ struct TrainSummary {
   double best_bleu = 0, seconds = 0;
   bool interrupted = false;
 };
+
+/// The training loss of a batch: label-smoothed cross-entropy of the output layer over the
+/// real (not padding) target tokens, by the fused linear_cross_entropy.
+torch::Tensor training_loss(Seq2SeqImpl& model, const Batch& batch, double label_smoothing);
 
 /// Trains into config.out_dir, which must not hold a run yet.
 TrainSummary train(const TrainConfig& config);

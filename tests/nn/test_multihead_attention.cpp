@@ -3,6 +3,7 @@
 
 #include <torchattn/torchattn.h>
 
+#include "support/modules.h"
 #include "support/reference.h"
 #include "support/tensor_matchers.h"
 
@@ -95,12 +96,18 @@ TEST_CASE("MultiheadAttention matches torch.nn.MultiheadAttention", "[nn][mha][r
     ++n;
     check_mha_case(c, ref.torch_version, worst, /*is_causal=*/false);
   }
+  {
+    // Once more with every no-weights case on the fused kernel, small as the shapes are.
+    torchattn::testing::AlwaysFused fused;
+    for (const auto& c : ref.cases) check_mha_case(c, ref.torch_version, worst, /*is_causal=*/false);
+  }
   CHECK(n >= 72);
   std::cout << "MultiheadAttention: " << n << " reference cases from torch " << ref.torch_version
             << ", worst |diff| float64 " << worst[torch::kDouble] << ", float32 " << worst[torch::kFloat] << "\n";
 }
 
 TEST_CASE("MultiheadAttention is_causal and the scale of SDPA match PyTorch 2.x", "[nn][mha][reference]") {
+  torchattn::testing::AlwaysFused fused;  // the SDPA cases test the functional's fused path
   // tests/reference/torch2.pt, made by PyTorch 2.6 (the trixie chroot): semantics 1.13 lacks.
   const auto& ref = torchattn::testing::reference("torch2.pt");
   REQUIRE(ref.torch_version.rfind("2.", 0) == 0);

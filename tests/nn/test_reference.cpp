@@ -3,6 +3,7 @@
 
 #include <torchattn/torchattn.h>
 
+#include "support/modules.h"
 #include "support/reference.h"
 #include "support/tensor_matchers.h"
 
@@ -178,6 +179,7 @@ TEST_CASE("GeneralAttention matches PyTorch references", "[nn][reference]") {
 }
 
 TEST_CASE("the fused path (no weights requested) matches PyTorch references", "[nn][reference][ops]") {
+  torchattn::testing::AlwaysFused fused;
   for (const char* variant : {"dot", "sdpa", "cosine"}) {
     DYNAMIC_SECTION(variant) {
       check_variant(variant, /*fused=*/true);

@@ -7,6 +7,7 @@
 #include "support/tensor_matchers.h"
 
 #include <catch2/catch_test_macros.hpp>
+#include <catch2/matchers/catch_matchers_string.hpp>
 
 #include <limits>
 
@@ -107,6 +108,7 @@ TEST_CASE("the fused path applies masks as the math path does, for every input r
   // need_weights = false takes the fused op for dot, scaled and cosine attention; true takes
   // the math path. Inputs of 2, 3 and 4 dims are padded to the op's [B, H, L, E] in front, and
   // so must their masks be (a [B, 1, Lk] mask of [B, L, E] inputs once went to the heads).
+  torchattn::testing::AlwaysFused fused;
   torch::manual_seed(21);
   for (int64_t rank : {2, 3, 4}) {
     std::vector<int64_t> lead = rank == 2 ? std::vector<int64_t>{}
@@ -139,6 +141,26 @@ TEST_CASE("the fused path applies masks as the math path does, for every input r
         }
       }
     }
+  }
+}
+
+TEST_CASE("small score matrices take the math path unless told otherwise", "[nn]") {
+  namespace F = torchattn::nn::functional;
+  CHECK(F::math_path_max_scores() == 48 * 48);
+  {
+    torchattn::testing::AlwaysFused fused;
+    CHECK(F::math_path_max_scores() == 0);
+  }
+  CHECK(F::math_path_max_scores() == 48 * 48);
+  CHECK_THROWS_WITH(F::set_math_path_max_scores(-1), Catch::Matchers::ContainsSubstring("must be non-negative, got -1"));
+  // Both sides of the threshold give the math path's answer.
+  torch::manual_seed(5);
+  for (int64_t l : {48, 49}) {
+    auto q = torch::randn({2, l, 8}, torch::kDouble);
+    auto [fast, none] = F::scaled_dot_product_attention(q, q, q, F::ScaledDotProductAttentionFuncOptions().is_causal(true));
+    auto [math, w] = F::scaled_dot_product_attention(
+        q, q, q, F::ScaledDotProductAttentionFuncOptions().is_causal(true).need_weights(true));
+    CHECK_THAT(fast, AllClose(math, 1e-12, 1e-12));
   }
 }
 
@@ -184,6 +206,7 @@ TEST_CASE("dropout applies to the weights in training mode only", "[nn][dropout]
 }
 
 TEST_CASE("weights are returned only when asked for", "[nn]") {
+  torchattn::testing::AlwaysFused fused;
   auto q = torch::randn({2, 3, 4});
   torchattn::nn::ScaledDotProductAttention attn;
   auto [out, w] = attn(q, q, q);

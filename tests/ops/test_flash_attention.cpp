@@ -336,8 +336,9 @@ def attend(q: Tensor, k: Tensor, v: Tensor, mask: Tensor):
 
 TEST_CASE("modules take the fused kernel when no weights are asked for", "[ops][nn]") {
   // The fused and math paths agree to rounding, not bit for bit: a difference shows the path.
+  // Lq · Lk = 2640 is above math_path_max_scores(), under which the math path would run.
   torch::manual_seed(3);
-  auto q = torch::randn({2, 4, 33, 16}), k = torch::randn({2, 4, 40, 16}), v = torch::randn({2, 4, 40, 16});
+  auto q = torch::randn({2, 4, 66, 16}), k = torch::randn({2, 4, 40, 16}), v = torch::randn({2, 4, 40, 16});
   auto kpm = torch::rand({2, 40}) > 0.8;
   auto fused = torchattn::ops::scaled_dot_product_attention(
       q, k, v, kpm.logical_not().view({2, 1, 1, 40}), 0.0, /*is_causal=*/true);
@@ -349,11 +350,17 @@ TEST_CASE("modules take the fused kernel when no weights are asked for", "[ops][
   CHECK_THAT(out_w, AllClose(fused, 1e-5, 1e-5));
 
   torchattn::nn::MultiheadAttention mha(torchattn::nn::MultiheadAttentionOptions(32, 4).batch_first(true));
-  auto x = torch::randn({2, 10, 32});
+  auto x = torch::randn({2, 50, 32});
   auto [m_fused, m_w] = mha->forward(x, x, x, {}, /*need_weights=*/false);
   auto [m_math, m_w2] = mha->forward(x, x, x, {}, /*need_weights=*/true);
   CHECK_FALSE(m_w.defined());
   CHECK_THAT(m_fused, AllClose(m_math, 1e-5, 1e-5));
+
+  // Below the threshold the math path runs: bit for bit what need_weights gives.
+  auto small_q = q.narrow(2, 0, 20);
+  auto [small, none] = attn->forward(small_q, k, v, {}, kpm, /*need_weights=*/false, /*is_causal=*/true);
+  auto [small_math, small_w] = attn->forward(small_q, k, v, {}, kpm, /*need_weights=*/true, /*is_causal=*/true);
+  CHECK_THAT(small, AllClose(small_math, 0, 0));
 }
 
 namespace {

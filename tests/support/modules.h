@@ -46,4 +46,15 @@ inline std::vector<NamedModule> all_modules(
   return out;
 }
 
+/// Sends every call without weights to the fused kernel while alive, so that tests of the
+/// fused path on small shapes test it (by default the functionals keep small scores on the
+/// math path; see set_math_path_max_scores).
+struct AlwaysFused {
+  int64_t saved = torchattn::nn::functional::math_path_max_scores();
+  AlwaysFused() { torchattn::nn::functional::set_math_path_max_scores(0); }
+  ~AlwaysFused() { torchattn::nn::functional::set_math_path_max_scores(saved); }
+  AlwaysFused(const AlwaysFused&) = delete;
+  AlwaysFused& operator=(const AlwaysFused&) = delete;
+};
+
 } // namespace torchattn::testing

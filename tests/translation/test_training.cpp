@@ -2,6 +2,7 @@
 // written here: each "French" sentence is its English source reversed, with a marker word.
 
 #include <decode.h>
+#include <fused_loss.h>
 #include <heatmap.h>
 #include <trainer.h>
 
@@ -217,4 +218,38 @@ TEST_CASE("heatmaps are written as PNG and SVG with their labels", "[translation
   CHECK(head == "\x89PNG\r\n\x1a\n");
   CHECK_THROWS_WITH(write_heatmap_png((dir.path / "x.png").string(), w, cols, {"a"}),
                     ContainsSubstring("do not match 1 rows x 4 columns"));
+}
+
+TEST_CASE("linear_cross_entropy equals linear + cross_entropy with label smoothing, gradients too", "[translation]") {
+  torch::manual_seed(11);
+  const double smoothing = GENERATE(0.0, 0.1);
+  const int64_t N = 37, H = 19, V = 1000;  // V not a multiple of any vector width
+  auto h = torch::randn({N, H}, torch::requires_grad());
+  auto w = (torch::randn({V, H}) * 0.5).requires_grad_();
+  auto b = torch::randn({V}, torch::requires_grad());
+  auto target = torch::randint(1, V, {N}, torch::kLong);
+  target.index_put_({torch::tensor({3, 10, 11})}, 0);  // ignored rows
+  target[5] = V - 1;
+  const auto loss = linear_cross_entropy(h, w, b, target, smoothing, /*ignore_index=*/0);
+  auto [gh, gw, gb] = [&] {
+    auto g = torch::autograd::grad({loss * 3.0}, {h, w, b});
+    return std::make_tuple(g[0], g[1], g[2]);
+  }();
+  auto hd = h.detach().to(torch::kDouble).requires_grad_(), wd = w.detach().to(torch::kDouble).requires_grad_(),
+       bd = b.detach().to(torch::kDouble).requires_grad_();
+  const auto ref = torch::nn::functional::cross_entropy(
+      torch::nn::functional::linear(hd, wd, bd), target,
+      torch::nn::functional::CrossEntropyFuncOptions().ignore_index(0).label_smoothing(smoothing));
+  auto g = torch::autograd::grad({ref * 3.0}, {hd, wd, bd});
+  CHECK(std::abs(loss.item<double>() - ref.item<double>()) < 1e-5 * std::abs(ref.item<double>()));
+  CHECK(torch::allclose(gh.to(torch::kDouble), g[0], 1e-4, 1e-6));
+  CHECK(torch::allclose(gw.to(torch::kDouble), g[1], 1e-4, 1e-6));
+  CHECK(torch::allclose(gb.to(torch::kDouble), g[2], 1e-4, 1e-6));
+  CHECK(gw.index_select(0, torch::tensor({0})).abs().sum().item<double>() > 0);  // class 0 still gets its softmax share
+
+  CHECK_THROWS_WITH(linear_cross_entropy(h, w, b, target.narrow(0, 0, 5), 0.1, 0),
+                    ContainsSubstring("expected h [N, H], weight [V, H]"));
+  auto bad = target.clone();
+  bad[0] = V;
+  CHECK_THROWS_WITH(linear_cross_entropy(h, w, b, bad, 0.1, 0), ContainsSubstring("out of range"));
 }

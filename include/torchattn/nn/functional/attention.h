@@ -16,6 +16,19 @@
 /// differentiate through every tensor argument.
 namespace torchattn::nn::functional {
 
+/// Lq · Lk up to which the functionals (and so the modules) take the math path even where the
+/// fused kernel applies: small score matrices cost little memory, and there a few batched
+/// matmuls beat the tiled kernel's per-head setup. Process-wide, like PyTorch's
+/// `torch.backends.cuda.enable_*_sdp` switches; 0 sends every eligible call to the kernel.
+/// Default: 2304 (48 × 48).
+///
+/// Example:
+/// ```
+/// torchattn::nn::functional::set_math_path_max_scores(0);  // always the fused kernel
+/// ```
+void set_math_path_max_scores(int64_t n);
+int64_t math_path_max_scores();
+
 /// softmax(Q Kᵀ) V.
 ///
 /// query [..., Lq, E], key [..., Lk, E], value [..., Lk, Ev] -> out [..., Lq, Ev]

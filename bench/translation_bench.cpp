@@ -1,0 +1,134 @@
+// Training throughput (target tokens per second) of examples/translation's GRU and Transformer
+// models against the same models written in Python PyTorch (bench/translation_models.py), on
+// the same batches, with the same thread count, in one run.
+//
+//   torchattn-bench-translation --data DIR [--steps 40] [--warmup 5] [--threads 2]
+//
+// DIR is a directory written by `torchattn-translate prepare` (its train.tsv is used).
+
+#include <data.h>
+#include <model.h>
+#include <trainer.h>
+
+#include <fmt/format.h>
+#include <torch/torch.h>
+
+#include <chrono>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <string>
+#include <unistd.h>
+
+using namespace translate;
+
+namespace {
+
+double train_steps(Seq2SeqImpl& model, const std::vector<Batch>& batches, int warmup, int steps,
+                   int64_t* tokens_out) {
+  torch::optim::Adam opt(model.parameters(), torch::optim::AdamOptions(1e-3).betas({0.9, 0.98}).eps(1e-9));
+  model.train();
+  auto step = [&](const Batch& b) {
+    const auto loss = training_loss(model, b, /*label_smoothing=*/0.1);  // what train runs
+    opt.zero_grad();
+    loss.backward();
+    torch::nn::utils::clip_grad_norm_(model.parameters(), 1.0);
+    opt.step();
+    return b.target_tokens;
+  };
+  for (int i = 0; i < warmup; ++i) step(batches[i % batches.size()]);
+  int64_t tokens = 0;
+  const auto start = std::chrono::steady_clock::now();
+  for (int i = 0; i < steps; ++i) tokens += step(batches[(warmup + i) % batches.size()]);
+  const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  *tokens_out = tokens;
+  return seconds;
+}
+
+} // namespace
+
+int main(int argc, char** argv) {
+  std::map<std::string, std::string> args = {{"--data", ""}, {"--steps", "40"}, {"--warmup", "5"},
+                                             {"--threads", "2"}, {"--python", "/usr/bin/python3"}};
+  for (int i = 1; i + 1 < argc; i += 2) {
+    if (args.count(argv[i]) == 0) {
+      fmt::print(stderr, "unknown option {}\n", argv[i]);
+      return 2;
+    }
+    args[argv[i]] = argv[i + 1];
+  }
+  if (args["--data"].empty()) {
+    fmt::print(stderr, "usage: {} --data DIR [--steps 40] [--warmup 5] [--threads 2] [--python /usr/bin/python3]\n", argv[0]);
+    return 2;
+  }
+  const int steps = std::stoi(args["--steps"]), warmup = std::stoi(args["--warmup"]);
+  const int threads = std::stoi(args["--threads"]);
+  torch::set_num_threads(threads);
+
+  const auto examples = read_examples(args["--data"] + "/train.tsv");
+  std::vector<std::vector<std::string>> src_tokens, tgt_tokens;
+  for (const auto& e : examples) {
+    src_tokens.push_back(tokenize(e.source));
+    for (const auto& r : e.references) tgt_tokens.push_back(tokenize(r));
+  }
+  const Vocab src = Vocab::build(src_tokens, 1, 0), tgt = Vocab::build(tgt_tokens, 1, 0);
+  const auto pairs = encode_pairs(examples, src, tgt, 128);
+  std::mt19937_64 rng(1);
+  const auto order = bucket_batches(pairs, 1024, rng);
+  std::vector<Batch> batches;
+  const auto batches_path = std::filesystem::temp_directory_path() / fmt::format("torchattn_bench_batches_{}.txt", ::getpid());
+  {
+    std::ofstream out(batches_path);
+    for (size_t i = 0; i < order.size() && static_cast<int>(i) < warmup + steps; ++i) {
+      batches.push_back(make_batch(pairs, order[i]));
+      const Batch& b = batches.back();
+      out << b.src.size(0) << ' ' << b.src.size(1) << ' ' << b.tgt_in.size(1) << '\n';
+      for (const auto* t : {&b.src, &b.tgt_in, &b.tgt_out}) {
+        const auto flat = t->contiguous().view(-1);
+        const auto* p = flat.data_ptr<int64_t>();
+        for (int64_t j = 0; j < flat.numel(); ++j) out << (j ? " " : "") << p[j];
+        out << '\n';
+      }
+    }
+  }
+  fmt::print("translation training throughput: {} pairs, vocabularies {} / {}, {} timed steps after {} warm-up, "
+             "{} threads, batches of <= 1024 padded tokens\n",
+             pairs.size(), src.size(), tgt.size(), steps, warmup, threads);
+  fmt::print("| model | C++ torchattn tok/s | Python PyTorch tok/s | ratio |\n|---|---|---|---|\n");
+  for (const std::string kind : {"gru", "transformer"}) {
+    ModelOptions o;
+    o.kind = kind;
+    o.attention = "additive";
+    o.src_vocab = src.size();
+    o.tgt_vocab = tgt.size();
+    torch::manual_seed(1);
+    auto model = make_model(o);
+    int64_t tokens = 0;
+    const double seconds = train_steps(*model, batches, warmup, steps, &tokens);
+    const double ours = static_cast<double>(tokens) / seconds;
+    const std::string cmd = fmt::format(
+        "OMP_NUM_THREADS={} '{}' '{}/translation_bench.py' --batches '{}' --model {} --src-vocab {} --tgt-vocab {} "
+        "--steps {} --warmup {} --threads {}",
+        threads, args["--python"], TORCHATTN_BENCH_DIR, batches_path.string(), kind, src.size(), tgt.size(), steps,
+        warmup, threads);
+    double theirs = 0;
+    if (FILE* p = popen(cmd.c_str(), "r")) {
+      char line[256];
+      while (fgets(line, sizeof line, p)) {
+        char name[32], model_name[32];
+        double rate = 0;
+        if (std::sscanf(line, "%31s %31s %lf", name, model_name, &rate) == 3 && std::string(name) == "python") theirs = rate;
+      }
+      pclose(p);
+    }
+    if (theirs > 0) {
+      fmt::print("| {} | {:.0f} | {:.0f} | {:.2f}x |\n", kind, ours, theirs, ours / theirs);
+    } else {
+      fmt::print("| {} | {:.0f} | (python failed: {}) | - |\n", kind, ours, cmd);
+    }
+    std::fflush(stdout);
+  }
+  if (std::getenv("TORCHATTN_BENCH_KEEP")) fmt::print("batches kept in {}\n", batches_path.string()); else std::filesystem::remove(batches_path);
+  return 0;
+}

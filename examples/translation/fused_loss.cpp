@@ -1,0 +1,160 @@
+#include "fused_loss.h"
+
+#include <ATen/CPUGeneratorImpl.h>
+#include <ATen/Parallel.h>
+#include <ATen/core/Generator.h>
+#include <mutex>
+#include <torch/autograd.h>
+
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+
+namespace translate {
+namespace {
+
+using torch::Tensor;
+using torch::autograd::AutogradContext;
+using torch::autograd::tensor_list;
+
+// e^x for x <= 0 within 2 ulp: x = n ln2 + r, |r| <= ln2/2, e^r by its degree-6 Taylor
+// polynomial, 2^n put into the exponent. Plain arithmetic, so the loops vectorise.
+inline float exp_nonpositive(float x) {
+  x = x < -87.0f ? -87.0f : x;
+  const float n = std::nearbyint(x * 1.44269504088896341f);
+  const float r = (x - n * 0.693145751953125f) - n * 1.428606765330187045e-06f;
+  float p = 1.0f / 720;
+  p = p * r + 1.0f / 120;
+  p = p * r + 1.0f / 24;
+  p = p * r + 1.0f / 6;
+  p = p * r + 0.5f;
+  p = p * r + 1.0f;
+  p = p * r + 1.0f;
+  const int32_t bits = (static_cast<int32_t>(n) + 127) << 23;
+  float scale;
+  std::memcpy(&scale, &bits, sizeof scale);
+  return p * scale;
+}
+
+// One row: logits x[V] -> loss; x becomes (softmax(x) - q) * grad_scale, q the smoothed target.
+__attribute__((target_clones("avx512f", "avx2", "default")))
+float row_loss_and_grad(float* x, int64_t V, int64_t t, float smoothing, float grad_scale) {
+  float m = -INFINITY, sum_x = 0;
+#pragma omp simd reduction(max : m) reduction(+ : sum_x)
+  for (int64_t j = 0; j < V; ++j) {
+    m = x[j] > m ? x[j] : m;
+    sum_x += x[j];
+  }
+  const float x_t = x[t];
+  float s = 0;
+#pragma omp simd reduction(+ : s)
+  for (int64_t j = 0; j < V; ++j) {
+    const float e = exp_nonpositive(x[j] - m);
+    x[j] = e;
+    s += e;
+  }
+  const float lse = m + std::log(s);
+  const float a = grad_scale / s, b = grad_scale * smoothing / static_cast<float>(V);
+#pragma omp simd
+  for (int64_t j = 0; j < V; ++j) x[j] = x[j] * a - b;
+  x[t] -= grad_scale * (1.0f - smoothing);
+  return lse - (1.0f - smoothing) * x_t - smoothing / static_cast<float>(V) * sum_x;
+}
+
+inline uint32_t hash32(uint32_t x) {  // a 32-bit integer finaliser (lowbias32)
+  x ^= x >> 16;
+  x *= 0x7feb352dU;
+  x ^= x >> 15;
+  x *= 0x846ca68bU;
+  x ^= x >> 16;
+  return x;
+}
+
+__attribute__((target_clones("avx512f", "avx2", "default")))
+void fill_dropout_mask(float* m, int64_t begin, int64_t end, uint32_t seed_lo, uint32_t seed_hi,
+                       uint32_t threshold, float scale) {
+#pragma omp simd
+  for (int64_t i = begin; i < end; ++i) {
+    const uint32_t x = hash32(hash32(static_cast<uint32_t>(i) + seed_lo) ^ seed_hi);
+    m[i - begin] = x >= threshold ? scale : 0.0f;
+  }
+}
+
+class LinearCrossEntropy : public torch::autograd::Function<LinearCrossEntropy> {
+ public:
+  static Tensor forward(AutogradContext* ctx, const Tensor& h, const Tensor& weight, const Tensor& bias,
+                        const Tensor& target, double smoothing, int64_t ignore_index) {
+    // h [N, H], weight [V, H], bias [V], target [N] -> loss []
+    Tensor grad = at::addmm(bias, h, weight.t()).contiguous();  // logits, then their gradient
+    const int64_t N = grad.size(0), V = grad.size(1);
+    const Tensor tgt = target.contiguous();
+    const int64_t* t = tgt.data_ptr<int64_t>();
+    int64_t valid = 0;
+    for (int64_t i = 0; i < N; ++i) valid += t[i] != ignore_index;
+    const float scale = valid > 0 ? 1.0f / static_cast<float>(valid) : 0.0f;
+    std::vector<double> losses(static_cast<size_t>(N), 0.0);
+    float* g = grad.data_ptr<float>();
+    at::parallel_for(0, N, 16, [&](int64_t begin, int64_t end) {
+      for (int64_t i = begin; i < end; ++i) {
+        float* row = g + i * V;
+        if (t[i] == ignore_index) {
+          std::fill(row, row + V, 0.0f);
+          continue;
+        }
+        TORCH_CHECK(t[i] >= 0 && t[i] < V, "linear_cross_entropy: target ", t[i], " is out of range [0, ", V, ")");
+        losses[static_cast<size_t>(i)] = row_loss_and_grad(row, V, t[i], static_cast<float>(smoothing), scale);
+      }
+    });
+    double total = 0;
+    for (double l : losses) total += l;
+    ctx->save_for_backward({h, weight, grad});
+    return torch::scalar_tensor(valid > 0 ? total / static_cast<double>(valid) : 0.0, h.options());
+  }
+
+  static tensor_list backward(AutogradContext* ctx, tensor_list grad_outputs) {
+    const auto saved = ctx->get_saved_variables();
+    const Tensor& h = saved[0];
+    const Tensor& weight = saved[1];
+    const Tensor g = saved[2] * grad_outputs[0];
+    return {g.mm(weight), g.t().mm(h), g.sum(0), Tensor(), Tensor(), Tensor()};
+  }
+};
+
+} // namespace
+
+Tensor linear_cross_entropy(const Tensor& h, const Tensor& weight, const Tensor& bias, const Tensor& target,
+                            double label_smoothing, int64_t ignore_index) {
+  TORCH_CHECK(h.dim() == 2 && weight.dim() == 2 && bias.dim() == 1 && target.dim() == 1 &&
+                  h.size(0) == target.size(0) && h.size(1) == weight.size(1) && bias.size(0) == weight.size(0),
+              "linear_cross_entropy: expected h [N, H], weight [V, H], bias [V], target [N]; got h ", h.sizes(),
+              ", weight ", weight.sizes(), ", bias ", bias.sizes(), ", target ", target.sizes());
+  TORCH_CHECK(h.scalar_type() == torch::kFloat && weight.scalar_type() == torch::kFloat &&
+                  bias.scalar_type() == torch::kFloat && target.scalar_type() == torch::kLong && h.device().is_cpu(),
+              "linear_cross_entropy: float32 CPU inputs and an int64 target expected");
+  return LinearCrossEntropy::apply(h, weight, bias, target, label_smoothing, ignore_index);
+}
+
+Tensor dropout(const Tensor& x, double p, bool training) {
+  TORCH_CHECK(p >= 0 && p < 1, "dropout: p must be in [0, 1), got ", p);
+  if (!training || p == 0) return x;
+  if (x.scalar_type() != torch::kFloat || !x.device().is_cpu() || x.numel() >= (int64_t{1} << 32)) {
+    return torch::dropout(x, p, /*train=*/true);
+  }
+  uint64_t seed;
+  {
+    auto gen = at::detail::getDefaultCPUGenerator();
+    std::lock_guard<std::mutex> lock(gen.mutex());
+    seed = gen.get<at::CPUGeneratorImpl>()->random64();
+  }
+  Tensor mask = torch::empty(x.sizes(), x.options().requires_grad(false));
+  float* m = mask.data_ptr<float>();
+  const auto threshold = static_cast<uint32_t>(std::min(p * 4294967296.0, 4294967295.0));
+  const auto scale = static_cast<float>(1.0 / (1.0 - p));
+  at::parallel_for(0, x.numel(), 1 << 14, [&](int64_t begin, int64_t end) {
+    fill_dropout_mask(m + begin, begin, end, static_cast<uint32_t>(seed), static_cast<uint32_t>(seed >> 32),
+                      threshold, scale);
+  });
+  return x * mask;
+}
+
+} // namespace translate
