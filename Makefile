@@ -7,7 +7,7 @@ BUILD_DIR ?= build
 CMAKE_ARGS ?=
 JOBS ?= $(shell nproc 2>/dev/null || echo 2)
 
-.PHONY: all deps configure build test test-slow test-2.6 bench-2.6 demo bench clean
+.PHONY: all deps configure build test test-slow test-2.6 bench-2.6 demo demo-tatoeba bench bench-translation clean
 
 all: build
 
@@ -36,8 +36,18 @@ test-2.6:
 bench-2.6:
 	@bash scripts/chroot.sh run bash -c 'cmake -S . -B build-trixie -G Ninja -DCMAKE_BUILD_TYPE=Release -DTORCHATTN_BUILD_BENCH=ON && cmake --build build-trixie --target torchattn-bench-flash && build-trixie/bench/torchattn-bench-flash --benchmark_filter="(fma|mm|torch|fused/(1024|2048|4096|8192)/[01]/2)"'
 
+# The translation demo: the default corpus, a few minutes of training, BLEU, translations and
+# heatmaps (examples/translation/demo.sh; TORCHATTN_DEMO_SECONDS sets the training time).
 demo: build
-	@$(BUILD_DIR)/examples/reverse/torchattn-reverse
+	@bash examples/translation/demo.sh $(BUILD_DIR)
+
+# torchattn-translate on the Tatoeba pairs in ../shared (development data, not in the repo).
+TATOEBA ?= ../shared/data/tatoeba-eng-fra/pairs.tsv
+demo-tatoeba: build
+	@$(BUILD_DIR)/examples/translation/torchattn-translate prepare --data $(TATOEBA) --out $(BUILD_DIR)/tatoeba/data --dev 0.03 --test 0.1
+	@rm -rf $(BUILD_DIR)/tatoeba/model
+	@$(BUILD_DIR)/examples/translation/torchattn-translate train --data $(BUILD_DIR)/tatoeba/data --out $(BUILD_DIR)/tatoeba/model --time-budget 300
+	@$(BUILD_DIR)/examples/translation/torchattn-translate evaluate --model $(BUILD_DIR)/tatoeba/model --data $(BUILD_DIR)/tatoeba/data/test.tsv --show 5
 
 # Benchmarks print ratios measured in one process; they are not tests.
 bench: deps
@@ -45,8 +55,17 @@ bench: deps
 	@cmake --build $(BUILD_DIR) -j $(JOBS) --target torchattn-bench-mha torchattn-bench-flash
 	@$(BUILD_DIR)/bench/torchattn-bench-mha
 	@$(BUILD_DIR)/bench/torchattn-bench-flash
+	@$(MAKE) --no-print-directory bench-translation
 	@echo "--- the math path again with OPENBLAS_CORETYPE=SkylakeX (Debian 12's OpenBLAS misdetects this CPU) ---"
 	@OPENBLAS_CORETYPE=SkylakeX $(BUILD_DIR)/bench/torchattn-bench-flash --benchmark_filter='fma|math|mm' | sed -n '/^FMA peak/,$$p'
+
+# Training tokens/s of the translation models against the same models in Python PyTorch, on the
+# default corpus (prepared as by make demo).
+bench-translation: deps
+	@cmake -S . -B $(BUILD_DIR) -G Ninja -DCMAKE_BUILD_TYPE=Release -DTORCHATTN_BUILD_BENCH=ON $(CMAKE_ARGS)
+	@cmake --build $(BUILD_DIR) -j $(JOBS) --target torchattn-translate torchattn-bench-translation
+	@test -s $(BUILD_DIR)/demo/data/train.tsv || $(BUILD_DIR)/examples/translation/torchattn-translate prepare --out $(BUILD_DIR)/demo/data
+	@OMP_NUM_THREADS=2 $(BUILD_DIR)/bench/torchattn-bench-translation --data $(BUILD_DIR)/demo/data --threads 2
 
 clean:
 	@rm -rf $(BUILD_DIR)
