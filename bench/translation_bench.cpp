@@ -2,7 +2,12 @@
 // models against the same models written in Python PyTorch (bench/translation_models.py), on
 // the same batches, with the same thread count, in one run.
 //
-//   torchattn-bench-translation --data DIR [--steps 40] [--warmup 5] [--threads 2]
+//   torchattn-bench-translation --data DIR [--steps 40] [--warmup 5] [--threads 2] [--rounds 3]
+//                               [--save-python-model OUT]
+//
+// --save-python-model keeps what the Python GRU learned: OUT/python_gru.pt (TorchScript) and
+// the vocabularies OUT/src.vocab, OUT/tgt.vocab, which `torchattn-translate import` turns into
+// a model directory.
 //
 // DIR is a directory written by `torchattn-translate prepare` (its train.tsv is used).
 
@@ -11,8 +16,10 @@
 #include <trainer.h>
 
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 #include <torch/torch.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <filesystem>
@@ -50,7 +57,8 @@ double train_steps(Seq2SeqImpl& model, const std::vector<Batch>& batches, int wa
 
 int main(int argc, char** argv) {
   std::map<std::string, std::string> args = {{"--data", ""}, {"--steps", "40"}, {"--warmup", "5"},
-                                             {"--threads", "2"}, {"--python", "/usr/bin/python3"}};
+                                             {"--threads", "2"}, {"--python", "/usr/bin/python3"},
+                                             {"--save-python-model", ""}, {"--rounds", "3"}};
   for (int i = 1; i + 1 < argc; i += 2) {
     if (args.count(argv[i]) == 0) {
       fmt::print(stderr, "unknown option {}\n", argv[i]);
@@ -64,6 +72,7 @@ int main(int argc, char** argv) {
   }
   const int steps = std::stoi(args["--steps"]), warmup = std::stoi(args["--warmup"]);
   const int threads = std::stoi(args["--threads"]);
+  const int rounds = std::max(1, std::stoi(args["--rounds"]));
   torch::set_num_threads(threads);
 
   const auto examples = read_examples(args["--data"] + "/train.tsv");
@@ -95,37 +104,63 @@ int main(int argc, char** argv) {
   fmt::print("translation training throughput: {} pairs, vocabularies {} / {}, {} timed steps after {} warm-up, "
              "{} threads, batches of <= 1024 padded tokens\n",
              pairs.size(), src.size(), tgt.size(), steps, warmup, threads);
-  fmt::print("| model | C++ torchattn tok/s | Python PyTorch tok/s | ratio |\n|---|---|---|---|\n");
+  // The machine is shared and its speed drifts: C++ and Python take turns, `rounds` times,
+  // and the medians are compared.
+  fmt::print("{} rounds, C++ and Python alternating; medians (and the ratio of each round)\n", rounds);
+  fmt::print("| model | C++ torchattn tok/s | Python PyTorch tok/s | ratio of medians | ratios per round |\n"
+             "|---|---|---|---|---|\n");
+  auto median = [](std::vector<double> v) {
+    std::sort(v.begin(), v.end());
+    return v.empty() ? 0.0 : v[v.size() / 2];
+  };
   for (const std::string kind : {"gru", "transformer"}) {
-    ModelOptions o;
-    o.kind = kind;
-    o.attention = "additive";
-    o.src_vocab = src.size();
-    o.tgt_vocab = tgt.size();
-    torch::manual_seed(1);
-    auto model = make_model(o);
-    int64_t tokens = 0;
-    const double seconds = train_steps(*model, batches, warmup, steps, &tokens);
-    const double ours = static_cast<double>(tokens) / seconds;
-    const std::string cmd = fmt::format(
-        "OMP_NUM_THREADS={} '{}' '{}/translation_bench.py' --batches '{}' --model {} --src-vocab {} --tgt-vocab {} "
-        "--steps {} --warmup {} --threads {}",
-        threads, args["--python"], TORCHATTN_BENCH_DIR, batches_path.string(), kind, src.size(), tgt.size(), steps,
-        warmup, threads);
-    double theirs = 0;
-    if (FILE* p = popen(cmd.c_str(), "r")) {
-      char line[256];
-      while (fgets(line, sizeof line, p)) {
-        char name[32], model_name[32];
-        double rate = 0;
-        if (std::sscanf(line, "%31s %31s %lf", name, model_name, &rate) == 3 && std::string(name) == "python") theirs = rate;
+    std::vector<double> ours, theirs, ratios;
+    for (int round = 0; round < rounds; ++round) {
+      ModelOptions o;
+      o.kind = kind;
+      o.attention = "additive";
+      o.src_vocab = src.size();
+      o.tgt_vocab = tgt.size();
+      torch::manual_seed(1);
+      auto model = make_model(o);
+      int64_t tokens = 0;
+      const double seconds = train_steps(*model, batches, warmup, steps, &tokens);
+      ours.push_back(static_cast<double>(tokens) / seconds);
+      std::string save;
+      if (kind == "gru" && round == 0 && !args["--save-python-model"].empty()) {
+        const std::string dir = args["--save-python-model"];
+        std::filesystem::create_directories(dir);
+        src.save(dir + "/src.vocab");
+        tgt.save(dir + "/tgt.vocab");
+        save = fmt::format(" --save-torchscript '{}/python_gru.pt'", dir);
       }
-      pclose(p);
+      const std::string cmd = fmt::format(
+          "OMP_NUM_THREADS={} '{}' '{}/translation_bench.py' --batches '{}' --model {} --src-vocab {} --tgt-vocab {} "
+          "--steps {} --warmup {} --threads {}",
+          threads, args["--python"], TORCHATTN_BENCH_DIR, batches_path.string(), kind, src.size(), tgt.size(), steps,
+          warmup, threads) + save;
+      double rate = 0;
+      if (FILE* p = popen(cmd.c_str(), "r")) {
+        char line[256];
+        while (fgets(line, sizeof line, p)) {
+          char name[32], model_name[32];
+          double r = 0;
+          if (std::sscanf(line, "%31s %31s %lf", name, model_name, &r) == 3 && std::string(name) == "python") rate = r;
+        }
+        pclose(p);
+      }
+      if (rate <= 0) {
+        fmt::print("| {} | {:.0f} | (python failed: {}) | - | - |\n", kind, ours.back(), cmd);
+        break;
+      }
+      theirs.push_back(rate);
+      ratios.push_back(ours.back() / rate);
     }
-    if (theirs > 0) {
-      fmt::print("| {} | {:.0f} | {:.0f} | {:.2f}x |\n", kind, ours, theirs, ours / theirs);
-    } else {
-      fmt::print("| {} | {:.0f} | (python failed: {}) | - |\n", kind, ours, cmd);
+    if (!theirs.empty()) {
+      std::vector<std::string> each;
+      for (double r : ratios) each.push_back(fmt::format("{:.2f}", r));
+      fmt::print("| {} | {:.0f} | {:.0f} | {:.2f}x | {} |\n", kind, median(ours), median(theirs),
+                 median(ours) / median(theirs), fmt::join(each, ", "));
     }
     std::fflush(stdout);
   }

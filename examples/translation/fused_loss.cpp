@@ -115,8 +115,10 @@ class LinearCrossEntropy : public torch::autograd::Function<LinearCrossEntropy> 
     const auto saved = ctx->get_saved_variables();
     const Tensor& h = saved[0];
     const Tensor& weight = saved[1];
-    const Tensor g = saved[2] * grad_outputs[0];
-    return {g.mm(weight), g.t().mm(h), g.sum(0), Tensor(), Tensor(), Tensor()};
+    const Tensor& g = saved[2];  // d loss / d logits, [N, V]
+    // The scalar grad_output scales the three small results, not the [N, V] gradient.
+    const Tensor scale = grad_outputs[0];
+    return {g.mm(weight).mul_(scale), g.t().mm(h).mul_(scale), g.sum(0).mul_(scale), Tensor(), Tensor(), Tensor()};
   }
 };
 

@@ -134,6 +134,13 @@ int main(int argc, char** argv) {
   plot_cmd->add_option("--out", plot_out, "Output path without extension (.png and .svg are written)")->capture_default_str();
   plot_cmd->add_option("sentence", plot_sentence, "The English sentence")->required();
 
+  // import
+  auto* import_cmd = app.add_subcommand("import", "Make a model directory from a TorchScript GRU model trained in Python (bench/translation_bench.py)");
+  std::string i_ts, i_vocab, i_out = default_dir("translate-model");
+  import_cmd->add_option("--torchscript", i_ts, "TorchScript file of bench/translation_models.py's GruSeq2Seq")->required();
+  import_cmd->add_option("--vocab", i_vocab, "Directory with the src.vocab and tgt.vocab it was trained with")->required();
+  import_cmd->add_option("--out", i_out, "Model directory to write")->capture_default_str();
+
   CLI11_PARSE(app, argc, argv);
 
   try {
@@ -186,13 +193,18 @@ int main(int argc, char** argv) {
                  b.ref_len, sources.size(), e_data, topt.beam, secs);
       return 0;
     }
+    if (import_cmd->parsed()) {
+      import_torchscript(i_ts, i_vocab, i_out);
+      fmt::print("import: wrote model directory '{}' from '{}'\n", i_out, i_ts);
+      return 0;
+    }
     if (plot_cmd->parsed()) {
       const Translator t = load_translator(m_dir);
       topt.keep_attention = true;
       const auto r = t.translate({plot_sentence}, topt).at(0);
       if (!r.attention.defined()) throw std::runtime_error("plot: the sentence has no tokens");
       std::vector<std::string> rows = r.tokens;
-      rows.push_back("</s>");
+      if (r.attention.size(0) > static_cast<int64_t>(rows.size())) rows.push_back("</s>");
       write_heatmap_svg(plot_out + ".svg", r.attention, r.source_tokens, rows);
       write_heatmap_png(plot_out + ".png", r.attention, r.source_tokens, rows);
       fmt::print("{}\nwrote {}.png and {}.svg\n", r.text, plot_out, plot_out);

@@ -4,6 +4,8 @@
 #include "data.h"
 #include "fused_loss.h"
 
+#include <torchattn/jit/state_dict.h>
+
 #include <torch/nn/functional/loss.h>
 #include <torch/nn/utils/clip_grad.h>
 #include <torch/optim/adam.h>
@@ -452,6 +454,40 @@ Translator load_translator(const std::string& dir) {
   load_module(*t.model, d / "model.pt");
   t.model->eval();
   return t;
+}
+
+void import_torchscript(const std::string& torchscript, const std::string& vocab_dir, const std::string& out_dir) {
+  const fs::path out(out_dir);
+  if (fs::exists(out / "model.pt")) throw std::runtime_error("'" + out_dir + "' already holds a model");
+  const auto src = torchattn::load_torchscript(torchscript);
+  std::map<std::string, Tensor> tensors;
+  for (const auto& p : src.named_parameters()) tensors[p.name] = p.value;
+  for (const char* name : {"src_embedding.weight", "tgt_embedding.weight", "decoder.weight_hh_l0"}) {
+    if (tensors.count(name) == 0) {
+      throw std::runtime_error("'" + torchscript + "' is not a GruSeq2Seq of bench/translation_models.py: it has no '" +
+                               name + "'");
+    }
+  }
+  ModelOptions o;
+  o.kind = "gru";
+  o.attention = "additive";
+  o.src_vocab = tensors["src_embedding.weight"].size(0);
+  o.tgt_vocab = tensors["tgt_embedding.weight"].size(0);
+  o.embed_dim = tensors["src_embedding.weight"].size(1);
+  o.hidden_dim = tensors["decoder.weight_hh_l0"].size(1);
+  const Vocab src_vocab = Vocab::load((fs::path(vocab_dir) / "src.vocab").string());
+  const Vocab tgt_vocab = Vocab::load((fs::path(vocab_dir) / "tgt.vocab").string());
+  if (src_vocab.size() != o.src_vocab || tgt_vocab.size() != o.tgt_vocab) {
+    throw std::runtime_error(fmt::format("the vocabularies in '{}' hold {} / {} tokens, the model's embeddings {} / {}",
+                                         vocab_dir, src_vocab.size(), tgt_vocab.size(), o.src_vocab, o.tgt_vocab));
+  }
+  auto model = make_model(o);
+  torchattn::load_state_dict(*model, src);  // strict: every name, shape and dtype
+  fs::create_directories(out);
+  src_vocab.save((out / "src.vocab").string());
+  tgt_vocab.save((out / "tgt.vocab").string());
+  write_key_values((out / "options.txt").string(), o.to_map());
+  save_module(*model, out / "model.pt");
 }
 
 } // namespace translate

@@ -61,6 +61,11 @@ TrainSummary resume(const std::string& out_dir, int64_t epochs, double time_budg
 /// truncated or not what it should be.
 Translator load_translator(const std::string& dir);
 
+/// Makes a model directory from a TorchScript file of bench/translation_models.py's GruSeq2Seq
+/// (additive attention; sizes read from its tensors) and the vocabularies it was trained with
+/// (`vocab_dir`/src.vocab and tgt.vocab). Throws naming what does not match.
+void import_torchscript(const std::string& torchscript, const std::string& vocab_dir, const std::string& out_dir);
+
 std::map<std::string, std::string> read_key_values(const std::string& path);
 void write_key_values(const std::string& path, const std::map<std::string, std::string>& m);
 

@@ -2,7 +2,8 @@
 # torchattn-translate end to end on a toy corpus made here: prepare, train, interrupt and
 # resume, translate (arguments and stdin), evaluate, plot, and the errors of bad input.
 set -euo pipefail
-bin=${1:?usage: cli_smoke.sh PATH_TO_torchattn-translate}
+bin=${1:?usage: cli_smoke.sh PATH_TO_torchattn-translate SOURCE_DIR}
+source_dir=$(cd "${2:?usage: cli_smoke.sh PATH_TO_torchattn-translate SOURCE_DIR}" && pwd)
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 cd "$work"
@@ -40,6 +41,28 @@ grep -Eq '^BLEU = [0-9.]+ ' eval.log || fail "evaluate printed no BLEU: $(cat ev
 "$bin" plot --model model --out heat "red cat sees blue dog" > plot.log
 [ -s heat.png ] && [ -s heat.svg ] || fail "plot wrote no heat.png/heat.svg"
 
+# A GRU model made in Python (bench/translation_models.py), imported and used for translation.
+python=/usr/bin/python3
+if [ -x $python ] && $python -c "import torch" 2>/dev/null; then
+  $python - "$source_dir/bench" model <<'PY'
+import sys, torch
+sys.path.insert(0, sys.argv[1])
+from translation_models import GruSeq2Seq
+count = lambda f: sum(1 for _ in open(f))
+vs, vt = count(sys.argv[2] + "/src.vocab"), count(sys.argv[2] + "/tgt.vocab")
+torch.manual_seed(0)
+m = GruSeq2Seq(vs, vt, embed_dim=24, hidden_dim=20).eval()
+src = torch.randint(4, vs, (2, 3))
+with torch.no_grad():
+    torch.jit.save(torch.jit.trace(m, (src, src.eq(0), torch.randint(4, vt, (2, 4))), check_trace=False), "py_gru.pt")
+PY
+  "$bin" import --torchscript py_gru.pt --vocab model --out imported > import.log || fail "import failed"
+  grep -q "hidden_dim=20" imported/options.txt || fail "import did not read the sizes from the tensors"
+  [ "$("$bin" translate --model imported "red cat" "blue dog" | wc -l)" -eq 2 ] || fail "the imported model did not translate"
+else
+  echo "cli_smoke: no $python with torch; the import step is skipped"
+fi
+
 # Bad input: clear messages and exit status 1, never a crash.
 expect_error() {  # expect_error PATTERN COMMAND...
   local pattern=$1; shift
@@ -50,6 +73,7 @@ expect_error() {  # expect_error PATTERN COMMAND...
 expect_error "does not exist" "$bin" translate --model nowhere "x"
 printf 'just one column\n' > bad.tsv
 expect_error "line 1: no tab" "$bin" prepare --data bad.tsv --out bad
+expect_error "is not a TorchScript archive" "$bin" import --torchscript toy.tsv --vocab model --out bad-import
 head -c 100 model/model.pt > trunc.pt && cp trunc.pt model/model.pt
 expect_error "is not a weights file" "$bin" translate --model model "red cat"
 echo "cli_smoke: OK"
