@@ -82,8 +82,11 @@ class Font {
     return false;
   }
 
+  // Pen start: glyphs such as 'j' reach left of their origin.
+  static constexpr int kMargin = 2;
+
   int width(const std::string& text) const {
-    float x = 0;
+    float x = 2 * kMargin;
     for (uint32_t cp : utf8_decode(text)) {
       int advance = 0, lsb = 0;
       stbtt_GetCodepointHMetrics(&font_, static_cast<int>(cp), &advance, &lsb);
@@ -98,7 +101,7 @@ class Font {
     const int w = width(text), h = height_;
     std::vector<unsigned char> bitmap(static_cast<size_t>(w) * h, 0);
     const int baseline = static_cast<int>(static_cast<float>(ascent_) * scale_);
-    float x = 0;
+    float x = kMargin;
     for (uint32_t cp : utf8_decode(text)) {
       int advance = 0, lsb = 0, x0 = 0, y0 = 0, x1 = 0, y1 = 0;
       stbtt_GetCodepointHMetrics(&font_, static_cast<int>(cp), &advance, &lsb);

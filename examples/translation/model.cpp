@@ -72,6 +72,11 @@ class GruSeq2SeqImpl : public Seq2SeqImpl {
         torch::nn::EmbeddingOptions(o.tgt_vocab, E).padding_idx(0)));
     encoder = register_module("encoder", torch::nn::GRU(
         torch::nn::GRUOptions(E, H).batch_first(true).bidirectional(true)));
+    const auto params = encoder->named_parameters();
+    for (const char* name : {"weight_ih_l0", "weight_hh_l0", "bias_ih_l0", "bias_hh_l0"}) {
+      forward_params_.push_back(params[name]);
+      reverse_params_.push_back(params[std::string(name) + "_reverse"]);
+    }
     enc_proj = register_module("encoder_proj", torch::nn::Linear(2 * H, H));
     init_proj = register_module("init_proj", torch::nn::Linear(2 * H, H));
     decoder = register_module("decoder", torch::nn::GRU(torch::nn::GRUOptions(E, H).batch_first(true)));
@@ -94,17 +99,34 @@ class GruSeq2SeqImpl : public Seq2SeqImpl {
   }
 
   // src [B, S], src_pad [B, S] -> (keys [B, S, H], initial hidden [1, B, H])
+  //
+  // The bidirectional GRU as PyTorch runs it on a packed sequence, computed from the padded
+  // batch instead: each direction is one unpacked at::gru call, which projects the inputs of
+  // all steps in one matmul (a packed call projects step by step). The backward direction
+  // reads every sentence reversed within its length, so padding stays behind the real tokens
+  // and never reaches them; outputs at padding are zero, as pad_packed_sequence makes them.
   std::pair<Tensor, Tensor> run_encoder(const Tensor& src, const Tensor& src_pad) {
-    const Tensor lengths = src_pad.logical_not().sum(1).clamp_min(1).to(torch::kCPU);
+    const int64_t B = src.size(0), S = src.size(1), H = options.hidden_dim;
+    const Tensor lengths = src_pad.logical_not().sum(1, /*keepdim=*/true).clamp_min(1);  // [B, 1]
+    const Tensor pos = torch::arange(S, src.options()).unsqueeze(0).expand({B, S});
+    const Tensor reverse = torch::where(pos < lengths, lengths - 1 - pos, pos);  // its own inverse
+    const Tensor last = (lengths - 1).unsqueeze(-1).expand({B, 1, H});
     const Tensor x = dropout(src_emb(src));
-    auto packed = torch::nn::utils::rnn::pack_padded_sequence(
-        x, lengths, /*batch_first=*/true, /*enforce_sorted=*/false);
-    auto [packed_out, h_n] = encoder->forward_with_packed_input(packed);
-    Tensor outputs = std::get<0>(torch::nn::utils::rnn::pad_packed_sequence(
-        packed_out, /*batch_first=*/true, /*padding_value=*/0.0, /*total_length=*/src.size(1)));
+    const Tensor x_rev = x.gather(1, reverse.unsqueeze(-1).expand_as(x));
+    const Tensor h0 = torch::zeros({1, B, H}, x.options());
+    auto run = [&](const Tensor& input, const std::vector<Tensor>& params) {
+      return std::get<0>(torch::gru(input, h0, params, /*has_biases=*/true, /*num_layers=*/1, /*dropout=*/0.0,
+                                    is_training(), /*bidirectional=*/false, /*batch_first=*/true));
+    };
+    const Tensor fwd = run(x, forward_params_);
+    const Tensor bwd_rev = run(x_rev, reverse_params_);
+    const Tensor bwd = bwd_rev.gather(1, reverse.unsqueeze(-1).expand_as(bwd_rev));
+    const Tensor outputs = torch::cat({fwd, bwd}, -1).masked_fill(src_pad.unsqueeze(-1), 0.0);
     const Tensor keys = enc_proj(dropout(outputs));
-    const Tensor last = torch::cat({h_n[0], h_n[1]}, -1);  // both directions' final states
-    return {keys, torch::tanh(init_proj(last)).unsqueeze(0)};
+    // Final states: the forward direction after the last real token, the backward one after
+    // the first (the last step of its reversed pass).
+    const Tensor final_state = torch::cat({fwd.gather(1, last), bwd_rev.gather(1, last)}, -1).squeeze(1);
+    return {keys, torch::tanh(init_proj(final_state)).unsqueeze(0)};
   }
 
   // decoder outputs [B, T, H] -> (output layer input [B, T, H], weights [B, T, S] or undefined)
@@ -145,6 +167,10 @@ class GruSeq2SeqImpl : public Seq2SeqImpl {
   torch::nn::Linear enc_proj = nullptr, init_proj = nullptr, combine = nullptr, out = nullptr;
   torch::nn::AnyModule attention;
   Dropout dropout;
+
+ private:
+  // The encoder's parameters per direction (w_ih, w_hh, b_ih, b_hh), shared with `encoder`.
+  std::vector<Tensor> forward_params_, reverse_params_;
 };
 
 // ---- Transformer (pre-norm, Vaswani et al. 2017; Xiong et al. 2020) ----------------------
