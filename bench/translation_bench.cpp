@@ -5,7 +5,8 @@
 //   torchattn-bench-translation --data DIR [--steps 40] [--warmup 5] [--threads 2] [--rounds 3]
 //                               [--save-python-model OUT]
 //
-// --save-python-model keeps what the Python GRU learned: OUT/python_gru.pt (TorchScript) and
+// --save-python-model keeps what the Python GRU learned, after --python-epochs (8) more passes
+// over the batches once its first round is timed: OUT/python_gru.pt (TorchScript) and
 // the vocabularies OUT/src.vocab, OUT/tgt.vocab, which `torchattn-translate import` turns into
 // a model directory.
 //
@@ -58,7 +59,7 @@ double train_steps(Seq2SeqImpl& model, const std::vector<Batch>& batches, int wa
 int main(int argc, char** argv) {
   std::map<std::string, std::string> args = {{"--data", ""}, {"--steps", "40"}, {"--warmup", "5"},
                                              {"--threads", "2"}, {"--python", "/usr/bin/python3"},
-                                             {"--save-python-model", ""}, {"--rounds", "3"}};
+                                             {"--save-python-model", ""}, {"--python-epochs", "8"}, {"--rounds", "3"}};
   for (int i = 1; i + 1 < argc; i += 2) {
     if (args.count(argv[i]) == 0) {
       fmt::print(stderr, "unknown option {}\n", argv[i]);
@@ -89,7 +90,8 @@ int main(int argc, char** argv) {
   const auto batches_path = std::filesystem::temp_directory_path() / fmt::format("torchattn_bench_batches_{}.txt", ::getpid());
   {
     std::ofstream out(batches_path);
-    for (size_t i = 0; i < order.size() && static_cast<int>(i) < warmup + steps; ++i) {
+    // Every batch of an epoch: the timed steps use the first ones, --save-python-model all.
+    for (size_t i = 0; i < order.size(); ++i) {
       batches.push_back(make_batch(pairs, order[i]));
       const Batch& b = batches.back();
       out << b.src.size(0) << ' ' << b.src.size(1) << ' ' << b.tgt_in.size(1) << '\n';
@@ -132,7 +134,7 @@ int main(int argc, char** argv) {
         std::filesystem::create_directories(dir);
         src.save(dir + "/src.vocab");
         tgt.save(dir + "/tgt.vocab");
-        save = fmt::format(" --save-torchscript '{}/python_gru.pt'", dir);
+        save = fmt::format(" --save-torchscript '{}/python_gru.pt' --extra-epochs {}", dir, args["--python-epochs"]);
       }
       const std::string cmd = fmt::format(
           "OMP_NUM_THREADS={} '{}' '{}/translation_bench.py' --batches '{}' --model {} --src-vocab {} --tgt-vocab {} "

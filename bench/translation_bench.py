@@ -4,7 +4,8 @@ bench/translation_bench.cpp trains the C++ models on (it writes them to a file a
 script in the same run). Prints one line: `python <model> <target tokens/s> <steps> <seconds>`.
 
   /usr/bin/python3 bench/translation_bench.py --batches FILE --model gru|transformer \
-      --src-vocab N --tgt-vocab M [--steps 40] [--warmup 5] [--threads 2] [--save-torchscript PATH]
+      --src-vocab N --tgt-vocab M [--steps 40] [--warmup 5] [--threads 2]
+      [--save-torchscript PATH [--extra-epochs E]]
 
 --save-torchscript writes the trained model's parameters and buffers, named as in
 examples/translation's C++ models, as a TorchScript module (torch.jit.trace of the model).
@@ -50,6 +51,8 @@ def main():
     p.add_argument("--warmup", type=int, default=5)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--save-torchscript")
+    p.add_argument("--extra-epochs", type=int, default=0,
+                   help="after timing, train this many passes over all batches before saving")
     a = p.parse_args()
     torch.set_num_threads(a.threads)
     torch.manual_seed(1)
@@ -80,6 +83,12 @@ def main():
         tokens += step(batches[(a.warmup + i) % len(batches)])
     seconds = time.perf_counter() - start
     print(f"python {a.model} {tokens / seconds:.1f} {a.steps} {seconds:.3f}", flush=True)
+
+    for epoch in range(a.extra_epochs):
+        loss_sum = 0.0
+        for batch in batches:
+            loss_sum += step(batch)
+        print(f"extra epoch {epoch + 1}/{a.extra_epochs} done", file=sys.stderr, flush=True)
 
     if a.save_torchscript:
         model.eval()

@@ -6,10 +6,18 @@
              after torch.ops.load_library(libtorchattn.so)
 
   /usr/bin/python3 examples/torchscript/make_models.py --library build/libtorchattn.so --out DIR
+  (run build/examples/torchscript/torchattn-torchscript DIR)
+  /usr/bin/python3 examples/torchscript/make_models.py --library build/libtorchattn.so --check DIR
+
+--check closes the round trip: the weights that C++ imported from block.pt and saved with
+torchattn::save_state_dict (block_from_cpp.pt) load into a fresh Python Block, strictly by
+name, and give block.pt's outputs. It also shows what loading op_block.pt says in a process
+that has not loaded libtorchattn.so.
 """
 
 import argparse
 import os
+import sys
 
 import torch
 from torch import nn
@@ -55,11 +63,38 @@ class OpBlock(nn.Module):
         return x + self.ff(self.norm2(x))
 
 
+def check(library, d):
+    import subprocess
+    # Without the library, loading a model that calls our op must fail and name the op.
+    probe = subprocess.run([sys.executable, "-c", f"import torch; torch.jit.load({os.path.join(d, 'op_block.pt')!r})"],
+                           capture_output=True, text=True)
+    assert probe.returncode != 0, "op_block.pt loaded without libtorchattn.so"
+    assert "torchattn::scaled_dot_product_attention" in probe.stderr, probe.stderr[-500:]
+    print("op_block.pt without libtorchattn.so: " + next(l for l in probe.stderr.splitlines() if "torchattn::" in l).strip())
+
+    torch.ops.load_library(library)
+    original = torch.jit.load(os.path.join(d, "block.pt"))
+    block = Block().eval()
+    block.load_state_dict(torch.jit.load(os.path.join(d, "block_from_cpp.pt")).state_dict())  # strict
+    x = torch.randn(2, 6, 32)
+    padding = torch.zeros(2, 6, dtype=torch.bool)
+    padding[1, 4:] = True
+    with torch.no_grad():
+        diff = (block(x, padding) - original(x, padding)).abs().max().item()
+    assert diff == 0.0, f"the weights did not survive the round trip: {diff}"
+    print("block_from_cpp.pt: loaded into Python's Block by name (strict); outputs equal block.pt's")
+
+
 def main():
     p = argparse.ArgumentParser()
     p.add_argument("--library", required=True, help="path to libtorchattn.so")
-    p.add_argument("--out", required=True)
+    g = p.add_mutually_exclusive_group(required=True)
+    g.add_argument("--out")
+    g.add_argument("--check")
     a = p.parse_args()
+    if a.check:
+        check(a.library, a.check)
+        return
     torch.ops.load_library(a.library)
     os.makedirs(a.out, exist_ok=True)
     torch.manual_seed(0)

@@ -5,7 +5,9 @@
 //
 // 1. block.pt (nn.MultiheadAttention inside) runs with torch::jit::load; its weights move by
 //    name into the same block built from torchattn::nn::MultiheadAttention; outputs agree.
-// 2. op_block.pt calls torch.ops.torchattn.scaled_dot_product_attention; it runs here because
+// 2. The Block's weights go back to Python (save_state_dict -> block_from_cpp.pt), which
+//    `make_models.py --check` loads into its nn.Module by name.
+// 3. op_block.pt calls torch.ops.torchattn.scaled_dot_product_attention; it runs here because
 //    this program links torchattn, which registers the op.
 
 #include <torchattn/jit/state_dict.h>
@@ -61,6 +63,10 @@ int main(int argc, char** argv) {
     const double diff = (ours - expected).abs().max().item<double>();
     std::cout << "block.pt: ran the TorchScript model; moved " << report.loaded.size()
               << " tensors into torchattn's Block; max |difference| of the outputs " << diff << "\n";
+
+    // And back to Python: make_models.py --check loads this into its Block by name.
+    torchattn::save_state_dict(*block, dir + "/block_from_cpp.pt");
+    std::cout << "block_from_cpp.pt: torchattn's Block saved for Python (torch.jit.load(...).state_dict())\n";
 
     auto op_block = torchattn::load_torchscript(dir + "/op_block.pt");
     const auto y = op_block.forward({x, padding}).toTensor();
