@@ -293,7 +293,7 @@ TrainSummary run(const TrainConfig& c, bool resuming) {
         const double spent = t - epoch_start;
         constexpr int kWidth = 24;
         const int filled = static_cast<int>(done * kWidth);
-        fmt::print(stderr, "{}epoch {:>2}/{} [{}{}] {:>3.0f}% loss {:.3f} {:>6.0f} tok/s ETA {} | {}{}",
+        fmt::print(stderr, "{}epoch {:>2}/{} [{}{}] {:>3.0f}% loss {:.3f} {:>6.0f} tok/s ETA {} | {}{}{}",
                    tty ? "\r" : "", epoch, c.epochs, std::string(filled, '#'),
                    std::string(kWidth - filled, '.'), 100 * done, loss_sum / static_cast<double>(tokens),
                    static_cast<double>(tokens) / spent, clock(spent / done - spent), clock(elapsed()),
