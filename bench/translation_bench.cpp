@@ -77,12 +77,7 @@ int main(int argc, char** argv) {
   torch::set_num_threads(threads);
 
   const auto examples = read_examples(args["--data"] + "/train.tsv");
-  std::vector<std::vector<std::string>> src_tokens, tgt_tokens;
-  for (const auto& e : examples) {
-    src_tokens.push_back(tokenize(e.source));
-    for (const auto& r : e.references) tgt_tokens.push_back(tokenize(r));
-  }
-  const Vocab src = Vocab::build(src_tokens, 1, 0), tgt = Vocab::build(tgt_tokens, 1, 0);
+  const auto [src, tgt] = build_vocabs(examples, /*min_freq=*/1, /*max_size=*/0);  // train's defaults
   const auto pairs = encode_pairs(examples, src, tgt, 128);
   std::mt19937_64 rng(1);
   const auto order = bucket_batches(pairs, 1024, rng);

@@ -8,22 +8,6 @@
 #include <unordered_map>
 
 namespace translate {
-namespace {
-
-bool valid_utf8(const std::string& s) {
-  for (size_t i = 0; i < s.size();) {
-    const auto b = static_cast<unsigned char>(s[i]);
-    const int len = b < 0x80 ? 1 : (b >> 5) == 0x6 ? 2 : (b >> 4) == 0xE ? 3 : (b >> 3) == 0x1E ? 4 : 0;
-    if (len == 0 || i + len > s.size()) return false;
-    for (int k = 1; k < len; ++k) {
-      if ((static_cast<unsigned char>(s[i + k]) >> 6) != 0x2) return false;
-    }
-    i += len;
-  }
-  return true;
-}
-
-} // namespace
 
 std::vector<Example> read_examples(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
@@ -37,7 +21,7 @@ std::vector<Example> read_examples(const std::string& path) {
     auto fail = [&](const std::string& what) {
       throw std::runtime_error("data file '" + path + "', line " + std::to_string(n) + ": " + what);
     };
-    if (!valid_utf8(line)) fail("invalid UTF-8");
+    if (!utf8_valid(line)) fail("invalid UTF-8");
     std::vector<std::string> fields;
     size_t start = 0;
     for (size_t p; (p = line.find('\t', start)) != std::string::npos; start = p + 1) {
@@ -94,6 +78,15 @@ Split split_examples(std::vector<Example> examples, double dev_fraction, double 
   s.dev.assign(examples.begin() + n_test, examples.begin() + n_test + n_dev);
   s.train.assign(examples.begin() + n_test + n_dev, examples.end());
   return s;
+}
+
+std::pair<Vocab, Vocab> build_vocabs(const std::vector<Example>& examples, int64_t min_freq, int64_t max_size) {
+  std::vector<std::vector<std::string>> src_tokens, tgt_tokens;
+  for (const auto& e : examples) {
+    src_tokens.push_back(tokenize(e.source));
+    for (const auto& r : e.references) tgt_tokens.push_back(tokenize(r));
+  }
+  return {Vocab::build(src_tokens, min_freq, max_size), Vocab::build(tgt_tokens, min_freq, max_size)};
 }
 
 std::vector<EncodedPair> encode_pairs(const std::vector<Example>& examples, const Vocab& src,

@@ -35,6 +35,10 @@ struct Split {
 Split split_examples(std::vector<Example> examples, double dev_fraction, double test_fraction,
                      uint64_t seed);
 
+/// The source and target vocabularies of `examples` (every reference counts), as train
+/// builds them: tokens seen at least `min_freq` times, at most `max_size` per side (0: no cap).
+std::pair<Vocab, Vocab> build_vocabs(const std::vector<Example>& examples, int64_t min_freq, int64_t max_size);
+
 /// A tokenised, id-encoded training pair.
 struct EncodedPair {
   std::vector<int64_t> src, tgt;

@@ -94,6 +94,13 @@ std::string utf8_lower(const std::string& s) {
   return out;
 }
 
+bool utf8_valid(const std::string& s) {
+  for (size_t i = 0; i < s.size();) {
+    if ((next_code_point(s, i) & 0xFFFF0000u) == 0xFFFD0000u) return false;
+  }
+  return true;
+}
+
 std::vector<uint32_t> utf8_decode(const std::string& s) {
   std::vector<uint32_t> cps;
   for (size_t i = 0; i < s.size();) {

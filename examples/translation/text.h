@@ -14,6 +14,10 @@ namespace translate {
 /// French text needs; other code points are kept as they are). Invalid UTF-8 bytes are kept.
 std::string utf8_lower(const std::string& s);
 
+/// Whether `s` is well-formed UTF-8 as utf8_decode reads it (lead bytes, continuation bytes,
+/// no sequence cut short).
+bool utf8_valid(const std::string& s);
+
 /// The code points of a UTF-8 string; an invalid byte decodes as U+FFFD.
 std::vector<uint32_t> utf8_decode(const std::string& s);
 

@@ -182,13 +182,7 @@ TrainSummary run(const TrainConfig& c, bool resuming) {
     tgt_vocab = Vocab::load((dir / "tgt.vocab").string());
     mo = ModelOptions::from_map(read_key_values((dir / "options.txt").string()));
   } else {
-    std::vector<std::vector<std::string>> src_tokens, tgt_tokens;
-    for (const auto& e : train_examples) {
-      src_tokens.push_back(tokenize(e.source));
-      for (const auto& r : e.references) tgt_tokens.push_back(tokenize(r));
-    }
-    src_vocab = Vocab::build(src_tokens, c.min_freq, c.max_vocab);
-    tgt_vocab = Vocab::build(tgt_tokens, c.min_freq, c.max_vocab);
+    std::tie(src_vocab, tgt_vocab) = build_vocabs(train_examples, c.min_freq, c.max_vocab);
     mo.src_vocab = src_vocab.size();
     mo.tgt_vocab = tgt_vocab.size();
     mo.validate();

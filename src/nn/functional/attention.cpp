@@ -67,12 +67,6 @@ torch::Tensor fused_attention(
   if (masks.need_weights || masks.dropout_p > 0.0 || mask_grad || lead_dims > 2) {
     return {};
   }
-  // Small score matrices cost little memory, and there the math path's few large batched
-  // matmuls beat the tiled kernel's per-head setup (forward+backward, causal, 512 heads of
-  // 64 dims: math 11.1 ms and fused 13.4 ms at L = 20, fused ahead from L = 64 on).
-  if (query.size(-2) * key.size(-2) <= g_math_path_max_scores.load(std::memory_order_relaxed)) {
-    return {};
-  }
   // To [B, H, L, E]: leading dims broadcast (a copy only where they differ), then padded.
   const std::vector<int64_t> lead(scores_shape.begin(), scores_shape.end() - 2);
   auto to4d = [&](const torch::Tensor& t) {
@@ -99,6 +93,12 @@ torch::Tensor fused_attention(
         .reshape(out_shape);
   }
   if (dtype != torch::kFloat && dtype != torch::kDouble) {
+    return {};
+  }
+  // Small score matrices cost little memory, and there the math path's few large batched
+  // matmuls beat the tiled kernel's per-head setup (forward+backward, causal, 512 heads of
+  // 64 dims: math 11.1 ms and fused 13.4 ms at L = 20, fused ahead from L = 64 on).
+  if (query.size(-2) * key.size(-2) <= g_math_path_max_scores.load(std::memory_order_relaxed)) {
     return {};
   }
   auto mask = combined_mask(masks, static_cast<int64_t>(scores_shape.size()));

@@ -16,9 +16,10 @@
 /// differentiate through every tensor argument.
 namespace torchattn::nn::functional {
 
-/// Lq · Lk up to which the functionals (and so the modules) take the math path even where the
-/// fused kernel applies: small score matrices cost little memory, and there a few batched
-/// matmuls beat the tiled kernel's per-head setup. Process-wide, like PyTorch's
+/// Lq · Lk up to which the functionals (and so the modules) take the math path on the CPU even
+/// where torchattn's fused CPU kernel applies (other devices are not affected): small score
+/// matrices cost little memory, and there a few batched matmuls beat the tiled kernel's
+/// per-head setup. Process-wide, like PyTorch's
 /// `torch.backends.cuda.enable_*_sdp` switches; 0 sends every eligible call to the kernel.
 /// Default: 2304 (48 × 48).
 ///
