@@ -69,8 +69,9 @@
 #include <type_traits>
 #include <vector>
 
-// GCC 12's own _mm512_undefined_* helpers trip -Wmaybe-uninitialized (GCC bug 105593).
+// GCC 12's own _mm512_undefined_* helpers trip -W(maybe-)uninitialized (GCC bug 105593).
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#pragma GCC diagnostic ignored "-Wuninitialized"
 
 #if defined(CPU_CAPABILITY_AVX512)
 #pragma GCC push_options
@@ -166,10 +167,10 @@ constexpr float kExp2C5 = 0.0018762329452150252f;
 
 template <>
 inline Vectorized<float> exp2_vec(const Vectorized<float>& v) {
-  // max(c, v) returns v when v is NaN, so NaN propagates; -inf becomes 2^-160, which scalef
-  // flushes to exactly 0. reduce gives f = x - floor(x) in one instruction, and scalef
-  // multiplies by 2^floor(x) itself.
-  const __m512 x = _mm512_max_ps(_mm512_set1_ps(-160.f), v);
+  // reduce gives f = x - floor(x) in one instruction, and scalef multiplies by 2^floor(x)
+  // itself. No clamp is needed: reduce(-inf) is 0 and scalef(p, -inf) exactly 0, large
+  // negative x underflows to 0, and NaN propagates through both.
+  const __m512 x = v;
   const __m512 f = _mm512_reduce_ps(x, _MM_FROUND_TO_NEG_INF);
   __m512 p = _mm512_fmadd_ps(_mm512_set1_ps(kExp2C5), f, _mm512_set1_ps(kExp2C4));
   p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(kExp2C3));
@@ -204,14 +205,51 @@ inline Vectorized<float> exp2_vec(const Vectorized<float>& v) {
 }
 #endif
 
+/// Lane-wise max(a, b) without at::vec::maximum's NaN blend, which sits on the dependency
+/// chain of a running max. A NaN score need not reach the max: it reaches the row's sum
+/// through exp2 and makes that row NaN there.
+template <typename T>
+inline Vectorized<T> max_fast(const Vectorized<T>& a, const Vectorized<T>& b) {
+  return at::vec::maximum(a, b);
+}
+
+#if defined(CPU_CAPABILITY_AVX512)
+template <>
+inline Vectorized<float> max_fast(const Vectorized<float>& a, const Vectorized<float>& b) {
+  return _mm512_max_ps(a, b);
+}
+#elif defined(CPU_CAPABILITY_AVX2)
+template <>
+inline Vectorized<float> max_fast(const Vectorized<float>& a, const Vectorized<float>& b) {
+  return _mm256_max_ps(a, b);
+}
+#endif
+
 // ---- small GEMM -----------------------------------------------------------------------------
 
+/// What a micro-kernel does with its finished block of C: here, store it. Other epilogues
+/// (below) also work on the block while it is still in registers; row0 and col0 place it in C.
+struct StoreC {
+  template <typename V, int MR, int NV>
+  void operator()(V (&acc)[MR][NV], typename V::value_type* c, int64_t ldc, int64_t /*row0*/,
+                  int64_t /*col0*/) const {
+    constexpr int W = V::size();
+#pragma GCC unroll 8
+    for (int i = 0; i < MR; ++i) {
+#pragma GCC unroll 4
+      for (int n = 0; n < NV; ++n) {
+        acc[i][n].store(c + i * ldc + n * W);
+      }
+    }
+  }
+};
+
 // C[MR, NV*W] (+)= A[MR, K] B[K, NV*W], with A(i, k) = a[i * a_rs + k * a_ks] (so A may be a
-// transposed view) and row k of B at b + k * ldb.
-template <typename T, int MR, int NV>
+// transposed view) and row k of B at b + k * ldb; `epi` then writes the block.
+template <typename T, int MR, int NV, typename Epi>
 inline void micro_kernel(
     int64_t K, const T* a, int64_t a_rs, int64_t a_ks, const T* b, int64_t ldb, T* c,
-    int64_t ldc, bool accumulate) {
+    int64_t ldc, bool accumulate, const Epi& epi, int64_t row0, int64_t col0) {
   using Vec = Vectorized<T>;
   constexpr int W = Vec::size();
   Vec acc[MR][NV];
@@ -239,50 +277,48 @@ inline void micro_kernel(
       }
     }
   }
-#pragma GCC unroll 8
-  for (int i = 0; i < MR; ++i) {
-#pragma GCC unroll 4
-    for (int n = 0; n < NV; ++n) {
-      acc[i][n].store(c + i * ldc + n * W);
-    }
-  }
+  epi(acc, c, ldc, row0, col0);
 }
 
-template <typename T, int NV, int MR = kMaxRows - 1>
+template <typename T, int NV, typename Epi, int MR = kMaxRows - 1>
 inline void tail_rows(
     int64_t rows, int64_t K, const T* a, int64_t a_rs, int64_t a_ks, const T* b, int64_t ldb,
-    T* c, int64_t ldc, bool accumulate) {
+    T* c, int64_t ldc, bool accumulate, const Epi& epi, int64_t row0, int64_t col0) {
   if constexpr (MR >= 1) {
     if (rows == MR) {
-      micro_kernel<T, MR, NV>(K, a, a_rs, a_ks, b, ldb, c, ldc, accumulate);
+      micro_kernel<T, MR, NV>(K, a, a_rs, a_ks, b, ldb, c, ldc, accumulate, epi, row0, col0);
     } else {
-      tail_rows<T, NV, MR - 1>(rows, K, a, a_rs, a_ks, b, ldb, c, ldc, accumulate);
+      tail_rows<T, NV, Epi, MR - 1>(rows, K, a, a_rs, a_ks, b, ldb, c, ldc, accumulate, epi,
+                                    row0, col0);
     }
   }
 }
 
-template <typename T, int NV>
+template <typename T, int NV, typename Epi>
 void column_panel(
     int64_t M, int64_t K, const T* a, int64_t a_rs, int64_t a_ks, const T* b, int64_t ldb,
-    T* c, int64_t ldc, bool accumulate) {
+    T* c, int64_t ldc, bool accumulate, const Epi& epi, int64_t col0) {
   int64_t i = 0;
   for (; i + kMaxRows <= M; i += kMaxRows) {
-    micro_kernel<T, kMaxRows, NV>(K, a + i * a_rs, a_rs, a_ks, b, ldb, c + i * ldc, ldc, accumulate);
+    micro_kernel<T, kMaxRows, NV>(K, a + i * a_rs, a_rs, a_ks, b, ldb, c + i * ldc, ldc,
+                                  accumulate, epi, i, col0);
   }
   if (i < M) {
-    tail_rows<T, NV>(M - i, K, a + i * a_rs, a_rs, a_ks, b, ldb, c + i * ldc, ldc, accumulate);
+    tail_rows<T, NV>(M - i, K, a + i * a_rs, a_rs, a_ks, b, ldb, c + i * ldc, ldc, accumulate,
+                     epi, i, col0);
   }
 }
 
-template <typename T, int NV = kMaxVecs>
+template <typename T, typename Epi, int NV = kMaxVecs>
 inline void dispatch_panel(
     int nv, int64_t M, int64_t K, const T* a, int64_t a_rs, int64_t a_ks, const T* b,
-    int64_t ldb, T* c, int64_t ldc, bool accumulate) {
+    int64_t ldb, T* c, int64_t ldc, bool accumulate, const Epi& epi, int64_t col0) {
   if constexpr (NV >= 1) {
     if (nv == NV) {
-      column_panel<T, NV>(M, K, a, a_rs, a_ks, b, ldb, c, ldc, accumulate);
+      column_panel<T, NV>(M, K, a, a_rs, a_ks, b, ldb, c, ldc, accumulate, epi, col0);
     } else {
-      dispatch_panel<T, NV - 1>(nv, M, K, a, a_rs, a_ks, b, ldb, c, ldc, accumulate);
+      dispatch_panel<T, Epi, NV - 1>(nv, M, K, a, a_rs, a_ks, b, ldb, c, ldc, accumulate, epi,
+                                     col0);
     }
   }
 }
@@ -291,6 +327,11 @@ inline void dispatch_panel(
 template <typename T>
 constexpr int64_t panel_width() {
   return kMaxVecs * Vectorized<T>::size();
+}
+
+/// Keys per forward tile: the rows of S^T, a whole number of micro-kernel row blocks.
+constexpr int64_t forward_block_k() {
+  return kBlockKTarget / kMaxRows * kMaxRows;
 }
 
 /// Keys per tile: a whole number of panels, since tiles index the panel-packed keys.
@@ -305,27 +346,90 @@ constexpr int64_t block_k() {
 // b_panel = panel_width; a panel-packed one (each panel's K rows contiguous) has
 // b_panel = K * panel_width and ldb = panel_width, so a panel streams through L1 whatever
 // the length of the rows it came from.
-template <typename T>
+template <typename T, typename Epi = StoreC>
 void gemm(
     int64_t M, int64_t N, int64_t K, const T* a, int64_t a_rs, int64_t a_ks, const T* b,
-    int64_t ldb, int64_t b_panel, T* c, int64_t ldc, bool accumulate) {
+    int64_t ldb, int64_t b_panel, T* c, int64_t ldc, bool accumulate, const Epi& epi = {}) {
   constexpr int W = Vectorized<T>::size();
   TORCH_INTERNAL_ASSERT(N % W == 0, "gemm: N=", N, " is not a multiple of ", W);
-  if (K == 0) {
-    if (!accumulate) {
-      for (int64_t i = 0; i < M; ++i) {
-        std::fill(c + i * ldc, c + i * ldc + N, T(0));
-      }
-    }
-    return;
-  }
   const int64_t vecs = N / W;
   for (int64_t v0 = 0; v0 < vecs; v0 += kMaxVecs) {
     const int nv = static_cast<int>(std::min<int64_t>(kMaxVecs, vecs - v0));
     dispatch_panel<T>(nv, M, K, a, a_rs, a_ks, b + (v0 / kMaxVecs) * b_panel, ldb, c + v0 * W,
-                      ldc, accumulate);
+                      ldc, accumulate, epi, v0 * W);
   }
 }
+
+/// Stores the block and folds its column maxima into colmax[col]: the forward's S^T tile and
+/// its per-query maxima in one pass, while the block is in registers.
+template <typename T>
+struct StoreAndColumnMax {
+  T* colmax;
+
+  template <int MR, int NV>
+  void operator()(Vectorized<T> (&acc)[MR][NV], T* c, int64_t ldc, int64_t row0,
+                  int64_t col0) const {
+    using Vec = Vectorized<T>;
+    constexpr int W = Vec::size();
+    StoreC{}(acc, c, ldc, row0, col0);
+#pragma GCC unroll 4
+    for (int n = 0; n < NV; ++n) {
+      Vec m = acc[0][n];
+#pragma GCC unroll 8
+      for (int i = 1; i < MR; ++i) {
+        m = max_fast(m, acc[i][n]);
+      }
+      T* p = colmax + col0 + n * W;
+      max_fast(Vec::loadu(p), m).store(p);
+    }
+  }
+};
+
+/// Stores exp2(C - shift[row]): the backward's probabilities from log2-domain scores and
+/// the log2-domain logsumexp of each query.
+template <typename T>
+struct StoreExp2 {
+  const T* shift;
+
+  template <int MR, int NV>
+  void operator()(Vectorized<T> (&acc)[MR][NV], T* c, int64_t ldc, int64_t row0,
+                  int64_t /*col0*/) const {
+    using Vec = Vectorized<T>;
+    constexpr int W = Vec::size();
+#pragma GCC unroll 8
+    for (int i = 0; i < MR; ++i) {
+      const Vec sh(shift[row0 + i]);
+#pragma GCC unroll 4
+      for (int n = 0; n < NV; ++n) {
+        exp2_vec(acc[i][n] - sh).store(c + i * ldc + n * W);
+      }
+    }
+  }
+};
+
+/// Stores P * (C - delta[row]) with P laid out as C (same ld): the softmax gradient dS from
+/// dP = dO Vᵀ while dP is in registers.
+template <typename T>
+struct StoreSoftmaxGrad {
+  const T* probs;
+  const T* delta;
+
+  template <int MR, int NV>
+  void operator()(Vectorized<T> (&acc)[MR][NV], T* c, int64_t ldc, int64_t row0,
+                  int64_t col0) const {
+    using Vec = Vectorized<T>;
+    constexpr int W = Vec::size();
+#pragma GCC unroll 8
+    for (int i = 0; i < MR; ++i) {
+      const Vec dl(delta[row0 + i]);
+      const T* pr = probs + (row0 + i) * ldc + col0;
+#pragma GCC unroll 4
+      for (int n = 0; n < NV; ++n) {
+        (Vec::loadu(pr + n * W) * (acc[i][n] - dl)).store(c + i * ldc + n * W);
+      }
+    }
+  }
+};
 
 // ---- row operations -------------------------------------------------------------------------
 
@@ -533,8 +637,8 @@ void forward_impl(
   constexpr int W = Vec::size();
   const Dims d = dims_of(query, key, value);
   constexpr int64_t PW = panel_width<T>();
-  constexpr int64_t BK = block_k<T>();
-  const int64_t BQ = round_up(kBlockQForward, W); // columns of S^T
+  constexpr int64_t BK = forward_block_k();
+  constexpr int64_t BQ = (kBlockQForward + W - 1) / W * W; // columns of S^T
   const int64_t Ev_pad = round_up(d.Ev, W);
   const MaskView mask(mask_tensor);
   const T* q = query.data_ptr<T>();
@@ -572,11 +676,15 @@ void forward_impl(
     const int64_t i0 = qt * kBlockQForward;
     const int64_t nq = std::min(kBlockQForward, d.Lq - i0);
     const int64_t nq_pad = round_up(nq, W);
+    // A local copy: the vector stores may alias anything, so a captured reference would be
+    // reloaded after each of them.
+    const int64_t ev_pad = Ev_pad;
 
-    thread_local std::vector<T> q_t, scores, acc, m_run, l_run;
+    thread_local std::vector<T> q_t, scores, acc, m_run, l_run, col_max;
     q_t.resize(static_cast<size_t>(d.E * BQ));
     scores.resize(static_cast<size_t>(BK * BQ));
-    acc.assign(static_cast<size_t>(BQ * Ev_pad), T(0));
+    col_max.resize(static_cast<size_t>(BQ));
+    acc.assign(static_cast<size_t>(BQ * ev_pad), T(0));
     m_run.assign(static_cast<size_t>(BQ), neg_inf<T>());
     l_run.assign(static_cast<size_t>(BQ), T(0));
 
@@ -588,54 +696,83 @@ void forward_impl(
     const T* k_head = k + head_offset(key, bh, d.H);
     const T* vp = head.value_rows;
     const int64_t ld_v = head.ld_v;
-    const bool masked = mask.data != nullptr || args.is_causal;
 
     const int64_t j_end = args.is_causal ? std::min(d.Lk, i0 + nq) : d.Lk;
     for (int64_t j0 = 0; j0 < j_end; j0 += BK) {
       const int64_t nk = std::min(BK, j_end - j0);
       T* st = scores.data();
-      // S^T [nk, nq_pad] = K Q^T
-      gemm<T>(nk, nq_pad, d.E, k_head + j0 * key.stride(2), key.stride(2), key.stride(3),
-              q_t.data(), nq_pad, PW, st, BQ, /*accumulate=*/false);
-      if (masked) {
+      T* cm = col_max.data();
+      const Vec ninf(neg_inf<T>());
+      // S^T [nk, nq_pad] = K Q^T, and its column maxima. Tiles that a mask touches take the
+      // maxima after masking, in a pass of their own.
+      const T* k_tile = k_head + j0 * key.stride(2);
+      if (mask.data != nullptr || (args.is_causal && j0 + nk - 1 > i0)) {
+        gemm<T>(nk, nq_pad, d.E, k_tile, key.stride(2), key.stride(3), q_t.data(), nq_pad, PW,
+                st, BQ, /*accumulate=*/false);
         mask_transposed(st, BQ, nk, nq, mask, b, h, i0, j0, args.is_causal);
+        for (int64_t c = 0; c < nq_pad; c += W) {
+          // Independent chains: bound by throughput, not by the latency of max.
+          Vec mx0 = ninf, mx1 = ninf, mx2 = ninf, mx3 = ninf;
+          int64_t j = 0;
+          for (; j + 4 <= nk; j += 4) {
+            const T* p = st + j * BQ + c;
+            mx0 = max_fast(mx0, Vec::loadu(p));
+            mx1 = max_fast(mx1, Vec::loadu(p + BQ));
+            mx2 = max_fast(mx2, Vec::loadu(p + 2 * BQ));
+            mx3 = max_fast(mx3, Vec::loadu(p + 3 * BQ));
+          }
+          for (; j < nk; ++j) {
+            mx0 = max_fast(mx0, Vec::loadu(st + j * BQ + c));
+          }
+          max_fast(max_fast(mx0, mx1), max_fast(mx2, mx3)).store(cm + c);
+        }
+      } else {
+        std::fill(cm, cm + nq_pad, neg_inf<T>());
+        gemm<T>(nk, nq_pad, d.E, k_tile, key.stride(2), key.stride(3), q_t.data(), nq_pad, PW,
+                st, BQ, /*accumulate=*/false, StoreAndColumnMax<T>{cm});
       }
       for (int64_t c = 0; c < nq_pad; c += W) {
-        // Column maxima, then exp2 and column sums, for W queries at once.
-        Vec mx(neg_inf<T>());
-        for (int64_t j = 0; j < nk; ++j) {
-          mx = at::vec::maximum(mx, Vec::loadu(st + j * BQ + c));
-        }
+        // exp2 and column sums for W queries at once; two chains hide the add latency.
         const Vec m_old = Vec::loadu(m_run.data() + c);
-        const Vec m_new = at::vec::maximum(mx, m_old);
+        const Vec m_new = at::vec::maximum(Vec::loadu(cm + c), m_old);
         // Queries with no key allowed yet subtract 0 instead of -inf: their weights stay 0
         // and their alpha is exp2(-inf) = 0 on an accumulator that is still 0.
-        const Vec ninf(neg_inf<T>());
         const Vec m_use = Vec::blendv(m_new, Vec(T(0)), m_new == ninf);
         const Vec alpha = exp2_vec(m_old - m_use);
-        Vec sum(T(0));
-        for (int64_t j = 0; j < nk; ++j) {
+        Vec sum0(T(0)), sum1(T(0));
+        int64_t j = 0;
+        for (; j + 2 <= nk; j += 2) {
+          T* p = st + j * BQ + c;
+          const Vec e0 = exp2_vec(Vec::loadu(p) - m_use);
+          const Vec e1 = exp2_vec(Vec::loadu(p + BQ) - m_use);
+          e0.store(p);
+          e1.store(p + BQ);
+          sum0 = sum0 + e0;
+          sum1 = sum1 + e1;
+        }
+        if (j < nk) {
           T* p = st + j * BQ + c;
           const Vec e = exp2_vec(Vec::loadu(p) - m_use);
           e.store(p);
-          sum = sum + e;
+          sum0 = sum0 + e;
         }
+        const Vec sum = sum0 + sum1;
         at::vec::fmadd(Vec::loadu(l_run.data() + c), alpha, sum).store(l_run.data() + c);
         m_new.store(m_run.data() + c);
         T alphas[Vec::size()];
         alpha.store(alphas);
         for (int64_t r = 0; r < W && c + r < nq; ++r) {
           if (alphas[r] != T(1)) {
-            T* a = acc.data() + (c + r) * Ev_pad;
+            T* a = acc.data() + (c + r) * ev_pad;
             const Vec va(alphas[r]);
-            for (int64_t e = 0; e < Ev_pad; e += W) {
+            for (int64_t e = 0; e < ev_pad; e += W) {
               (Vec::loadu(a + e) * va).store(a + e);
             }
           }
         }
       }
-      // O [nq, Ev_pad] += P V, with P read through S^T
-      gemm<T>(nq, Ev_pad, nk, st, 1, BQ, vp + j0 * ld_v, ld_v, PW, acc.data(), Ev_pad,
+      // O [nq, ev_pad] += P V, with P read through S^T
+      gemm<T>(nq, ev_pad, nk, st, 1, BQ, vp + j0 * ld_v, ld_v, PW, acc.data(), ev_pad,
               /*accumulate=*/true);
     }
 
@@ -644,7 +781,7 @@ void forward_impl(
     for (int64_t r = 0; r < nq; ++r) {
       const int64_t i = i0 + r;
       T* o_row = o_head + i * out.stride(2);
-      const T* a = acc.data() + r * Ev_pad;
+      const T* a = acc.data() + r * ev_pad;
       if (!(l_run[r] > T(0)) && !std::isnan(l_run[r])) {
         // Fully masked row: zero output; +inf logsumexp gives zero weights in backward.
         for (int64_t e = 0; e < d.Ev; ++e) {
