@@ -42,15 +42,44 @@ namespace {
 constexpr int64_t kHeads = 8;
 constexpr int64_t kHeadDim = 64;
 
+/// Starts a new peak-RSS window (Linux 4.0+: "5" in clear_refs resets VmHWM), so that each
+/// benchmark reports its own peak even though the paths of a configuration share a process.
+/// Returns false where the kernel refuses.
+bool reset_peak_rss() {
+  std::FILE* f = std::fopen("/proc/self/clear_refs", "w");
+  if (f == nullptr) {
+    return false;
+  }
+  const bool ok = std::fputs("5", f) >= 0;
+  return std::fclose(f) == 0 && ok;
+}
+
+/// The peak RSS since the last reset_peak_rss() (VmHWM), or the process's lifetime peak.
 double peak_rss_mib() {
+  if (std::FILE* f = std::fopen("/proc/self/status", "r")) {
+    char line[256];
+    long kib = -1;
+    while (std::fgets(line, sizeof line, f) != nullptr) {
+      if (std::sscanf(line, "VmHWM: %ld kB", &kib) == 1) {
+        break;
+      }
+    }
+    std::fclose(f);
+    if (kib >= 0) {
+      return static_cast<double>(kib) / 1024.0;
+    }
+  }
   rusage usage{};
   getrusage(RUSAGE_SELF, &usage);
   return static_cast<double>(usage.ru_maxrss) / 1024.0;
 }
 
-double forward_flops(int64_t n, bool causal) {
+bool g_rss_per_run = false;
+
+/// 4·B·H·N²·E per forward (halved when causal); backward counts 2.5 times the forward.
+double pass_flops(int64_t n, bool causal, bool backward) {
   const double f = 4.0 * kHeads * static_cast<double>(n) * static_cast<double>(n) * kHeadDim;
-  return causal ? f / 2 : f;
+  return (causal ? f / 2 : f) * (backward ? 3.5 : 1.0);
 }
 
 // ---- the FMA peak: independent accumulators, no memory traffic -------------------------------
@@ -171,6 +200,7 @@ void BM_Attention(benchmark::State& state, Path path, bool backward) {
   const int64_t n = state.range(0);
   const bool causal = state.range(1) != 0;
   at::set_num_threads(static_cast<int>(state.range(2)));
+  g_rss_per_run = reset_peak_rss();
   torch::manual_seed(0);
   auto q = torch::randn({1, kHeads, n, kHeadDim}).requires_grad_(backward);
   auto k = torch::randn({1, kHeads, n, kHeadDim}).requires_grad_(backward);
@@ -188,7 +218,7 @@ void BM_Attention(benchmark::State& state, Path path, bool backward) {
   for (auto _ : state) {
     benchmark::DoNotOptimize(step());
   }
-  const double flops = forward_flops(n, causal) * (backward ? 3.5 : 1.0);
+  const double flops = pass_flops(n, causal, backward);
   state.counters["GFLOPS"] = benchmark::Counter(flops / 1e9, benchmark::Counter::kIsIterationInvariantRate);
   state.counters["peak_RSS_MiB"] = peak_rss_mib();
 }
@@ -209,8 +239,13 @@ class Collector : public benchmark::ConsoleReporter {
   void ReportRuns(const std::vector<Run>& runs) override {
     ConsoleReporter::ReportRuns(runs);
     for (const auto& run : runs) {
+      // With --benchmark_repetitions, the median stands for the configuration (it comes
+      // after the repetitions and replaces them); other aggregates are left out.
+      if (run.run_type == Run::RT_Aggregate && run.aggregate_name != "median") {
+        continue;
+      }
       Result r;
-      r.seconds = run.real_accumulated_time / static_cast<double>(std::max<int64_t>(run.iterations, 1));
+      r.seconds = run.GetAdjustedRealTime() / 1e3; // every benchmark here reports milliseconds
       auto g = run.counters.find("GFLOPS");
       if (g != run.counters.end()) {
         r.gflops = g->second.value;
@@ -220,7 +255,7 @@ class Collector : public benchmark::ConsoleReporter {
         r.rss = m->second.value;
       }
       // Drop the "/min_time:..." segment Google Benchmark adds to the name.
-      std::string key = run.benchmark_name();
+      std::string key = run.run_name.str();
       const auto at = key.find("/min_time:");
       if (at != std::string::npos) {
         key.erase(at, key.find('/', at + 1) - at);
@@ -250,9 +285,9 @@ void print_table(const std::map<std::string, Result>& r) {
     std::printf("at::mm 2048x2048 float32, 2 threads: %.1f GFLOP/s\n", mm->gflops);
   }
   std::printf("kernel build: %s\n\n", torchattn::ops::kernel_capability().c_str());
-  std::printf("%-16s %6s %6s %3s %10s %8s %7s %10s %7s %9s %9s %8s\n", "pass", "N", "causal",
-              "thr", "fused ms", "GFLOP/s", "% peak", "math ms", "speedup", "RSS MiB", "torch ms",
-              "vs torch");
+  std::printf("%-16s %6s %6s %3s %10s %8s %7s %10s %7s %7s %8s %9s %8s %9s\n", "pass", "N",
+              "causal", "thr", "fused ms", "GFLOP/s", "% peak", "math ms", "speedup", "bound",
+              "RSS MiB", "torch ms", "vs torch", "torch RSS");
   for (const char* pass : {"forward", "forward+backward"}) {
     for (int threads : {1, 2}) {
       for (int causal : {0, 1}) {
@@ -265,25 +300,33 @@ void print_table(const std::map<std::string, Result>& r) {
           }
           auto cell = [](bool have, const std::string& text) { return have ? text : std::string("-"); };
           const bool pct = f != nullptr && peak.count(threads) != 0;
+          // The speedup a kernel running at the FMA peak would have: math ms / (FLOPs / peak).
+          const bool bound = m != nullptr && peak.count(threads) != 0;
+          const double flops = pass_flops(n, causal != 0, std::string(pass) != "forward");
           std::printf(
-              "%-16s %6ld %6s %3d %10s %8s %7s %10s %7s %9s %9s %8s\n", pass, static_cast<long>(n),
-              causal ? "yes" : "no", threads,
+              "%-16s %6ld %6s %3d %10s %8s %7s %10s %7s %7s %8s %9s %8s %9s\n", pass,
+              static_cast<long>(n), causal ? "yes" : "no", threads,
               cell(f, fmt::format("{:.1f}", f ? f->seconds * 1e3 : 0)).c_str(),
               cell(f, fmt::format("{:.1f}", f ? f->gflops : 0)).c_str(),
               cell(pct, fmt::format("{:.1f}", pct ? 100.0 * f->gflops / peak[threads] : 0)).c_str(),
               cell(m, fmt::format("{:.1f}", m ? m->seconds * 1e3 : 0)).c_str(),
               cell(f && m, fmt::format("{:.2f}x", f && m ? m->seconds / f->seconds : 0)).c_str(),
+              cell(bound, fmt::format("{:.2f}x", bound ? m->seconds * peak[threads] * 1e9 / flops : 0)).c_str(),
               cell(f, fmt::format("{:.0f}", f ? f->rss : 0)).c_str(),
               cell(t, fmt::format("{:.1f}", t ? t->seconds * 1e3 : 0)).c_str(),
-              cell(f && t, fmt::format("{:.2f}x", f && t ? t->seconds / f->seconds : 0)).c_str());
+              cell(f && t, fmt::format("{:.2f}x", f && t ? t->seconds / f->seconds : 0)).c_str(),
+              cell(t, fmt::format("{:.0f}", t ? t->rss : 0)).c_str());
         }
       }
     }
   }
   std::printf("\nGFLOP/s: 4*B*H*N^2*E per forward (causal halved), backward 2.5x forward.\n"
               "%% peak: of the FMA peak on the same thread count. speedup: math ms / fused ms.\n"
+              "bound: the speedup of a kernel doing these FLOPs at the FMA peak (math ms / ideal ms).\n"
               "vs torch: at::scaled_dot_product_attention ms / fused ms (LibTorch 2.1+ only).\n"
-              "RSS MiB: the process's peak RSS when the fused run ended (fused runs come first).\n");
+              "%s\n",
+              g_rss_per_run ? "RSS MiB, torch RSS: the peak RSS during that run, inputs and the process's baseline included."
+                            : "RSS MiB, torch RSS: the process's peak RSS so far (this kernel cannot reset it per run).");
 }
 
 } // namespace
@@ -298,12 +341,14 @@ int main(int argc, char** argv) {
   if (TORCHATTN_HAS_ATEN_SDPA) {
     paths.push_back(Path::Torch);
   }
-  for (Path path : paths) {
-    for (bool backward : {false, true}) {
-      const char* pass = backward ? "forward+backward" : "forward";
-      for (int threads : {1, 2}) {
-        for (int causal : {0, 1}) {
-          for (int64_t n = 512; n <= 16384; n *= 2) {
+  // The paths of one configuration run back to back, so that a ratio compares runs a few
+  // seconds apart on this shared machine, not minutes.
+  for (bool backward : {false, true}) {
+    const char* pass = backward ? "forward+backward" : "forward";
+    for (int threads : {1, 2}) {
+      for (int causal : {0, 1}) {
+        for (int64_t n = 512; n <= 16384; n *= 2) {
+          for (Path path : paths) {
             if ((path == Path::Math && n > 8192) ||
                 (path == Path::Torch && (n < 1024 || n > 8192 || threads != 2))) {
               continue;

@@ -451,21 +451,15 @@ struct MaskView {
   }
 };
 
-/// Turns one row of raw scores s[0, width) into log2-domain logits: s * mul, plus the additive
-/// mask times log2(e), -inf where the bool mask forbids, where causal forbids (keys after
-/// `last_key`) and on the padding columns [valid, width).
+/// Masks one row of log2-domain scores s[0, width): adds the additive mask times log2(e), and
+/// sets -inf where the bool mask forbids, where causal forbids (keys after `last_key`) and on
+/// the padding columns [valid, width).
 template <typename T>
 void prepare_row(
-    T* s, int64_t valid, int64_t width, T mul, const MaskView& mask, int64_t b, int64_t h,
-    int64_t i, int64_t j0, int64_t last_key) {
+    T* s, int64_t valid, int64_t width, const MaskView& mask, int64_t b, int64_t h, int64_t i,
+    int64_t j0, int64_t last_key) {
   using Vec = Vectorized<T>;
   constexpr int W = Vec::size();
-  if (mul != T(1)) {
-    const Vec m(mul);
-    for (int64_t j = 0; j < width; j += W) {
-      (Vec::loadu(s + j) * m).store(s + j);
-    }
-  }
   int64_t end = std::min(valid, last_key - j0 + 1);
   end = std::max<int64_t>(end, 0);
   if (mask.data != nullptr) {
@@ -520,10 +514,12 @@ void pack(const T* src, int64_t rows, int64_t cols, int64_t rs, int64_t cs, T* d
   }
 }
 
-/// The transpose of src [rows, cols] (element (r, c) at src[r * rs + c * cs]) in panels of
-/// `pw` rows: dst[(r / pw) * cols * pw + c * pw + r % pw], zero for rows up to a multiple of pw.
+/// The transpose of src [rows, cols] (element (r, c) at src[r * rs + c * cs]) times `mul` in
+/// panels of `pw` rows: dst[(r / pw) * cols * pw + c * pw + r % pw], zero for rows up to a
+/// multiple of pw.
 template <typename T>
-void pack_transposed_panels(const T* src, int64_t rows, int64_t cols, int64_t rs, int64_t cs, T* dst, int64_t pw) {
+void pack_transposed_panels(const T* src, int64_t rows, int64_t cols, int64_t rs, int64_t cs,
+                            T* dst, int64_t pw, T mul = T(1)) {
   const int64_t panels = (rows + pw - 1) / pw;
   for (int64_t p = 0; p < panels; ++p) {
     T* panel = dst + p * cols * pw;
@@ -533,7 +529,7 @@ void pack_transposed_panels(const T* src, int64_t rows, int64_t cols, int64_t rs
       T* d = panel + c * pw;
       const T* s = src + r0 * rs + c * cs;
       for (int64_t r = 0; r < n; ++r) {
-        d[r] = s[r * rs];
+        d[r] = s[r * rs] * mul;
       }
       std::fill(d + n, d + pw, T(0));
     }
@@ -870,8 +866,9 @@ void backward_impl(
                          grad_out.stride(3), hd.do_p, hd.ld_do);
     hd.k_rows = rows_of(k + head_offset(key, bh, d.H), d.Lk, d.E, key.stride(2), key.stride(3),
                         hd.k_p, hd.ld_k);
+    // Keys for the scores come scaled into the log2 domain; the rows for dQ stay as they are.
     pack_transposed_panels(k + head_offset(key, bh, d.H), d.Lk, d.E, key.stride(2),
-                           key.stride(3), hd.k_t.get(), PW);
+                           key.stride(3), hd.k_t.get(), PW, s_mul);
     pack_transposed_panels(v + head_offset(value, bh, d.H), d.Lk, d.Ev, value.stride(2),
                            value.stride(3), hd.v_t.get(), PW);
     std::fill(hd.dq_acc.get(), hd.dq_acc.get() + chunks * d.Lq * E_pad, T(0));
@@ -944,32 +941,32 @@ void backward_impl(
         const int64_t nq = std::min(kBlockQBackward, d.Lq - i0);
         T* p = probs.data();
         T* ds = dscores.data();
-        gemm<T>(nq, nk_pad, d.E, qh + i0 * ld_q, ld_q, 1, kth + j0 * d.E, PW, d.E * PW, p,
-                BK, /*accumulate=*/false);
-        for (int64_t r = 0; r < nq; ++r) {
-          const int64_t i = i0 + r;
-          T* s = p + r * BK;
-          prepare_row<T>(s, nk, nk_pad, s_mul, mask, b, h, i, j0,
-                         args.is_causal ? i : std::numeric_limits<int64_t>::max() / 2);
-          const Vec vl(lse_h[i]);
-          for (int64_t j = 0; j < nk_pad; j += W) {
-            exp2_vec(Vec::loadu(s + j) - vl).store(s + j);
+        // P = exp2(S - lse): in the GEMM's epilogue where no mask and no padding column
+        // touches the tile, else after masking row by row.
+        const T* k_panels = kth + j0 * d.E;
+        if (mask.data == nullptr && !(args.is_causal && j0 + nk - 1 > i0) && nk == nk_pad) {
+          gemm<T>(nq, nk_pad, d.E, qh + i0 * ld_q, ld_q, 1, k_panels, PW, d.E * PW, p, BK,
+                  /*accumulate=*/false, StoreExp2<T>{lse_h + i0});
+        } else {
+          gemm<T>(nq, nk_pad, d.E, qh + i0 * ld_q, ld_q, 1, k_panels, PW, d.E * PW, p, BK,
+                  /*accumulate=*/false);
+          for (int64_t r = 0; r < nq; ++r) {
+            const int64_t i = i0 + r;
+            T* s = p + r * BK;
+            prepare_row<T>(s, nk, nk_pad, mask, b, h, i, j0,
+                           args.is_causal ? i : std::numeric_limits<int64_t>::max() / 2);
+            const Vec vl(lse_h[i]);
+            for (int64_t j = 0; j < nk_pad; j += W) {
+              exp2_vec(Vec::loadu(s + j) - vl).store(s + j);
+            }
           }
         }
         // dV += Pᵀ dO
         gemm<T>(nk, Ev_pad, nq, p, 1, BK, doh + i0 * ld_do, ld_do, PW, dv.data(), Ev_pad,
                 /*accumulate=*/true);
-        // dP = dO Vᵀ, then dS = P (dP - delta)
+        // dS = P (dP - delta), with dP = dO Vᵀ in registers
         gemm<T>(nq, nk_pad, d.Ev, doh + i0 * ld_do, ld_do, 1, vth + j0 * d.Ev, PW, d.Ev * PW,
-                ds, BK, /*accumulate=*/false);
-        for (int64_t r = 0; r < nq; ++r) {
-          const Vec dl(delta_h[i0 + r]);
-          T* dsr = ds + r * BK;
-          const T* pr = p + r * BK;
-          for (int64_t j = 0; j < nk_pad; j += W) {
-            (Vec::loadu(pr + j) * (Vec::loadu(dsr + j) - dl)).store(dsr + j);
-          }
-        }
+                ds, BK, /*accumulate=*/false, StoreSoftmaxGrad<T>{p, delta_h + i0});
         // dK += dSᵀ Q, dQ += dS K (scale applied at the end)
         gemm<T>(nk, E_pad, nq, ds, 1, BK, qh + i0 * ld_q, ld_q, PW, dk.data(), E_pad,
                 /*accumulate=*/true);
