@@ -24,6 +24,7 @@
 #include <fmt/format.h>
 
 #include <immintrin.h>
+#include <malloc.h>
 #include <sys/resource.h>
 
 // GCC 12's own _mm512_reduce_add_ps trips -Wuninitialized (GCC bug 105593).
@@ -33,6 +34,8 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
+#include <cstring>
 #include <map>
 #include <string>
 #include <vector>
@@ -42,39 +45,52 @@ namespace {
 constexpr int64_t kHeads = 8;
 constexpr int64_t kHeadDim = 64;
 
-/// Starts a new peak-RSS window (Linux 4.0+: "5" in clear_refs resets VmHWM), so that each
-/// benchmark reports its own peak even though the paths of a configuration share a process.
-/// Returns false where the kernel refuses.
-bool reset_peak_rss() {
-  std::FILE* f = std::fopen("/proc/self/clear_refs", "w");
-  if (f == nullptr) {
-    return false;
-  }
-  const bool ok = std::fputs("5", f) >= 0;
-  return std::fclose(f) == 0 && ok;
-}
-
-/// The peak RSS since the last reset_peak_rss() (VmHWM), or the process's lifetime peak.
-double peak_rss_mib() {
+/// A field of /proc/self/status in KiB ("VmRSS", "VmHWM"), or -1.
+long status_kib(const char* field) {
+  long kib = -1;
   if (std::FILE* f = std::fopen("/proc/self/status", "r")) {
     char line[256];
-    long kib = -1;
+    const size_t len = std::strlen(field);
     while (std::fgets(line, sizeof line, f) != nullptr) {
-      if (std::sscanf(line, "VmHWM: %ld kB", &kib) == 1) {
+      if (std::strncmp(line, field, len) == 0 && line[len] == ':') {
+        kib = std::strtol(line + len + 1, nullptr, 10);
         break;
       }
     }
     std::fclose(f);
-    if (kib >= 0) {
-      return static_cast<double>(kib) / 1024.0;
+  }
+  return kib;
+}
+
+long g_base_rss_kib = -1; // the RSS when the current peak window opened, or -1
+
+/// Opens a new peak-RSS window for one benchmark: the paths of a configuration share this
+/// process, so the lifetime peak would say nothing about the later ones. Free heap memory is
+/// returned first (malloc_trim), so that memory a run reuses from an earlier one is faulted
+/// in again and counted; then VmHWM is reset ("5" in clear_refs, Linux 4.0+).
+void reset_peak_rss() {
+  malloc_trim(0);
+  g_base_rss_kib = -1;
+  if (std::FILE* f = std::fopen("/proc/self/clear_refs", "w")) {
+    const bool ok = std::fputs("5", f) >= 0;
+    if (std::fclose(f) == 0 && ok) {
+      g_base_rss_kib = status_kib("VmRSS");
     }
+  }
+}
+
+/// How far RSS rose above the window's start (inputs included), or, where the window could not
+/// be opened, the process's lifetime peak.
+double peak_rss_mib() {
+  const long hwm = status_kib("VmHWM");
+  if (g_base_rss_kib >= 0 && hwm >= 0) {
+    return static_cast<double>(hwm - g_base_rss_kib) / 1024.0;
   }
   rusage usage{};
   getrusage(RUSAGE_SELF, &usage);
   return static_cast<double>(usage.ru_maxrss) / 1024.0;
 }
 
-bool g_rss_per_run = false;
 
 /// 4·B·H·N²·E per forward (halved when causal); backward counts 2.5 times the forward.
 double pass_flops(int64_t n, bool causal, bool backward) {
@@ -200,7 +216,7 @@ void BM_Attention(benchmark::State& state, Path path, bool backward) {
   const int64_t n = state.range(0);
   const bool causal = state.range(1) != 0;
   at::set_num_threads(static_cast<int>(state.range(2)));
-  g_rss_per_run = reset_peak_rss();
+  reset_peak_rss();
   torch::manual_seed(0);
   auto q = torch::randn({1, kHeads, n, kHeadDim}).requires_grad_(backward);
   auto k = torch::randn({1, kHeads, n, kHeadDim}).requires_grad_(backward);
@@ -325,8 +341,9 @@ void print_table(const std::map<std::string, Result>& r) {
               "bound: the speedup of a kernel doing these FLOPs at the FMA peak (math ms / ideal ms).\n"
               "vs torch: at::scaled_dot_product_attention ms / fused ms (LibTorch 2.1+ only).\n"
               "%s\n",
-              g_rss_per_run ? "RSS MiB, torch RSS: the peak RSS during that run, inputs and the process's baseline included."
-                            : "RSS MiB, torch RSS: the process's peak RSS so far (this kernel cannot reset it per run).");
+              g_base_rss_kib >= 0
+                  ? "RSS MiB, torch RSS: how far the run's peak RSS rose above the process's RSS before it made its inputs."
+                  : "RSS MiB, torch RSS: the process's peak RSS so far (this kernel cannot reset it per run).");
 }
 
 } // namespace
