@@ -145,6 +145,27 @@ double largest(std::initializer_list<torch::Tensor> tensors) {
   return m;
 }
 
+/// Runs q, k, v (leaves that require grad) through the op and the math path and compares the
+/// outputs and the gradients.
+void check_against_math(
+    const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v,
+    const torch::Tensor& mask, bool causal, double scale) {
+  const auto dtype = q.scalar_type();
+  auto out = torchattn::ops::scaled_dot_product_attention(
+      q, k, v, mask.defined() ? c10::optional<torch::Tensor>(mask) : c10::nullopt, 0.0, causal,
+      scale);
+  auto expected = math_attention(q, k, v, mask, causal, scale);
+  REQUIRE_THAT(out, close_to(expected, dtype, largest({expected})));
+
+  auto grad = torch::randn_like(expected);
+  auto got = torch::autograd::grad({out}, {q, k, v}, {grad});
+  auto want = torch::autograd::grad({expected}, {q, k, v}, {grad});
+  const double magnitude = largest({want[0], want[1], want[2]});
+  REQUIRE_THAT(got[0], close_to(want[0], dtype, magnitude));
+  REQUIRE_THAT(got[1], close_to(want[1], dtype, magnitude));
+  REQUIRE_THAT(got[2], close_to(want[2], dtype, magnitude));
+}
+
 /// Runs one configuration through the op and the math path and compares output and gradients.
 void check_config(const Config& c) {
   CAPTURE(c.str());
@@ -154,20 +175,7 @@ void check_config(const Config& c) {
   auto v = make_input(c.B, c.H, c.Lk, c.Ev, c.dtype, c.layout).requires_grad_();
   auto mask = make_mask(c);
   const double scale = 1.0 / std::sqrt(static_cast<double>(c.E)) * (c.Lq % 2 == 0 ? 1.0 : 1.7);
-
-  auto out = torchattn::ops::scaled_dot_product_attention(
-      q, k, v, mask.defined() ? c10::optional<torch::Tensor>(mask) : c10::nullopt, 0.0, c.causal,
-      scale);
-  auto expected = math_attention(q, k, v, mask, c.causal, scale);
-  REQUIRE_THAT(out, close_to(expected, c.dtype, largest({expected})));
-
-  auto grad = torch::randn_like(expected);
-  auto got = torch::autograd::grad({out}, {q, k, v}, {grad});
-  auto want = torch::autograd::grad({expected}, {q, k, v}, {grad});
-  const double magnitude = largest({want[0], want[1], want[2]});
-  REQUIRE_THAT(got[0], close_to(want[0], c.dtype, magnitude));
-  REQUIRE_THAT(got[1], close_to(want[1], c.dtype, magnitude));
-  REQUIRE_THAT(got[2], close_to(want[2], c.dtype, magnitude));
+  check_against_math(q, k, v, mask, c.causal, scale);
 }
 
 void sweep(int count, uint32_t seed, int64_t max_len) {
@@ -205,6 +213,35 @@ TEST_CASE("the fused kernel matches the math path over 600 random configurations
 
 TEST_CASE("the fused kernel matches the math path over 4000 larger configurations", "[ops][.slow]") {
   sweep(4000, 7, 1100);
+}
+
+TEST_CASE("the forward's lazily rescaled softmax is exact when later keys score far higher", "[ops]") {
+  // The forward keeps its running max while new key tiles (256 keys) score at most 8 log2
+  // units above it and recomputes a strip that exceeds that. Keys whose scores rise along the
+  // sequence exceed it tile after tile; one late key far above the rest would overflow exp2
+  // if its strip were not recomputed.
+  CapabilityGuard guard;
+  torch::manual_seed(11);
+  for (const auto& cap : capabilities()) {
+    torchattn::ops::set_kernel_capability(cap);
+    for (auto dtype : {torch::kFloat, torch::kDouble}) {
+      for (bool causal : {false, true}) {
+        CAPTURE(cap, dtype, causal);
+        const auto opts = torch::TensorOptions().dtype(dtype);
+        const int64_t Lq = 200, Lk = 1100, E = 16;
+        auto ramp = torch::linspace(0.2, 6.0, Lk, opts).view({1, 1, Lk, 1});
+        auto q = torch::randn({1, 2, Lq, E}, opts).abs().requires_grad_();
+        auto k_rising = (torch::rand({1, 2, Lk, E}, opts) * ramp).requires_grad_();
+        auto v = torch::randn({1, 2, Lk, E}, opts).requires_grad_();
+        check_against_math(q, k_rising, v, {}, causal, 1.0);
+
+        auto k_spike = torch::randn({1, 2, Lk, E}, opts);
+        k_spike.select(2, 700).fill_(20.0); // q >= 0: every query's largest score, by far
+        k_spike.requires_grad_();
+        check_against_math(q, k_spike, v, {}, /*causal=*/false, 1.0);
+      }
+    }
+  }
 }
 
 TEST_CASE("the fused kernel gives zeros, not NaN, where no key may be attended", "[ops]") {

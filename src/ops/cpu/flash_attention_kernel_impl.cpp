@@ -138,6 +138,8 @@ constexpr int64_t kBlockQForward = 128; // columns of the transposed score tile:
 constexpr int64_t kBlockKTarget = 256; // rounded down to a multiple of the panel width
 
 constexpr double kLog2e = 1.4426950408889634;
+// How far (log2 units) new scores may exceed the forward's running max before it is raised.
+constexpr double kLazyRescale = 8;
 constexpr double kLn2 = 0.6931471805599453;
 
 int64_t round_up(int64_t x, int64_t m) {
@@ -385,11 +387,44 @@ struct StoreAndColumnMax {
   }
 };
 
-/// Stores exp2(C - shift[row]): the backward's probabilities from log2-domain scores and
-/// the log2-domain logsumexp of each query.
+/// Stores exp2(C - m_ref[col]) and folds the block's column maxima (of C) into colmax and its
+/// column sums (of the stored values) into colsum: the forward's lazily rescaled softmax.
+template <typename T>
+struct StoreExp2Columns {
+  const T* m_ref;
+  T* colmax;
+  T* colsum;
+
+  template <int MR, int NV>
+  void operator()(Vectorized<T> (&acc)[MR][NV], T* c, int64_t ldc, int64_t /*row0*/,
+                  int64_t col0) const {
+    using Vec = Vectorized<T>;
+    constexpr int W = Vec::size();
+#pragma GCC unroll 4
+    for (int n = 0; n < NV; ++n) {
+      const int64_t col = col0 + n * W;
+      const Vec ref = Vec::loadu(m_ref + col);
+      Vec mx = acc[0][n];
+      Vec sum(T(0));
+#pragma GCC unroll 8
+      for (int i = 0; i < MR; ++i) {
+        mx = max_fast(mx, acc[i][n]);
+        const Vec e = exp2_vec(acc[i][n] - ref);
+        e.store(c + i * ldc + n * W);
+        sum = sum + e;
+      }
+      max_fast(Vec::loadu(colmax + col), mx).store(colmax + col);
+      (Vec::loadu(colsum + col) + sum).store(colsum + col);
+    }
+  }
+};
+
+/// Stores exp2(C - hi[row] - lo[row]): the backward's probabilities from log2-domain scores
+/// and the log2-domain logsumexp of each query, split in two for precision.
 template <typename T>
 struct StoreExp2 {
-  const T* shift;
+  const T* hi;
+  const T* lo;
 
   template <int MR, int NV>
   void operator()(Vectorized<T> (&acc)[MR][NV], T* c, int64_t ldc, int64_t row0,
@@ -398,10 +433,10 @@ struct StoreExp2 {
     constexpr int W = Vec::size();
 #pragma GCC unroll 8
     for (int i = 0; i < MR; ++i) {
-      const Vec sh(shift[row0 + i]);
+      const Vec h(hi[row0 + i]), l(lo[row0 + i]);
 #pragma GCC unroll 4
       for (int n = 0; n < NV; ++n) {
-        exp2_vec(acc[i][n] - sh).store(c + i * ldc + n * W);
+        exp2_vec(acc[i][n] - h - l).store(c + i * ldc + n * W);
       }
     }
   }
@@ -676,10 +711,11 @@ void forward_impl(
     // reloaded after each of them.
     const int64_t ev_pad = Ev_pad;
 
-    thread_local std::vector<T> q_t, scores, acc, m_run, l_run, col_max;
+    thread_local std::vector<T> q_t, scores, acc, m_run, l_run, col_max, col_sum;
     q_t.resize(static_cast<size_t>(d.E * BQ));
     scores.resize(static_cast<size_t>(BK * BQ));
     col_max.resize(static_cast<size_t>(BQ));
+    col_sum.resize(static_cast<size_t>(BQ));
     acc.assign(static_cast<size_t>(BQ * ev_pad), T(0));
     m_run.assign(static_cast<size_t>(BQ), neg_inf<T>());
     l_run.assign(static_cast<size_t>(BQ), T(0));
@@ -693,48 +729,49 @@ void forward_impl(
     const T* vp = head.value_rows;
     const int64_t ld_v = head.ld_v;
 
+    // Whether every query has a finite running max, so that unmasked tiles may take exp2
+    // against it (lazy rescaling, below).
+    bool m_ready = false;
     const int64_t j_end = args.is_causal ? std::min(d.Lk, i0 + nq) : d.Lk;
     for (int64_t j0 = 0; j0 < j_end; j0 += BK) {
       const int64_t nk = std::min(BK, j_end - j0);
       T* st = scores.data();
       T* cm = col_max.data();
+      T* cs = col_sum.data();
       const Vec ninf(neg_inf<T>());
-      // S^T [nk, nq_pad] = K Q^T, and its column maxima. Tiles that a mask touches take the
-      // maxima after masking, in a pass of their own.
       const T* k_tile = k_head + j0 * key.stride(2);
-      if (mask.data != nullptr || (args.is_causal && j0 + nk - 1 > i0)) {
-        gemm<T>(nk, nq_pad, d.E, k_tile, key.stride(2), key.stride(3), q_t.data(), nq_pad, PW,
-                st, BQ, /*accumulate=*/false);
-        mask_transposed(st, BQ, nk, nq, mask, b, h, i0, j0, args.is_causal);
-        for (int64_t c = 0; c < nq_pad; c += W) {
-          // Independent chains: bound by throughput, not by the latency of max.
-          Vec mx0 = ninf, mx1 = ninf, mx2 = ninf, mx3 = ninf;
-          int64_t j = 0;
-          for (; j + 4 <= nk; j += 4) {
-            const T* p = st + j * BQ + c;
-            mx0 = max_fast(mx0, Vec::loadu(p));
-            mx1 = max_fast(mx1, Vec::loadu(p + BQ));
-            mx2 = max_fast(mx2, Vec::loadu(p + 2 * BQ));
-            mx3 = max_fast(mx3, Vec::loadu(p + 3 * BQ));
-          }
-          for (; j < nk; ++j) {
-            mx0 = max_fast(mx0, Vec::loadu(st + j * BQ + c));
-          }
-          max_fast(max_fast(mx0, mx1), max_fast(mx2, mx3)).store(cm + c);
+      // S^T for the W queries from column c on, raw.
+      auto scores_strip = [&](int64_t c) {
+        gemm<T>(nk, W, d.E, k_tile, key.stride(2), key.stride(3), q_t.data() + c, nq_pad, PW,
+                st + c, BQ, /*accumulate=*/false);
+      };
+      // Column maxima of strip c, on independent chains: bound by throughput, not by the
+      // latency of max.
+      auto max_strip = [&](int64_t c) {
+        Vec mx0 = ninf, mx1 = ninf, mx2 = ninf, mx3 = ninf;
+        int64_t j = 0;
+        for (; j + 4 <= nk; j += 4) {
+          const T* p = st + j * BQ + c;
+          mx0 = max_fast(mx0, Vec::loadu(p));
+          mx1 = max_fast(mx1, Vec::loadu(p + BQ));
+          mx2 = max_fast(mx2, Vec::loadu(p + 2 * BQ));
+          mx3 = max_fast(mx3, Vec::loadu(p + 3 * BQ));
         }
-      } else {
-        std::fill(cm, cm + nq_pad, neg_inf<T>());
-        gemm<T>(nk, nq_pad, d.E, k_tile, key.stride(2), key.stride(3), q_t.data(), nq_pad, PW,
-                st, BQ, /*accumulate=*/false, StoreAndColumnMax<T>{cm});
-      }
-      for (int64_t c = 0; c < nq_pad; c += W) {
-        // exp2 and column sums for W queries at once; two chains hide the add latency.
+        for (; j < nk; ++j) {
+          mx0 = max_fast(mx0, Vec::loadu(st + j * BQ + c));
+        }
+        max_fast(max_fast(mx0, mx1), max_fast(mx2, mx3)).store(cm + c);
+      };
+      // The online-softmax step of strip c from its column maxima: a new running max, exp2
+      // against it, the sums, and the accumulator rows rescaled.
+      auto softmax_strip = [&](int64_t c) {
         const Vec m_old = Vec::loadu(m_run.data() + c);
         const Vec m_new = at::vec::maximum(Vec::loadu(cm + c), m_old);
         // Queries with no key allowed yet subtract 0 instead of -inf: their weights stay 0
         // and their alpha is exp2(-inf) = 0 on an accumulator that is still 0.
         const Vec m_use = Vec::blendv(m_new, Vec(T(0)), m_new == ninf);
         const Vec alpha = exp2_vec(m_old - m_use);
+        // Two sums: two chains hide the add latency.
         Vec sum0(T(0)), sum1(T(0));
         int64_t j = 0;
         for (; j + 2 <= nk; j += 2) {
@@ -752,8 +789,7 @@ void forward_impl(
           e.store(p);
           sum0 = sum0 + e;
         }
-        const Vec sum = sum0 + sum1;
-        at::vec::fmadd(Vec::loadu(l_run.data() + c), alpha, sum).store(l_run.data() + c);
+        at::vec::fmadd(Vec::loadu(l_run.data() + c), alpha, sum0 + sum1).store(l_run.data() + c);
         m_new.store(m_run.data() + c);
         T alphas[Vec::size()];
         alpha.store(alphas);
@@ -766,10 +802,53 @@ void forward_impl(
             }
           }
         }
+      };
+
+      if (mask.data != nullptr || (args.is_causal && j0 + nk - 1 > i0)) {
+        // A mask touches the tile: maxima after masking, in a pass of their own.
+        gemm<T>(nk, nq_pad, d.E, k_tile, key.stride(2), key.stride(3), q_t.data(), nq_pad, PW,
+                st, BQ, /*accumulate=*/false);
+        mask_transposed(st, BQ, nk, nq, mask, b, h, i0, j0, args.is_causal);
+        for (int64_t c = 0; c < nq_pad; c += W) {
+          max_strip(c);
+          softmax_strip(c);
+        }
+      } else if (!m_ready) {
+        // The maxima come from the micro-kernel's registers.
+        std::fill(cm, cm + nq_pad, neg_inf<T>());
+        gemm<T>(nk, nq_pad, d.E, k_tile, key.stride(2), key.stride(3), q_t.data(), nq_pad, PW,
+                st, BQ, /*accumulate=*/false, StoreAndColumnMax<T>{cm});
+        for (int64_t c = 0; c < nq_pad; c += W) {
+          softmax_strip(c);
+        }
+      } else {
+        // Lazy rescaling: exp2 against the running max, in the micro-kernel's epilogue, with
+        // the sums and the new maxima. The running max stays unless a strip's scores exceed
+        // it by more than kLazyRescale (weights up to 2^kLazyRescale are harmless); such a
+        // strip is recomputed and takes the step above.
+        std::fill(cm, cm + nq_pad, neg_inf<T>());
+        std::fill(cs, cs + nq_pad, T(0));
+        gemm<T>(nk, nq_pad, d.E, k_tile, key.stride(2), key.stride(3), q_t.data(), nq_pad, PW,
+                st, BQ, /*accumulate=*/false, StoreExp2Columns<T>{m_run.data(), cm, cs});
+        for (int64_t c = 0; c < nq_pad; c += W) {
+          bool exceeds = false;
+          for (int64_t r = 0; r < W; ++r) {
+            exceeds = exceeds || !(cm[c + r] <= m_run[c + r] + static_cast<T>(kLazyRescale));
+          }
+          if (exceeds) {
+            scores_strip(c);
+            max_strip(c);
+            softmax_strip(c);
+          } else {
+            (Vec::loadu(l_run.data() + c) + Vec::loadu(cs + c)).store(l_run.data() + c);
+          }
+        }
       }
       // O [nq, ev_pad] += P V, with P read through S^T
       gemm<T>(nq, ev_pad, nk, st, 1, BQ, vp + j0 * ld_v, ld_v, PW, acc.data(), ev_pad,
               /*accumulate=*/true);
+      m_ready = m_ready ||
+          std::all_of(m_run.begin(), m_run.begin() + nq_pad, [](T m) { return std::isfinite(m); });
     }
 
     T* o_head = o + head_offset(out, bh, d.H);
@@ -790,7 +869,10 @@ void forward_impl(
       for (int64_t e = 0; e < d.Ev; ++e) {
         o_row[e * out.stride(3)] = a[e] * inv;
       }
-      lse_head[i] = static_cast<T>((m_run[r] + std::log2(l_run[r])) * kLn2);
+      // In double: the logsumexp may be large (hundreds), and backward subtracts it from
+      // scores of the same size.
+      lse_head[i] = static_cast<T>(
+          (static_cast<double>(m_run[r]) + std::log2(static_cast<double>(l_run[r]))) * kLn2);
     }
     if (--head.tiles_left == 0) {
       head.value_p.reset();
@@ -819,7 +901,6 @@ void backward_impl(
   const int64_t Ev_pad = round_up(d.Ev, W);
   const MaskView mask(mask_tensor);
   const T s_mul = static_cast<T>(args.scale * kLog2e);
-  const T l2e = static_cast<T>(kLog2e);
 
   const int64_t k_tiles = (d.Lk + BK - 1) / BK;
   const int64_t q_tiles = (d.Lq + kBlockQBackward - 1) / kBlockQBackward;
@@ -843,7 +924,7 @@ void backward_impl(
   struct Head {
     std::once_flag packed;
     std::atomic<int64_t> chunks_left{0};
-    std::unique_ptr<T[]> q_p, do_p, k_p, k_t, v_t, delta, lse2, dq_acc;
+    std::unique_ptr<T[]> q_p, q_s, do_p, k_p, k_t, v_t, delta, lse_hi, lse_lo, dq_acc;
     const T* q_rows = nullptr; // q_p or query itself; likewise below
     const T* do_rows = nullptr;
     const T* k_rows = nullptr;
@@ -858,7 +939,9 @@ void backward_impl(
     alloc(hd.k_t, d.E * Lk_pad);
     alloc(hd.v_t, d.Ev * Lk_pad);
     alloc(hd.delta, d.Lq);
-    alloc(hd.lse2, d.Lq);
+    alloc(hd.q_s, d.Lq * d.E);
+    alloc(hd.lse_hi, d.Lq);
+    alloc(hd.lse_lo, d.Lq);
     alloc(hd.dq_acc, chunks * d.Lq * E_pad);
     hd.q_rows = rows_of(q + head_offset(query, bh, d.H), d.Lq, d.E, query.stride(2),
                         query.stride(3), hd.q_p, hd.ld_q);
@@ -866,9 +949,13 @@ void backward_impl(
                          grad_out.stride(3), hd.do_p, hd.ld_do);
     hd.k_rows = rows_of(k + head_offset(key, bh, d.H), d.Lk, d.E, key.stride(2), key.stride(3),
                         hd.k_p, hd.ld_k);
-    // Keys for the scores come scaled into the log2 domain; the rows for dQ stay as they are.
+    // The scores' queries scaled into the log2 domain exactly as the forward scales them, so
+    // that backward's scores are the forward's to the bit (the same products, summed in the
+    // same order): P = exp2(S - lse) then stays exact where one key takes all the weight.
+    pack(q + head_offset(query, bh, d.H), d.Lq, d.E, query.stride(2), query.stride(3),
+         hd.q_s.get(), d.E, s_mul);
     pack_transposed_panels(k + head_offset(key, bh, d.H), d.Lk, d.E, key.stride(2),
-                           key.stride(3), hd.k_t.get(), PW, s_mul);
+                           key.stride(3), hd.k_t.get(), PW);
     pack_transposed_panels(v + head_offset(value, bh, d.H), d.Lk, d.Ev, value.stride(2),
                            value.stride(3), hd.v_t.get(), PW);
     std::fill(hd.dq_acc.get(), hd.dq_acc.get() + chunks * d.Lq * E_pad, T(0));
@@ -882,7 +969,11 @@ void backward_impl(
             static_cast<double>(o_head[i * out.stride(2) + e * out.stride(3)]);
       }
       hd.delta[i] = static_cast<T>(acc);
-      hd.lse2[i] = lse_data[bh * d.Lq + i] * l2e;
+      // The log2-domain logsumexp as hi + lo, so that S - hi - lo loses nothing to rounding it.
+      const double lse2 = static_cast<double>(lse_data[bh * d.Lq + i]) * kLog2e;
+      hd.lse_hi[i] = static_cast<T>(lse2);
+      // A fully masked row's +inf keeps lo at 0: its weights are exp2(S - inf) = 0.
+      hd.lse_lo[i] = std::isfinite(lse2) ? static_cast<T>(lse2 - static_cast<double>(hd.lse_hi[i])) : T(0);
     }
   };
   auto finish_head = [&](Head& hd, int64_t bh, T scale) {
@@ -897,7 +988,8 @@ void backward_impl(
         row[e * grad_query.stride(3)] = sum * scale;
       }
     }
-    for (auto* buf : {&hd.q_p, &hd.do_p, &hd.k_p, &hd.k_t, &hd.v_t, &hd.delta, &hd.lse2, &hd.dq_acc}) {
+    for (auto* buf : {&hd.q_p, &hd.q_s, &hd.do_p, &hd.k_p, &hd.k_t, &hd.v_t, &hd.delta,
+                      &hd.lse_hi, &hd.lse_lo, &hd.dq_acc}) {
       buf->reset();
     }
   };
@@ -918,7 +1010,9 @@ void backward_impl(
     const T* kth = hd.k_t.get();
     const T* vth = hd.v_t.get();
     const T* delta_h = hd.delta.get();
-    const T* lse_h = hd.lse2.get();
+    const T* qs = hd.q_s.get();
+    const T* lse_hi = hd.lse_hi.get();
+    const T* lse_lo = hd.lse_lo.get();
     T* dq = hd.dq_acc.get() + chunk * d.Lq * E_pad;
 
     thread_local std::vector<T> probs, dscores, dk, dv;
@@ -945,19 +1039,19 @@ void backward_impl(
         // touches the tile, else after masking row by row.
         const T* k_panels = kth + j0 * d.E;
         if (mask.data == nullptr && !(args.is_causal && j0 + nk - 1 > i0) && nk == nk_pad) {
-          gemm<T>(nq, nk_pad, d.E, qh + i0 * ld_q, ld_q, 1, k_panels, PW, d.E * PW, p, BK,
-                  /*accumulate=*/false, StoreExp2<T>{lse_h + i0});
+          gemm<T>(nq, nk_pad, d.E, qs + i0 * d.E, d.E, 1, k_panels, PW, d.E * PW, p, BK,
+                  /*accumulate=*/false, StoreExp2<T>{lse_hi + i0, lse_lo + i0});
         } else {
-          gemm<T>(nq, nk_pad, d.E, qh + i0 * ld_q, ld_q, 1, k_panels, PW, d.E * PW, p, BK,
+          gemm<T>(nq, nk_pad, d.E, qs + i0 * d.E, d.E, 1, k_panels, PW, d.E * PW, p, BK,
                   /*accumulate=*/false);
           for (int64_t r = 0; r < nq; ++r) {
             const int64_t i = i0 + r;
             T* s = p + r * BK;
             prepare_row<T>(s, nk, nk_pad, mask, b, h, i, j0,
                            args.is_causal ? i : std::numeric_limits<int64_t>::max() / 2);
-            const Vec vl(lse_h[i]);
+            const Vec hi(lse_hi[i]), lo(lse_lo[i]);
             for (int64_t j = 0; j < nk_pad; j += W) {
-              exp2_vec(Vec::loadu(s + j) - vl).store(s + j);
+              exp2_vec(Vec::loadu(s + j) - hi - lo).store(s + j);
             }
           }
         }
