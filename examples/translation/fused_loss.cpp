@@ -1,5 +1,7 @@
 #include "fused_loss.h"
 
+#include "fast_math.h"
+
 #include <ATen/CPUGeneratorImpl.h>
 #include <ATen/Parallel.h>
 #include <ATen/core/Generator.h>
@@ -16,25 +18,6 @@ namespace {
 using torch::Tensor;
 using torch::autograd::AutogradContext;
 using torch::autograd::tensor_list;
-
-// e^x for x <= 0 within 2 ulp: x = n ln2 + r, |r| <= ln2/2, e^r by its degree-6 Taylor
-// polynomial, 2^n put into the exponent. Plain arithmetic, so the loops vectorise.
-inline float exp_nonpositive(float x) {
-  x = x < -87.0f ? -87.0f : x;
-  const float n = std::nearbyint(x * 1.44269504088896341f);
-  const float r = (x - n * 0.693145751953125f) - n * 1.428606765330187045e-06f;
-  float p = 1.0f / 720;
-  p = p * r + 1.0f / 120;
-  p = p * r + 1.0f / 24;
-  p = p * r + 1.0f / 6;
-  p = p * r + 0.5f;
-  p = p * r + 1.0f;
-  p = p * r + 1.0f;
-  const int32_t bits = (static_cast<int32_t>(n) + 127) << 23;
-  float scale;
-  std::memcpy(&scale, &bits, sizeof scale);
-  return p * scale;
-}
 
 // One row: logits x[V] -> loss; x becomes (softmax(x) - q) * grad_scale, q the smoothed target.
 __attribute__((target_clones("avx512f", "avx2", "default")))
@@ -82,43 +65,48 @@ void fill_dropout_mask(float* m, int64_t begin, int64_t end, uint32_t seed_lo, u
 
 class LinearCrossEntropy : public torch::autograd::Function<LinearCrossEntropy> {
  public:
-  static Tensor forward(AutogradContext* ctx, const Tensor& h, const Tensor& weight, const Tensor& bias,
-                        const Tensor& target, double smoothing, int64_t ignore_index) {
+  static Tensor forward(AutogradContext* ctx, const Tensor& h_all, const Tensor& weight, const Tensor& bias,
+                        const Tensor& target_all, double smoothing, int64_t ignore_index) {
     // h [N, H], weight [V, H], bias [V], target [N] -> loss []
+    // Rows whose target is ignored (padding) contribute nothing: they skip the matmuls.
+    const Tensor keep = target_all.ne(ignore_index).nonzero().squeeze(1);
+    const bool all_kept = keep.size(0) == target_all.size(0);
+    const Tensor h = all_kept ? h_all : h_all.index_select(0, keep);
+    const Tensor tgt = (all_kept ? target_all : target_all.index_select(0, keep)).contiguous();
     Tensor grad = at::addmm(bias, h, weight.t()).contiguous();  // logits, then their gradient
     const int64_t N = grad.size(0), V = grad.size(1);
-    const Tensor tgt = target.contiguous();
     const int64_t* t = tgt.data_ptr<int64_t>();
-    int64_t valid = 0;
-    for (int64_t i = 0; i < N; ++i) valid += t[i] != ignore_index;
-    const float scale = valid > 0 ? 1.0f / static_cast<float>(valid) : 0.0f;
+    const float scale = N > 0 ? 1.0f / static_cast<float>(N) : 0.0f;
     std::vector<double> losses(static_cast<size_t>(N), 0.0);
     float* g = grad.data_ptr<float>();
     at::parallel_for(0, N, 16, [&](int64_t begin, int64_t end) {
       for (int64_t i = begin; i < end; ++i) {
-        float* row = g + i * V;
-        if (t[i] == ignore_index) {
-          std::fill(row, row + V, 0.0f);
-          continue;
-        }
         TORCH_CHECK(t[i] >= 0 && t[i] < V, "linear_cross_entropy: target ", t[i], " is out of range [0, ", V, ")");
-        losses[static_cast<size_t>(i)] = row_loss_and_grad(row, V, t[i], static_cast<float>(smoothing), scale);
+        losses[static_cast<size_t>(i)] =
+            row_loss_and_grad(g + i * V, V, t[i], static_cast<float>(smoothing), scale);
       }
     });
     double total = 0;
     for (double l : losses) total += l;
-    ctx->save_for_backward({h, weight, grad});
-    return torch::scalar_tensor(valid > 0 ? total / static_cast<double>(valid) : 0.0, h.options());
+    ctx->save_for_backward({h, weight, grad, keep});
+    ctx->saved_data["rows"] = h_all.size(0);
+    ctx->saved_data["all_kept"] = all_kept;
+    return torch::scalar_tensor(N > 0 ? total / static_cast<double>(N) : 0.0, h.options());
   }
 
   static tensor_list backward(AutogradContext* ctx, tensor_list grad_outputs) {
     const auto saved = ctx->get_saved_variables();
-    const Tensor& h = saved[0];
+    const Tensor& h = saved[0];  // the kept rows
     const Tensor& weight = saved[1];
-    const Tensor& g = saved[2];  // d loss / d logits, [N, V]
-    // The scalar grad_output scales the three small results, not the [N, V] gradient.
+    const Tensor& g = saved[2];  // d loss / d logits of the kept rows, [kept, V]
+    const Tensor& keep = saved[3];
+    // The scalar grad_output scales the three small results, not the [kept, V] gradient.
     const Tensor scale = grad_outputs[0];
-    return {g.mm(weight).mul_(scale), g.t().mm(h).mul_(scale), g.sum(0).mul_(scale), Tensor(), Tensor(), Tensor()};
+    Tensor dh = g.mm(weight).mul_(scale);
+    if (!ctx->saved_data["all_kept"].toBool()) {
+      dh = torch::zeros({ctx->saved_data["rows"].toInt(), h.size(1)}, h.options()).index_copy_(0, keep, dh);
+    }
+    return {dh, g.t().mm(h).mul_(scale), g.sum(0).mul_(scale), Tensor(), Tensor(), Tensor()};
   }
 };
 

@@ -1,5 +1,6 @@
 #include "model.h"
 
+#include "fused_gru.h"
 #include "fused_loss.h"
 
 #include <torchattn/torchattn.h>
@@ -80,6 +81,10 @@ class GruSeq2SeqImpl : public Seq2SeqImpl {
     enc_proj = register_module("encoder_proj", torch::nn::Linear(2 * H, H));
     init_proj = register_module("init_proj", torch::nn::Linear(2 * H, H));
     decoder = register_module("decoder", torch::nn::GRU(torch::nn::GRUOptions(E, H).batch_first(true)));
+    const auto dec_params = decoder->named_parameters();
+    for (const char* name : {"weight_ih_l0", "weight_hh_l0", "bias_ih_l0", "bias_hh_l0"}) {
+      decoder_params_.push_back(dec_params[name]);
+    }
     if (o.attention == "dot") {
       attention = torch::nn::AnyModule(tnn::DotProductAttention());
     } else if (o.attention == "scaled") {
@@ -113,13 +118,9 @@ class GruSeq2SeqImpl : public Seq2SeqImpl {
     const Tensor last = (lengths - 1).unsqueeze(-1).expand({B, 1, H});
     const Tensor x = dropout(src_emb(src));
     const Tensor x_rev = x.gather(1, reverse.unsqueeze(-1).expand_as(x));
-    const Tensor h0 = torch::zeros({1, B, H}, x.options());
-    auto run = [&](const Tensor& input, const std::vector<Tensor>& params) {
-      return std::get<0>(torch::gru(input, h0, params, /*has_biases=*/true, /*num_layers=*/1, /*dropout=*/0.0,
-                                    is_training(), /*bidirectional=*/false, /*batch_first=*/true));
-    };
-    const Tensor fwd = run(x, forward_params_);
-    const Tensor bwd_rev = run(x_rev, reverse_params_);
+    const Tensor h0 = torch::zeros({B, H}, x.options());
+    const Tensor fwd = run_gru(x, h0, forward_params_);
+    const Tensor bwd_rev = run_gru(x_rev, h0, reverse_params_);
     const Tensor bwd = bwd_rev.gather(1, reverse.unsqueeze(-1).expand_as(bwd_rev));
     const Tensor outputs = torch::cat({fwd, bwd}, -1).masked_fill(src_pad.unsqueeze(-1), 0.0);
     const Tensor keys = enc_proj(dropout(outputs));
@@ -127,6 +128,12 @@ class GruSeq2SeqImpl : public Seq2SeqImpl {
     // the first (the last step of its reversed pass).
     const Tensor final_state = torch::cat({fwd.gather(1, last), bwd_rev.gather(1, last)}, -1).squeeze(1);
     return {keys, torch::tanh(init_proj(final_state)).unsqueeze(0)};
+  }
+
+  // input [B, T, E], h0 [B, H] -> outputs [B, T, H]: one GRU direction, its inputs projected
+  // for all steps in one matmul; params are weight_ih, weight_hh, bias_ih, bias_hh.
+  static Tensor run_gru(const Tensor& input, const Tensor& h0, const std::vector<Tensor>& params) {
+    return gru_sequence(torch::linear(input, params[0], params[2]), h0, params[1], params[3]);
   }
 
   // decoder outputs [B, T, H] -> (output layer input [B, T, H], weights [B, T, S] or undefined)
@@ -140,7 +147,7 @@ class GruSeq2SeqImpl : public Seq2SeqImpl {
 
   Tensor features(const Tensor& src, const Tensor& src_pad, const Tensor& tgt_in) override {
     auto [keys, h0] = run_encoder(src, src_pad);
-    const Tensor h = std::get<0>(decoder(dropout(tgt_emb(tgt_in)), h0));
+    const Tensor h = run_gru(dropout(tgt_emb(tgt_in)), h0[0], decoder_params_);
     return attend(h, keys, src_pad, /*need_weights=*/false).first;
   }
 
@@ -170,7 +177,7 @@ class GruSeq2SeqImpl : public Seq2SeqImpl {
 
  private:
   // The encoder's parameters per direction (w_ih, w_hh, b_ih, b_hh), shared with `encoder`.
-  std::vector<Tensor> forward_params_, reverse_params_;
+  std::vector<Tensor> forward_params_, reverse_params_, decoder_params_;
 };
 
 // ---- Transformer (pre-norm, Vaswani et al. 2017; Xiong et al. 2020) ----------------------

@@ -2,6 +2,7 @@
 // written here: each "French" sentence is its English source reversed, with a marker word.
 
 #include <decode.h>
+#include <fused_gru.h>
 #include <fused_loss.h>
 #include <heatmap.h>
 #include <trainer.h>
@@ -252,4 +253,43 @@ TEST_CASE("linear_cross_entropy equals linear + cross_entropy with label smoothi
   auto bad = target.clone();
   bad[0] = V;
   CHECK_THROWS_WITH(linear_cross_entropy(h, w, b, bad, 0.1, 0), ContainsSubstring("out of range"));
+}
+
+TEST_CASE("gru_sequence equals torch::gru, gradients too", "[translation]") {
+  torch::manual_seed(5);
+  const int64_t H = GENERATE(19, 64);  // 19: no vector width divides it
+  const int64_t B = 5, T = 7, E = 11;
+  auto x = torch::randn({B, T, E}, torch::requires_grad());
+  auto h0 = torch::randn({B, H}, torch::requires_grad());
+  auto w_ih = (torch::randn({3 * H, E}) * 0.4).requires_grad_();
+  auto w_hh = (torch::randn({3 * H, H}) * 0.4).requires_grad_();
+  auto b_ih = torch::randn({3 * H}, torch::requires_grad());
+  auto b_hh = torch::randn({3 * H}, torch::requires_grad());
+  const std::vector<torch::Tensor> leaves{x, h0, w_ih, w_hh, b_ih, b_hh};
+  auto out = gru_sequence(torch::linear(x, w_ih, b_ih), h0, w_hh, b_hh);
+  auto grad = torch::randn_like(out);
+  auto got = torch::autograd::grad({out}, leaves, {grad});
+
+  // The reference: ATen's own GRU in float64.
+  std::vector<torch::Tensor> ref_leaves;
+  for (const auto& t : leaves) ref_leaves.push_back(t.detach().to(torch::kDouble).requires_grad_());
+  auto ref = std::get<0>(torch::gru(ref_leaves[0], ref_leaves[1].unsqueeze(0),
+                                    {ref_leaves[2], ref_leaves[3], ref_leaves[4], ref_leaves[5]},
+                                    /*has_biases=*/true, /*num_layers=*/1, /*dropout=*/0.0, /*train=*/true,
+                                    /*bidirectional=*/false, /*batch_first=*/true));
+  auto want = torch::autograd::grad({ref}, ref_leaves, {grad.to(torch::kDouble)});
+  CHECK(torch::allclose(out.to(torch::kDouble), ref, 1e-5, 1e-6));
+  for (size_t i = 0; i < leaves.size(); ++i) {
+    CAPTURE(i);
+    CHECK(torch::allclose(got[i].to(torch::kDouble), want[i], 1e-4, 1e-5));
+  }
+
+  // No steps: no outputs, and the initial state's gradient is zero.
+  auto empty = gru_sequence(torch::zeros({B, 0, 3 * H}), h0, w_hh, b_hh);
+  CHECK(empty.sizes() == torch::IntArrayRef({B, 0, H}));
+
+  CHECK_THROWS_WITH(gru_sequence(torch::zeros({B, T, 3 * H + 1}), h0, w_hh, b_hh),
+                    ContainsSubstring("gru_sequence: shapes disagree"));
+  CHECK_THROWS_WITH(gru_sequence(torch::zeros({B, T, 3 * H}, torch::kDouble), h0, w_hh, b_hh),
+                    ContainsSubstring("float32 CPU tensors expected"));
 }
