@@ -90,7 +90,6 @@ class LinearCrossEntropy : public torch::autograd::Function<LinearCrossEntropy> 
     for (double l : losses) total += l;
     ctx->save_for_backward({h, weight, grad, keep});
     ctx->saved_data["rows"] = h_all.size(0);
-    ctx->saved_data["all_kept"] = all_kept;
     return torch::scalar_tensor(N > 0 ? total / static_cast<double>(N) : 0.0, h.options());
   }
 
@@ -103,8 +102,9 @@ class LinearCrossEntropy : public torch::autograd::Function<LinearCrossEntropy> 
     // The scalar grad_output scales the three small results, not the [kept, V] gradient.
     const Tensor scale = grad_outputs[0];
     Tensor dh = g.mm(weight).mul_(scale);
-    if (!ctx->saved_data["all_kept"].toBool()) {
-      dh = torch::zeros({ctx->saved_data["rows"].toInt(), h.size(1)}, h.options()).index_copy_(0, keep, dh);
+    const int64_t rows = ctx->saved_data["rows"].toInt();
+    if (keep.size(0) != rows) {
+      dh = torch::zeros({rows, h.size(1)}, h.options()).index_copy_(0, keep, dh);
     }
     return {dh, g.t().mm(h).mul_(scale), g.sum(0).mul_(scale), Tensor(), Tensor(), Tensor()};
   }

@@ -73,18 +73,12 @@ class GruSeq2SeqImpl : public Seq2SeqImpl {
         torch::nn::EmbeddingOptions(o.tgt_vocab, E).padding_idx(0)));
     encoder = register_module("encoder", torch::nn::GRU(
         torch::nn::GRUOptions(E, H).batch_first(true).bidirectional(true)));
-    const auto params = encoder->named_parameters();
-    for (const char* name : {"weight_ih_l0", "weight_hh_l0", "bias_ih_l0", "bias_hh_l0"}) {
-      forward_params_.push_back(params[name]);
-      reverse_params_.push_back(params[std::string(name) + "_reverse"]);
-    }
+    forward_params_ = gru_params(*encoder, "");
+    reverse_params_ = gru_params(*encoder, "_reverse");
     enc_proj = register_module("encoder_proj", torch::nn::Linear(2 * H, H));
     init_proj = register_module("init_proj", torch::nn::Linear(2 * H, H));
     decoder = register_module("decoder", torch::nn::GRU(torch::nn::GRUOptions(E, H).batch_first(true)));
-    const auto dec_params = decoder->named_parameters();
-    for (const char* name : {"weight_ih_l0", "weight_hh_l0", "bias_ih_l0", "bias_hh_l0"}) {
-      decoder_params_.push_back(dec_params[name]);
-    }
+    decoder_params_ = gru_params(*decoder, "");
     if (o.attention == "dot") {
       attention = torch::nn::AnyModule(tnn::DotProductAttention());
     } else if (o.attention == "scaled") {
@@ -128,6 +122,16 @@ class GruSeq2SeqImpl : public Seq2SeqImpl {
     // the first (the last step of its reversed pass).
     const Tensor final_state = torch::cat({fwd.gather(1, last), bwd_rev.gather(1, last)}, -1).squeeze(1);
     return {keys, torch::tanh(init_proj(final_state)).unsqueeze(0)};
+  }
+
+  // One direction's parameters in run_gru's order (suffix "" or "_reverse").
+  static std::vector<Tensor> gru_params(const torch::nn::GRUImpl& gru, const std::string& suffix) {
+    const auto params = gru.named_parameters();
+    std::vector<Tensor> out;
+    for (const char* name : {"weight_ih_l0", "weight_hh_l0", "bias_ih_l0", "bias_hh_l0"}) {
+      out.push_back(params[name + suffix]);
+    }
+    return out;
   }
 
   // input [B, T, E], h0 [B, H] -> outputs [B, T, H]: one GRU direction, its inputs projected

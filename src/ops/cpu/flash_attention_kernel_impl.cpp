@@ -952,6 +952,8 @@ void backward_impl(
     // The scores' queries scaled into the log2 domain exactly as the forward scales them, so
     // that backward's scores are the forward's to the bit (the same products, summed in the
     // same order): P = exp2(S - lse) then stays exact where one key takes all the weight.
+    // dK = scale dSᵀ Q keeps the unscaled rows (q_rows): dividing s_mul back out would fail
+    // for scale = 0 and lose precision where s_mul is subnormal.
     pack(q + head_offset(query, bh, d.H), d.Lq, d.E, query.stride(2), query.stride(3),
          hd.q_s.get(), d.E, s_mul);
     pack_transposed_panels(k + head_offset(key, bh, d.H), d.Lk, d.E, key.stride(2),
