@@ -1,5 +1,6 @@
 #include "fused_gru.h"
 
+#include "autograd_apply.h"
 #include "fast_math.h"
 
 #include <ATen/Parallel.h>
@@ -130,11 +131,6 @@ class GruSequence : public torch::autograd::Function<GruSequence> {
 
 } // namespace
 
-// GCC 14 warns (-Warray-bounds, -Wstringop-overflow) inside LibTorch 2.6's Function::apply,
-// where std::vector<bool>::reserve is inlined: false positives in system headers.
-#pragma GCC diagnostic push
-#pragma GCC diagnostic ignored "-Warray-bounds"
-#pragma GCC diagnostic ignored "-Wstringop-overflow"
 Tensor gru_sequence(const Tensor& gi, const Tensor& h0, const Tensor& w_hh, const Tensor& b_hh) {
   TORCH_CHECK(gi.dim() == 3 && h0.dim() == 2 && w_hh.dim() == 2 && b_hh.dim() == 1,
               "gru_sequence: expected gi [B, T, 3H], h0 [B, H], w_hh [3H, H], b_hh [3H]; got gi ", gi.sizes(),
@@ -148,8 +144,7 @@ Tensor gru_sequence(const Tensor& gi, const Tensor& h0, const Tensor& w_hh, cons
     TORCH_CHECK(t->scalar_type() == torch::kFloat && t->device().is_cpu(),
                 "gru_sequence: float32 CPU tensors expected, got ", t->scalar_type(), " on ", t->device());
   }
-  return GruSequence::apply(gi, h0, w_hh, b_hh);
+  return apply_function<GruSequence>(gi, h0, w_hh, b_hh);
 }
-#pragma GCC diagnostic pop
 
 } // namespace translate

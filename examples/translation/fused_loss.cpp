@@ -1,5 +1,6 @@
 #include "fused_loss.h"
 
+#include "autograd_apply.h"
 #include "fast_math.h"
 
 #include <ATen/CPUGeneratorImpl.h>
@@ -121,7 +122,7 @@ Tensor linear_cross_entropy(const Tensor& h, const Tensor& weight, const Tensor&
   TORCH_CHECK(h.scalar_type() == torch::kFloat && weight.scalar_type() == torch::kFloat &&
                   bias.scalar_type() == torch::kFloat && target.scalar_type() == torch::kLong && h.device().is_cpu(),
               "linear_cross_entropy: float32 CPU inputs and an int64 target expected");
-  return LinearCrossEntropy::apply(h, weight, bias, target, label_smoothing, ignore_index);
+  return apply_function<LinearCrossEntropy>(h, weight, bias, target, label_smoothing, ignore_index);
 }
 
 Tensor dropout(const Tensor& x, double p, bool training) {
