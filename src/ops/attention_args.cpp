@@ -24,6 +24,34 @@ void check_qkv(const char* fn, const char* name, const torch::Tensor& t, const c
 
 } // namespace
 
+void check_additive_args(
+    const char* fn,
+    const torch::Tensor& query,
+    const torch::Tensor& key,
+    const torch::Tensor& score_weight) {
+  using torchattn::detail::shape_str;
+  for (const auto& [name, t, desc] :
+       {std::tuple<const char*, const torch::Tensor&, const char*>{"query", query, "[..., Lq, D]"},
+        {"key", key, "[..., Lk, D]"}}) {
+    TORCH_CHECK(t.defined(), fn, ": ", name, " is undefined, expected a tensor ", desc);
+    TORCH_CHECK(
+        t.dim() >= 2, fn, ": ", name, " has ", t.dim(), " dims ", shape_str(t.sizes()),
+        ", expected at least 2 ", desc);
+    TORCH_CHECK(
+        t.scalar_type() == torch::kFloat || t.scalar_type() == torch::kDouble, fn, ": ", name,
+        " has dtype ", t.scalar_type(), ", expected Float or Double");
+    TORCH_CHECK(t.device().is_cpu(), fn, ": ", name, " is on ", t.device(), ", expected cpu");
+  }
+  torchattn::detail::check_like(fn, "key", key, query);
+  const int64_t D = query.size(-1);
+  TORCH_CHECK(
+      key.dim() == query.dim() && key.size(-1) == D &&
+          key.sizes().slice(0, key.dim() - 2) == query.sizes().slice(0, query.dim() - 2),
+      fn, ": key has shape ", shape_str(key.sizes()), ", expected [..., Lk, ", D,
+      "] with the leading dims of query ", shape_str(query.sizes()));
+  torchattn::detail::check_param(fn, "score_weight", score_weight, query, {D}, "[D]");
+}
+
 std::tuple<torch::Tensor, double> check_sdpa_args(
     const char* fn,
     const torch::Tensor& query,

@@ -21,6 +21,10 @@ TORCH_LIBRARY(torchattn, m) {
       "_scaled_dot_product_attention_backward(Tensor grad_output, Tensor query, Tensor key, "
       "Tensor value, Tensor? attn_mask, Tensor output, Tensor logsumexp, bool is_causal, "
       "float scale) -> (Tensor grad_query, Tensor grad_key, Tensor grad_value)");
+  m.def("additive_attention_scores(Tensor query, Tensor key, Tensor score_weight) -> Tensor");
+  m.def(
+      "_additive_attention_scores_backward(Tensor grad_scores, Tensor query, Tensor key, "
+      "Tensor score_weight) -> (Tensor grad_query, Tensor grad_key, Tensor grad_score_weight)");
 }
 
 namespace torchattn::ops {
@@ -45,6 +49,15 @@ torch::Tensor scaled_dot_product_attention(
                            const c10::optional<torch::Tensor>&, double, bool,
                            c10::optional<double>)>();
   return op.call(query, key, value, attn_mask, dropout_p, is_causal, scale);
+}
+
+torch::Tensor additive_attention_scores(
+    const torch::Tensor& query, const torch::Tensor& key, const torch::Tensor& score_weight) {
+  static auto op = c10::Dispatcher::singleton()
+                       .findSchemaOrThrow("torchattn::additive_attention_scores", "")
+                       .typed<torch::Tensor(
+                           const torch::Tensor&, const torch::Tensor&, const torch::Tensor&)>();
+  return op.call(query, key, score_weight);
 }
 
 } // namespace torchattn::ops

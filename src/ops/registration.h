@@ -25,6 +25,14 @@ std::tuple<torch::Tensor, double> check_sdpa_args(
     double dropout_p,
     c10::optional<double> scale);
 
+/// Checks additive_attention_scores' arguments (query [..., Lq, D], key [..., Lk, D] with the
+/// same leading dims, score_weight [D]; float32 or float64 on CPU). `fn` names the op.
+void check_additive_args(
+    const char* fn,
+    const torch::Tensor& query,
+    const torch::Tensor& key,
+    const torch::Tensor& score_weight);
+
 /// softmax(Q Kᵀ · scale + mask) V with ATen ops (differentiable, O(Lq·Lk) memory): the path
 /// for dropout and for masks that require grad. Fully masked rows give zeros, as the kernel.
 torch::Tensor sdpa_math(

@@ -8,6 +8,8 @@
 /// torchattn::scaled_dot_product_attention(Tensor query, Tensor key, Tensor value,
 ///     Tensor? attn_mask=None, float dropout_p=0.0, bool is_causal=False, float? scale=None)
 ///     -> Tensor
+/// torchattn::additive_attention_scores(Tensor query, Tensor key, Tensor score_weight)
+///     -> Tensor
 /// ```
 
 #include <torch/types.h>
@@ -49,12 +51,34 @@ torch::Tensor scaled_dot_product_attention(
     bool is_causal = false,
     c10::optional<double> scale = c10::nullopt);
 
-/// The vector instruction set the fused kernel runs with: "avx512", "avx2" or "default".
+/// The additive (Bahdanau) scores Σ_d w_d tanh(q_id + k_jd), fused: neither forward nor
+/// backward forms the [..., Lq, Lk, D] energies, which the composite of ATen ops writes, reads
+/// again and keeps for backward. Backward recomputes them and skips scores whose gradient is
+/// exactly zero (masked ones).
+///
+/// query [..., Lq, D], key [..., Lk, D] (the same leading dims), score_weight [D]
+///   -> scores [..., Lq, Lk]
+///
+/// - query and key are already projected (W_q q + b_q and W_k k + b_k); a bias on the score
+///   shifts every score equally and is added by the caller.
+/// - float32 and float64 on CPU, any strides; double backward is not supported.
+///
+/// Example:
+/// ```
+/// auto q = torch::randn({32, 12, 256}), k = torch::randn({32, 15, 256});
+/// auto scores = torchattn::ops::additive_attention_scores(q, k, torch::randn({256}));  // [32, 12, 15]
+/// ```
+torch::Tensor additive_attention_scores(
+    const torch::Tensor& query,
+    const torch::Tensor& key,
+    const torch::Tensor& score_weight);
+
+/// The vector instruction set the fused kernels run with: "avx512", "avx2" or "default".
 /// Chosen at load time as the best the CPU supports, lowered by the environment variable
 /// `TORCHATTN_CPU_CAPABILITY` (or ATen's `ATEN_CPU_CAPABILITY`).
 std::string kernel_capability();
 
-/// Runs the fused kernel with `capability` ("avx512", "avx2" or "default") from now on, e.g.
+/// Runs the fused kernels with `capability` ("avx512", "avx2" or "default") from now on, e.g.
 /// to compare the builds on one machine; fails if the CPU lacks it. Returns the previous one.
 std::string set_kernel_capability(const std::string& capability);
 

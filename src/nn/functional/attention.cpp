@@ -238,8 +238,20 @@ std::tuple<torch::Tensor, torch::Tensor> additive_attention(
   }
   auto q = torch::linear(query, query_weight, options.query_bias()); // [..., Lq, D]
   auto k = torch::linear(key, key_weight, options.key_bias());       // [..., Lk, D]
-  auto energy = torch::tanh(q.unsqueeze(-2) + k.unsqueeze(-3));      // [..., Lq, Lk, D]
-  auto scores = torch::linear(energy, score_weight, options.score_bias()).squeeze(-1);
+  torch::Tensor scores; // [..., Lq, Lk]
+  // The fused score never forms the [..., Lq, Lk, D] energies; like the fused SDPA path it is
+  // taken when the weights are not returned, so need_weights(true) keeps double backward.
+  if (!masks.need_weights && q.device().is_cpu() &&
+      (q.scalar_type() == torch::kFloat || q.scalar_type() == torch::kDouble) &&
+      q.dim() == k.dim() && q.sizes().slice(0, q.dim() - 2) == k.sizes().slice(0, k.dim() - 2)) {
+    scores = ops::additive_attention_scores(q, k, score_weight.view({d}));
+    if (options.score_bias().defined()) {
+      scores = scores + options.score_bias();
+    }
+  } else {
+    auto energy = torch::tanh(q.unsqueeze(-2) + k.unsqueeze(-3)); // [..., Lq, Lk, D]
+    scores = torch::linear(energy, score_weight, options.score_bias()).squeeze(-1);
+  }
   return detail::attend(std::move(scores), value, masks);
 }
 

@@ -1,5 +1,6 @@
 // Autograd kernels of the attention ops: the fused forward saves q, k, v, the output and the
-// logsumexp; backward recomputes the scores per tile. Double backward fails explicitly.
+// logsumexp; backward recomputes the scores per tile. The additive scores save q, k and the
+// score weight; backward recomputes the energies. Double backward fails explicitly.
 
 #include <torchattn/ops/attention.h>
 
@@ -147,6 +148,83 @@ std::tuple<torch::Tensor, torch::Tensor, torch::Tensor> backward_autograd(
   return {g[0], g[1], g[2]};
 }
 
+torch::Tensor call_additive_forward(
+    const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& w) {
+  static auto op = c10::Dispatcher::singleton()
+                       .findSchemaOrThrow("torchattn::additive_attention_scores", "")
+                       .typed<torch::Tensor(
+                           const torch::Tensor&, const torch::Tensor&, const torch::Tensor&)>();
+  return op.call(q, k, w);
+}
+
+std::tuple<torch::Tensor, torch::Tensor, torch::Tensor> call_additive_backward(
+    const torch::Tensor& grad_scores, const torch::Tensor& q, const torch::Tensor& k,
+    const torch::Tensor& w) {
+  static auto op = c10::Dispatcher::singleton()
+                       .findSchemaOrThrow("torchattn::_additive_attention_scores_backward", "")
+                       .typed<std::tuple<torch::Tensor, torch::Tensor, torch::Tensor>(
+                           const torch::Tensor&, const torch::Tensor&, const torch::Tensor&,
+                           const torch::Tensor&)>();
+  return op.call(grad_scores, q, k, w);
+}
+
+/// As FlashAttentionBackward: the backward op, whose own backward refuses.
+class AdditiveScoresBackward : public torch::autograd::Function<AdditiveScoresBackward> {
+ public:
+  static tensor_list forward(
+      AutogradContext* /*ctx*/, const torch::Tensor& grad_scores, const torch::Tensor& q,
+      const torch::Tensor& k, const torch::Tensor& w) {
+    at::AutoDispatchBelowADInplaceOrView guard;
+    auto [gq, gk, gw] = call_additive_backward(grad_scores, q, k, w);
+    return {gq, gk, gw};
+  }
+
+  static tensor_list backward(AutogradContext* /*ctx*/, const tensor_list& /*grads*/) {
+    TORCH_CHECK(
+        false,
+        "torchattn::additive_attention_scores: double backward is not supported by the fused "
+        "kernel; use torchattn::nn::functional::additive_attention with need_weights(true) (the "
+        "math path) for higher-order gradients");
+  }
+};
+
+/// Saves only q, k and w: backward recomputes the energies.
+class AdditiveScores : public torch::autograd::Function<AdditiveScores> {
+ public:
+  static tensor_list forward(
+      AutogradContext* ctx, const torch::Tensor& q, const torch::Tensor& k,
+      const torch::Tensor& w) {
+    at::AutoDispatchBelowADInplaceOrView guard;
+    auto scores = call_additive_forward(q, k, w);
+    ctx->save_for_backward({q, k, w});
+    return {scores};
+  }
+
+  static tensor_list backward(AutogradContext* ctx, const tensor_list& grads) {
+    const auto saved = ctx->get_saved_variables();
+    if (!grads[0].defined()) {
+      return {torch::Tensor(), torch::Tensor(), torch::Tensor()};
+    }
+    return AdditiveScoresBackward::apply(grads[0], saved[0], saved[1], saved[2]);
+  }
+};
+
+torch::Tensor additive_scores_autograd(
+    const torch::Tensor& query, const torch::Tensor& key, const torch::Tensor& score_weight) {
+  // query [..., Lq, D], key [..., Lk, D], score_weight [D] -> scores [..., Lq, Lk]
+  detail::check_additive_args("torchattn::additive_attention_scores", query, key, score_weight);
+  return AdditiveScores::apply(query, key, score_weight)[0];
+}
+
+std::tuple<torch::Tensor, torch::Tensor, torch::Tensor> additive_scores_backward_autograd(
+    const torch::Tensor& grad_scores,
+    const torch::Tensor& query,
+    const torch::Tensor& key,
+    const torch::Tensor& score_weight) {
+  auto g = AdditiveScoresBackward::apply(grad_scores, query, key, score_weight);
+  return {g[0], g[1], g[2]};
+}
+
 } // namespace
 
 namespace detail {
@@ -161,4 +239,7 @@ TORCH_LIBRARY_IMPL(torchattn, Autograd, m) {
   m.impl("scaled_dot_product_attention", TORCH_FN(torchattn::ops::sdpa_autograd));
   m.impl("_scaled_dot_product_attention_forward", TORCH_FN(torchattn::ops::forward_autograd));
   m.impl("_scaled_dot_product_attention_backward", TORCH_FN(torchattn::ops::backward_autograd));
+  m.impl("additive_attention_scores", TORCH_FN(torchattn::ops::additive_scores_autograd));
+  m.impl("_additive_attention_scores_backward",
+         TORCH_FN(torchattn::ops::additive_scores_backward_autograd));
 }

@@ -1,9 +1,11 @@
 // CPU kernels of the attention ops: argument checks, the choice of the vector build of the
-// fused kernel (flash_attention_kernel_impl.cpp), and the math path for dropout.
+// fused kernels (flash_attention_kernel_impl.cpp, additive_scores_kernel_impl.cpp), and the
+// math path for dropout.
 
 #include <torchattn/ops/attention.h>
 
 #include "detail/attention_core.h"
+#include "ops/cpu/additive_scores_kernel.h"
 #include "ops/cpu/flash_attention_kernel.h"
 #include "ops/registration.h"
 
@@ -83,21 +85,30 @@ std::atomic<int>& current() {
   return capability;
 }
 
+/// The variant of a kernel for the current capability.
+template <typename Fn>
+Fn for_capability(Fn avx512, Fn avx2, Fn fallback) {
+  switch (static_cast<Capability>(current().load())) {
+    case Capability::Avx512:
+      return avx512;
+    case Capability::Avx2:
+      return avx2;
+    case Capability::Default:
+      break;
+  }
+  return fallback;
+}
+
 struct Kernels {
   cpu::ForwardFn forward;
   cpu::BackwardFn backward;
 };
 
 Kernels kernels() {
-  switch (static_cast<Capability>(current().load())) {
-    case Capability::Avx512:
-      return {cpu::AVX512::flash_attention_forward, cpu::AVX512::flash_attention_backward};
-    case Capability::Avx2:
-      return {cpu::AVX2::flash_attention_forward, cpu::AVX2::flash_attention_backward};
-    case Capability::Default:
-      break;
-  }
-  return {cpu::DEFAULT::flash_attention_forward, cpu::DEFAULT::flash_attention_backward};
+  return {for_capability(cpu::AVX512::flash_attention_forward, cpu::AVX2::flash_attention_forward,
+                         cpu::DEFAULT::flash_attention_forward),
+          for_capability(cpu::AVX512::flash_attention_backward, cpu::AVX2::flash_attention_backward,
+                         cpu::DEFAULT::flash_attention_backward)};
 }
 
 /// The fused forward on checked arguments: `mask` is the 4-D view check_sdpa_args returns.
@@ -183,6 +194,53 @@ torch::Tensor sdpa_cpu(
   return std::get<0>(run_forward(query, key, value, mask, is_causal, resolved));
 }
 
+/// Leading dims of [..., L, D] as one: the batch of the kernels' [N, L, D].
+int64_t leading(const torch::Tensor& t) {
+  return c10::multiply_integers(t.sizes().slice(0, t.dim() - 2));
+}
+
+torch::Tensor additive_scores_cpu(
+    const torch::Tensor& query, const torch::Tensor& key, const torch::Tensor& score_weight) {
+  // query [..., Lq, D], key [..., Lk, D], score_weight [D] -> scores [..., Lq, Lk]
+  detail::check_additive_args("torchattn::additive_attention_scores", query, key, score_weight);
+  const int64_t N = leading(query), Lq = query.size(-2), Lk = key.size(-2), D = query.size(-1);
+  auto scores = torch::empty({N, Lq, Lk}, query.options());
+  for_capability(cpu::AVX512::additive_scores_forward, cpu::AVX2::additive_scores_forward,
+                 cpu::DEFAULT::additive_scores_forward)(
+      query.reshape({N, Lq, D}).contiguous(), key.reshape({N, Lk, D}).contiguous(),
+      score_weight.contiguous(), scores);
+  auto shape = query.sizes().vec();
+  shape.back() = Lk;
+  return scores.view(shape);
+}
+
+std::tuple<torch::Tensor, torch::Tensor, torch::Tensor> additive_scores_backward_cpu(
+    const torch::Tensor& grad_scores,
+    const torch::Tensor& query,
+    const torch::Tensor& key,
+    const torch::Tensor& score_weight) {
+  // grad_scores [..., Lq, Lk] -> grad_query [..., Lq, D], grad_key [..., Lk, D], grad_score_weight [D]
+  constexpr const char* fn = "torchattn::_additive_attention_scores_backward";
+  detail::check_additive_args(fn, query, key, score_weight);
+  const int64_t N = leading(query), Lq = query.size(-2), Lk = key.size(-2), D = query.size(-1);
+  auto shape = query.sizes().vec();
+  shape.back() = Lk;
+  TORCH_CHECK(
+      grad_scores.sizes() == torch::IntArrayRef(shape) &&
+          grad_scores.scalar_type() == query.scalar_type(),
+      fn, ": grad_scores has shape ", torchattn::detail::shape_str(grad_scores.sizes()),
+      " and dtype ", grad_scores.scalar_type(), ", expected ", torchattn::detail::shape_str(shape),
+      " and ", query.scalar_type());
+  auto gq = torch::empty({N, Lq, D}, query.options());
+  auto gk = torch::empty({N, Lk, D}, key.options());
+  auto gw = torch::empty({D}, score_weight.options());
+  for_capability(cpu::AVX512::additive_scores_backward, cpu::AVX2::additive_scores_backward,
+                 cpu::DEFAULT::additive_scores_backward)(
+      grad_scores.reshape({N, Lq, Lk}).contiguous(), query.reshape({N, Lq, D}).contiguous(),
+      key.reshape({N, Lk, D}).contiguous(), score_weight.contiguous(), gq, gk, gw);
+  return {gq.view(query.sizes()), gk.view(key.sizes()), gw};
+}
+
 } // namespace
 
 std::string kernel_capability() {
@@ -210,4 +268,7 @@ TORCH_LIBRARY_IMPL(torchattn, CPU, m) {
   m.impl("scaled_dot_product_attention", TORCH_FN(torchattn::ops::sdpa_cpu));
   m.impl("_scaled_dot_product_attention_forward", TORCH_FN(torchattn::ops::forward_cpu));
   m.impl("_scaled_dot_product_attention_backward", TORCH_FN(torchattn::ops::backward_cpu));
+  m.impl("additive_attention_scores", TORCH_FN(torchattn::ops::additive_scores_cpu));
+  m.impl("_additive_attention_scores_backward",
+         TORCH_FN(torchattn::ops::additive_scores_backward_cpu));
 }
