@@ -3,7 +3,7 @@
 // the same batches, with the same thread count, in one run.
 //
 //   torchattn-bench-translation --data DIR [--steps 40] [--warmup 5] [--threads 2] [--rounds 3]
-//                               [--save-python-model OUT]
+//                               [--models gru,transformer] [--save-python-model OUT]
 //
 // --save-python-model keeps what the Python GRU learned, after --python-epochs (8) more passes
 // over the batches once its first round is timed: OUT/python_gru.pt (TorchScript) and
@@ -26,6 +26,7 @@
 #include <filesystem>
 #include <fstream>
 #include <map>
+#include <sstream>
 #include <string>
 #include <unistd.h>
 
@@ -59,7 +60,8 @@ double train_steps(Seq2SeqImpl& model, const std::vector<Batch>& batches, int wa
 int main(int argc, char** argv) {
   std::map<std::string, std::string> args = {{"--data", ""}, {"--steps", "40"}, {"--warmup", "5"},
                                              {"--threads", "2"}, {"--python", "/usr/bin/python3"},
-                                             {"--save-python-model", ""}, {"--python-epochs", "8"}, {"--rounds", "3"}};
+                                             {"--save-python-model", ""}, {"--python-epochs", "8"}, {"--rounds", "3"},
+                                             {"--models", "gru,transformer"}};
   for (int i = 1; i + 1 < argc; i += 2) {
     if (args.count(argv[i]) == 0) {
       fmt::print(stderr, "unknown option {}\n", argv[i]);
@@ -110,7 +112,17 @@ int main(int argc, char** argv) {
     std::sort(v.begin(), v.end());
     return v.empty() ? 0.0 : v[v.size() / 2];
   };
-  for (const std::string kind : {"gru", "transformer"}) {
+  std::vector<std::string> kinds;
+  for (std::stringstream models(args["--models"]); models.good();) {
+    std::string kind;
+    std::getline(models, kind, ',');
+    if (kind != "gru" && kind != "transformer") {
+      fmt::print(stderr, "--models: '{}' is not gru or transformer\n", kind);
+      return 2;
+    }
+    kinds.push_back(kind);
+  }
+  for (const std::string& kind : kinds) {
     std::vector<double> ours, theirs, ratios;
     for (int round = 0; round < rounds; ++round) {
       ModelOptions o;

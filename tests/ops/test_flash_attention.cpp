@@ -4,6 +4,7 @@
 
 #include <torchattn/torchattn.h>
 
+#include "support/capabilities.h"
 #include "support/tensor_matchers.h"
 
 #include <catch2/catch_test_macros.hpp>
@@ -30,26 +31,9 @@ namespace {
 namespace F = torchattn::nn::functional;
 using Catch::Matchers::ContainsSubstring;
 using torchattn::testing::AllClose;
+using torchattn::testing::capabilities;
+using torchattn::testing::CapabilityGuard;
 using torchattn::testing::tolerance;
-
-/// The vector builds this CPU can run, best first.
-std::vector<std::string> capabilities() {
-  std::vector<std::string> caps;
-  const auto best = torchattn::ops::kernel_capability();
-  for (const char* c : {"avx512", "avx2", "default"}) {
-    if (caps.empty() && best != c) {
-      continue;
-    }
-    caps.emplace_back(c);
-  }
-  return caps;
-}
-
-/// Restores the kernel capability on scope exit.
-struct CapabilityGuard {
-  std::string saved = torchattn::ops::kernel_capability();
-  ~CapabilityGuard() { torchattn::ops::set_kernel_capability(saved); }
-};
 
 /// The math path: softmax(q kᵀ · scale + mask) v, fully masked rows zero (need_weights makes
 /// the functional take it).
@@ -357,12 +341,21 @@ struct OpsResolver : torch::jit::Resolver {
   }
 };
 
-TEST_CASE("the op runs from TorchScript", "[ops][jit]") {
+TEST_CASE("the ops run from TorchScript", "[ops][jit]") {
   auto cu = std::make_shared<torch::jit::CompilationUnit>();
   cu->define(c10::nullopt, R"JIT(
 def attend(q: Tensor, k: Tensor, v: Tensor, mask: Tensor):
     return torchattn.scaled_dot_product_attention(q, k, v, mask, 0.0, True, 0.5)
+
+def additive(q: Tensor, k: Tensor, w: Tensor):
+    return torchattn.additive_attention_scores(q, k, w)
 )JIT", std::make_shared<OpsResolver>(), nullptr);
+  {
+    auto q = torch::randn({2, 5, 16}), k = torch::randn({2, 7, 16}), w = torch::randn({16});
+    auto scripted = cu->run_method("additive", q, k, w).toTensor();
+    CHECK_THAT(scripted, AllClose(torchattn::ops::additive_attention_scores(q, k, w), 0, 0));
+    CHECK_THAT(scripted, AllClose(torch::tanh(q.unsqueeze(2) + k.unsqueeze(1)).matmul(w), 1e-5, 1e-5));
+  }
   auto q = torch::randn({2, 2, 7, 8}), k = torch::randn({2, 2, 9, 8}), v = torch::randn({2, 2, 9, 4});
   auto mask = torch::rand({7, 9}) > 0.2;
   auto scripted = cu->run_method("attend", q, k, v, mask).toTensor();

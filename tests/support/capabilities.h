@@ -1,0 +1,31 @@
+#pragma once
+
+// The vector builds of the fused kernels that this CPU can run, for tests that run each.
+
+#include <torchattn/ops/attention.h>
+
+#include <string>
+#include <vector>
+
+namespace torchattn::testing {
+
+/// The vector builds this CPU can run, best first.
+inline std::vector<std::string> capabilities() {
+  std::vector<std::string> caps;
+  const auto best = torchattn::ops::kernel_capability();
+  for (const char* c : {"avx512", "avx2", "default"}) {
+    if (caps.empty() && best != c) {
+      continue;
+    }
+    caps.emplace_back(c);
+  }
+  return caps;
+}
+
+/// Restores the kernel capability on scope exit.
+struct CapabilityGuard {
+  std::string saved = torchattn::ops::kernel_capability();
+  ~CapabilityGuard() { torchattn::ops::set_kernel_capability(saved); }
+};
+
+} // namespace torchattn::testing
