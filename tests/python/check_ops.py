@@ -1,4 +1,5 @@
-"""torchattn's dispatcher ops from Python: torch.ops.load_library, eager calls with autograd,
+"""torchattn's dispatcher ops from Python: torch.ops.load_library, eager calls with autograd
+(scaled_dot_product_attention and additive_attention_scores),
 and the op inside a scripted function saved and loaded with torch.jit.
 
     /usr/bin/python3 check_ops.py path/to/libtorchattn.so
@@ -48,6 +49,19 @@ def main():
             for n, a, b in zip("qkv", torch.autograd.grad(out, (q, k, v), grad),
                                torch.autograd.grad(want, (q, k, v), grad)):
                 check(f"{dtype} causal={is_causal} grad_{n}", a, b, tol * 10)
+
+    additive = torch.ops.torchattn.additive_attention_scores
+    for dtype, tol in ((torch.float32, 1e-5), (torch.float64, 1e-10)):
+        q = torch.randn(4, 7, 32, dtype=dtype, requires_grad=True)
+        k = torch.randn(4, 11, 32, dtype=dtype, requires_grad=True)
+        w = torch.randn(32, dtype=dtype, requires_grad=True)
+        got = additive(q, k, w)
+        want = torch.tanh(q.unsqueeze(2) + k.unsqueeze(1)) @ w
+        check(f"{dtype} additive scores", got, want, tol)
+        grad = torch.randn_like(got)
+        for n, a, b in zip("qkw", torch.autograd.grad(got, (q, k, w), grad),
+                           torch.autograd.grad(want, (q, k, w), grad)):
+            check(f"{dtype} additive grad_{n}", a, b, tol * 10)
 
     @torch.jit.script
     def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
