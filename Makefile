@@ -52,9 +52,10 @@ demo-tatoeba: build
 # Benchmarks print ratios measured in one process; they are not tests.
 bench: deps
 	@cmake -S . -B $(BUILD_DIR) -G Ninja -DCMAKE_BUILD_TYPE=Release -DTORCHATTN_BUILD_BENCH=ON $(CMAKE_ARGS)
-	@cmake --build $(BUILD_DIR) -j $(JOBS) --target torchattn-bench-mha torchattn-bench-flash
+	@cmake --build $(BUILD_DIR) -j $(JOBS) --target torchattn-bench-mha torchattn-bench-flash torchattn-bench-additive
 	@$(BUILD_DIR)/bench/torchattn-bench-mha
 	@$(BUILD_DIR)/bench/torchattn-bench-flash
+	@$(BUILD_DIR)/bench/torchattn-bench-additive
 	@$(MAKE) --no-print-directory bench-translation
 	@echo "--- the math path again with OPENBLAS_CORETYPE=SkylakeX (Debian 12's OpenBLAS misdetects this CPU) ---"
 	@OPENBLAS_CORETYPE=SkylakeX $(BUILD_DIR)/bench/torchattn-bench-flash --benchmark_filter='fma|math|mm' | sed -n '/^FMA peak/,$$p'
