@@ -1,7 +1,8 @@
 #!/usr/bin/python3
 """Training throughput of examples/translation's models in Python PyTorch, on the very batches
 bench/translation_bench.cpp trains the C++ models on (it writes them to a file and runs this
-script in the same run). Prints one line: `python <model> <target tokens/s> <steps> <seconds>`.
+script in the same run). Prints `python <model> <target tokens/s> <steps> <seconds>`, then
+`steps <seconds of each timed step>`.
 
   /usr/bin/python3 bench/translation_bench.py --batches FILE --model gru|transformer \
       --src-vocab N --tgt-vocab M [--steps 40] [--warmup 5] [--threads 2]
@@ -78,11 +79,13 @@ def main():
     for i in range(a.warmup):
         step(batches[i % len(batches)])
     tokens = 0
-    start = time.perf_counter()
+    seconds = []
     for i in range(a.steps):
+        start = time.perf_counter()
         tokens += step(batches[(a.warmup + i) % len(batches)])
-    seconds = time.perf_counter() - start
-    print(f"python {a.model} {tokens / seconds:.1f} {a.steps} {seconds:.3f}", flush=True)
+        seconds.append(time.perf_counter() - start)
+    print(f"python {a.model} {tokens / sum(seconds):.1f} {a.steps} {sum(seconds):.3f}", flush=True)
+    print("steps " + " ".join(f"{t:.6f}" for t in seconds), flush=True)
 
     for epoch in range(a.extra_epochs):
         loss_sum = 0.0

@@ -2,6 +2,7 @@
 
 #include "bleu.h"
 #include "data.h"
+#include "fused_adam.h"
 #include "fused_loss.h"
 
 #include <torchattn/jit/state_dict.h>
@@ -196,8 +197,7 @@ TrainSummary run(const TrainConfig& c, bool resuming) {
 
   torch::manual_seed(c.seed);
   auto model = make_model(mo);
-  torch::optim::Adam optimizer(model->parameters(),
-                               torch::optim::AdamOptions(c.lr).betas({0.9, 0.98}).eps(1e-9));
+  FusedAdam optimizer(model->parameters(), torch::optim::AdamOptions(c.lr).betas({0.9, 0.98}).eps(1e-9));
   Progress state;
   if (resuming) {
     fs::path ck = dir / "checkpoint";
