@@ -76,6 +76,7 @@ TEST_CASE("the fused additive score matches the composite of ATen ops, gradients
       configs.push_back({{2}, 0, 4, 8, dtype, false, cap});       // no queries
       configs.push_back({{2}, 3, 0, 8, dtype, false, cap});       // no keys
       configs.push_back({{2}, 3, 4, 0, dtype, false, cap});       // D = 0: all scores zero
+      configs.push_back({{0, 2}, 3, 4, 8, dtype, false, cap});    // an empty batch
     }
   }
   for (const auto& c : configs) {

@@ -98,8 +98,9 @@ void backward_impl(
   // With fewer entries than twice the threads, the rows are split into blocks whose grad_key
   // partials are added afterwards; grad_weight has one partial per task.
   const int64_t threads = at::get_num_threads();
-  const int64_t blocks =
-      N >= 2 * threads ? 1 : std::max<int64_t>(1, std::min(Lq, (2 * threads + N - 1) / N));
+  const int64_t blocks = N == 0 || N >= 2 * threads
+      ? 1
+      : std::max<int64_t>(1, std::min(Lq, (2 * threads + N - 1) / N));
   const int64_t rows = (Lq + blocks - 1) / blocks;
   const int64_t tasks = N * blocks;
   at::Tensor key_partials =
