@@ -159,7 +159,7 @@ void BM_FmaPeak(benchmark::State& state) {
   for (auto _ : state) {
     at::parallel_for(0, threads, 1, [&](int64_t begin, int64_t end) {
       for (int64_t t = begin; t < end; ++t) {
-        const float s = wide ? fma_loop_avx512(iters) : fma_loop_avx2(iters);
+        float s = wide ? fma_loop_avx512(iters) : fma_loop_avx2(iters);
         benchmark::DoNotOptimize(s);
       }
     });
