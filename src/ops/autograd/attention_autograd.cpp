@@ -148,15 +148,6 @@ std::tuple<torch::Tensor, torch::Tensor, torch::Tensor> backward_autograd(
   return {g[0], g[1], g[2]};
 }
 
-torch::Tensor call_additive_forward(
-    const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& w) {
-  static auto op = c10::Dispatcher::singleton()
-                       .findSchemaOrThrow("torchattn::additive_attention_scores", "")
-                       .typed<torch::Tensor(
-                           const torch::Tensor&, const torch::Tensor&, const torch::Tensor&)>();
-  return op.call(q, k, w);
-}
-
 std::tuple<torch::Tensor, torch::Tensor, torch::Tensor> call_additive_backward(
     const torch::Tensor& grad_scores, const torch::Tensor& q, const torch::Tensor& k,
     const torch::Tensor& w) {
@@ -195,7 +186,7 @@ class AdditiveScores : public torch::autograd::Function<AdditiveScores> {
       AutogradContext* ctx, const torch::Tensor& q, const torch::Tensor& k,
       const torch::Tensor& w) {
     at::AutoDispatchBelowADInplaceOrView guard;
-    auto scores = call_additive_forward(q, k, w);
+    auto scores = ops::additive_attention_scores(q, k, w); // below autograd: the CPU kernel
     ctx->save_for_backward({q, k, w});
     return {scores};
   }
