@@ -199,6 +199,13 @@ int64_t leading(const torch::Tensor& t) {
   return c10::multiply_integers(t.sizes().slice(0, t.dim() - 2));
 }
 
+/// The additive scores' shape [..., Lq, Lk] for query [..., Lq, D] and key [..., Lk, D].
+std::vector<int64_t> scores_shape(const torch::Tensor& query, const torch::Tensor& key) {
+  auto shape = query.sizes().vec();
+  shape.back() = key.size(-2);
+  return shape;
+}
+
 torch::Tensor additive_scores_cpu(
     const torch::Tensor& query, const torch::Tensor& key, const torch::Tensor& score_weight) {
   // query [..., Lq, D], key [..., Lk, D], score_weight [D] -> scores [..., Lq, Lk]
@@ -209,9 +216,7 @@ torch::Tensor additive_scores_cpu(
                  cpu::DEFAULT::additive_scores_forward)(
       query.reshape({N, Lq, D}).contiguous(), key.reshape({N, Lk, D}).contiguous(),
       score_weight.contiguous(), scores);
-  auto shape = query.sizes().vec();
-  shape.back() = Lk;
-  return scores.view(shape);
+  return scores.view(scores_shape(query, key));
 }
 
 std::tuple<torch::Tensor, torch::Tensor, torch::Tensor> additive_scores_backward_cpu(
@@ -223,8 +228,7 @@ std::tuple<torch::Tensor, torch::Tensor, torch::Tensor> additive_scores_backward
   constexpr const char* fn = "torchattn::_additive_attention_scores_backward";
   detail::check_additive_args(fn, query, key, score_weight);
   const int64_t N = leading(query), Lq = query.size(-2), Lk = key.size(-2), D = query.size(-1);
-  auto shape = query.sizes().vec();
-  shape.back() = Lk;
+  const auto shape = scores_shape(query, key);
   TORCH_CHECK(
       grad_scores.sizes() == torch::IntArrayRef(shape) &&
           grad_scores.scalar_type() == query.scalar_type(),
