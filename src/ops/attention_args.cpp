@@ -77,8 +77,7 @@ std::tuple<torch::Tensor, double> check_sdpa_args(
   TORCH_CHECK(
       dropout_p >= 0.0 && dropout_p < 1.0, fn, ": dropout_p is ", dropout_p,
       ", expected a probability in [0, 1)");
-  const double resolved = scale.has_value() ? *scale : 1.0 / std::sqrt(static_cast<double>(E));
-  TORCH_CHECK(std::isfinite(resolved), fn, ": scale is ", resolved, ", expected a finite number");
+  const double resolved = torchattn::detail::resolve_scale(fn, scale, query);
 
   torch::Tensor mask;
   if (attn_mask.has_value() && attn_mask->defined()) {

@@ -12,15 +12,19 @@ TORCH_LIBRARY(torchattn, m) {
       "scaled_dot_product_attention(Tensor query, Tensor key, Tensor value, "
       "Tensor? attn_mask=None, float dropout_p=0.0, bool is_causal=False, "
       "float? scale=None) -> Tensor");
-  // The fused kernel's halves. logsumexp [B, H, Lq] is of the scaled, masked scores (+inf on
-  // rows with no key to attend); `scale` is already resolved.
+  // The fused kernel's halves; `scale` is already resolved. row_max and row_log_sum
+  // [B, H, Lq] are the softmax statistics of each row of scaled, masked scores s: m = max s
+  // and log Σ exp(s - m). Their sum is the logsumexp; they are kept apart because the sum
+  // rounds away log Σ where |m| is large, and backward needs both. Both are -inf on a row
+  // with no key to attend.
   m.def(
       "_scaled_dot_product_attention_forward(Tensor query, Tensor key, Tensor value, "
-      "Tensor? attn_mask, bool is_causal, float scale) -> (Tensor output, Tensor logsumexp)");
+      "Tensor? attn_mask, bool is_causal, float scale) -> "
+      "(Tensor output, Tensor row_max, Tensor row_log_sum)");
   m.def(
       "_scaled_dot_product_attention_backward(Tensor grad_output, Tensor query, Tensor key, "
-      "Tensor value, Tensor? attn_mask, Tensor output, Tensor logsumexp, bool is_causal, "
-      "float scale) -> (Tensor grad_query, Tensor grad_key, Tensor grad_value)");
+      "Tensor value, Tensor? attn_mask, Tensor output, Tensor row_max, Tensor row_log_sum, "
+      "bool is_causal, float scale) -> (Tensor grad_query, Tensor grad_key, Tensor grad_value)");
   m.def("additive_attention_scores(Tensor query, Tensor key, Tensor score_weight) -> Tensor");
   m.def(
       "_additive_attention_scores_backward(Tensor grad_scores, Tensor query, Tensor key, "

@@ -4,6 +4,7 @@
 #include <torchattn/torchattn.h>
 
 #include "support/modules.h"
+#include "support/paths.h"
 #include "support/tensor_matchers.h"
 
 #include <catch2/catch_test_macros.hpp>
@@ -153,14 +154,25 @@ TEST_CASE("small score matrices take the math path unless told otherwise", "[nn]
   }
   CHECK(F::math_path_max_scores() == 48 * 48);
   CHECK_THROWS_WITH(F::set_math_path_max_scores(-1), Catch::Matchers::ContainsSubstring("must be non-negative, got -1"));
-  // Both sides of the threshold give the math path's answer.
+  // Both sides of the threshold give the math path's answer, each by the path it should take:
+  // 48 x 48 scores by the math path, 49 x 49 by the fused kernel (which refuses double
+  // backward).
   torch::manual_seed(5);
   for (int64_t l : {48, 49}) {
-    auto q = torch::randn({2, l, 8}, torch::kDouble);
+    CAPTURE(l);
+    auto q = torch::randn({2, l, 8}, torch::kDouble).requires_grad_();
     auto [fast, none] = F::scaled_dot_product_attention(q, q, q, F::ScaledDotProductAttentionFuncOptions().is_causal(true));
     auto [math, w] = F::scaled_dot_product_attention(
         q, q, q, F::ScaledDotProductAttentionFuncOptions().is_causal(true).need_weights(true));
-    CHECK_THAT(fast, AllClose(math, 1e-12, 1e-12));
+    CHECK_THAT(fast.detach(), AllClose(math.detach(), 1e-12, 1e-12));
+    CHECK(torchattn::testing::through_fused_kernel(fast, q) == (l == 49));
+    CHECK_FALSE(torchattn::testing::through_fused_kernel(math, q));
+  }
+  {
+    torchattn::testing::AlwaysFused fused;
+    auto q = torch::randn({2, 48, 8}, torch::kDouble).requires_grad_();
+    auto [out, none] = F::scaled_dot_product_attention(q, q, q);
+    CHECK(torchattn::testing::through_fused_kernel(out, q));
   }
 }
 

@@ -5,6 +5,7 @@
 #include <torchattn/torchattn.h>
 
 #include "support/capabilities.h"
+#include "support/paths.h"
 #include "support/tensor_matchers.h"
 
 #include <catch2/catch_test_macros.hpp>
@@ -264,11 +265,30 @@ TEST_CASE("dropout and masks that need grad take the math path", "[ops]") {
   auto q = torch::randn({2, 2, 6, 8}, torch::requires_grad());
   auto k = torch::randn({2, 2, 6, 8});
   auto v = torch::randn({2, 2, 6, 8});
-  auto plain = torchattn::ops::scaled_dot_product_attention(q, k, v);
+  // Dropout: the math path's draws for the same seed, to the bit, and its gradient.
+  torch::manual_seed(42);
   auto dropped = torchattn::ops::scaled_dot_product_attention(q, k, v, {}, 0.5);
-  CHECK_FALSE(torch::allclose(plain, dropped));
+  torch::manual_seed(42);
+  auto q_math = q.detach().clone().requires_grad_();
+  auto math = std::get<0>(F::scaled_dot_product_attention(
+      q_math, k, v, F::ScaledDotProductAttentionFuncOptions().dropout_p(0.5).need_weights(true)));
+  CHECK_THAT(dropped.detach(), AllClose(math.detach(), 0, 0));
   dropped.sum().backward();
-  CHECK(q.grad().isfinite().all().item<bool>());
+  math.sum().backward();
+  CHECK_THAT(q.grad(), AllClose(q_math.grad(), 0, 0));
+  // The scaling: with q = 0 every key weighs 1/Lk, so over values of ones each output is
+  // (kept keys) / (Lk (1 - p)), and about 1 - p of the keys are kept.
+  for (double p : {0.25, 0.5}) {
+    CAPTURE(p);
+    const int64_t lk = 400;
+    auto out = torchattn::ops::scaled_dot_product_attention(
+        torch::zeros({2, 2, 50, 8}), torch::randn({2, 2, lk, 8}), torch::ones({2, 2, lk, 1}), {}, p);
+    auto kept = out * (static_cast<double>(lk) * (1 - p));
+    CHECK((kept - kept.round()).abs().max().item<double>() < 1e-3);
+    CHECK(kept.max().item<double>() < lk - 0.5); // some keys were dropped in every row
+    const double fraction = kept.mean().item<double>() / lk;
+    CHECK(std::abs(fraction - (1 - p)) < 0.02);
+  }
 
   auto bias = torch::randn({6, 6}, torch::requires_grad());
   auto out = torchattn::ops::scaled_dot_product_attention(q.detach(), k, v, bias);
@@ -380,11 +400,20 @@ TEST_CASE("modules take the fused kernel when no weights are asked for", "[ops][
   CHECK_THAT(out_w, AllClose(fused, 1e-5, 1e-5));
 
   torchattn::nn::MultiheadAttention mha(torchattn::nn::MultiheadAttentionOptions(32, 4).batch_first(true));
-  auto x = torch::randn({2, 50, 32});
+  auto x = torch::randn({2, 50, 32}, torch::requires_grad());
   auto [m_fused, m_w] = mha->forward(x, x, x, {}, /*need_weights=*/false);
   auto [m_math, m_w2] = mha->forward(x, x, x, {}, /*need_weights=*/true);
   CHECK_FALSE(m_w.defined());
-  CHECK_THAT(m_fused, AllClose(m_math, 1e-5, 1e-5));
+  CHECK_THAT(m_fused.detach(), AllClose(m_math.detach(), 1e-5, 1e-5));
+  // The path itself: only the fused kernel refuses double backward.
+  CHECK(torchattn::testing::through_fused_kernel(m_fused, x));
+  CHECK_FALSE(torchattn::testing::through_fused_kernel(m_math, x));
+  // MultiheadAttention's heads are the op's: its fused output is the op's on its projections
+  // to the bit.
+  auto qkv = torch::linear(x, mha->in_proj_weight, mha->in_proj_bias).view({2, 50, 3, 4, 8}).permute({2, 0, 3, 1, 4});
+  auto heads = torchattn::ops::scaled_dot_product_attention(qkv[0], qkv[1], qkv[2]);
+  auto by_op = mha->out_proj(heads.transpose(1, 2).reshape({2, 50, 32}));
+  CHECK_THAT(m_fused.detach(), AllClose(by_op.detach(), 0, 0));
 
   // Below the threshold the math path runs: bit for bit what need_weights gives.
   auto small_q = q.narrow(2, 0, 20);
@@ -429,4 +458,42 @@ TEST_CASE("forward and backward at N=16384 stay under 1 GiB of peak RSS", "[ops]
   INFO("peak RSS of the child: " << peak_mib << " MiB");
   CHECK(peak_mib < 1024.0);
   WARN(fmt::format("N=16384 forward+backward peak RSS: {:.0f} MiB", peak_mib));
+}
+
+TEST_CASE("the fused kernel gives the same bits on every run and thread count", "[ops][determinism]") {
+  // Outputs and gradients are bit-identical for the same inputs, whatever the number of
+  // threads: each tile is one thread's, and backward's split of the keys and its sums do not
+  // depend on the thread count. One head (backward splits its keys), several heads, a mask and
+  // causal attention, longer than a tile.
+  CapabilityGuard guard;
+  const int saved_threads = at::get_num_threads();
+  torch::manual_seed(21);
+  for (const auto& cap : capabilities()) {
+    torchattn::ops::set_kernel_capability(cap);
+    for (auto dtype : {torch::kFloat, torch::kDouble}) {
+      for (int64_t heads : {1, 5}) {
+        CAPTURE(cap, dtype, heads);
+        const auto opts = torch::TensorOptions().dtype(dtype);
+        auto q = torch::randn({1, heads, 300, 24}, opts), k = torch::randn({1, heads, 700, 24}, opts);
+        auto v = torch::randn({1, heads, 700, 16}, opts), grad = torch::randn({1, heads, 300, 16}, opts);
+        auto mask = torch::randn({300, 700}, opts);
+        auto run = [&](int threads) {
+          at::set_num_threads(threads);
+          auto qq = q.clone().requires_grad_(), kk = k.clone().requires_grad_(), vv = v.clone().requires_grad_();
+          auto out = torchattn::ops::scaled_dot_product_attention(qq, kk, vv, mask, 0.0, /*is_causal=*/true);
+          auto g = torch::autograd::grad({out}, {qq, kk, vv}, {grad});
+          return std::vector<torch::Tensor>{out.detach(), g[0], g[1], g[2]};
+        };
+        const auto first = run(1);
+        for (int threads : {2, 3, 1, 2}) {
+          const auto again = run(threads);
+          for (size_t i = 0; i < first.size(); ++i) {
+            CAPTURE(threads, i);
+            CHECK(torch::equal(first[i], again[i]));
+          }
+        }
+      }
+    }
+  }
+  at::set_num_threads(saved_threads);
 }

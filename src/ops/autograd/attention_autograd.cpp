@@ -1,5 +1,5 @@
 // Autograd kernels of the attention ops: the fused forward saves q, k, v, the output and the
-// logsumexp; backward recomputes the scores per tile. The additive scores save q, k and the
+// softmax statistics (row max and log-sum); backward recomputes the scores per tile. The additive scores save q, k and the
 // score weight; backward recomputes the energies. Double backward fails explicitly.
 
 #include <torchattn/ops/attention.h>
@@ -25,12 +25,14 @@ OptionalTensor optional_mask(const torch::Tensor& mask) {
   return mask.defined() ? OptionalTensor(mask) : c10::nullopt;
 }
 
-std::tuple<torch::Tensor, torch::Tensor> call_forward(
+using Stats = std::tuple<torch::Tensor, torch::Tensor, torch::Tensor>;
+
+Stats call_forward(
     const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v,
     const OptionalTensor& mask, bool is_causal, double scale) {
   static auto op = c10::Dispatcher::singleton()
                        .findSchemaOrThrow("torchattn::_scaled_dot_product_attention_forward", "")
-                       .typed<std::tuple<torch::Tensor, torch::Tensor>(
+                       .typed<Stats(
                            const torch::Tensor&, const torch::Tensor&, const torch::Tensor&,
                            const c10::optional<torch::Tensor>&, bool, double)>();
   return op.call(q, k, v, mask, is_causal, scale);
@@ -39,15 +41,16 @@ std::tuple<torch::Tensor, torch::Tensor> call_forward(
 std::tuple<torch::Tensor, torch::Tensor, torch::Tensor> call_backward(
     const torch::Tensor& grad_out, const torch::Tensor& q, const torch::Tensor& k,
     const torch::Tensor& v, const OptionalTensor& mask, const torch::Tensor& out,
-    const torch::Tensor& lse, bool is_causal, double scale) {
+    const torch::Tensor& row_max, const torch::Tensor& row_log_sum, bool is_causal,
+    double scale) {
   static auto op =
       c10::Dispatcher::singleton()
           .findSchemaOrThrow("torchattn::_scaled_dot_product_attention_backward", "")
           .typed<std::tuple<torch::Tensor, torch::Tensor, torch::Tensor>(
               const torch::Tensor&, const torch::Tensor&, const torch::Tensor&,
               const torch::Tensor&, const c10::optional<torch::Tensor>&, const torch::Tensor&,
-              const torch::Tensor&, bool, double)>();
-  return op.call(grad_out, q, k, v, mask, out, lse, is_causal, scale);
+              const torch::Tensor&, const torch::Tensor&, bool, double)>();
+  return op.call(grad_out, q, k, v, mask, out, row_max, row_log_sum, is_causal, scale);
 }
 
 /// The backward op as a Function whose own backward refuses, so that double backward names
@@ -57,9 +60,11 @@ class FlashAttentionBackward : public torch::autograd::Function<FlashAttentionBa
   static tensor_list forward(
       AutogradContext* /*ctx*/, const torch::Tensor& grad_out, const torch::Tensor& q,
       const torch::Tensor& k, const torch::Tensor& v, const OptionalTensor& mask,
-      const torch::Tensor& out, const torch::Tensor& lse, bool is_causal, double scale) {
+      const torch::Tensor& out, const torch::Tensor& row_max, const torch::Tensor& row_log_sum,
+      bool is_causal, double scale) {
     at::AutoDispatchBelowADInplaceOrView guard;
-    auto [gq, gk, gv] = call_backward(grad_out, q, k, v, mask, out, lse, is_causal, scale);
+    auto [gq, gk, gv] =
+        call_backward(grad_out, q, k, v, mask, out, row_max, row_log_sum, is_causal, scale);
     return {gq, gk, gv};
   }
 
@@ -78,13 +83,13 @@ class FlashAttention : public torch::autograd::Function<FlashAttention> {
       AutogradContext* ctx, const torch::Tensor& q, const torch::Tensor& k,
       const torch::Tensor& v, const OptionalTensor& mask, bool is_causal, double scale) {
     at::AutoDispatchBelowADInplaceOrView guard;
-    auto [out, lse] = call_forward(q, k, v, mask, is_causal, scale);
-    ctx->save_for_backward({q, k, v, out, lse});
+    auto [out, row_max, row_log_sum] = call_forward(q, k, v, mask, is_causal, scale);
+    ctx->save_for_backward({q, k, v, out, row_max, row_log_sum});
     ctx->saved_data["mask"] = mask;
     ctx->saved_data["is_causal"] = is_causal;
     ctx->saved_data["scale"] = scale;
-    ctx->mark_non_differentiable({lse});
-    return {out, lse};
+    ctx->mark_non_differentiable({row_max, row_log_sum});
+    return {out, row_max, row_log_sum};
   }
 
   static tensor_list backward(AutogradContext* ctx, const tensor_list& grads) {
@@ -94,7 +99,8 @@ class FlashAttention : public torch::autograd::Function<FlashAttention> {
     const double scale = ctx->saved_data["scale"].toDouble();
     auto grad_out = grads[0].defined() ? grads[0] : torch::zeros_like(saved[3]);
     auto g = FlashAttentionBackward::apply(
-        grad_out, saved[0], saved[1], saved[2], mask, saved[3], saved[4], is_causal, scale);
+        grad_out, saved[0], saved[1], saved[2], mask, saved[3], saved[4], saved[5], is_causal,
+        scale);
     return {g[0], g[1], g[2], torch::Tensor(), torch::Tensor(), torch::Tensor()};
   }
 };
@@ -117,7 +123,7 @@ torch::Tensor sdpa_autograd(
   return FlashAttention::apply(query, key, value, optional_mask(mask), is_causal, resolved)[0];
 }
 
-std::tuple<torch::Tensor, torch::Tensor> forward_autograd(
+Stats forward_autograd(
     const torch::Tensor& query,
     const torch::Tensor& key,
     const torch::Tensor& value,
@@ -140,11 +146,12 @@ std::tuple<torch::Tensor, torch::Tensor, torch::Tensor> backward_autograd(
     const torch::Tensor& value,
     const c10::optional<torch::Tensor>& attn_mask,
     const torch::Tensor& out,
-    const torch::Tensor& lse,
+    const torch::Tensor& row_max,
+    const torch::Tensor& row_log_sum,
     bool is_causal,
     double scale) {
   auto g = FlashAttentionBackward::apply(
-      grad_out, query, key, value, attn_mask, out, lse, is_causal, scale);
+      grad_out, query, key, value, attn_mask, out, row_max, row_log_sum, is_causal, scale);
   return {g[0], g[1], g[2]};
 }
 

@@ -14,6 +14,7 @@
 
 #include <atomic>
 #include <cstdlib>
+#include <limits>
 #include <string>
 
 namespace torchattn::ops {
@@ -112,7 +113,7 @@ Kernels kernels() {
 }
 
 /// The fused forward on checked arguments: `mask` is the 4-D view check_sdpa_args returns.
-std::tuple<torch::Tensor, torch::Tensor> run_forward(
+std::tuple<torch::Tensor, torch::Tensor, torch::Tensor> run_forward(
     const torch::Tensor& query,
     const torch::Tensor& key,
     const torch::Tensor& value,
@@ -120,15 +121,49 @@ std::tuple<torch::Tensor, torch::Tensor> run_forward(
     bool is_causal,
     double scale) {
   // query [B, H, Lq, E], key [B, H, Lk, E], value [B, H, Lk, Ev]
-  //   -> out [B, H, Lq, Ev], logsumexp [B, H, Lq]
+  //   -> out [B, H, Lq, Ev], row_max [B, H, Lq], row_log_sum [B, H, Lq]
   auto out = torch::empty({query.size(0), query.size(1), query.size(2), value.size(3)},
                           query.options());
-  auto lse = torch::empty({query.size(0), query.size(1), query.size(2)}, query.options());
-  kernels().forward(query, key, value, mask, cpu::FlashArgs{is_causal, scale}, out, lse);
-  return {out, lse};
+  auto row_max = torch::empty({query.size(0), query.size(1), query.size(2)}, query.options());
+  auto row_log_sum = torch::empty_like(row_max);
+  kernels().forward(query, key, value, mask, cpu::FlashArgs{is_causal, scale}, out, row_max,
+                    row_log_sum);
+  return {out, row_max, row_log_sum};
 }
 
-std::tuple<torch::Tensor, torch::Tensor> forward_cpu(
+/// Checks the softmax statistics that backward is given: the forward's shapes, and values the
+/// forward can produce (a row's log Σ exp(s - max) is at least 0, as the max term alone is 1;
+/// a fully masked row has both -inf). Anything else would give silently wrong gradients.
+void check_softmax_stats(
+    const char* fn, const torch::Tensor& row_max, const torch::Tensor& row_log_sum,
+    const torch::Tensor& query) {
+  const auto shape = query.sizes().slice(0, 3);
+  for (const auto& [name, t] : {std::pair<const char*, const torch::Tensor&>{"row_max", row_max},
+                                {"row_log_sum", row_log_sum}}) {
+    TORCH_CHECK(t.defined(), fn, ": ", name, " is undefined, expected [B, H, Lq] from the forward op");
+    TORCH_CHECK(
+        t.sizes() == shape && t.scalar_type() == query.scalar_type() && t.is_contiguous(), fn,
+        ": ", name, " has shape ", torchattn::detail::shape_str(t.sizes()), " and dtype ",
+        t.scalar_type(), ", expected a contiguous ", torchattn::detail::shape_str(shape), " ",
+        query.scalar_type(), " tensor from the forward op");
+  }
+  const double ninf = -std::numeric_limits<double>::infinity();
+  const auto dead = row_max.eq(ninf);
+  const auto bad = dead.logical_xor(row_log_sum.eq(ninf))
+                       .logical_or(row_log_sum.lt(0).logical_and(dead.logical_not()));
+  if (bad.any().item<bool>()) {
+    const auto at = bad.nonzero()[0];
+    const std::vector<int64_t> index(at.data_ptr<int64_t>(), at.data_ptr<int64_t>() + 3);
+    TORCH_CHECK(
+        false, fn, ": row_max ", row_max[index[0]][index[1]][index[2]].item<double>(),
+        " and row_log_sum ", row_log_sum[index[0]][index[1]][index[2]].item<double>(), " at ",
+        torchattn::detail::shape_str(index),
+        " are not softmax statistics of the forward op: expected row_log_sum >= 0, or both "
+        "-inf on a row with no key to attend");
+  }
+}
+
+std::tuple<torch::Tensor, torch::Tensor, torch::Tensor> forward_cpu(
     const torch::Tensor& query,
     const torch::Tensor& key,
     const torch::Tensor& value,
@@ -148,7 +183,8 @@ std::tuple<torch::Tensor, torch::Tensor, torch::Tensor> backward_cpu(
     const torch::Tensor& value,
     const c10::optional<torch::Tensor>& attn_mask,
     const torch::Tensor& out,
-    const torch::Tensor& logsumexp,
+    const torch::Tensor& row_max,
+    const torch::Tensor& row_log_sum,
     bool is_causal,
     double scale) {
   // grad_out [B, H, Lq, Ev] -> grad_query, grad_key, grad_value shaped as query, key, value
@@ -164,15 +200,11 @@ std::tuple<torch::Tensor, torch::Tensor, torch::Tensor> backward_cpu(
         t.scalar_type(), ", expected ", torchattn::detail::shape_str(out_shape), " and ",
         query.scalar_type());
   }
-  TORCH_CHECK(
-      logsumexp.sizes() == torch::IntArrayRef(out_shape).slice(0, 3) &&
-          logsumexp.scalar_type() == query.scalar_type() && logsumexp.is_contiguous(),
-      fn, ": logsumexp has shape ", torchattn::detail::shape_str(logsumexp.sizes()),
-      ", expected a contiguous [B, H, Lq] tensor from the forward op");
+  check_softmax_stats(fn, row_max, row_log_sum, query);
   auto gq = torch::empty_like(query, torch::MemoryFormat::Contiguous);
   auto gk = torch::empty_like(key, torch::MemoryFormat::Contiguous);
   auto gv = torch::empty_like(value, torch::MemoryFormat::Contiguous);
-  kernels().backward(grad_out, query, key, value, mask, out, logsumexp,
+  kernels().backward(grad_out, query, key, value, mask, out, row_max, row_log_sum,
                      cpu::FlashArgs{is_causal, resolved}, gq, gk, gv);
   return {gq, gk, gv};
 }

@@ -17,8 +17,9 @@ struct FlashArgs {
 };
 
 // query [B, H, Lq, E], key [B, H, Lk, E], value [B, H, Lk, Ev]
-//   -> out [B, H, Lq, Ev], logsumexp [B, H, Lq] (of the scaled, masked scores; +inf on rows
-//      with no key to attend, whose output is zero)
+//   -> out [B, H, Lq, Ev], row_max [B, H, Lq], row_log_sum [B, H, Lq]: the softmax statistics
+//      of each row of scaled, masked scores s, m = max s and log Σ exp(s - m), whose sum is the
+//      logsumexp (both -inf on rows with no key to attend, whose output is zero)
 using ForwardFn = void (*)(
     const at::Tensor& query,
     const at::Tensor& key,
@@ -26,7 +27,8 @@ using ForwardFn = void (*)(
     const at::Tensor& mask,
     const FlashArgs& args,
     at::Tensor& out,
-    at::Tensor& logsumexp);
+    at::Tensor& row_max,
+    at::Tensor& row_log_sum);
 
 // grad_out [B, H, Lq, Ev] (+ the forward's tensors) -> grad_query, grad_key, grad_value, all
 // preallocated with the shapes of query, key and value.
@@ -37,7 +39,8 @@ using BackwardFn = void (*)(
     const at::Tensor& value,
     const at::Tensor& mask,
     const at::Tensor& out,
-    const at::Tensor& logsumexp,
+    const at::Tensor& row_max,
+    const at::Tensor& row_log_sum,
     const FlashArgs& args,
     at::Tensor& grad_query,
     at::Tensor& grad_key,
@@ -47,11 +50,11 @@ using BackwardFn = void (*)(
   namespace cap {                                                                              \
   void flash_attention_forward(                                                                \
       const at::Tensor&, const at::Tensor&, const at::Tensor&, const at::Tensor&,              \
-      const FlashArgs&, at::Tensor&, at::Tensor&);                                             \
+      const FlashArgs&, at::Tensor&, at::Tensor&, at::Tensor&);                                \
   void flash_attention_backward(                                                               \
       const at::Tensor&, const at::Tensor&, const at::Tensor&, const at::Tensor&,              \
-      const at::Tensor&, const at::Tensor&, const at::Tensor&, const FlashArgs&, at::Tensor&,  \
-      at::Tensor&, at::Tensor&);                                                               \
+      const at::Tensor&, const at::Tensor&, const at::Tensor&, const at::Tensor&,              \
+      const FlashArgs&, at::Tensor&, at::Tensor&, at::Tensor&);                                \
   }
 
 TORCHATTN_DECLARE_CAPABILITY(DEFAULT)

@@ -9,9 +9,16 @@
 //
 // ops/cpu/vectorized.h switches the instruction set on for this file's code only.
 //
-// Work is done in the log2 domain: scores are multiplied by scale * log2(e), so every
-// exponential is an exp2, which the vector code computes from the fractional part, a degree-5
+// Scores are those of the math path, (q * scale) kᵀ + mask, rounded as it rounds them: every
+// finite score counts, however large (a -1e30 mask row is a uniform row, not a masked one).
+// Each exponential takes the difference from the row's max first and converts it to the log2
+// domain after, exp2((s - m) * log2(e)), which cannot overflow where s and m are finite and
+// loses nothing where |s| is huge. exp2 is computed from the fractional part, a degree-5
 // polynomial and an exponent scaling.
+//
+// The forward saves each row's max m and log(sum of exp(s - m)) apart: their sum, the
+// logsumexp, would round away the sum where |m| is large (|m| = 1e30 keeps no digit of
+// log 7), and backward's P = exp(s - m - log_sum) needs both exactly.
 
 #include "ops/cpu/flash_attention_kernel.h"
 
@@ -47,10 +54,18 @@ constexpr int64_t kBlockQBackward = 96;
 constexpr int64_t kBlockQForward = 128; // columns of the transposed score tile: two panels
 constexpr int64_t kBlockKTarget = 256; // rounded down to a multiple of the panel width
 
+// Backward splits the key tiles of each head into chunks until there are this many work items
+// (heads x chunks): enough for 16 threads.
+constexpr int64_t kSplitWorkers = 16;
+
+// The micro-kernel sums K in chunks of this many terms, each from zero (see micro_kernel).
+constexpr int64_t kChunkK = 256;
+
 constexpr double kLog2e = 1.4426950408889634;
-// How far (log2 units) new scores may exceed the forward's running max before it is raised.
-constexpr double kLazyRescale = 8;
 constexpr double kLn2 = 0.6931471805599453;
+// How far new scores may exceed the forward's running max before it is raised: weights up to
+// 2^8.
+constexpr double kLazyRescale = 8 * kLn2;
 
 int64_t round_up(int64_t x, int64_t m) {
   return (x + m - 1) / m * m;
@@ -69,13 +84,15 @@ inline Vectorized<T> exp2_vec(const Vectorized<T>& x) {
 }
 
 #if defined(CPU_CAPABILITY_AVX512)
-// 2^f on [0, 1): least-squares fit on Chebyshev nodes, relative error 8.6e-8.
-constexpr float kExp2C0 = 0.9999999269249813f;
-constexpr float kExp2C1 = 0.6931529681766346f;
-constexpr float kExp2C2 = 0.2401545298867096f;
-constexpr float kExp2C3 = 0.05582360446233251f;
-constexpr float kExp2C4 = 0.008992584031278693f;
-constexpr float kExp2C5 = 0.0018762329452150252f;
+// 2^f on [0, 1): a weighted least-squares fit on Chebyshev nodes with p(0) = 1 exactly,
+// relative error 8.2e-8 (1.8e-7 with float32 rounding). exp2(0) = 1 exactly keeps a row
+// whose weight is all on one key exact: P = 1 there, and backward's dS = P (dP - delta) = 0.
+constexpr float kExp2C0 = 1.0f;
+constexpr float kExp2C1 = 0.6931513118102497f;
+constexpr float kExp2C2 = 0.24016445011309273f;
+constexpr float kExp2C3 = 0.055799913207729396f;
+constexpr float kExp2C4 = 0.009017030216799823f;
+constexpr float kExp2C5 = 0.001867130107867196f;
 
 template <>
 inline Vectorized<float> exp2_vec(const Vectorized<float>& v) {
@@ -92,13 +109,14 @@ inline Vectorized<float> exp2_vec(const Vectorized<float>& v) {
   return _mm512_scalef_ps(p, x);
 }
 #elif defined(CPU_CAPABILITY_AVX2)
-// 2^f on [-0.5, 0.5]: least-squares fit on Chebyshev nodes, relative error 7.7e-8.
-constexpr float kExp2C0 = 1.0000000710296983f;
-constexpr float kExp2C1 = 0.6931469491610633f;
-constexpr float kExp2C2 = 0.24022121753561615f;
-constexpr float kExp2C3 = 0.055507426160025804f;
-constexpr float kExp2C4 = 0.00967545974551918f;
-constexpr float kExp2C5 = 0.0013266970386306327f;
+// 2^f on [-0.5, 0.5]: as above with p(0) = 1 exactly, relative error 9.1e-8 (1.9e-7 with
+// float32 rounding).
+constexpr float kExp2C0 = 1.0f;
+constexpr float kExp2C1 = 0.6931469775984711f;
+constexpr float kExp2C2 = 0.24022242084919188f;
+constexpr float kExp2C3 = 0.055507337442448595f;
+constexpr float kExp2C4 = 0.009671512660562782f;
+constexpr float kExp2C5 = 0.0013264726898925931f;
 
 template <>
 inline Vectorized<float> exp2_vec(const Vectorized<float>& v) {
@@ -156,6 +174,20 @@ struct StoreC {
   }
 };
 
+/// Stores acc into C and zeroes it: the running total of micro_kernel's earlier K chunks.
+template <int MR, int NV, typename V>
+inline void store_block(V (&acc)[MR][NV], typename V::value_type* c, int64_t ldc) {
+  constexpr int W = V::size();
+#pragma GCC unroll 8
+  for (int i = 0; i < MR; ++i) {
+#pragma GCC unroll 4
+    for (int n = 0; n < NV; ++n) {
+      acc[i][n].store(c + i * ldc + n * W);
+      acc[i][n] = V(typename V::value_type(0));
+    }
+  }
+}
+
 // C[MR, NV*W] (+)= A[MR, K] B[K, NV*W], with A(i, k) = a[i * a_rs + k * a_ks] (so A may be a
 // transposed view) and row k of B at b + k * ldb; `epi` then writes the block.
 template <typename T, int MR, int NV, typename Epi>
@@ -172,20 +204,38 @@ inline void micro_kernel(
       acc[i][n] = accumulate ? Vec::loadu(c + i * ldc + n * W) : Vec(T(0));
     }
   }
-  for (int64_t k = 0; k < K; ++k) {
-    const T* bk = b + k * ldb;
-    const T* ak = a + k * a_ks;
-    Vec bv[NV];
-#pragma GCC unroll 4
-    for (int n = 0; n < NV; ++n) {
-      bv[n] = Vec::loadu(bk + n * W);
+  for (int64_t k0 = 0; k0 < K; k0 += kChunkK) {
+    const int64_t k_end = std::min(K, k0 + kChunkK);
+    if (k0 > 0) {
+      // The running total waits in C while this chunk sums from zero (two-level summation,
+      // as BLAS kernels sum per K block): a long dot product (E = 4096) then errs as a
+      // 256-term sum plus a short one, not as one 4096-term chain.
+      store_block<MR, NV>(acc, c, ldc);
     }
-#pragma GCC unroll 8
-    for (int i = 0; i < MR; ++i) {
-      const Vec ai(ak[i * a_rs]);
+    for (int64_t k = k0; k < k_end; ++k) {
+      const T* bk = b + k * ldb;
+      const T* ak = a + k * a_ks;
+      Vec bv[NV];
 #pragma GCC unroll 4
       for (int n = 0; n < NV; ++n) {
-        acc[i][n] = at::vec::fmadd(ai, bv[n], acc[i][n]);
+        bv[n] = Vec::loadu(bk + n * W);
+      }
+#pragma GCC unroll 8
+      for (int i = 0; i < MR; ++i) {
+        const Vec ai(ak[i * a_rs]);
+#pragma GCC unroll 4
+        for (int n = 0; n < NV; ++n) {
+          acc[i][n] = at::vec::fmadd(ai, bv[n], acc[i][n]);
+        }
+      }
+    }
+    if (k0 > 0) {
+#pragma GCC unroll 8
+      for (int i = 0; i < MR; ++i) {
+#pragma GCC unroll 4
+        for (int n = 0; n < NV; ++n) {
+          acc[i][n] = acc[i][n] + Vec::loadu(c + i * ldc + n * W);
+        }
       }
     }
   }
@@ -297,7 +347,7 @@ struct StoreAndColumnMax {
   }
 };
 
-/// Stores exp2(C - m_ref[col]) and folds the block's column maxima (of C) into colmax and its
+/// Stores exp(C - m_ref[col]) and folds the block's column maxima (of C) into colmax and its
 /// column sums (of the stored values) into colsum: the forward's lazily rescaled softmax.
 template <typename T>
 struct StoreExp2Columns {
@@ -314,12 +364,13 @@ struct StoreExp2Columns {
     for (int n = 0; n < NV; ++n) {
       const int64_t col = col0 + n * W;
       const Vec ref = Vec::loadu(m_ref + col);
+      const Vec l2e(static_cast<T>(kLog2e));
       Vec mx = acc[0][n];
       Vec sum(T(0));
 #pragma GCC unroll 8
       for (int i = 0; i < MR; ++i) {
         mx = max_fast(mx, acc[i][n]);
-        const Vec e = exp2_vec(acc[i][n] - ref);
+        const Vec e = exp2_vec((acc[i][n] - ref) * l2e);
         e.store(c + i * ldc + n * W);
         sum = sum + e;
       }
@@ -329,24 +380,25 @@ struct StoreExp2Columns {
   }
 };
 
-/// Stores exp2(C - hi[row] - lo[row]): the backward's probabilities from log2-domain scores
-/// and the log2-domain logsumexp of each query, split in two for precision.
+/// Stores exp2((C - max[row]) * log2(e) - log2_sum[row]): the backward's probabilities from
+/// the forward's row statistics (log2_sum = log_sum * log2(e)).
 template <typename T>
 struct StoreExp2 {
-  const T* hi;
-  const T* lo;
+  const T* max;
+  const T* log2_sum;
 
   template <int MR, int NV>
   void operator()(Vectorized<T> (&acc)[MR][NV], T* c, int64_t ldc, int64_t row0,
                   int64_t /*col0*/) const {
     using Vec = Vectorized<T>;
     constexpr int W = Vec::size();
+    const Vec l2e(static_cast<T>(kLog2e));
 #pragma GCC unroll 8
     for (int i = 0; i < MR; ++i) {
-      const Vec h(hi[row0 + i]), l(lo[row0 + i]);
+      const Vec m(max[row0 + i]), ls(log2_sum[row0 + i]);
 #pragma GCC unroll 4
       for (int n = 0; n < NV; ++n) {
-        exp2_vec(acc[i][n] - h - l).store(c + i * ldc + n * W);
+        exp2_vec((acc[i][n] - m) * l2e - ls).store(c + i * ldc + n * W);
       }
     }
   }
@@ -396,7 +448,7 @@ struct MaskView {
   }
 };
 
-/// Masks one row of log2-domain scores s[0, width): adds the additive mask times log2(e), and
+/// Masks one row of scores s[0, width): adds the additive mask as the forward adds it, and
 /// sets -inf where the bool mask forbids, where causal forbids (keys after `last_key`) and on
 /// the padding columns [valid, width).
 template <typename T>
@@ -419,19 +471,17 @@ void prepare_row(
       }
     } else {
       const T* row = static_cast<const T*>(mask.data) + off;
-      const T l2e = static_cast<T>(kLog2e);
       if (sk == 1) {
-        const Vec vl2e(l2e);
         int64_t j = 0;
         for (; j + W <= end; j += W) {
-          at::vec::fmadd(Vec::loadu(row + j), vl2e, Vec::loadu(s + j)).store(s + j);
+          (Vec::loadu(s + j) + Vec::loadu(row + j)).store(s + j);
         }
         for (; j < end; ++j) {
-          s[j] += row[j] * l2e;
+          s[j] += row[j];
         }
       } else {
         for (int64_t j = 0; j < end; ++j) {
-          s[j] += row[j * sk] * l2e;
+          s[j] += row[j * sk];
         }
       }
     }
@@ -532,8 +582,8 @@ void parallel_items(int64_t count, Fn&& fn) {
 // forward copies nothing of size Lk. The softmax then runs down the columns, one vector of
 // queries at a time, with no horizontal reduction.
 
-/// S^T[j, i] (log2 domain) for keys j0 + j and queries i0 + i: the bool mask's false and the
-/// causal mask's forbidden entries become -inf, the additive mask is added times log2(e).
+/// S^T[j, i] for keys j0 + j and queries i0 + i: the bool mask's false and the causal mask's
+/// forbidden entries become -inf, the additive mask is added.
 template <typename T>
 void mask_transposed(
     T* st, int64_t ld, int64_t nk, int64_t nq, const MaskView& mask, int64_t b, int64_t h,
@@ -553,9 +603,8 @@ void mask_transposed(
         }
       } else {
         const T* m = static_cast<const T*>(mask.data) + off;
-        const T l2e = static_cast<T>(kLog2e);
         for (int64_t i = 0; i < nq; ++i) {
-          row[i] += m[i * si] * l2e;
+          row[i] += m[i * si];
         }
       }
     }
@@ -570,8 +619,10 @@ void mask_transposed(
 template <typename T>
 void forward_impl(
     const at::Tensor& query, const at::Tensor& key, const at::Tensor& value,
-    const at::Tensor& mask_tensor, const FlashArgs& args, at::Tensor& out, at::Tensor& lse) {
-  // query [B, H, Lq, E], key [B, H, Lk, E], value [B, H, Lk, Ev] -> out [B, H, Lq, Ev], lse [B, H, Lq]
+    const at::Tensor& mask_tensor, const FlashArgs& args, at::Tensor& out, at::Tensor& row_max,
+    at::Tensor& row_log_sum) {
+  // query [B, H, Lq, E], key [B, H, Lk, E], value [B, H, Lk, Ev]
+  //   -> out [B, H, Lq, Ev], row_max [B, H, Lq], row_log_sum [B, H, Lq]
   using Vec = Vectorized<T>;
   constexpr int W = Vec::size();
   const Dims d = dims_of(query, key, value);
@@ -584,7 +635,8 @@ void forward_impl(
   const T* k = key.data_ptr<T>();
   const T* v = value.data_ptr<T>();
   T* o = out.data_ptr<T>();
-  T* lse_data = lse.data_ptr<T>();
+  T* max_data = row_max.data_ptr<T>();
+  T* log_sum_data = row_log_sum.data_ptr<T>();
 
   const int64_t q_tiles = (d.Lq + kBlockQForward - 1) / kBlockQForward;
   // Values as rows: the tensor itself when its rows are contiguous whole vectors, else a copy
@@ -606,7 +658,7 @@ void forward_impl(
                               value.stride(3), head.value_p, head.ld_v);
   };
 
-  const T q_mul = static_cast<T>(args.scale * kLog2e);
+  const T q_mul = static_cast<T>(args.scale);
   parallel_items(d.BH() * q_tiles, [&](int64_t item) {
     // Largest causal tiles (last queries) first.
     const int64_t bh = item / q_tiles;
@@ -628,7 +680,8 @@ void forward_impl(
     m_run.assign(static_cast<size_t>(BQ), neg_inf<T>());
     l_run.assign(static_cast<size_t>(BQ), T(0));
 
-    // The query tile transposed [E, nq_pad], scaled into the log2 domain, zero padded.
+    // The query tile transposed [E, nq_pad], times the scale as the math path scales it, zero
+    // padded.
     const T* q_tile = q + head_offset(query, bh, d.H) + i0 * query.stride(2);
     pack(q_tile, d.E, nq, query.stride(3), query.stride(2), q_t.data(), nq_pad, q_mul);
     Head& head = heads[bh];
@@ -678,14 +731,15 @@ void forward_impl(
         // Queries with no key allowed yet subtract 0 instead of -inf: their weights stay 0
         // and their alpha is exp2(-inf) = 0 on an accumulator that is still 0.
         const Vec m_use = Vec::blendv(m_new, Vec(T(0)), m_new == ninf);
-        const Vec alpha = exp2_vec(m_old - m_use);
+        const Vec l2e(static_cast<T>(kLog2e));
+        const Vec alpha = exp2_vec((m_old - m_use) * l2e);
         // Two sums: two chains hide the add latency.
         Vec sum0(T(0)), sum1(T(0));
         int64_t j = 0;
         for (; j + 2 <= nk; j += 2) {
           T* p = st + j * BQ + c;
-          const Vec e0 = exp2_vec(Vec::loadu(p) - m_use);
-          const Vec e1 = exp2_vec(Vec::loadu(p + BQ) - m_use);
+          const Vec e0 = exp2_vec((Vec::loadu(p) - m_use) * l2e);
+          const Vec e1 = exp2_vec((Vec::loadu(p + BQ) - m_use) * l2e);
           e0.store(p);
           e1.store(p + BQ);
           sum0 = sum0 + e0;
@@ -693,7 +747,7 @@ void forward_impl(
         }
         if (j < nk) {
           T* p = st + j * BQ + c;
-          const Vec e = exp2_vec(Vec::loadu(p) - m_use);
+          const Vec e = exp2_vec((Vec::loadu(p) - m_use) * l2e);
           e.store(p);
           sum0 = sum0 + e;
         }
@@ -760,27 +814,28 @@ void forward_impl(
     }
 
     T* o_head = o + head_offset(out, bh, d.H);
-    T* lse_head = lse_data + bh * d.Lq;
+    T* max_head = max_data + bh * d.Lq;
+    T* log_sum_head = log_sum_data + bh * d.Lq;
     for (int64_t r = 0; r < nq; ++r) {
       const int64_t i = i0 + r;
       T* o_row = o_head + i * out.stride(2);
       const T* a = acc.data() + r * ev_pad;
       if (!(l_run[r] > T(0)) && !std::isnan(l_run[r])) {
-        // Fully masked row: zero output; +inf logsumexp gives zero weights in backward.
+        // Fully masked row: zero output; max -inf tells backward its weights are zero.
         for (int64_t e = 0; e < d.Ev; ++e) {
           o_row[e * out.stride(3)] = T(0);
         }
-        lse_head[i] = std::numeric_limits<T>::infinity();
+        max_head[i] = neg_inf<T>();
+        log_sum_head[i] = neg_inf<T>();
         continue;
       }
       const T inv = T(1) / l_run[r];
       for (int64_t e = 0; e < d.Ev; ++e) {
         o_row[e * out.stride(3)] = a[e] * inv;
       }
-      // In double: the logsumexp may be large (hundreds), and backward subtracts it from
-      // scores of the same size.
-      lse_head[i] = static_cast<T>(
-          (static_cast<double>(m_run[r]) + std::log2(static_cast<double>(l_run[r]))) * kLn2);
+      max_head[i] = m_run[r];
+      // The sum is at least the max's own term, 1; exp2's polynomial may give 1 - 7e-8.
+      log_sum_head[i] = std::log(std::max(l_run[r], T(1)));
     }
     if (--head.tiles_left == 0) {
       head.value_p.reset();
@@ -794,7 +849,8 @@ template <typename T>
 void backward_impl(
     const at::Tensor& grad_out, const at::Tensor& query, const at::Tensor& key,
     const at::Tensor& value, const at::Tensor& mask_tensor, const at::Tensor& out,
-    const at::Tensor& lse, const FlashArgs& args, at::Tensor& grad_query, at::Tensor& grad_key,
+    const at::Tensor& row_max, const at::Tensor& row_log_sum, const FlashArgs& args,
+    at::Tensor& grad_query, at::Tensor& grad_key,
     at::Tensor& grad_value) {
   // grad_out [B, H, Lq, Ev] -> grad_query [B, H, Lq, E], grad_key [B, H, Lk, E],
   //                            grad_value [B, H, Lk, Ev]
@@ -808,21 +864,23 @@ void backward_impl(
   const int64_t E_pad = round_up(d.E, W);
   const int64_t Ev_pad = round_up(d.Ev, W);
   const MaskView mask(mask_tensor);
-  const T s_mul = static_cast<T>(args.scale * kLog2e);
+  const T s_mul = static_cast<T>(args.scale);
 
   const int64_t k_tiles = (d.Lk + BK - 1) / BK;
   const int64_t q_tiles = (d.Lq + kBlockQBackward - 1) / kBlockQBackward;
-  // With fewer heads than threads, split each head's key tiles into chunks, each with its own
-  // grad_query accumulator (summed at the end).
-  const int64_t threads = at::get_num_threads();
-  const int64_t chunks = BH >= threads ? 1 : std::min(k_tiles, (threads + BH - 1) / BH);
+  // With few heads, each head's key tiles are split into chunks, each with its own grad_query
+  // accumulator (summed at the end, in chunk order). The split depends on the shape alone,
+  // never on the thread count, so that the sums, and so the gradients, are the same bits on
+  // any number of threads.
+  const int64_t chunks = BH >= kSplitWorkers ? 1 : std::min(k_tiles, (kSplitWorkers + BH - 1) / BH);
 
   const T* q = query.data_ptr<T>();
   const T* k = key.data_ptr<T>();
   const T* v = value.data_ptr<T>();
   const T* go = grad_out.data_ptr<T>();
   const T* o = out.data_ptr<T>();
-  const T* lse_data = lse.data_ptr<T>();
+  const T* max_data = row_max.data_ptr<T>();
+  const T* log_sum_data = row_log_sum.data_ptr<T>();
   T* gq = grad_query.data_ptr<T>();
 
   // Per head, packed by the first chunk that needs it and freed by the last, which also writes
@@ -832,7 +890,7 @@ void backward_impl(
   struct Head {
     std::once_flag packed;
     std::atomic<int64_t> chunks_left{0};
-    std::unique_ptr<T[]> q_p, q_s, do_p, k_p, k_t, v_t, delta, lse_hi, lse_lo, dq_acc;
+    std::unique_ptr<T[]> q_p, q_s, do_p, k_p, k_t, v_t, delta, m, log2_sum, dq_acc;
     const T* q_rows = nullptr; // q_p or query itself; likewise below
     const T* do_rows = nullptr;
     const T* k_rows = nullptr;
@@ -848,8 +906,8 @@ void backward_impl(
     alloc(hd.v_t, d.Ev * Lk_pad);
     alloc(hd.delta, d.Lq);
     alloc(hd.q_s, d.Lq * d.E);
-    alloc(hd.lse_hi, d.Lq);
-    alloc(hd.lse_lo, d.Lq);
+    alloc(hd.m, d.Lq);
+    alloc(hd.log2_sum, d.Lq);
     alloc(hd.dq_acc, chunks * d.Lq * E_pad);
     hd.q_rows = rows_of(q + head_offset(query, bh, d.H), d.Lq, d.E, query.stride(2),
                         query.stride(3), hd.q_p, hd.ld_q);
@@ -857,11 +915,11 @@ void backward_impl(
                          grad_out.stride(3), hd.do_p, hd.ld_do);
     hd.k_rows = rows_of(k + head_offset(key, bh, d.H), d.Lk, d.E, key.stride(2), key.stride(3),
                         hd.k_p, hd.ld_k);
-    // The scores' queries scaled into the log2 domain exactly as the forward scales them, so
-    // that backward's scores are the forward's to the bit (the same products, summed in the
-    // same order): P = exp2(S - lse) then stays exact where one key takes all the weight.
-    // dK = scale dSᵀ Q keeps the unscaled rows (q_rows): dividing s_mul back out would fail
-    // for scale = 0 and lose precision where s_mul is subnormal.
+    // The scores' queries scaled exactly as the forward scales them, so that backward's scores
+    // are the forward's to the bit (the same products, summed in the same order): P then
+    // stays exact where one key takes all the weight. dK = scale dSᵀ Q keeps the unscaled rows
+    // (q_rows): dividing s_mul back out would fail for scale = 0 and lose precision where
+    // s_mul is subnormal.
     pack(q + head_offset(query, bh, d.H), d.Lq, d.E, query.stride(2), query.stride(3),
          hd.q_s.get(), d.E, s_mul);
     pack_transposed_panels(k + head_offset(key, bh, d.H), d.Lk, d.E, key.stride(2),
@@ -871,19 +929,24 @@ void backward_impl(
     std::fill(hd.dq_acc.get(), hd.dq_acc.get() + chunks * d.Lq * E_pad, T(0));
     const T* o_head = o + head_offset(out, bh, d.H);
     for (int64_t i = 0; i < d.Lq; ++i) {
-      // dS = P (dP - delta) cancels: delta is summed in double so that it adds no error of
-      // its own to the difference.
-      double acc = 0;
+      // delta = rowsum(dO * O), summed exactly as the micro-kernel sums dP = dO Vᵀ (the same
+      // fmadd, in the same order): where all of a row's weight is on one key, O is that key's
+      // value to the bit, so delta equals its dP to the bit and dS = P (dP - delta) is 0, as
+      // in exact arithmetic. A huge scale or huge queries would magnify any residue.
+      Vec acc(T(0));
       for (int64_t e = 0; e < d.Ev; ++e) {
-        acc += static_cast<double>(hd.do_rows[i * hd.ld_do + e]) *
-            static_cast<double>(o_head[i * out.stride(2) + e * out.stride(3)]);
+        acc = at::vec::fmadd(Vec(hd.do_rows[i * hd.ld_do + e]),
+                             Vec(o_head[i * out.stride(2) + e * out.stride(3)]), acc);
       }
-      hd.delta[i] = static_cast<T>(acc);
-      // The log2-domain logsumexp as hi + lo, so that S - hi - lo loses nothing to rounding it.
-      const double lse2 = static_cast<double>(lse_data[bh * d.Lq + i]) * kLog2e;
-      hd.lse_hi[i] = static_cast<T>(lse2);
-      // A fully masked row's +inf keeps lo at 0: its weights are exp2(S - inf) = 0.
-      hd.lse_lo[i] = std::isfinite(lse2) ? static_cast<T>(lse2 - static_cast<double>(hd.lse_hi[i])) : T(0);
+      T lanes[Vec::size()];
+      acc.store(lanes);
+      hd.delta[i] = lanes[0];
+      // A fully masked row (max -inf) gets weights exp2(-inf) = 0 from log2_sum = +inf.
+      const T mx = max_data[bh * d.Lq + i];
+      const bool dead = mx == neg_inf<T>();
+      hd.m[i] = dead ? T(0) : mx;
+      hd.log2_sum[i] = dead ? std::numeric_limits<T>::infinity()
+                            : static_cast<T>(log_sum_data[bh * d.Lq + i] * kLog2e);
     }
   };
   auto finish_head = [&](Head& hd, int64_t bh, T scale) {
@@ -899,7 +962,7 @@ void backward_impl(
       }
     }
     for (auto* buf : {&hd.q_p, &hd.q_s, &hd.do_p, &hd.k_p, &hd.k_t, &hd.v_t, &hd.delta,
-                      &hd.lse_hi, &hd.lse_lo, &hd.dq_acc}) {
+                      &hd.m, &hd.log2_sum, &hd.dq_acc}) {
       buf->reset();
     }
   };
@@ -921,8 +984,8 @@ void backward_impl(
     const T* vth = hd.v_t.get();
     const T* delta_h = hd.delta.get();
     const T* qs = hd.q_s.get();
-    const T* lse_hi = hd.lse_hi.get();
-    const T* lse_lo = hd.lse_lo.get();
+    const T* row_m = hd.m.get();
+    const T* row_log2_sum = hd.log2_sum.get();
     T* dq = hd.dq_acc.get() + chunk * d.Lq * E_pad;
 
     thread_local std::vector<T> probs, dscores, dk, dv;
@@ -945,12 +1008,12 @@ void backward_impl(
         const int64_t nq = std::min(kBlockQBackward, d.Lq - i0);
         T* p = probs.data();
         T* ds = dscores.data();
-        // P = exp2(S - lse): in the GEMM's epilogue where no mask and no padding column
+        // P = exp(S - max - log_sum): in the GEMM's epilogue where no mask and no padding column
         // touches the tile, else after masking row by row.
         const T* k_panels = kth + j0 * d.E;
         if (mask.data == nullptr && !(args.is_causal && j0 + nk - 1 > i0) && nk == nk_pad) {
           gemm<T>(nq, nk_pad, d.E, qs + i0 * d.E, d.E, 1, k_panels, PW, d.E * PW, p, BK,
-                  /*accumulate=*/false, StoreExp2<T>{lse_hi + i0, lse_lo + i0});
+                  /*accumulate=*/false, StoreExp2<T>{row_m + i0, row_log2_sum + i0});
         } else {
           gemm<T>(nq, nk_pad, d.E, qs + i0 * d.E, d.E, 1, k_panels, PW, d.E * PW, p, BK,
                   /*accumulate=*/false);
@@ -959,9 +1022,9 @@ void backward_impl(
             T* s = p + r * BK;
             prepare_row<T>(s, nk, nk_pad, mask, b, h, i, j0,
                            args.is_causal ? i : std::numeric_limits<int64_t>::max() / 2);
-            const Vec hi(lse_hi[i]), lo(lse_lo[i]);
+            const Vec mx(row_m[i]), ls(row_log2_sum[i]), l2e(static_cast<T>(kLog2e));
             for (int64_t j = 0; j < nk_pad; j += W) {
-              exp2_vec(Vec::loadu(s + j) - hi - lo).store(s + j);
+              exp2_vec((Vec::loadu(s + j) - mx) * l2e - ls).store(s + j);
             }
           }
         }
@@ -1001,20 +1064,21 @@ void backward_impl(
 
 void flash_attention_forward(
     const at::Tensor& query, const at::Tensor& key, const at::Tensor& value,
-    const at::Tensor& mask, const FlashArgs& args, at::Tensor& out, at::Tensor& logsumexp) {
+    const at::Tensor& mask, const FlashArgs& args, at::Tensor& out, at::Tensor& row_max,
+    at::Tensor& row_log_sum) {
   AT_DISPATCH_FLOATING_TYPES(query.scalar_type(), "flash_attention_forward", [&] {
-    forward_impl<scalar_t>(query, key, value, mask, args, out, logsumexp);
+    forward_impl<scalar_t>(query, key, value, mask, args, out, row_max, row_log_sum);
   });
 }
 
 void flash_attention_backward(
     const at::Tensor& grad_out, const at::Tensor& query, const at::Tensor& key,
     const at::Tensor& value, const at::Tensor& mask, const at::Tensor& out,
-    const at::Tensor& logsumexp, const FlashArgs& args, at::Tensor& grad_query,
-    at::Tensor& grad_key, at::Tensor& grad_value) {
+    const at::Tensor& row_max, const at::Tensor& row_log_sum, const FlashArgs& args,
+    at::Tensor& grad_query, at::Tensor& grad_key, at::Tensor& grad_value) {
   AT_DISPATCH_FLOATING_TYPES(query.scalar_type(), "flash_attention_backward", [&] {
-    backward_impl<scalar_t>(grad_out, query, key, value, mask, out, logsumexp, args, grad_query,
-                            grad_key, grad_value);
+    backward_impl<scalar_t>(grad_out, query, key, value, mask, out, row_max, row_log_sum, args,
+                            grad_query, grad_key, grad_value);
   });
 }
 
