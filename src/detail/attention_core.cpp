@@ -1,6 +1,7 @@
 #include "detail/attention_core.h"
 
 #include <torch/torch.h>
+#include <torch/version.h>
 
 #include <fmt/format.h>
 #include <fmt/ranges.h>
@@ -33,6 +34,14 @@ void check_tensor(const char* fn, const char* name, const torch::Tensor& t, cons
   TORCH_CHECK(
       t.is_floating_point(), fn, ": ", name, " has dtype ", t.scalar_type(),
       ", expected a floating dtype");
+#if TORCH_VERSION_MAJOR < 2
+  // LibTorch 1.x has no CPU kernels for Half matmul, softmax or tanh.
+  TORCH_CHECK(
+      !(t.scalar_type() == torch::kHalf && t.device().is_cpu()), fn, ": ", name,
+      " has dtype Half, which LibTorch ", TORCH_VERSION,
+      " cannot multiply on the CPU; expected Float, Double or BFloat16 (Half needs LibTorch 2.x "
+      "or another device)");
+#endif
 }
 
 // Broadcasts the leading (batch/head) dims of two tensors, or reports which ones clash.
@@ -155,6 +164,18 @@ std::vector<int64_t> check_inputs(
       masks.dropout_p >= 0.0 && masks.dropout_p < 1.0, fn, ": dropout_p is ", masks.dropout_p,
       ", expected a probability in [0, 1)");
   return scores;
+}
+
+double resolve_scale(const char* fn, const c10::optional<double>& scale, const torch::Tensor& query) {
+  if (scale.has_value()) {
+    TORCH_CHECK(std::isfinite(*scale), fn, ": scale is ", *scale, ", expected a finite number");
+    return *scale;
+  }
+  const int64_t e = query.size(-1);
+  TORCH_CHECK(
+      e > 0, fn, ": query has E=0 (shape ", shape_str(query.sizes()),
+      "), so the default scale 1/sqrt(E) is infinite; pass a finite scale or E >= 1");
+  return 1.0 / std::sqrt(static_cast<double>(e));
 }
 
 void check_param(

@@ -45,6 +45,10 @@ std::vector<int64_t> check_inputs(
     const MaskArgs& masks,
     bool same_qk_dim);
 
+/// The scale of scaled dot-product attention: `scale`, or 1/sqrt(E) for query [..., E]. Fails
+/// on a non-finite scale, and on E = 0 without one (1/sqrt(0) is no scale the caller chose).
+double resolve_scale(const char* fn, const c10::optional<double>& scale, const torch::Tensor& query);
+
 /// Checks a parameter tensor: defined, same dtype and device as `like`, the expected shape.
 void check_param(
     const char* fn,

@@ -6,6 +6,10 @@
 #include <catch2/catch_test_macros.hpp>
 #include <catch2/matchers/catch_matchers_string.hpp>
 
+#include <torch/version.h>
+
+#include <string>
+
 namespace {
 
 namespace F = torchattn::nn::functional;
@@ -95,16 +99,19 @@ TEST_CASE("score-function parameters are validated", "[nn][errors]") {
   auto wq = randn({10, 8}), wk = randn({10, 7}), wv = randn({1, 10});
   CHECK_THROWS_WITH(
       F::additive_attention(q, k, v, randn({10}), wk, wv),
-      ContainsSubstring("additive_attention: query_weight has shape [10], expected [D, Eq]"));
+      ContainsSubstring("additive_attention: query_weight has shape [10], expected 2 dims [D, Eq]"));
   CHECK_THROWS_WITH(
       F::additive_attention(q, k, v, torch::Tensor(), wk, wv),
-      ContainsSubstring("additive_attention: query_weight has shape undefined, expected [D, Eq]"));
+      ContainsSubstring("additive_attention: query_weight has shape undefined, expected 2 dims [D, Eq]"));
   CHECK_THROWS_WITH(
       F::additive_attention(q, k, v, randn({10, 7}), wk, wv),
-      ContainsSubstring("additive_attention: query_weight has shape [10, 7], expected [10, 8] [D, Eq]"));
+      ContainsSubstring("additive_attention: query has 8 features (shape [2, 4, 8]), expected 7, dim 1 of query_weight [10, 7] [D, Eq]"));
   CHECK_THROWS_WITH(
       F::additive_attention(q, k, v, wq, randn({10, 8}), wv),
-      ContainsSubstring("additive_attention: key_weight has shape [10, 8], expected [10, 7] [D, Ek]"));
+      ContainsSubstring("additive_attention: key has 7 features (shape [2, 5, 7]), expected 8, dim 1 of key_weight [10, 8] [D, Ek]"));
+  CHECK_THROWS_WITH(
+      F::additive_attention(q, k, v, wq, randn({9, 7}), wv),
+      ContainsSubstring("additive_attention: key_weight has shape [9, 7], expected [10, 7] [D, Ek]"));
   CHECK_THROWS_WITH(
       F::additive_attention(q, k, v, wq, wk, randn({10})),
       ContainsSubstring("additive_attention: score_weight has shape [10], expected [1, 10] [1, D]"));
@@ -122,10 +129,13 @@ TEST_CASE("score-function parameters are validated", "[nn][errors]") {
       ContainsSubstring("additive_attention: score_bias has shape [2], expected [1] [1]"));
   CHECK_THROWS_WITH(
       F::general_attention(q, k, v, randn({7, 8})),
-      ContainsSubstring("general_attention: weight has shape [7, 8], expected [8, 7] [Eq, Ek]"));
+      ContainsSubstring("general_attention: query has 8 features (shape [2, 4, 8]), expected 7, dim 0 of weight [7, 8] [Eq, Ek]"));
+  CHECK_THROWS_WITH(
+      F::general_attention(q, k, v, randn({8, 5})),
+      ContainsSubstring("general_attention: key has 7 features (shape [2, 5, 7]), expected 5, dim 1 of weight [8, 5] [Eq, Ek]"));
   CHECK_THROWS_WITH(
       F::general_attention(q, k, v, torch::Tensor()),
-      ContainsSubstring("general_attention: weight is undefined, expected shape [8, 7] [Eq, Ek]"));
+      ContainsSubstring("general_attention: weight has shape undefined, expected 2 dims [Eq, Ek]"));
 
   auto qh = randn({2, 3, 4, 8}), kh = randn({2, 3, 5, 8}), vh = randn({2, 3, 5, 6});
   using Cos = F::CosineAttentionFuncOptions;
@@ -192,11 +202,19 @@ TEST_CASE("module options are validated in reset()", "[nn][errors]") {
 }
 
 TEST_CASE("modules report input errors from their functional", "[nn][errors]") {
+  // The input is named with the size the module expects, not the parameter it meets.
   tnn::AdditiveAttention additive(8, 7, 10);
   CHECK_THROWS_WITH(
       additive(randn({2, 4, 8}), randn({2, 5, 8}), randn({2, 5, 3})),
-      ContainsSubstring("additive_attention: key_weight has shape [10, 7], expected [10, 8] [D, Ek]"));
+      ContainsSubstring("additive_attention: key has 8 features (shape [2, 5, 8]), expected 7, dim 1 of key_weight [10, 7] [D, Ek]"));
+  tnn::AdditiveAttention additive2(32, 16, 24);
+  CHECK_THROWS_WITH(
+      additive2(randn({2, 4, 16}), randn({2, 5, 16}), randn({2, 5, 3})),
+      ContainsSubstring("additive_attention: query has 16 features (shape [2, 4, 16]), expected 32, dim 1 of query_weight [24, 32] [D, Eq]"));
   tnn::GeneralAttention general(8, 7);
+  CHECK_THROWS_WITH(
+      general(randn({2, 4, 8}), randn({2, 5, 9}), randn({2, 5, 3})),
+      ContainsSubstring("general_attention: key has 9 features (shape [2, 5, 9]), expected 7, dim 1 of weight [8, 7] [Eq, Ek]"));
   CHECK_THROWS_WITH(
       general(randn({2, 4, 8}, torch::kDouble), randn({2, 5, 7}, torch::kDouble), randn({2, 5, 3}, torch::kDouble)),
       ContainsSubstring("general_attention: weight has dtype Float, expected Double like query"));
@@ -205,3 +223,39 @@ TEST_CASE("modules report input errors from their functional", "[nn][errors]") {
       cosine(randn({2, 3, 4, 8}), randn({2, 3, 5, 8}), randn({2, 3, 5, 3})),
       ContainsSubstring("cosine_attention: temperature has shape [4, 1, 1], expected a shape broadcastable to the scores [2, 3, 4, 5]"));
 }
+
+TEST_CASE("the default scale of an empty head dim is an error that says so", "[nn][errors]") {
+  auto q = randn({1, 1, 3, 0}), k = randn({1, 1, 4, 0}), v = randn({1, 1, 4, 2});
+  const std::string why = "query has E=0 (shape [1, 1, 3, 0]), so the default scale 1/sqrt(E) is infinite; pass a finite scale or E >= 1";
+  CHECK_THROWS_WITH(F::scaled_dot_product_attention(q, k, v),
+                    ContainsSubstring("scaled_dot_product_attention: " + why));
+  CHECK_THROWS_WITH(torchattn::ops::scaled_dot_product_attention(q, k, v),
+                    ContainsSubstring("torchattn::scaled_dot_product_attention: " + why));
+  // With a scale, E = 0 is well defined: every score is 0, every key weighs the same.
+  auto out = torchattn::ops::scaled_dot_product_attention(q, k, v, {}, 0.0, false, 1.0);
+  CHECK(torch::allclose(out, v.mean(2, /*keepdim=*/true).expand({1, 1, 3, 2})));
+  auto out_f = std::get<0>(F::scaled_dot_product_attention(q, k, v, F::ScaledDotProductAttentionFuncOptions().scale(1.0)));
+  CHECK(torch::allclose(out_f, out));
+}
+
+#if TORCH_VERSION_MAJOR < 2
+TEST_CASE("half inputs on the CPU say which dtypes LibTorch 1.x supports", "[nn][errors]") {
+  auto q = randn({2, 4, 8}).to(torch::kHalf);
+  CHECK_THROWS_WITH(
+      F::scaled_dot_product_attention(q, q, q),
+      ContainsSubstring("scaled_dot_product_attention: query has dtype Half, which LibTorch 1.13"));
+  CHECK_THROWS_WITH(
+      F::dot_product_attention(q, q, q),
+      ContainsSubstring("expected Float, Double or BFloat16 (Half needs LibTorch 2.x or another device)"));
+  // BFloat16 runs on the math path.
+  auto b = randn({2, 4, 8}).to(torch::kBFloat16);
+  CHECK(std::get<0>(F::scaled_dot_product_attention(b, b, b)).scalar_type() == torch::kBFloat16);
+}
+#else
+TEST_CASE("half inputs run on the CPU math path with LibTorch 2.x", "[nn]") {
+  auto q = randn({2, 4, 8});
+  auto out = std::get<0>(F::scaled_dot_product_attention(q.to(torch::kHalf), q.to(torch::kHalf), q.to(torch::kHalf)));
+  CHECK(out.scalar_type() == torch::kHalf);
+  CHECK(torch::allclose(out.to(torch::kFloat), std::get<0>(F::scaled_dot_product_attention(q, q, q)), 1e-2, 1e-2));
+}
+#endif

@@ -270,6 +270,9 @@ TEST_CASE("MultiheadAttention validates its options and inputs", "[nn][mha][erro
                     ContainsSubstring("MultiheadAttention: attn_mask has shape [3, 4], expected [3, 3] [L, S] or [4, 3, 3] [B*num_heads, L, S]"));
   CHECK_THROWS_WITH(mha->forward(x, x, x, {}, true, torch::zeros({3, 3}, torch::kInt)),
                     ContainsSubstring("MultiheadAttention: attn_mask has dtype Int, expected bool or Float"));
+  auto xd = x.to(torch::kDouble);
+  CHECK_THROWS_WITH(mha(xd, xd, xd),
+                    ContainsSubstring("MultiheadAttention: query has dtype Double, expected Float like the module's parameters (convert the input, or the module with ->to(Double))"));
 }
 
 TEST_CASE("the key/value cache decodes like full recomputation over 50 steps", "[nn][mha][cache]") {
@@ -323,7 +326,28 @@ TEST_CASE("the key/value cache reports misuse", "[nn][mha][cache][errors]") {
                     ContainsSubstring("MultiheadAttention::forward_step: query has shape [2, 8], expected [B, T, 8]"));
   mha->forward_step(torch::randn({2, 1, 8}), cache);
   CHECK_THROWS_WITH(mha->forward_step(torch::randn({3, 1, 8}), cache),
-                    ContainsSubstring("the cache holds batch 2, the query has batch 3"));
+                    ContainsSubstring("MultiheadAttention::forward_step: cache.key holds batch 2 (shape [2, 2, 1, 4]), the query has batch 3"));
+  // A cache from another module, or broken by hand: named, with what this module expects.
+  tnn::MultiheadAttention other(tnn::MultiheadAttentionOptions(8, 4).batch_first(true));
+  tnn::MultiheadAttentionCache other_cache;
+  other->forward_step(torch::randn({2, 1, 8}), other_cache);
+  CHECK_THROWS_WITH(mha->forward_step(torch::randn({2, 1, 8}), other_cache),
+                    ContainsSubstring("MultiheadAttention::forward_step: cache.key has shape [2, 4, 1, 2], expected [B, 2, S, 4] [B, num_heads, S, head_dim]"));
+  tnn::MultiheadAttention wide(tnn::MultiheadAttentionOptions(16, 2).batch_first(true));
+  auto memory = wide->project_memory(torch::randn({2, 5, 16}), torch::randn({2, 5, 16}));
+  CHECK_THROWS_WITH(mha->forward_step(torch::randn({2, 1, 8}), memory),
+                    ContainsSubstring("cache.key has shape [2, 2, 5, 8], expected [B, 2, S, 4]"));
+  tnn::MultiheadAttentionCache half_cache{cache.key, torch::Tensor()};
+  CHECK_THROWS_WITH(mha->forward_step(torch::randn({2, 1, 8}), half_cache),
+                    ContainsSubstring("MultiheadAttention::forward_step: the cache has a key but no value"));
+  tnn::MultiheadAttentionCache flat{cache.key[0], cache.value[0]};
+  CHECK_THROWS_WITH(mha->forward_step(torch::randn({2, 1, 8}), flat),
+                    ContainsSubstring("cache.key has shape [2, 1, 4], expected [B, 2, S, 4]"));
+  tnn::MultiheadAttentionCache uneven{cache.key, torch::cat({cache.value, cache.value}, 2)};
+  CHECK_THROWS_WITH(mha->forward_step(torch::randn({2, 1, 8}), uneven),
+                    ContainsSubstring("cache.key holds 1 positions and cache.value 2; expected the same"));
+  CHECK_THROWS_WITH(mha->forward_step(torch::randn({2, 1, 8}, torch::kDouble), cache),
+                    ContainsSubstring("MultiheadAttention::forward_step: query has dtype Double, expected Float like the module's parameters"));
   CHECK_THROWS_WITH(mha->forward_step(torch::randn({2, 1, 8}), cache, torch::zeros({2, 1}, torch::kBool)),
                     ContainsSubstring("key_padding_mask has shape [2, 1], expected [2, 2] [B, cached positions]"));
   CHECK_THROWS_WITH(mha->project_memory(torch::randn({2, 3, 7}), torch::randn({2, 3, 8})),

@@ -46,6 +46,22 @@ torch::Tensor combined_mask(const MaskArgs& masks, int64_t scores_dim) {
   return (attn_bool ? additive(attn) : attn) + (kpm_bool ? additive(kpm.logical_not()) : kpm);
 }
 
+/// Checks that `input`'s features match dim `dim` of the 2-D `weight` (a module's in-features),
+/// naming the input: "additive_attention: query has 16 features (shape [2, 5, 16]), expected
+/// 32, dim 1 of query_weight [24, 32] [D, Eq]".
+void check_features(const char* fn, const char* input_name, const torch::Tensor& input,
+                    const char* weight_name, const torch::Tensor& weight, int64_t dim,
+                    const char* layout) {
+  TORCH_CHECK(
+      weight.defined() && weight.dim() == 2, fn, ": ", weight_name, " has shape ",
+      weight.defined() ? detail::shape_str(weight.sizes()) : "undefined", ", expected 2 dims ",
+      layout);
+  TORCH_CHECK(
+      input.size(-1) == weight.size(dim), fn, ": ", input_name, " has ", input.size(-1),
+      " features (shape ", detail::shape_str(input.sizes()), "), expected ", weight.size(dim),
+      ", dim ", dim, " of ", weight_name, " ", detail::shape_str(weight.sizes()), " ", layout);
+}
+
 std::atomic<int64_t> g_math_path_max_scores{48 * 48};
 
 /// softmax(q kᵀ · scale) v by the fused op, or undefined where the op does not apply: weights
@@ -149,10 +165,7 @@ std::tuple<torch::Tensor, torch::Tensor> scaled_dot_product_attention(
   constexpr const char* fn = "scaled_dot_product_attention";
   const auto masks = MaskArgs::from(options);
   const auto scores_shape = detail::check_inputs(fn, query, key, value, masks, /*same_qk_dim=*/true);
-  const double scale = options.scale().has_value()
-      ? *options.scale()
-      : 1.0 / std::sqrt(static_cast<double>(query.size(-1)));
-  TORCH_CHECK(std::isfinite(scale), fn, ": scale is ", scale, ", expected a finite number");
+  const double scale = detail::resolve_scale(fn, options.scale(), query);
   if (auto out = fused_attention(query, key, value, masks, scores_shape, scale); out.defined()) {
     return {out, torch::Tensor()};
   }
@@ -219,10 +232,8 @@ std::tuple<torch::Tensor, torch::Tensor> additive_attention(
   constexpr const char* fn = "additive_attention";
   const auto masks = MaskArgs::from(options);
   detail::check_inputs(fn, query, key, value, masks, /*same_qk_dim=*/false);
-  TORCH_CHECK(
-      query_weight.defined() && query_weight.dim() == 2, fn, ": query_weight has shape ",
-      query_weight.defined() ? detail::shape_str(query_weight.sizes()) : "undefined",
-      ", expected [D, Eq]");
+  check_features(fn, "query", query, "query_weight", query_weight, 1, "[D, Eq]");
+  check_features(fn, "key", key, "key_weight", key_weight, 1, "[D, Ek]");
   const int64_t d = query_weight.size(0);
   detail::check_param(fn, "query_weight", query_weight, query, {d, query.size(-1)}, "[D, Eq]");
   detail::check_param(fn, "key_weight", key_weight, query, {d, key.size(-1)}, "[D, Ek]");
@@ -265,6 +276,8 @@ std::tuple<torch::Tensor, torch::Tensor> general_attention(
   constexpr const char* fn = "general_attention";
   const auto masks = MaskArgs::from(options);
   detail::check_inputs(fn, query, key, value, masks, /*same_qk_dim=*/false);
+  check_features(fn, "query", query, "weight", weight, 0, "[Eq, Ek]");
+  check_features(fn, "key", key, "weight", weight, 1, "[Eq, Ek]");
   detail::check_param(fn, "weight", weight, query, {query.size(-1), key.size(-1)}, "[Eq, Ek]");
   // (q W) kᵀ: projecting the Lq queries is cheaper than the Lk keys in decoding (Lq = 1).
   return detail::attend(query.matmul(weight).matmul(key.transpose(-2, -1)), value, masks);

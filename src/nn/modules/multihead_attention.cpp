@@ -32,6 +32,18 @@ const char* score_name(AttentionScore s) {
   return "?";
 }
 
+// Checks that an input has the dtype and device of the module's parameters (`like`).
+void check_like_parameters(const char* fn, const char* name, const torch::Tensor& t,
+                           const torch::Tensor& like) {
+  TORCH_CHECK(
+      t.scalar_type() == like.scalar_type(), fn, ": ", name, " has dtype ", t.scalar_type(),
+      ", expected ", like.scalar_type(), " like the module's parameters (convert the input, or the "
+      "module with ->to(", t.scalar_type(), "))");
+  TORCH_CHECK(
+      t.device() == like.device(), fn, ": ", name, " is on ", t.device(), ", expected ",
+      like.device(), " like the module's parameters");
+}
+
 // Appends `n` columns to the last dim of a mask: allowed (false / 0) in MultiheadAttention's
 // convention, for the keys that add_bias_kv and add_zero_attn append.
 torch::Tensor pad_columns(const torch::Tensor& mask, int64_t n) {
@@ -170,6 +182,7 @@ std::tuple<torch::Tensor, torch::Tensor> MultiheadAttentionImpl::forward(
         ": key and value must have the dtype and device of query (", query.scalar_type(), ", ",
         query.device(), ")");
   }
+  check_like_parameters(fn, "query", query, out_proj->weight);
 
   // Masks in MultiheadAttention's convention (bool true = masked), shaped for [B, H, L, S].
   torch::Tensor mask = attn_mask;
@@ -317,8 +330,45 @@ MultiheadAttentionCache MultiheadAttentionImpl::project_memory(
       "] and value [", options.batch_first() ? "B, S" : "S, B", ", ", options.vdim(), "], got ",
       key.defined() ? detail::shape_str(key.sizes()) : "undefined", " and ",
       value.defined() ? detail::shape_str(value.sizes()) : "undefined");
+  check_like_parameters(fn, "key", key, out_proj->weight);
+  check_like_parameters(fn, "value", value, out_proj->weight);
   auto bf = [&](const torch::Tensor& t) { return options.batch_first() ? t : t.transpose(0, 1); };
   return {project(bf(key), 1), project(bf(value), 2), /*is_static=*/true};
+}
+
+void MultiheadAttentionImpl::check_cache(
+    const char* fn, const MultiheadAttentionCache& cache, const torch::Tensor& query) const {
+  // key [B, num_heads, S, head_dim], value [B, num_heads, S, head_dim], as project_memory and
+  // earlier steps of this module make them.
+  using detail::shape_str;
+  const auto& k = cache.key;
+  const auto& v = cache.value;
+  TORCH_CHECK(
+      k.defined() == v.defined(), fn, ": the cache has ", k.defined() ? "a key" : "a value",
+      " but no ", k.defined() ? "value" : "key", "; expected both (from project_memory or an "
+      "earlier step) or neither (an empty cache)");
+  TORCH_CHECK(
+      k.defined() || !cache.is_static, fn,
+      ": the static cache is empty; make it with project_memory");
+  if (!k.defined()) {
+    return;
+  }
+  const int64_t h = options.num_heads();
+  const auto b = options.batch_first() ? query.size(0) : query.size(1);
+  for (const auto& [name, t] : {std::pair<const char*, const torch::Tensor&>{"cache.key", k},
+                                {"cache.value", v}}) {
+    TORCH_CHECK(
+        t.dim() == 4 && t.size(1) == h && t.size(3) == head_dim_, fn, ": ", name, " has shape ",
+        shape_str(t.sizes()), ", expected [B, ", h, ", S, ", head_dim_,
+        "] [B, num_heads, S, head_dim] as this module's project_memory or forward_step makes it");
+    TORCH_CHECK(
+        t.size(0) == b, fn, ": ", name, " holds batch ", t.size(0), " (shape ",
+        shape_str(t.sizes()), "), the query has batch ", b);
+    check_like_parameters(fn, name, t, out_proj->weight);
+  }
+  TORCH_CHECK(
+      k.size(2) == v.size(2), fn, ": cache.key holds ", k.size(2), " positions and cache.value ",
+      v.size(2), "; expected the same");
 }
 
 std::tuple<torch::Tensor, torch::Tensor> MultiheadAttentionImpl::forward_step(
@@ -337,13 +387,10 @@ std::tuple<torch::Tensor, torch::Tensor> MultiheadAttentionImpl::forward_step(
       cache.is_static || (options.kdim() == options.embed_dim() && options.vdim() == options.embed_dim()),
       fn, ": self-attention steps need kdim == vdim == embed_dim; for cross-attention pass a "
       "cache from project_memory");
+  check_like_parameters(fn, "query", query, out_proj->weight);
+  check_cache(fn, cache, query);
   auto x = options.batch_first() ? query : query.transpose(0, 1);
   const int64_t b = x.size(0), t = x.size(1);
-  if (cache.size() > 0) {
-    TORCH_CHECK(
-        cache.key.size(0) == b, fn, ": the cache holds batch ", cache.key.size(0),
-        ", the query has batch ", b);
-  }
   torch::Tensor mask;
   if (!cache.is_static) {
     auto k = project(x, 1), v = project(x, 2);

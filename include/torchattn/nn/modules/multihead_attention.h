@@ -133,6 +133,9 @@ class MultiheadAttentionImpl : public torch::nn::Cloneable<MultiheadAttentionImp
       {7, torch::nn::AnyValue(false)})
 
  private:
+  // Checks a forward_step cache against this module and the query: both tensors or neither,
+  // [B, num_heads, S, head_dim], the query's batch, the parameters' dtype and device.
+  void check_cache(const char* fn, const MultiheadAttentionCache& cache, const torch::Tensor& query) const;
   // [B, L, E] -> [B, H, L, head_dim] projections of query (i = 0), key (1) or value (2).
   torch::Tensor project(const torch::Tensor& x, int i) const;
   // q, k, v [B, H, *, head_dim]; masks in MultiheadAttention's convention over the keys
