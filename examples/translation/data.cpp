@@ -90,14 +90,25 @@ std::pair<Vocab, Vocab> build_vocabs(const std::vector<Example>& examples, int64
 }
 
 std::vector<EncodedPair> encode_pairs(const std::vector<Example>& examples, const Vocab& src,
-                                      const Vocab& tgt, int64_t max_len) {
+                                      const Vocab& tgt, int64_t max_len, size_t* too_long) {
   std::vector<EncodedPair> pairs;
+  auto count_long = [&](size_t n) {
+    if (too_long != nullptr) *too_long += n;
+  };
   for (const auto& e : examples) {
     auto s = src.encode(tokenize(e.source));
-    if (s.empty() || static_cast<int64_t>(s.size()) > max_len) continue;
+    if (s.empty()) continue;
+    if (static_cast<int64_t>(s.size()) > max_len) {
+      count_long(e.references.size());
+      continue;
+    }
     for (const auto& r : e.references) {
       auto t = tgt.encode(tokenize(r));
-      if (t.empty() || static_cast<int64_t>(t.size()) + 1 > max_len) continue;
+      if (t.empty()) continue;
+      if (static_cast<int64_t>(t.size()) + 1 > max_len) {
+        count_long(1);
+        continue;
+      }
       pairs.push_back({s, std::move(t)});
     }
   }

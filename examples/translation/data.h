@@ -43,9 +43,10 @@ std::pair<Vocab, Vocab> build_vocabs(const std::vector<Example>& examples, int64
 struct EncodedPair {
   std::vector<int64_t> src, tgt;
 };
-/// One pair per (source, reference), sentences longer than `max_len` tokens dropped.
+/// One pair per (source, reference), sentences longer than `max_len` tokens dropped (and
+/// counted into `*too_long` when given).
 std::vector<EncodedPair> encode_pairs(const std::vector<Example>& examples, const Vocab& src,
-                                      const Vocab& tgt, int64_t max_len);
+                                      const Vocab& tgt, int64_t max_len, size_t* too_long = nullptr);
 
 struct Batch {
   torch::Tensor src;      ///< [B, S] int64, <pad> = 0

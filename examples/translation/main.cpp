@@ -12,7 +12,11 @@
 #include <fmt/format.h>
 #include <torch/torch.h>
 
+#include <fmt/ranges.h>
+
+#include <algorithm>
 #include <chrono>
+#include <cmath>
 #include <filesystem>
 #include <iostream>
 
@@ -49,6 +53,47 @@ int cmd_prepare(const std::string& data, const std::string& out, const std::stri
   return 0;
 }
 
+/// A finite number in [lo, hi] (CLI::Range lets NaN through).
+CLI::Validator finite_range(double lo, double hi) {
+  return CLI::Validator(
+      [lo, hi](std::string& s) -> std::string {
+        double x = 0;
+        try {
+          size_t used = 0;
+          x = std::stod(s, &used);
+          if (used != s.size()) return "'" + s + "' is not a number";
+        } catch (const std::exception&) {
+          return "'" + s + "' is not a number";
+        }
+        if (!std::isfinite(x) || x < lo || x > hi) {
+          return fmt::format("{} is not a finite number in [{}, {}]", s, lo, hi);
+        }
+        return {};
+      },
+      fmt::format("FINITE in [{} - {}]", lo, hi));
+}
+
+/// Checks the sentences to translate: well-formed UTF-8 and not empty, and says which ones
+/// are longer than the model reads. `from_stdin`: empty lines are kept (so that output lines
+/// match input lines) with a warning; as arguments they are errors.
+void check_sentences(const std::vector<std::string>& sentences, bool from_stdin, int64_t max_len) {
+  const char* what = from_stdin ? "line" : "sentence";
+  for (size_t i = 0; i < sentences.size(); ++i) {
+    const auto& s = sentences[i];
+    if (!utf8_valid(s)) {
+      throw std::runtime_error(fmt::format("translate: {} {} is not valid UTF-8: '{}'", what, i + 1, printable(s)));
+    }
+    const auto tokens = tokenize(s).size();
+    if (tokens == 0) {
+      if (!from_stdin) throw std::runtime_error(fmt::format("translate: sentence {} has no words", i + 1));
+      fmt::print(stderr, "torchattn-translate: warning: line {} has no words; its translation is empty\n", i + 1);
+    } else if (static_cast<int64_t>(tokens) > max_len) {
+      fmt::print(stderr, "torchattn-translate: warning: {} {} has {} tokens; the model reads the first {} (its max_len)\n",
+                 what, i + 1, tokens, max_len);
+    }
+  }
+}
+
 std::vector<std::string> read_lines(std::istream& in) {
   std::vector<std::string> lines;
   for (std::string line; std::getline(in, line);) {
@@ -63,6 +108,13 @@ std::vector<std::string> read_lines(std::istream& in) {
 int main(int argc, char** argv) {
   CLI::App app{"torchattn-translate: English -> French translation with torchattn attention"};
   app.require_subcommand(1);
+  const std::vector<std::string> commands{"prepare", "train", "translate", "evaluate", "plot", "import"};
+  if (argc > 1 && argv[1][0] != '-' &&
+      std::find(commands.begin(), commands.end(), argv[1]) == commands.end()) {
+    fmt::print(stderr, "torchattn-translate: error: unknown subcommand '{}'; expected one of {} (--help lists them)\n",
+               printable(argv[1]), fmt::join(commands, ", "));
+    return 2;
+  }
 
   // prepare
   auto* prepare = app.add_subcommand("prepare", "Build train/dev/test splits (default corpus: Debian's French gettext catalogs)");
@@ -95,7 +147,7 @@ int main(int argc, char** argv) {
   train_cmd->add_option("--ff-dim", tc.model.ff_dim, "Transformer feed-forward size")->capture_default_str();
   train_cmd->add_option("--dropout", tc.model.dropout, "Dropout")->capture_default_str();
   train_cmd->add_option("--epochs", tc.epochs, "Epochs")->capture_default_str();
-  train_cmd->add_option("--time-budget", tc.time_budget, "Stop after this many seconds of training (0: none)")->capture_default_str();
+  train_cmd->add_option("--time-budget", tc.time_budget, "Stop after this many seconds of training (0: none)")->capture_default_str()->check(finite_range(0, 1e9));
   train_cmd->add_option("--max-tokens", tc.max_tokens, "Padded tokens per batch")->capture_default_str();
   train_cmd->add_option("--lr", tc.lr, "Peak learning rate (Adam)")->capture_default_str();
   train_cmd->add_option("--warmup", tc.warmup, "Warm-up steps")->capture_default_str();
@@ -113,7 +165,7 @@ int main(int argc, char** argv) {
   std::vector<std::string> sentences;
   translate_cmd->add_option("--model", m_dir, "Model directory")->capture_default_str();
   translate_cmd->add_option("--beam", topt.beam, "Beam size (1: greedy)")->capture_default_str()->check(CLI::Range(1, 100));
-  translate_cmd->add_option("--alpha", topt.alpha, "Length normalisation exponent")->capture_default_str();
+  translate_cmd->add_option("--alpha", topt.alpha, "Length normalisation exponent")->capture_default_str()->check(finite_range(0, 10));
   translate_cmd->add_option("sentences", sentences, "Sentences to translate (default: read stdin)");
 
   // evaluate
@@ -123,8 +175,8 @@ int main(int argc, char** argv) {
   evaluate_cmd->add_option("--model", m_dir, "Model directory")->capture_default_str();
   evaluate_cmd->add_option("--data", e_data, "TSV file: source<TAB>reference[<TAB>reference...]")->capture_default_str();
   evaluate_cmd->add_option("--beam", topt.beam, "Beam size (1: greedy)")->capture_default_str()->check(CLI::Range(1, 100));
-  evaluate_cmd->add_option("--alpha", topt.alpha, "Length normalisation exponent")->capture_default_str();
-  evaluate_cmd->add_option("--show", e_show, "Print this many sample translations")->capture_default_str();
+  evaluate_cmd->add_option("--alpha", topt.alpha, "Length normalisation exponent")->capture_default_str()->check(finite_range(0, 10));
+  evaluate_cmd->add_option("--show", e_show, "Print this many sample translations")->capture_default_str()->check(CLI::NonNegativeNumber);
 
   // plot
   auto* plot_cmd = app.add_subcommand("plot", "Write the attention heatmap of a sentence as PNG and SVG");
@@ -166,7 +218,9 @@ int main(int argc, char** argv) {
     }
     if (translate_cmd->parsed()) {
       const Translator t = load_translator(m_dir);
-      if (sentences.empty()) sentences = read_lines(std::cin);
+      const bool from_stdin = sentences.empty();
+      if (from_stdin) sentences = read_lines(std::cin);
+      check_sentences(sentences, from_stdin, t.options.max_len);
       for (const auto& r : t.translate(sentences, topt)) std::cout << r.text << '\n';
       return 0;
     }
@@ -210,6 +264,10 @@ int main(int argc, char** argv) {
       fmt::print("{}\nwrote {}.png and {}.svg\n", r.text, plot_out, plot_out);
       return 0;
     }
+  } catch (const c10::Error& e) {
+    // LibTorch's own errors (a TorchScript file that is not one): the message, not the backtrace.
+    fmt::print(stderr, "torchattn-translate: error: {}\n", e.what_without_backtrace());
+    return 1;
   } catch (const std::exception& e) {
     fmt::print(stderr, "torchattn-translate: error: {}\n", e.what());
     return 1;

@@ -1,6 +1,7 @@
 #include "model.h"
 
 #include "fused_gru.h"
+#include "text.h"
 #include "fused_loss.h"
 
 #include <torchattn/torchattn.h>
@@ -30,7 +31,7 @@ int64_t to_int(const std::string& key, const std::string& v) {
     if (used == v.size()) return x;
   } catch (const std::exception&) {
   }
-  throw std::runtime_error("model option '" + key + "': '" + v + "' is not an integer");
+  throw std::runtime_error("model option '" + printable(key) + "': '" + printable(v) + "' is not an integer");
 }
 
 double to_double(const std::string& key, const std::string& v) {
@@ -40,7 +41,7 @@ double to_double(const std::string& key, const std::string& v) {
     if (used == v.size()) return x;
   } catch (const std::exception&) {
   }
-  throw std::runtime_error("model option '" + key + "': '" + v + "' is not a number");
+  throw std::runtime_error("model option '" + printable(key) + "': '" + printable(v) + "' is not a number");
 }
 
 // Dropout by translate::dropout, active when its module is in training mode.
@@ -411,7 +412,7 @@ ModelOptions ModelOptions::from_map(const std::map<std::string, std::string>& m)
     else if (k == "ff_dim") o.ff_dim = to_int(k, v);
     else if (k == "dropout") o.dropout = to_double(k, v);
     else if (k == "max_len") o.max_len = to_int(k, v);
-    else throw std::runtime_error("unknown model option '" + k + "'");
+    else throw std::runtime_error("unknown model option '" + printable(k) + "'");
   }
   o.validate();
   return o;

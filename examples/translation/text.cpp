@@ -1,5 +1,7 @@
 #include "text.h"
 
+#include <fmt/format.h>
+
 #include <algorithm>
 #include <fstream>
 #include <map>
@@ -99,6 +101,25 @@ bool utf8_valid(const std::string& s) {
     if ((next_code_point(s, i) & 0xFFFF0000u) == 0xFFFD0000u) return false;
   }
   return true;
+}
+
+std::string printable(const std::string& s, size_t max) {
+  std::string out;
+  auto escape = [&](unsigned char c) { out += fmt::format("\\x{:02x}", c); };
+  size_t i = 0;
+  while (i < s.size() && out.size() < max) {
+    const size_t start = i;
+    const uint32_t cp = next_code_point(s, i);
+    if ((cp & 0xFFFF0000u) == 0xFFFD0000u) {
+      for (size_t j = start; j < i; ++j) escape(static_cast<unsigned char>(s[j]));
+    } else if (cp < 0x20 || cp == 0x7f || cp == '\\') {
+      escape(static_cast<unsigned char>(cp));
+    } else {
+      out.append(s, start, i - start);
+    }
+  }
+  if (i < s.size()) out += "...";
+  return out;
 }
 
 std::vector<uint32_t> utf8_decode(const std::string& s) {

@@ -18,6 +18,10 @@ std::string utf8_lower(const std::string& s);
 /// no sequence cut short).
 bool utf8_valid(const std::string& s);
 
+/// `s` as it may be printed in a message: at most `max` bytes, with control bytes, invalid
+/// UTF-8 and backslashes written as \xNN escapes, and "..." where it was cut.
+std::string printable(const std::string& s, size_t max = 60);
+
 /// The code points of a UTF-8 string; an invalid byte decodes as U+FFFD.
 std::vector<uint32_t> utf8_decode(const std::string& s);
 

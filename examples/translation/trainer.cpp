@@ -220,8 +220,13 @@ TrainSummary run(const TrainConfig& c, bool resuming) {
     }
   }
 
-  const auto pairs = encode_pairs(train_examples, src_vocab, tgt_vocab, mo.max_len);
-  const auto dev_pairs = encode_pairs(dev_examples, src_vocab, tgt_vocab, mo.max_len);
+  size_t too_long = 0;
+  const auto pairs = encode_pairs(train_examples, src_vocab, tgt_vocab, mo.max_len, &too_long);
+  const auto dev_pairs = encode_pairs(dev_examples, src_vocab, tgt_vocab, mo.max_len, &too_long);
+  if (too_long > 0 && !resuming) {
+    fmt::print(stderr, "train: warning: {} pairs have a sentence longer than max_len ({} tokens) and are left out\n",
+               too_long, mo.max_len);
+  }
   if (pairs.empty()) throw std::runtime_error("no training pairs in '" + c.train_path + "'");
   std::vector<std::string> dev_sources;
   std::vector<std::vector<std::string>> dev_refs;
@@ -354,7 +359,7 @@ std::map<std::string, std::string> read_key_values(const std::string& path) {
     if (line.empty() || line[0] == '#') continue;
     const size_t eq = line.find('=');
     if (eq == std::string::npos || eq == 0) {
-      throw std::runtime_error("'" + path + "', line " + std::to_string(n) + ": expected key=value, got '" + line + "'");
+      throw std::runtime_error("'" + path + "', line " + std::to_string(n) + ": expected key=value, got '" + printable(line) + "'");
     }
     m[line.substr(0, eq)] = line.substr(eq + 1);
   }
@@ -402,6 +407,11 @@ TrainSummary train(const TrainConfig& config) {
   if (fs::exists(fs::path(config.out_dir) / "checkpoint") || fs::exists(fs::path(config.out_dir) / "train.txt")) {
     throw std::runtime_error("'" + config.out_dir + "' already holds a training run: continue it with "
                              "'train --resume --out " + config.out_dir + "', or choose another --out");
+  }
+  if (config.max_tokens < config.model.max_len) {
+    throw std::runtime_error(fmt::format(
+        "train: max_tokens is {}, expected at least max_len ({}): a batch must hold the longest sentence",
+        config.max_tokens, config.model.max_len));
   }
   if (config.epochs <= 0 || config.max_tokens <= 0 || config.warmup <= 0 || !(config.lr > 0) ||
       !(config.clip > 0) || !(config.label_smoothing >= 0 && config.label_smoothing < 1)) {

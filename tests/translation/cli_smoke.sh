@@ -74,6 +74,39 @@ expect_error "does not exist" "$bin" translate --model nowhere "x"
 printf 'just one column\n' > bad.tsv
 expect_error "line 1: no tab" "$bin" prepare --data bad.tsv --out bad
 expect_error "is not a TorchScript archive" "$bin" import --torchscript toy.tsv --vocab model --out bad-import
+[ "$(wc -l < err.log)" -eq 1 ] || fail "import of a garbage file printed more than its one-line error: $(cat err.log)"
+
+# Nonsense options and input: a one-line reason and a non-zero status.
+expect_refusal() {  # expect_refusal PATTERN COMMAND... (any non-zero status)
+  local pattern=$1; shift
+  set +e; "$@" > err.log 2>&1 < "${stdin:-/dev/null}"; local rc=$?; set -e
+  [ $rc -ne 0 ] || fail "'$*' succeeded: $(cat err.log)"
+  grep -qF -- "$pattern" err.log || fail "'$*' did not say '$pattern': $(cat err.log)"
+}
+small=(--model gru --attention general --embed-dim 32 --hidden-dim 32 --warmup 20 --lr 0.003 --quiet)
+expect_refusal "--time-budget: -5 is not a finite number in [0, 1000000000]" "$bin" train --data data --out m-budget "${small[@]}" --time-budget -5
+expect_refusal "max_tokens is 1, expected at least max_len (128)" "$bin" train --data data --out m-tokens "${small[@]}" --max-tokens 1
+expect_refusal "--alpha: nan is not a finite number in [0, 10]" "$bin" translate --model model --alpha nan "red cat"
+expect_refusal "--alpha: -50 is not a finite number in [0, 10]" "$bin" translate --model model --alpha -50 "red cat"
+expect_refusal "--show" "$bin" evaluate --model model --data data/test.tsv --show -5
+expect_refusal "unknown subcommand 'frobnicate'; expected one of prepare, train, translate" "$bin" frobnicate
+expect_refusal "translate: sentence 1 has no words" "$bin" translate --model model ""
+printf 'red cat\nblue \377 dog\n' > bad-utf8.txt
+stdin=bad-utf8.txt expect_refusal "translate: line 2 is not valid UTF-8: 'blue \xff dog'" "$bin" translate --model model
+# A sentence longer than the model reads: translated, with a warning.
+long=$(for i in $(seq 300); do printf 'red '; done)
+"$bin" translate --model model "$long" > long.out 2> long.err || fail "a long sentence failed: $(cat long.err)"
+grep -qF "sentence 1 has 300 tokens; the model reads the first 128" long.err || fail "no warning for a long sentence: $(cat long.err)"
+# Training data with a sentence longer than max_len: left out, and said so.
+{ cat toy.tsv; printf '%s\tle x\n' "$long"; } > long.tsv
+"$bin" prepare --data long.tsv --out data-long --dev 0.01 --test 0.01 > /dev/null
+"$bin" train --data data-long --out m-long "${small[@]}" --max-tokens 256 --epochs 1 > long-train.log 2>&1 || fail "train failed: $(cat long-train.log)"
+grep -qE "warning: [0-9]+ pairs have a sentence longer than max_len \(128 tokens\) and are left out" long-train.log || fail "no warning for a long training sentence: $(cat long-train.log)"
+# A corrupt options.txt is reported with its bytes escaped, never echoed raw to the terminal.
+cp -r model garbled
+printf '\001\002garbage\377\n' > garbled/options.txt
+expect_refusal "expected key=value, got '\\x01\\x02garbage\\xff'" "$bin" translate --model garbled "red cat"
+if LC_ALL=C grep -q "$(printf '[\001-\010\016-\037\177-\377]')" err.log; then fail "raw bytes in the message: $(cat -v err.log)"; fi
 head -c 100 model/model.pt > trunc.pt && cp trunc.pt model/model.pt
 expect_error "is not a weights file" "$bin" translate --model model "red cat"
 echo "cli_smoke: OK"
