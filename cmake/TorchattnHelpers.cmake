@@ -6,6 +6,10 @@ function(torchattn_warnings target)
   if(CMAKE_CXX_COMPILER_ID MATCHES "GNU|Clang")
     target_compile_options(${target} PRIVATE -Wall -Wextra -Wpedantic)
   endif()
+  if(CMAKE_CXX_COMPILER_ID STREQUAL "Clang")
+    # LibTorch's FORWARD_HAS_DEFAULT_ARGS expands TORCH_INTERNAL_ASSERT with no message.
+    target_compile_options(${target} PRIVATE -Wno-gnu-zero-variadic-macro-arguments)
+  endif()
 endfunction()
 
 # ccache with precompiled headers needs these sloppiness settings, or every build is a miss.
@@ -65,3 +69,23 @@ function(torchattn_add_cpu_capabilities target)
     target_sources(${target} PRIVATE $<TARGET_OBJECTS:${objects}>)
   endforeach()
 endfunction()
+
+# TORCHATTN_SANITIZE: AddressSanitizer and UndefinedBehaviorSanitizer on every target of this
+# project (LibTorch itself is not instrumented); undefined behaviour aborts instead of warning.
+# TORCHATTN_BUILD_FUZZERS adds libFuzzer's coverage instrumentation, which needs clang.
+macro(torchattn_enable_sanitizers)
+  if(TORCHATTN_BUILD_FUZZERS)
+    if(NOT CMAKE_CXX_COMPILER_ID STREQUAL "Clang")
+      message(FATAL_ERROR "torchattn: TORCHATTN_BUILD_FUZZERS needs clang for libFuzzer; "
+                          "configure with -DCMAKE_CXX_COMPILER=clang++ (Debian: apt-get install clang)")
+    endif()
+    set(TORCHATTN_SANITIZE ON)
+    add_compile_options(-fsanitize=fuzzer-no-link)
+  endif()
+  if(TORCHATTN_SANITIZE)
+    add_compile_options(-fsanitize=address,undefined -fno-sanitize-recover=undefined
+                        -fno-omit-frame-pointer)
+    add_link_options(-fsanitize=address,undefined)
+    message(STATUS "torchattn: AddressSanitizer and UndefinedBehaviorSanitizer on")
+  endif()
+endmacro()

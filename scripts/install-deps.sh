@@ -5,6 +5,10 @@
 #
 # On bookworm, Catch2 v3 comes from bookworm-backports. The backports source is derived from
 # the mirror the machine already uses for bookworm, so no host name is written here.
+#
+#   scripts/install-deps.sh               what `make test` and `make demo` need
+#   scripts/install-deps.sh --sanitizers  also clang and its sanitizer and libFuzzer runtimes
+#                                         (`make test-asan`)
 set -euo pipefail
 
 say() { printf 'install-deps: %s\n' "$*"; }
@@ -24,6 +28,12 @@ packages=(
   fonts-dejavu-core        # examples/translation: the heatmaps' label font
 )
 backports_packages=(libcatch2-dev)
+for arg in "$@"; do
+  case $arg in
+    --sanitizers) packages+=(clang libclang-rt-dev) ;;
+    *) printf 'install-deps: error: unknown option %s (expected --sanitizers)\n' "$arg" >&2; exit 2 ;;
+  esac
+done
 
 # --- the system ---------------------------------------------------------------------------
 [ -r /etc/os-release ] || die "cannot read /etc/os-release; only Debian 12 (bookworm) and 13 (trixie) are supported"

@@ -441,6 +441,7 @@ TEST_CASE(kMemoryChild, "[.memory_child]") {
   REQUIRE(v.grad().isfinite().all().item<bool>());
 }
 
+#if !defined(TORCHATTN_SANITIZED)
 TEST_CASE("forward and backward at N=16384 stay under 1 GiB of peak RSS", "[ops][memory]") {
   // The math path would need 8 GiB for the float32 scores [1, 8, 16384, 16384] alone. The child
   // is this test binary running only the case above; wait4 reports its own peak RSS.
@@ -459,6 +460,7 @@ TEST_CASE("forward and backward at N=16384 stay under 1 GiB of peak RSS", "[ops]
   CHECK(peak_mib < 1024.0);
   WARN(fmt::format("N=16384 forward+backward peak RSS: {:.0f} MiB", peak_mib));
 }
+#endif
 
 TEST_CASE("the fused kernel gives the same bits on every run and thread count", "[ops][determinism]") {
   // Outputs and gradients are bit-identical for the same inputs, whatever the number of

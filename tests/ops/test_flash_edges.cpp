@@ -10,6 +10,7 @@
 #include <torchattn/torchattn.h>
 
 #include "support/capabilities.h"
+#include "support/scale_after.h"
 
 #include <catch2/catch_test_macros.hpp>
 #include <catch2/matchers/catch_matchers_string.hpp>
@@ -55,20 +56,9 @@ Result run(Path path, const torch::Tensor& q0, const torch::Tensor& k0, const to
           F::ScaledDotProductAttentionFuncOptions().attn_mask(mask).is_causal(causal).scale(scale)
               .need_weights(true)));
       break;
-    case Path::ScaleAfter: {
-      // The same math with the scale applied to the scores instead of q.
-      auto s = q.matmul(k.transpose(-2, -1)) * scale;
-      const double ninf = -std::numeric_limits<double>::infinity();
-      if (mask.defined()) {
-        s = mask.scalar_type() == torch::kBool ? s.masked_fill(mask.logical_not(), ninf) : s + mask;
-      }
-      if (causal) {
-        s = s.masked_fill(torch::ones({s.size(-2), s.size(-1)}, torch::kBool).triu(1), ninf);
-      }
-      auto dead = s.eq(ninf).all(-1, /*keepdim=*/true);
-      out = torch::softmax(s.masked_fill(dead, 0.0), -1).masked_fill(dead, 0.0).matmul(v);
+    case Path::ScaleAfter:
+      out = torchattn::testing::scale_after_attention(q, k, v, mask, causal, scale);
       break;
-    }
   }
   auto g = torch::autograd::grad({out}, {q, k, v}, {grad0.to(dtype)});
   return {out.detach(), g[0], g[1], g[2]};

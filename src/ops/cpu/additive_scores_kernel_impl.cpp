@@ -158,6 +158,4 @@ void additive_scores_backward(
 } // namespace CPU_CAPABILITY
 } // namespace torchattn::ops::cpu
 
-#if defined(CPU_CAPABILITY_AVX2) || defined(CPU_CAPABILITY_AVX512)
-#pragma GCC pop_options
-#endif
+#include "ops/cpu/vectorized_end.h"

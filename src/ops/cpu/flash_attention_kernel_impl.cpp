@@ -1085,6 +1085,4 @@ void flash_attention_backward(
 } // namespace CPU_CAPABILITY
 } // namespace torchattn::ops::cpu
 
-#if defined(CPU_CAPABILITY_AVX2) || defined(CPU_CAPABILITY_AVX512)
-#pragma GCC pop_options
-#endif
+#include "ops/cpu/vectorized_end.h"

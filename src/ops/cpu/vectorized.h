@@ -10,11 +10,9 @@
 // header (at::vec in its CPU_CAPABILITY namespace, and the including file's code) uses the
 // wider set. The including file ends with
 //
-//   #if defined(CPU_CAPABILITY_AVX2) || defined(CPU_CAPABILITY_AVX512)
-//   #pragma GCC pop_options
-//   #endif
+//   #include "ops/cpu/vectorized_end.h"
 //
-// and includes nothing after this header.
+// and includes nothing else after this header.
 
 // Everything that ATen/cpu/vec/vec.h includes, before the target switch. The list differs
 // between LibTorch versions, hence __has_include.
@@ -67,15 +65,28 @@
 #include <vector>
 
 // GCC 12's own _mm512_undefined_* helpers trip -W(maybe-)uninitialized (GCC bug 105593).
+#if !defined(__clang__)
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 #pragma GCC diagnostic ignored "-Wuninitialized"
+#endif
 
+// Clang (the sanitizer and fuzzing builds) has no target pragma; its attribute pragma gives
+// every function declared from here on the same target, to the matching pop in
+// vectorized_end.h.
 #if defined(CPU_CAPABILITY_AVX512)
+#if defined(__clang__)
+#pragma clang attribute push(__attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c,bmi,bmi2"))), apply_to = function)
+#else
 #pragma GCC push_options
 #pragma GCC target("avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c,bmi,bmi2")
+#endif
 #elif defined(CPU_CAPABILITY_AVX2)
+#if defined(__clang__)
+#pragma clang attribute push(__attribute__((target("avx2,fma,f16c,bmi,bmi2"))), apply_to = function)
+#else
 #pragma GCC push_options
 #pragma GCC target("avx2,fma,f16c,bmi,bmi2")
+#endif
 #endif
 
 // sleef.h declares its vector functions only under the ISA macros (__AVX__, __AVX512F__),
