@@ -243,6 +243,24 @@ TEST_CASE("the fused kernel gives zeros, not NaN, where no key may be attended",
   CHECK(q.grad().select(2, 2).abs().max().item<float>() == 0.0f);
   CHECK(k.grad().isfinite().all().item<bool>());
 
+  // No keys at all: zero gradients into the queries (a freed NaN block of the same size makes
+  // an unwritten gradient show), and no batch at all.
+  for (int64_t heads : {1, 2, 20}) {
+    CAPTURE(heads);
+    auto q0 = torch::randn({1, heads, 5, 8}, torch::requires_grad());
+    { auto junk = torch::full({1, heads, 5, 8}, std::numeric_limits<float>::quiet_NaN()); }
+    auto empty_out = torchattn::ops::scaled_dot_product_attention(
+        q0, torch::randn({1, heads, 0, 8}), torch::randn({1, heads, 0, 4}));
+    empty_out.sum().backward();
+    CHECK(q0.grad().eq(0).all().item<bool>());
+  }
+  auto qb = torch::randn({0, 2, 5, 8}, torch::requires_grad());
+  auto kb = torch::randn({0, 2, 6, 8}, torch::requires_grad());
+  auto vb = torch::randn({0, 2, 6, 4}, torch::requires_grad());
+  torchattn::ops::scaled_dot_product_attention(qb, kb, vb).sum().backward();
+  CHECK(qb.grad().sizes() == qb.sizes());
+  CHECK(kb.grad().sizes() == kb.sizes());
+
   // No keys at all: zero output of the right shape.
   auto none = torchattn::ops::scaled_dot_product_attention(
       q.detach(), torch::randn({1, 2, 0, 8}), torch::randn({1, 2, 0, 4}));

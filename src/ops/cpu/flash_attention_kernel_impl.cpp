@@ -872,7 +872,10 @@ void backward_impl(
   // accumulator (summed at the end, in chunk order). The split depends on the shape alone,
   // never on the thread count, so that the sums, and so the gradients, are the same bits on
   // any number of threads.
-  const int64_t chunks = BH >= kSplitWorkers ? 1 : std::min(k_tiles, (kSplitWorkers + BH - 1) / BH);
+  // At least one chunk, even with no keys: it writes grad_query (zeros).
+  const int64_t chunks = BH == 0 || BH >= kSplitWorkers
+      ? 1
+      : std::max<int64_t>(1, std::min(k_tiles, (kSplitWorkers + BH - 1) / BH));
 
   const T* q = query.data_ptr<T>();
   const T* k = key.data_ptr<T>();
