@@ -13,7 +13,9 @@ namespace translate {
 
 #pragma GCC diagnostic push
 #pragma GCC diagnostic ignored "-Warray-bounds"
+#if !defined(__clang__)
 #pragma GCC diagnostic ignored "-Wstringop-overflow"
+#endif
 template <typename F, typename... Args>
 auto apply_function(Args&&... args) {
   return F::apply(std::forward<Args>(args)...);

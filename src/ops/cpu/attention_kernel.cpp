@@ -112,6 +112,59 @@ Kernels kernels() {
                          cpu::DEFAULT::flash_attention_backward)};
 }
 
+bool any_empty(std::initializer_list<torch::Tensor> tensors) {
+  for (const auto& t : tensors) {
+    if (t.numel() == 0) {
+      return true;
+    }
+  }
+  return false;
+}
+
+/// The masked, scaled scores [B, H, Lq, Lk] by ATen, for inputs with no elements.
+torch::Tensor empty_scores(const torch::Tensor& query, const torch::Tensor& key,
+                           const torch::Tensor& mask, bool is_causal, double scale) {
+  const double ninf = -std::numeric_limits<double>::infinity();
+  auto s = (query * scale).matmul(key.transpose(-2, -1));
+  if (mask.defined()) {
+    s = mask.scalar_type() == torch::kBool ? s.masked_fill(mask.logical_not(), ninf) : s + mask;
+  }
+  if (is_causal) {
+    s = s.masked_fill(torchattn::detail::causal_masked(s.size(2), s.size(3), 0, s.options()), ninf);
+  }
+  return s;
+}
+
+/// The forward where some input has no elements (B, H, Lq, Lk, E or Ev is 0): the kernels'
+/// data pointers would be null there, so ATen computes it, which costs nothing at these sizes.
+std::tuple<torch::Tensor, torch::Tensor, torch::Tensor> empty_forward(
+    const torch::Tensor& query, const torch::Tensor& key, const torch::Tensor& value,
+    const torch::Tensor& mask, bool is_causal, double scale) {
+  const double ninf = -std::numeric_limits<double>::infinity();
+  auto s = empty_scores(query, key, mask, is_causal, scale);
+  auto row_max = s.size(3) == 0 ? torch::full(s.sizes().slice(0, 3), ninf, s.options())
+                                : std::get<0>(s.max(-1));
+  auto dead = row_max.eq(ninf);
+  auto p = (s - row_max.masked_fill(dead, 0.0).unsqueeze(-1)).exp();
+  auto sum = p.sum(-1);
+  auto out = (p.matmul(value) / sum.masked_fill(dead, 1.0).unsqueeze(-1)).masked_fill(dead.unsqueeze(-1), 0.0);
+  return {out, row_max, sum.log().masked_fill(dead, ninf)};
+}
+
+/// The backward of empty_forward, from the same statistics.
+std::tuple<torch::Tensor, torch::Tensor, torch::Tensor> empty_backward(
+    const torch::Tensor& grad_out, const torch::Tensor& query, const torch::Tensor& key,
+    const torch::Tensor& value, const torch::Tensor& mask, const torch::Tensor& out,
+    const torch::Tensor& row_max, const torch::Tensor& row_log_sum, bool is_causal, double scale) {
+  auto s = empty_scores(query, key, mask, is_causal, scale);
+  auto dead = row_max.eq(-std::numeric_limits<double>::infinity()).unsqueeze(-1);
+  auto p = (s - row_max.unsqueeze(-1) - row_log_sum.unsqueeze(-1)).exp().masked_fill(dead, 0.0);
+  auto delta = (grad_out * out).sum(-1, /*keepdim=*/true);
+  auto ds = p * (grad_out.matmul(value.transpose(-2, -1)) - delta);
+  return {ds.matmul(key) * scale, ds.transpose(-2, -1).matmul(query) * scale,
+          p.transpose(-2, -1).matmul(grad_out)};
+}
+
 /// The fused forward on checked arguments: `mask` is the 4-D view check_sdpa_args returns.
 std::tuple<torch::Tensor, torch::Tensor, torch::Tensor> run_forward(
     const torch::Tensor& query,
@@ -122,6 +175,9 @@ std::tuple<torch::Tensor, torch::Tensor, torch::Tensor> run_forward(
     double scale) {
   // query [B, H, Lq, E], key [B, H, Lk, E], value [B, H, Lk, Ev]
   //   -> out [B, H, Lq, Ev], row_max [B, H, Lq], row_log_sum [B, H, Lq]
+  if (any_empty({query, key, value})) {
+    return empty_forward(query, key, value, mask, is_causal, scale);
+  }
   auto out = torch::empty({query.size(0), query.size(1), query.size(2), value.size(3)},
                           query.options());
   auto row_max = torch::empty({query.size(0), query.size(1), query.size(2)}, query.options());
@@ -201,6 +257,10 @@ std::tuple<torch::Tensor, torch::Tensor, torch::Tensor> backward_cpu(
         query.scalar_type());
   }
   check_softmax_stats(fn, row_max, row_log_sum, query);
+  if (any_empty({query, key, value})) {
+    return empty_backward(grad_out, query, key, value, mask, out, row_max, row_log_sum, is_causal,
+                          resolved);
+  }
   auto gq = torch::empty_like(query, torch::MemoryFormat::Contiguous);
   auto gk = torch::empty_like(key, torch::MemoryFormat::Contiguous);
   auto gv = torch::empty_like(value, torch::MemoryFormat::Contiguous);
