@@ -177,6 +177,9 @@ TEST_CASE("the fused kernel equals the math path with logits up to 1e30", "[ops]
         check_case(at + "q x 1e20", q * 1e20, k, v, {}, true, 1.0, dtype);
         check_case(at + "q, k x 1e15", q * 1e15, k * 1e15, v, {}, false, 1.0, dtype);
         check_case(at + "scale 1e30", q, k, v, {}, false, 1e30, dtype);
+        // Found by the fuzzer: dK = dSᵀ (q scale), never (dSᵀ q) scale, which overflows.
+        check_case(at + "q = +-3e38, scale 0", torch::sign(q) * 3e38, k, v, {}, false, 0.0, dtype);
+        check_case(at + "q = +-3e38, scale 1e-30", torch::sign(q) * 3e38, k, v, {}, false, 1e-30, dtype);
         auto bias = randn({L, L}) * 1e6;
         check_case(at + "q x 1e20, bias 1e6", q * 1e20, k, v, bias, false, 1.0, dtype);
       }

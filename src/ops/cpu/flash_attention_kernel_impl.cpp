@@ -887,17 +887,16 @@ void backward_impl(
   T* gq = grad_query.data_ptr<T>();
 
   // Per head, packed by the first chunk that needs it and freed by the last, which also writes
-  // grad_query: q and grad_out rows, keys as rows and in transposed panels (as in the forward),
-  // values in transposed panels, delta = rowsum(grad_out * out), the log2-domain logsumexp and
-  // one grad_query accumulator per chunk.
+  // grad_query: q times the scale and grad_out as rows, keys as rows and in transposed panels
+  // (as in the forward), values in transposed panels, delta = rowsum(grad_out * out), the row
+  // statistics and one grad_query accumulator per chunk.
   struct Head {
     std::once_flag packed;
     std::atomic<int64_t> chunks_left{0};
-    std::unique_ptr<T[]> q_p, q_s, do_p, k_p, k_t, v_t, delta, m, log2_sum, dq_acc;
-    const T* q_rows = nullptr; // q_p or query itself; likewise below
-    const T* do_rows = nullptr;
+    std::unique_ptr<T[]> q_s, do_p, k_p, k_t, v_t, delta, m, log2_sum, dq_acc;
+    const T* do_rows = nullptr; // do_p or grad_out itself; likewise below
     const T* k_rows = nullptr;
-    int64_t ld_q = 0, ld_do = 0, ld_k = 0;
+    int64_t ld_do = 0, ld_k = 0;
   };
   std::unique_ptr<Head[]> heads(new Head[static_cast<size_t>(BH)]);
   for (int64_t bh = 0; bh < BH; ++bh) {
@@ -908,23 +907,21 @@ void backward_impl(
     alloc(hd.k_t, d.E * Lk_pad);
     alloc(hd.v_t, d.Ev * Lk_pad);
     alloc(hd.delta, d.Lq);
-    alloc(hd.q_s, d.Lq * d.E);
+    alloc(hd.q_s, d.Lq * E_pad);
     alloc(hd.m, d.Lq);
     alloc(hd.log2_sum, d.Lq);
     alloc(hd.dq_acc, chunks * d.Lq * E_pad);
-    hd.q_rows = rows_of(q + head_offset(query, bh, d.H), d.Lq, d.E, query.stride(2),
-                        query.stride(3), hd.q_p, hd.ld_q);
     hd.do_rows = rows_of(go + head_offset(grad_out, bh, d.H), d.Lq, d.Ev, grad_out.stride(2),
                          grad_out.stride(3), hd.do_p, hd.ld_do);
     hd.k_rows = rows_of(k + head_offset(key, bh, d.H), d.Lk, d.E, key.stride(2), key.stride(3),
                         hd.k_p, hd.ld_k);
-    // The scores' queries scaled exactly as the forward scales them, so that backward's scores
-    // are the forward's to the bit (the same products, summed in the same order): P then
-    // stays exact where one key takes all the weight. dK = scale dSᵀ Q keeps the unscaled rows
-    // (q_rows): dividing s_mul back out would fail for scale = 0 and lose precision where
-    // s_mul is subnormal.
+    // The queries times the scale exactly as the forward (and the math path) scales them, so
+    // that backward's scores are the forward's to the bit (the same products, summed in the
+    // same order): P then stays exact where one key takes all the weight. dK = dSᵀ (Q scale)
+    // takes the same rows, as the math path's gradient does: scaling after the product would
+    // overflow where q is huge and the scale tiny, and give inf * 0 at scale 0.
     pack(q + head_offset(query, bh, d.H), d.Lq, d.E, query.stride(2), query.stride(3),
-         hd.q_s.get(), d.E, s_mul);
+         hd.q_s.get(), E_pad, s_mul);
     pack_transposed_panels(k + head_offset(key, bh, d.H), d.Lk, d.E, key.stride(2),
                            key.stride(3), hd.k_t.get(), PW);
     pack_transposed_panels(v + head_offset(value, bh, d.H), d.Lk, d.Ev, value.stride(2),
@@ -964,7 +961,7 @@ void backward_impl(
         row[e * grad_query.stride(3)] = sum * scale;
       }
     }
-    for (auto* buf : {&hd.q_p, &hd.q_s, &hd.do_p, &hd.k_p, &hd.k_t, &hd.v_t, &hd.delta,
+    for (auto* buf : {&hd.q_s, &hd.do_p, &hd.k_p, &hd.k_t, &hd.v_t, &hd.delta,
                       &hd.m, &hd.log2_sum, &hd.dq_acc}) {
       buf->reset();
     }
@@ -979,10 +976,9 @@ void backward_impl(
     const int64_t b = bh / d.H, h = bh % d.H;
     Head& hd = heads[bh];
     std::call_once(hd.packed, pack_head, hd, bh);
-    const T* qh = hd.q_rows;
     const T* doh = hd.do_rows;
     const T* kh = hd.k_rows;
-    const int64_t ld_q = hd.ld_q, ld_do = hd.ld_do, ld_k = hd.ld_k;
+    const int64_t ld_do = hd.ld_do, ld_k = hd.ld_k;
     const T* kth = hd.k_t.get();
     const T* vth = hd.v_t.get();
     const T* delta_h = hd.delta.get();
@@ -1015,10 +1011,10 @@ void backward_impl(
         // touches the tile, else after masking row by row.
         const T* k_panels = kth + j0 * d.E;
         if (mask.data == nullptr && !(args.is_causal && j0 + nk - 1 > i0) && nk == nk_pad) {
-          gemm<T>(nq, nk_pad, d.E, qs + i0 * d.E, d.E, 1, k_panels, PW, d.E * PW, p, BK,
+          gemm<T>(nq, nk_pad, d.E, qs + i0 * E_pad, E_pad, 1, k_panels, PW, d.E * PW, p, BK,
                   /*accumulate=*/false, StoreExp2<T>{row_m + i0, row_log2_sum + i0});
         } else {
-          gemm<T>(nq, nk_pad, d.E, qs + i0 * d.E, d.E, 1, k_panels, PW, d.E * PW, p, BK,
+          gemm<T>(nq, nk_pad, d.E, qs + i0 * E_pad, E_pad, 1, k_panels, PW, d.E * PW, p, BK,
                   /*accumulate=*/false);
           for (int64_t r = 0; r < nq; ++r) {
             const int64_t i = i0 + r;
@@ -1037,8 +1033,8 @@ void backward_impl(
         // dS = P (dP - delta), with dP = dO Vᵀ in registers
         gemm<T>(nq, nk_pad, d.Ev, doh + i0 * ld_do, ld_do, 1, vth + j0 * d.Ev, PW, d.Ev * PW,
                 ds, BK, /*accumulate=*/false, StoreSoftmaxGrad<T>{p, delta_h + i0});
-        // dK += dSᵀ Q, dQ += dS K (scale applied at the end)
-        gemm<T>(nk, E_pad, nq, ds, 1, BK, qh + i0 * ld_q, ld_q, PW, dk.data(), E_pad,
+        // dK += dSᵀ (Q scale), dQ += dS K (scale applied at the end)
+        gemm<T>(nk, E_pad, nq, ds, 1, BK, qs + i0 * E_pad, E_pad, PW, dk.data(), E_pad,
                 /*accumulate=*/true);
         gemm<T>(nq, E_pad, nk, ds, BK, 1, kh + j0 * ld_k, ld_k, PW, dq + i0 * E_pad,
                 E_pad, /*accumulate=*/true);
@@ -1048,7 +1044,7 @@ void backward_impl(
       for (int64_t r = 0; r < nk; ++r) {
         T* gk_row = gk_head + (j0 + r) * grad_key.stride(2);
         for (int64_t e = 0; e < d.E; ++e) {
-          gk_row[e * grad_key.stride(3)] = dk[r * E_pad + e] * scale;
+          gk_row[e * grad_key.stride(3)] = dk[r * E_pad + e];
         }
         T* gv_row = gv_head + (j0 + r) * grad_value.stride(2);
         for (int64_t e = 0; e < d.Ev; ++e) {
