@@ -28,17 +28,19 @@ test-slow: build
 	@OMP_NUM_THREADS=2 $(BUILD_DIR)/tests/torchattn_tests "[.slow]"
 
 # The library, the test suite and the fuzzer built with clang's AddressSanitizer and
-# UndefinedBehaviorSanitizer in $(ASAN_DIR); the fuzzer runs FUZZ_SECONDS from the committed
-# corpus (tests/fuzz). LibTorch is not instrumented; tests/sanitizers/ lists the suppressions.
+# UndefinedBehaviorSanitizer in $(ASAN_DIR); the fuzzer runs FUZZ_RUNS inputs with a fixed seed
+# from the committed corpus (tests/fuzz), at most FUZZ_SECONDS. LibTorch is not instrumented;
+# tests/sanitizers/ lists the suppressions.
 ASAN_DIR ?= build-asan
-FUZZ_SECONDS ?= 120
+FUZZ_RUNS ?= 12000
+FUZZ_SECONDS ?= 300
 SANITIZER_ENV = ASAN_OPTIONS=detect_leaks=1:abort_on_error=1:strict_string_checks=1:detect_stack_use_after_return=1 \
   LSAN_OPTIONS=suppressions=$(CURDIR)/tests/sanitizers/lsan.supp:print_suppressions=0 \
   UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1:suppressions=$(CURDIR)/tests/sanitizers/ubsan.supp
 test-asan:
 	@bash scripts/install-deps.sh --sanitizers
 	@cmake -S . -B $(ASAN_DIR) -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCMAKE_CXX_COMPILER=clang++ \
-	  -DTORCHATTN_BUILD_FUZZERS=ON -DTORCHATTN_FUZZ_SECONDS=$(FUZZ_SECONDS)
+	  -DTORCHATTN_BUILD_FUZZERS=ON -DTORCHATTN_FUZZ_RUNS=$(FUZZ_RUNS) -DTORCHATTN_FUZZ_SECONDS=$(FUZZ_SECONDS)
 	@cmake --build $(ASAN_DIR) -j $(JOBS)
 	@cd $(ASAN_DIR) && $(SANITIZER_ENV) ctest --output-on-failure -j $(JOBS)
 
