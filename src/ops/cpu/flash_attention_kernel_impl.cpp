@@ -1,5 +1,5 @@
-// The fused attention kernel: tiles of queries x keys, an online softmax and a logsumexp saved
-// for a backward pass that recomputes the scores per tile. No buffer grows with Lq x Lk. The
+// The fused attention kernel: tiles of queries x keys, an online softmax and each row's softmax
+// statistics saved for a backward pass that recomputes the scores per tile. No buffer grows with Lq x Lk. The
 // forward computes its score tiles transposed (keys x queries, see forward_impl); backward
 // packs each head's operands once and works on queries x keys tiles.
 //
