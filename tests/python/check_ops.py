@@ -50,6 +50,36 @@ def main():
                                torch.autograd.grad(want, (q, k, v), grad)):
                 check(f"{dtype} causal={is_causal} grad_{n}", a, b, tol * 10)
 
+    # Every finite mask value is a score: Hugging Face's finfo(dtype).min padding on a whole
+    # row (the uniform average) and on some keys, with gradients, against float64 math.
+    for dtype, tol in ((torch.float32, 1e-5), (torch.float64, 1e-10)):
+        q64, k64, v64 = (torch.randn(1, 2, 40, 8, dtype=torch.float64) for _ in range(3))
+        mask = torch.zeros(40, 40, dtype=torch.float64)
+        mask[3] = torch.finfo(dtype).min
+        mask[:, 5] = torch.finfo(dtype).min
+        q, k, v = (t.to(dtype).requires_grad_() for t in (q64, k64, v64))
+        out = op(q, k, v, mask.to(dtype), 0.0, False)
+        qe, ke, ve = (t.to(dtype).double().requires_grad_() for t in (q64, k64, v64))
+        want = math_attention(qe, ke, ve, mask.to(dtype).double())
+        check(f"{dtype} finfo.min mask output", out.double(), want, tol * 3)
+        grad = torch.randn_like(out)
+        for n, a, b in zip("qkv", torch.autograd.grad(out, (q, k, v), grad),
+                           torch.autograd.grad(want, (qe, ke, ve), grad.double())):
+            check(f"{dtype} finfo.min mask grad_{n}", a.double(), b, tol * 10)
+    # The internal backward refuses statistics the forward cannot make.
+    q, k, v = (torch.randn(1, 2, 5, 8) for _ in range(3))
+    out, row_max, row_log_sum = torch.ops.torchattn._scaled_dot_product_attention_forward(
+        q, k, v, None, False, 0.35)
+    try:
+        torch.ops.torchattn._scaled_dot_product_attention_backward(
+            torch.ones_like(out), q, k, v, None, out, row_max,
+            torch.full_like(row_log_sum, float("-inf")), False, 0.35)
+        sys.exit("the backward op accepted a -inf row_log_sum")
+    except RuntimeError as e:
+        if "are not softmax statistics of the forward op" not in str(e):
+            raise
+    print("statistics refused: ok")
+
     additive = torch.ops.torchattn.additive_attention_scores
     for dtype, tol in ((torch.float32, 1e-5), (torch.float64, 1e-10)):
         q = torch.randn(4, 7, 32, dtype=dtype, requires_grad=True)
