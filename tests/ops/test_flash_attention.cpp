@@ -34,6 +34,7 @@ using Catch::Matchers::ContainsSubstring;
 using torchattn::testing::AllClose;
 using torchattn::testing::capabilities;
 using torchattn::testing::CapabilityGuard;
+using torchattn::testing::for_each_build_and_dtype;
 using torchattn::testing::tolerance;
 
 /// The math path: softmax(q kᵀ · scale + mask) v, fully masked rows zero (need_weights makes
@@ -205,28 +206,24 @@ TEST_CASE("the forward's lazily rescaled softmax is exact when later keys score 
   // units above it and recomputes a strip that exceeds that. Keys whose scores rise along the
   // sequence exceed it tile after tile; one late key far above the rest would overflow exp2
   // if its strip were not recomputed.
-  CapabilityGuard guard;
   torch::manual_seed(11);
-  for (const auto& cap : capabilities()) {
-    torchattn::ops::set_kernel_capability(cap);
-    for (auto dtype : {torch::kFloat, torch::kDouble}) {
-      for (bool causal : {false, true}) {
-        CAPTURE(cap, dtype, causal);
-        const auto opts = torch::TensorOptions().dtype(dtype);
-        const int64_t Lq = 200, Lk = 1100, E = 16;
-        auto ramp = torch::linspace(0.2, 6.0, Lk, opts).view({1, 1, Lk, 1});
-        auto q = torch::randn({1, 2, Lq, E}, opts).abs().requires_grad_();
-        auto k_rising = (torch::rand({1, 2, Lk, E}, opts) * ramp).requires_grad_();
-        auto v = torch::randn({1, 2, Lk, E}, opts).requires_grad_();
-        check_against_math(q, k_rising, v, {}, causal, 1.0);
+  for_each_build_and_dtype([&](torch::ScalarType dtype) {
+    for (bool causal : {false, true}) {
+      CAPTURE(torchattn::ops::kernel_capability(), dtype, causal);
+      const auto opts = torch::TensorOptions().dtype(dtype);
+      const int64_t Lq = 200, Lk = 1100, E = 16;
+      auto ramp = torch::linspace(0.2, 6.0, Lk, opts).view({1, 1, Lk, 1});
+      auto q = torch::randn({1, 2, Lq, E}, opts).abs().requires_grad_();
+      auto k_rising = (torch::rand({1, 2, Lk, E}, opts) * ramp).requires_grad_();
+      auto v = torch::randn({1, 2, Lk, E}, opts).requires_grad_();
+      check_against_math(q, k_rising, v, {}, causal, 1.0);
 
-        auto k_spike = torch::randn({1, 2, Lk, E}, opts);
-        k_spike.select(2, 700).fill_(20.0); // q >= 0: every query's largest score, by far
-        k_spike.requires_grad_();
-        check_against_math(q, k_spike, v, {}, /*causal=*/false, 1.0);
-      }
+      auto k_spike = torch::randn({1, 2, Lk, E}, opts);
+      k_spike.select(2, 700).fill_(20.0); // q >= 0: every query's largest score, by far
+      k_spike.requires_grad_();
+      check_against_math(q, k_spike, v, {}, /*causal=*/false, 1.0);
     }
-  }
+  });
 }
 
 TEST_CASE("the fused kernel gives zeros, not NaN, where no key may be attended", "[ops]") {
@@ -485,35 +482,31 @@ TEST_CASE("the fused kernel gives the same bits on every run and thread count", 
   // threads: each tile is one thread's, and backward's split of the keys and its sums do not
   // depend on the thread count. One head (backward splits its keys), several heads, a mask and
   // causal attention, longer than a tile.
-  CapabilityGuard guard;
   const int saved_threads = at::get_num_threads();
   torch::manual_seed(21);
-  for (const auto& cap : capabilities()) {
-    torchattn::ops::set_kernel_capability(cap);
-    for (auto dtype : {torch::kFloat, torch::kDouble}) {
-      for (int64_t heads : {1, 5}) {
-        CAPTURE(cap, dtype, heads);
-        const auto opts = torch::TensorOptions().dtype(dtype);
-        auto q = torch::randn({1, heads, 300, 24}, opts), k = torch::randn({1, heads, 700, 24}, opts);
-        auto v = torch::randn({1, heads, 700, 16}, opts), grad = torch::randn({1, heads, 300, 16}, opts);
-        auto mask = torch::randn({300, 700}, opts);
-        auto run = [&](int threads) {
-          at::set_num_threads(threads);
-          auto qq = q.clone().requires_grad_(), kk = k.clone().requires_grad_(), vv = v.clone().requires_grad_();
-          auto out = torchattn::ops::scaled_dot_product_attention(qq, kk, vv, mask, 0.0, /*is_causal=*/true);
-          auto g = torch::autograd::grad({out}, {qq, kk, vv}, {grad});
-          return std::vector<torch::Tensor>{out.detach(), g[0], g[1], g[2]};
-        };
-        const auto first = run(1);
-        for (int threads : {2, 3, 1, 2}) {
-          const auto again = run(threads);
-          for (size_t i = 0; i < first.size(); ++i) {
-            CAPTURE(threads, i);
-            CHECK(torch::equal(first[i], again[i]));
-          }
+  for_each_build_and_dtype([&](torch::ScalarType dtype) {
+    for (int64_t heads : {1, 5}) {
+      CAPTURE(torchattn::ops::kernel_capability(), dtype, heads);
+      const auto opts = torch::TensorOptions().dtype(dtype);
+      auto q = torch::randn({1, heads, 300, 24}, opts), k = torch::randn({1, heads, 700, 24}, opts);
+      auto v = torch::randn({1, heads, 700, 16}, opts), grad = torch::randn({1, heads, 300, 16}, opts);
+      auto mask = torch::randn({300, 700}, opts);
+      auto run = [&](int threads) {
+        at::set_num_threads(threads);
+        auto qq = q.clone().requires_grad_(), kk = k.clone().requires_grad_(), vv = v.clone().requires_grad_();
+        auto out = torchattn::ops::scaled_dot_product_attention(qq, kk, vv, mask, 0.0, /*is_causal=*/true);
+        auto g = torch::autograd::grad({out}, {qq, kk, vv}, {grad});
+        return std::vector<torch::Tensor>{out.detach(), g[0], g[1], g[2]};
+      };
+      const auto first = run(1);
+      for (int threads : {2, 3, 1, 2}) {
+        const auto again = run(threads);
+        for (size_t i = 0; i < first.size(); ++i) {
+          CAPTURE(threads, i);
+          CHECK(torch::equal(first[i], again[i]));
         }
       }
     }
-  }
+  });
   at::set_num_threads(saved_threads);
 }

@@ -29,8 +29,7 @@
 namespace {
 
 namespace F = torchattn::nn::functional;
-using torchattn::testing::capabilities;
-using torchattn::testing::CapabilityGuard;
+using torchattn::testing::for_each_build_and_dtype;
 
 /// Output and the gradients of q, k and v.
 using Result = std::array<torch::Tensor, 4>;
@@ -136,72 +135,60 @@ torch::Tensor randn(std::initializer_list<int64_t> shape) {
 } // namespace
 
 TEST_CASE("the fused kernel equals the math path with huge finite masks", "[ops][edges]") {
-  CapabilityGuard guard;
   torch::manual_seed(14);
-  for (const auto& cap : capabilities()) {
-    torchattn::ops::set_kernel_capability(cap);
-    for (auto dtype : {torch::kFloat, torch::kDouble}) {
-      const double lowest = dtype == torch::kFloat ? -static_cast<double>(FLT_MAX) : -DBL_MAX;
-      for (double value : {-1e4, -1e9, -1e30, -static_cast<double>(FLT_MAX), lowest}) {
-        for (std::array<int64_t, 2> len : {std::array<int64_t, 2>{5, 7}, {64, 64}, {300, 300}}) {
-          const int64_t Lq = len[0], Lk = len[1];
-          auto q = randn({2, 3, Lq, 8}), k = randn({2, 3, Lk, 8}), v = randn({2, 3, Lk, 8});
-          auto row = torch::zeros({Lq, Lk}, torch::kDouble);
-          row[Lq / 2] = value;
-          auto some = torch::zeros({Lq, Lk}, torch::kDouble);
-          some.select(1, 1).fill_(value);
-          some.select(1, Lk - 1).fill_(value);
-          auto everywhere = torch::full({Lq, Lk}, value, torch::kDouble);
-          const std::string at = fmt::format("mask {} L={}x{}", value, Lq, Lk);
-          check_case(at + " on one row", q, k, v, row, false, 0.35, dtype);
-          check_case(at + " on some keys", q, k, v, some, false, 0.35, dtype);
-          check_case(at + " everywhere", q, k, v, everywhere, false, 0.35, dtype);
-          check_case(at + " everywhere, causal", q, k, v, everywhere, true, 0.35, dtype);
-        }
+  for_each_build_and_dtype([&](torch::ScalarType dtype) {
+    const double lowest = dtype == torch::kFloat ? -static_cast<double>(FLT_MAX) : -DBL_MAX;
+    for (double value : {-1e4, -1e9, -1e30, -static_cast<double>(FLT_MAX), lowest}) {
+      for (std::array<int64_t, 2> len : {std::array<int64_t, 2>{5, 7}, {64, 64}, {300, 300}}) {
+        const int64_t Lq = len[0], Lk = len[1];
+        auto q = randn({2, 3, Lq, 8}), k = randn({2, 3, Lk, 8}), v = randn({2, 3, Lk, 8});
+        auto row = torch::zeros({Lq, Lk}, torch::kDouble);
+        row[Lq / 2] = value;
+        auto some = torch::zeros({Lq, Lk}, torch::kDouble);
+        some.select(1, 1).fill_(value);
+        some.select(1, Lk - 1).fill_(value);
+        auto everywhere = torch::full({Lq, Lk}, value, torch::kDouble);
+        const std::string at = fmt::format("mask {} L={}x{}", value, Lq, Lk);
+        check_case(at + " on one row", q, k, v, row, false, 0.35, dtype);
+        check_case(at + " on some keys", q, k, v, some, false, 0.35, dtype);
+        check_case(at + " everywhere", q, k, v, everywhere, false, 0.35, dtype);
+        check_case(at + " everywhere, causal", q, k, v, everywhere, true, 0.35, dtype);
       }
     }
-  }
+  });
 }
 
 TEST_CASE("the fused kernel equals the math path with logits up to 1e30", "[ops][edges]") {
-  CapabilityGuard guard;
   torch::manual_seed(15);
-  for (const auto& cap : capabilities()) {
-    torchattn::ops::set_kernel_capability(cap);
-    for (auto dtype : {torch::kFloat, torch::kDouble}) {
-      for (int64_t L : {40, 300}) {
-        auto q = randn({1, 2, L, 8}), k = randn({1, 2, L, 8}), v = randn({1, 2, L, 8});
-        const std::string at = fmt::format("L={} ", L);
-        check_case(at + "q, k x 1e3", q * 1e3, k * 1e3, v, {}, false, 1.0, dtype);
-        check_case(at + "q x 1e10", q * 1e10, k, v, {}, false, 1.0, dtype);
-        check_case(at + "q x 1e20", q * 1e20, k, v, {}, true, 1.0, dtype);
-        check_case(at + "q, k x 1e15", q * 1e15, k * 1e15, v, {}, false, 1.0, dtype);
-        check_case(at + "scale 1e30", q, k, v, {}, false, 1e30, dtype);
-        // Found by the fuzzer: dK = dSᵀ (q scale), never (dSᵀ q) scale, which overflows.
-        check_case(at + "q = +-3e38, scale 0", torch::sign(q) * 3e38, k, v, {}, false, 0.0, dtype);
-        check_case(at + "q = +-3e38, scale 1e-30", torch::sign(q) * 3e38, k, v, {}, false, 1e-30, dtype);
-        auto bias = randn({L, L}) * 1e6;
-        check_case(at + "q x 1e20, bias 1e6", q * 1e20, k, v, bias, false, 1.0, dtype);
-      }
+  for_each_build_and_dtype([&](torch::ScalarType dtype) {
+    for (int64_t L : {40, 300}) {
+      auto q = randn({1, 2, L, 8}), k = randn({1, 2, L, 8}), v = randn({1, 2, L, 8});
+      const std::string at = fmt::format("L={} ", L);
+      check_case(at + "q, k x 1e3", q * 1e3, k * 1e3, v, {}, false, 1.0, dtype);
+      check_case(at + "q x 1e10", q * 1e10, k, v, {}, false, 1.0, dtype);
+      check_case(at + "q x 1e20", q * 1e20, k, v, {}, true, 1.0, dtype);
+      check_case(at + "q, k x 1e15", q * 1e15, k * 1e15, v, {}, false, 1.0, dtype);
+      check_case(at + "scale 1e30", q, k, v, {}, false, 1e30, dtype);
+      // Found by the fuzzer: dK = dSᵀ (q scale), never (dSᵀ q) scale, which overflows.
+      check_case(at + "q = +-3e38, scale 0", torch::sign(q) * 3e38, k, v, {}, false, 0.0, dtype);
+      check_case(at + "q = +-3e38, scale 1e-30", torch::sign(q) * 3e38, k, v, {}, false, 1e-30, dtype);
+      auto bias = randn({L, L}) * 1e6;
+      check_case(at + "q x 1e20, bias 1e6", q * 1e20, k, v, bias, false, 1.0, dtype);
     }
-  }
+  });
 }
 
 TEST_CASE("the fused kernel equals the math path at head dims up to 4096", "[ops][edges]") {
-  CapabilityGuard guard;
   torch::manual_seed(16);
-  for (const auto& cap : capabilities()) {
-    torchattn::ops::set_kernel_capability(cap);
-    for (auto dtype : {torch::kFloat, torch::kDouble}) {
-      for (int64_t E : {1024, 4096}) {
-        auto q = randn({1, 2, 24, E}), k = randn({1, 2, 30, E}), v = randn({1, 2, 30, 16});
-        // scale 1: logits with a standard deviation of sqrt(E), up to 64.
-        check_case(fmt::format("E={} scale 1", E), q, k, v, {}, false, 1.0, dtype);
-        check_case(fmt::format("E={} default scale", E), q, k, v, {}, true,
-                   1.0 / std::sqrt(static_cast<double>(E)), dtype);
-      }
+  for_each_build_and_dtype([&](torch::ScalarType dtype) {
+    for (int64_t E : {1024, 4096}) {
+      auto q = randn({1, 2, 24, E}), k = randn({1, 2, 30, E}), v = randn({1, 2, 30, 16});
+      // scale 1: logits with a standard deviation of sqrt(E), up to 64.
+      check_case(fmt::format("E={} scale 1", E), q, k, v, {}, false, 1.0, dtype);
+      check_case(fmt::format("E={} default scale", E), q, k, v, {}, true,
+                 1.0 / std::sqrt(static_cast<double>(E)), dtype);
     }
-  }
+  });
   for (const auto& [dtype, w] : worst_by_dtype()) {
     WARN(fmt::format("edge sweep, worst {}: {:.3g} where {:.3g} is allowed (math in {} off by "
                      "{:.3g}) at {}", dtype, w.error, w.allowed, dtype, w.aten, w.where));

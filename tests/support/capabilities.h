@@ -4,6 +4,8 @@
 
 #include <torchattn/ops/attention.h>
 
+#include <torch/types.h>
+
 #include <string>
 #include <vector>
 
@@ -27,5 +29,18 @@ struct CapabilityGuard {
   std::string saved = torchattn::ops::kernel_capability();
   ~CapabilityGuard() { torchattn::ops::set_kernel_capability(saved); }
 };
+
+/// Runs fn(dtype) for float32 and float64 on every vector build this CPU runs, then restores
+/// the build that was set.
+template <typename Fn>
+void for_each_build_and_dtype(Fn&& fn) {
+  CapabilityGuard guard;
+  for (const auto& cap : capabilities()) {
+    torchattn::ops::set_kernel_capability(cap);
+    for (auto dtype : {torch::kFloat, torch::kDouble}) {
+      fn(dtype);
+    }
+  }
+}
 
 } // namespace torchattn::testing

@@ -9,6 +9,7 @@
 #include "ops/cpu/flash_attention_kernel.h"
 #include "ops/registration.h"
 
+#include <ATen/Dispatch.h>
 #include <torch/library.h>
 #include <torch/torch.h>
 
@@ -203,20 +204,24 @@ void check_softmax_stats(
         t.scalar_type(), ", expected a contiguous ", torchattn::detail::shape_str(shape), " ",
         query.scalar_type(), " tensor from the forward op");
   }
-  const double ninf = -std::numeric_limits<double>::infinity();
-  const auto dead = row_max.eq(ninf);
-  const auto bad = dead.logical_xor(row_log_sum.eq(ninf))
-                       .logical_or(row_log_sum.lt(0).logical_and(dead.logical_not()));
-  if (bad.any().item<bool>()) {
-    const auto at = bad.nonzero()[0];
-    const std::vector<int64_t> index(at.data_ptr<int64_t>(), at.data_ptr<int64_t>() + 3);
-    TORCH_CHECK(
-        false, fn, ": row_max ", row_max[index[0]][index[1]][index[2]].item<double>(),
-        " and row_log_sum ", row_log_sum[index[0]][index[1]][index[2]].item<double>(), " at ",
-        torchattn::detail::shape_str(index),
-        " are not softmax statistics of the forward op: expected row_log_sum >= 0, or both "
-        "-inf on a row with no key to attend");
-  }
+  // One pass over the rows, no temporaries: this runs on every backward.
+  AT_DISPATCH_FLOATING_TYPES(query.scalar_type(), "check_softmax_stats", [&] {
+    const scalar_t* mx = row_max.data_ptr<scalar_t>();
+    const scalar_t* ls = row_log_sum.data_ptr<scalar_t>();
+    const scalar_t ninf = -std::numeric_limits<scalar_t>::infinity();
+    for (int64_t i = 0; i < row_max.numel(); ++i) {
+      const bool dead = mx[i] == ninf;
+      if (dead != (ls[i] == ninf) || (!dead && ls[i] < 0)) {
+        const int64_t lq = row_max.size(2), h = row_max.size(1);
+        const std::vector<int64_t> index{i / (lq * h), i / lq % h, i % lq};
+        TORCH_CHECK(
+            false, fn, ": row_max ", mx[i], " and row_log_sum ", ls[i], " at ",
+            torchattn::detail::shape_str(index),
+            " are not softmax statistics of the forward op: expected row_log_sum >= 0, or both "
+            "-inf on a row with no key to attend");
+      }
+    }
+  });
 }
 
 std::tuple<torch::Tensor, torch::Tensor, torch::Tensor> forward_cpu(

@@ -135,6 +135,21 @@ inline Vectorized<float> exp2_vec(const Vectorized<float>& v) {
 }
 #endif
 
+/// exp(s - m): the difference first (exact near the max, finite wherever s and m are), then
+/// the log2 domain.
+template <typename T>
+inline Vectorized<T> exp_minus(const Vectorized<T>& s, const Vectorized<T>& m) {
+  return exp2_vec((s - m) * Vectorized<T>(static_cast<T>(kLog2e)));
+}
+
+/// Backward's probability exp(s - m - log_sum) from the forward's row statistics, with
+/// log2_sum = log_sum * log2(e).
+template <typename T>
+inline Vectorized<T> probability(const Vectorized<T>& s, const Vectorized<T>& m,
+                                 const Vectorized<T>& log2_sum) {
+  return exp2_vec((s - m) * Vectorized<T>(static_cast<T>(kLog2e)) - log2_sum);
+}
+
 /// Lane-wise max(a, b) without at::vec::maximum's NaN blend, which sits on the dependency
 /// chain of a running max. A NaN score need not reach the max: it reaches the row's sum
 /// through exp2 and makes that row NaN there.
@@ -364,13 +379,12 @@ struct StoreExp2Columns {
     for (int n = 0; n < NV; ++n) {
       const int64_t col = col0 + n * W;
       const Vec ref = Vec::loadu(m_ref + col);
-      const Vec l2e(static_cast<T>(kLog2e));
       Vec mx = acc[0][n];
       Vec sum(T(0));
 #pragma GCC unroll 8
       for (int i = 0; i < MR; ++i) {
         mx = max_fast(mx, acc[i][n]);
-        const Vec e = exp2_vec((acc[i][n] - ref) * l2e);
+        const Vec e = exp_minus(acc[i][n], ref);
         e.store(c + i * ldc + n * W);
         sum = sum + e;
       }
@@ -392,13 +406,12 @@ struct StoreExp2 {
                   int64_t /*col0*/) const {
     using Vec = Vectorized<T>;
     constexpr int W = Vec::size();
-    const Vec l2e(static_cast<T>(kLog2e));
 #pragma GCC unroll 8
     for (int i = 0; i < MR; ++i) {
       const Vec m(max[row0 + i]), ls(log2_sum[row0 + i]);
 #pragma GCC unroll 4
       for (int n = 0; n < NV; ++n) {
-        exp2_vec((acc[i][n] - m) * l2e - ls).store(c + i * ldc + n * W);
+        probability(acc[i][n], m, ls).store(c + i * ldc + n * W);
       }
     }
   }
@@ -731,15 +744,14 @@ void forward_impl(
         // Queries with no key allowed yet subtract 0 instead of -inf: their weights stay 0
         // and their alpha is exp2(-inf) = 0 on an accumulator that is still 0.
         const Vec m_use = Vec::blendv(m_new, Vec(T(0)), m_new == ninf);
-        const Vec l2e(static_cast<T>(kLog2e));
-        const Vec alpha = exp2_vec((m_old - m_use) * l2e);
+        const Vec alpha = exp_minus(m_old, m_use);
         // Two sums: two chains hide the add latency.
         Vec sum0(T(0)), sum1(T(0));
         int64_t j = 0;
         for (; j + 2 <= nk; j += 2) {
           T* p = st + j * BQ + c;
-          const Vec e0 = exp2_vec((Vec::loadu(p) - m_use) * l2e);
-          const Vec e1 = exp2_vec((Vec::loadu(p + BQ) - m_use) * l2e);
+          const Vec e0 = exp_minus(Vec::loadu(p), m_use);
+          const Vec e1 = exp_minus(Vec::loadu(p + BQ), m_use);
           e0.store(p);
           e1.store(p + BQ);
           sum0 = sum0 + e0;
@@ -747,7 +759,7 @@ void forward_impl(
         }
         if (j < nk) {
           T* p = st + j * BQ + c;
-          const Vec e = exp2_vec((Vec::loadu(p) - m_use) * l2e);
+          const Vec e = exp_minus(Vec::loadu(p), m_use);
           e.store(p);
           sum0 = sum0 + e;
         }
@@ -1021,9 +1033,9 @@ void backward_impl(
             T* s = p + r * BK;
             prepare_row<T>(s, nk, nk_pad, mask, b, h, i, j0,
                            args.is_causal ? i : std::numeric_limits<int64_t>::max() / 2);
-            const Vec mx(row_m[i]), ls(row_log2_sum[i]), l2e(static_cast<T>(kLog2e));
+            const Vec mx(row_m[i]), ls(row_log2_sum[i]);
             for (int64_t j = 0; j < nk_pad; j += W) {
-              exp2_vec((Vec::loadu(s + j) - mx) * l2e - ls).store(s + j);
+              probability(Vec::loadu(s + j), mx, ls).store(s + j);
             }
           }
         }
