@@ -1,10 +1,7 @@
 #include <torchattn/jit/state_dict.h>
-#include <torchattn/ops/attention.h>
 
 #include <torch/torch.h>
 
-#include <fmt/format.h>
-#include <fmt/ranges.h>
 
 #include <cctype>
 #include <cstdio>
@@ -18,7 +15,7 @@ namespace {
 std::string describe(const torch::Tensor& t) {
   std::string dtype = c10::toString(t.scalar_type());  // "Float": PyTorch's Python spelling is "float"
   for (char& c : dtype) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-  return fmt::format("[{}] {}", fmt::join(t.sizes(), ", "), dtype);
+  return c10::str(t.sizes(), " ", dtype);
 }
 
 std::map<std::string, torch::Tensor> source_tensors(const torch::jit::Module& src) {
@@ -29,7 +26,14 @@ std::map<std::string, torch::Tensor> source_tensors(const torch::jit::Module& sr
 }
 
 std::string list(const char* what, const std::vector<std::string>& names) {
-  return names.empty() ? "" : fmt::format("\n  {} ({}): {}", what, names.size(), fmt::join(names, ", "));
+  if (names.empty()) {
+    return "";
+  }
+  std::string joined;
+  for (const auto& name : names) {
+    joined += (joined.empty() ? "" : ", ") + name;
+  }
+  return c10::str("\n  ", what, " (", names.size(), "): ", joined);
 }
 
 } // namespace
@@ -57,7 +61,7 @@ StateDictReport load_state_dict(torch::nn::Module& dst, const torch::jit::Module
     }
     const torch::Tensor& source = it->second;
     if (source.sizes() != target.sizes() || source.scalar_type() != target.scalar_type()) {
-      report.mismatched.push_back(fmt::format("{}: expected {}, got {}", name, describe(target), describe(source)));
+      report.mismatched.push_back(c10::str(name, ": expected ", describe(target), ", got ", describe(source)));
       continue;
     }
     copies.emplace_back(target, source);

@@ -58,16 +58,16 @@ TEST_CASE("masks are validated", "[nn][errors]") {
   using Opts = F::ScaledDotProductAttentionFuncOptions;
   CHECK_THROWS_WITH(
       F::scaled_dot_product_attention(q, k, v, Opts().attn_mask(torch::ones({4, 5}, torch::kInt))),
-      ContainsSubstring("scaled_dot_product_attention: attn_mask has dtype Int, expected bool or Float like query"));
+      ContainsSubstring("scaled_dot_product_attention: attn_mask has dtype Int, expected Bool or Float like query"));
   CHECK_THROWS_WITH(
       F::scaled_dot_product_attention(q, k, v, Opts().attn_mask(torch::ones({4, 5}, torch::kDouble))),
-      ContainsSubstring("attn_mask has dtype Double, expected bool or Float like query"));
+      ContainsSubstring("attn_mask has dtype Double, expected Bool or Float like query"));
   CHECK_THROWS_WITH(
       F::scaled_dot_product_attention(q, k, v, Opts().attn_mask(torch::ones({5, 4}, torch::kBool))),
-      ContainsSubstring("scaled_dot_product_attention: attn_mask has shape [5, 4], expected a shape broadcastable to [2, 3, 4, 5] [..., Lq, Lk]"));
+      ContainsSubstring("scaled_dot_product_attention: attn_mask has shape [5, 4], expected a shape broadcastable to the scores [2, 3, 4, 5] [..., Lq, Lk]"));
   CHECK_THROWS_WITH(
       F::scaled_dot_product_attention(q, k, v, Opts().attn_mask(torch::ones({1, 2, 3, 4, 5}, torch::kBool))),
-      ContainsSubstring("attn_mask has shape [1, 2, 3, 4, 5], expected a shape broadcastable to [2, 3, 4, 5]"));
+      ContainsSubstring("attn_mask has shape [1, 2, 3, 4, 5], expected a shape broadcastable to the scores [2, 3, 4, 5]"));
   CHECK_THROWS_WITH(
       F::scaled_dot_product_attention(q, k, v, Opts().attn_mask(torch::ones({4, 5}, torch::TensorOptions(torch::kMeta).dtype(torch::kBool)))),
       ContainsSubstring("attn_mask is on meta, expected cpu like query"));
@@ -82,7 +82,7 @@ TEST_CASE("masks are validated", "[nn][errors]") {
       ContainsSubstring("key_padding_mask has shape [1, 5], expected [5] [Lk] for scores [4, 5]"));
   CHECK_THROWS_WITH(
       F::scaled_dot_product_attention(q, k, v, Opts().key_padding_mask(torch::zeros({2, 5}, torch::kLong))),
-      ContainsSubstring("key_padding_mask has dtype Long, expected bool or Float like query"));
+      ContainsSubstring("key_padding_mask has dtype Long, expected Bool or Float like query"));
   CHECK_THROWS_WITH(
       F::scaled_dot_product_attention(q, k, v, Opts().dropout_p(1.0)),
       ContainsSubstring("scaled_dot_product_attention: dropout_p is 1, expected a probability in [0, 1)"));

@@ -269,7 +269,7 @@ TEST_CASE("MultiheadAttention validates its options and inputs", "[nn][mha][erro
   CHECK_THROWS_WITH(mha->forward(x, x, x, {}, true, torch::zeros({3, 4}, torch::kBool)),
                     ContainsSubstring("MultiheadAttention: attn_mask has shape [3, 4], expected [3, 3] [L, S] or [4, 3, 3] [B*num_heads, L, S]"));
   CHECK_THROWS_WITH(mha->forward(x, x, x, {}, true, torch::zeros({3, 3}, torch::kInt)),
-                    ContainsSubstring("MultiheadAttention: attn_mask has dtype Int, expected bool or Float"));
+                    ContainsSubstring("MultiheadAttention: attn_mask has dtype Int, expected Bool or Float"));
   auto xd = x.to(torch::kDouble);
   CHECK_THROWS_WITH(mha(xd, xd, xd),
                     ContainsSubstring("MultiheadAttention: query has dtype Double, expected Float like the module's parameters (convert the input, or the module with ->to(Double))"));

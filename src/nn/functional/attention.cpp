@@ -1,7 +1,8 @@
 #include <torchattn/nn/functional/attention.h>
 #include <torchattn/ops/attention.h>
 
-#include "detail/attention_core.h"
+#include "detail/checks.h"
+#include "detail/math_attention.h"
 #include "detail/compat.h"
 
 #include <torch/torch.h>
@@ -14,53 +15,6 @@ namespace torchattn::nn::functional {
 using detail::MaskArgs;
 
 namespace {
-
-/// The masks of `masks` as one op mask (bool true = may attend, or additive), broadcastable to
-/// the scores; undefined when there is none.
-torch::Tensor combined_mask(const MaskArgs& masks, int64_t scores_dim) {
-  torch::Tensor attn = masks.attn_mask;
-  torch::Tensor kpm = masks.key_padding_mask;
-  if (!kpm.defined()) {
-    return attn;
-  }
-  // [Lk] or [B, Lk] -> aligned with the first dim of the scores, as the math path does.
-  if (kpm.dim() == 2) {
-    std::vector<int64_t> shape(scores_dim, 1);
-    shape.front() = kpm.size(0);
-    shape.back() = kpm.size(1);
-    kpm = kpm.view(shape);
-  }
-  const bool kpm_bool = kpm.scalar_type() == torch::kBool;
-  if (!attn.defined()) {
-    return kpm_bool ? kpm.logical_not() : kpm;
-  }
-  const bool attn_bool = attn.scalar_type() == torch::kBool;
-  if (attn_bool && kpm_bool) {
-    return attn.logical_and(kpm.logical_not());
-  }
-  const double inf = std::numeric_limits<double>::infinity();
-  const auto dtype = attn_bool ? kpm.scalar_type() : attn.scalar_type();
-  auto additive = [&](const torch::Tensor& keep) {
-    return torch::zeros({}, keep.options().dtype(dtype)).masked_fill(keep.logical_not(), -inf);
-  };
-  return (attn_bool ? additive(attn) : attn) + (kpm_bool ? additive(kpm.logical_not()) : kpm);
-}
-
-/// Checks that `input`'s features match dim `dim` of the 2-D `weight` (a module's in-features),
-/// naming the input: "additive_attention: query has 16 features (shape [2, 5, 16]), expected
-/// 32, dim 1 of query_weight [24, 32] [D, Eq]".
-void check_features(const char* fn, const char* input_name, const torch::Tensor& input,
-                    const char* weight_name, const torch::Tensor& weight, int64_t dim,
-                    const char* layout) {
-  TORCH_CHECK(
-      weight.defined() && weight.dim() == 2, fn, ": ", weight_name, " has shape ",
-      weight.defined() ? detail::shape_str(weight.sizes()) : "undefined", ", expected 2 dims ",
-      layout);
-  TORCH_CHECK(
-      input.size(-1) == weight.size(dim), fn, ": ", input_name, " has ", input.size(-1),
-      " features (shape ", detail::shape_str(input.sizes()), "), expected ", weight.size(dim),
-      ", dim ", dim, " of ", weight_name, " ", detail::shape_str(weight.sizes()), " ", layout);
-}
 
 std::atomic<int64_t> g_math_path_max_scores{48 * 48};
 
@@ -117,7 +71,7 @@ torch::Tensor fused_attention(
   if (query.size(-2) * key.size(-2) <= g_math_path_max_scores.load(std::memory_order_relaxed)) {
     return {};
   }
-  auto mask = combined_mask(masks, static_cast<int64_t>(scores_shape.size()));
+  auto mask = detail::combined_mask(masks, static_cast<int64_t>(scores_shape.size()));
   // Padded in front like q, k and v: scores [B, Lq, Lk] become [1, B, Lq, Lk], so a mask
   // [B, 1, Lk] becomes [1, B, 1, Lk].
   while (mask.defined() && mask.dim() < 4) {
@@ -153,7 +107,7 @@ std::tuple<torch::Tensor, torch::Tensor> dot_product_attention(
   if (auto out = fused_attention(query, key, value, masks, scores_shape, /*scale=*/1.0); out.defined()) {
     return {out, torch::Tensor()};
   }
-  return detail::attend(query.matmul(key.transpose(-2, -1)), value, masks);
+  return detail::softmax_attend(query.matmul(key.transpose(-2, -1)), value, masks);
 }
 
 std::tuple<torch::Tensor, torch::Tensor> scaled_dot_product_attention(
@@ -170,7 +124,7 @@ std::tuple<torch::Tensor, torch::Tensor> scaled_dot_product_attention(
     return {out, torch::Tensor()};
   }
   // Scaling q (Lq x E) costs less than scaling the scores (Lq x Lk).
-  return detail::attend((query * scale).matmul(key.transpose(-2, -1)), value, masks);
+  return detail::softmax_attend((query * scale).matmul(key.transpose(-2, -1)), value, masks);
 }
 
 std::tuple<torch::Tensor, torch::Tensor> cosine_attention(
@@ -217,7 +171,7 @@ std::tuple<torch::Tensor, torch::Tensor> cosine_attention(
   if (tau.defined()) {
     scores = scores * tau;
   }
-  return detail::attend(std::move(scores), value, masks);
+  return detail::softmax_attend(std::move(scores), value, masks);
 }
 
 std::tuple<torch::Tensor, torch::Tensor> additive_attention(
@@ -232,8 +186,8 @@ std::tuple<torch::Tensor, torch::Tensor> additive_attention(
   constexpr const char* fn = "additive_attention";
   const auto masks = MaskArgs::from(options);
   detail::check_inputs(fn, query, key, value, masks, /*same_qk_dim=*/false);
-  check_features(fn, "query", query, "query_weight", query_weight, 1, "[D, Eq]");
-  check_features(fn, "key", key, "key_weight", key_weight, 1, "[D, Ek]");
+  detail::check_features(fn, "query", query, "query_weight", query_weight, 1, "[D, Eq]");
+  detail::check_features(fn, "key", key, "key_weight", key_weight, 1, "[D, Ek]");
   const int64_t d = query_weight.size(0);
   detail::check_param(fn, "query_weight", query_weight, query, {d, query.size(-1)}, "[D, Eq]");
   detail::check_param(fn, "key_weight", key_weight, query, {d, key.size(-1)}, "[D, Ek]");
@@ -263,7 +217,7 @@ std::tuple<torch::Tensor, torch::Tensor> additive_attention(
     auto energy = torch::tanh(q.unsqueeze(-2) + k.unsqueeze(-3)); // [..., Lq, Lk, D]
     scores = torch::linear(energy, score_weight, options.score_bias()).squeeze(-1);
   }
-  return detail::attend(std::move(scores), value, masks);
+  return detail::softmax_attend(std::move(scores), value, masks);
 }
 
 std::tuple<torch::Tensor, torch::Tensor> general_attention(
@@ -276,11 +230,11 @@ std::tuple<torch::Tensor, torch::Tensor> general_attention(
   constexpr const char* fn = "general_attention";
   const auto masks = MaskArgs::from(options);
   detail::check_inputs(fn, query, key, value, masks, /*same_qk_dim=*/false);
-  check_features(fn, "query", query, "weight", weight, 0, "[Eq, Ek]");
-  check_features(fn, "key", key, "weight", weight, 1, "[Eq, Ek]");
+  detail::check_features(fn, "query", query, "weight", weight, 0, "[Eq, Ek]");
+  detail::check_features(fn, "key", key, "weight", weight, 1, "[Eq, Ek]");
   detail::check_param(fn, "weight", weight, query, {query.size(-1), key.size(-1)}, "[Eq, Ek]");
   // (q W) kᵀ: projecting the Lq queries is cheaper than the Lk keys in decoding (Lq = 1).
-  return detail::attend(query.matmul(weight).matmul(key.transpose(-2, -1)), value, masks);
+  return detail::softmax_attend(query.matmul(weight).matmul(key.transpose(-2, -1)), value, masks);
 }
 
 } // namespace torchattn::nn::functional

@@ -2,7 +2,8 @@
 
 #include <torchattn/nn/functional/attention.h>
 
-#include "detail/attention_core.h"
+#include "detail/checks.h"
+#include "detail/math_attention.h"
 
 #include <torch/torch.h>
 

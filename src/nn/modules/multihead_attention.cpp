@@ -2,7 +2,8 @@
 
 #include <torchattn/nn/functional/attention.h>
 
-#include "detail/attention_core.h"
+#include "detail/checks.h"
+#include "detail/math_attention.h"
 
 #include <torch/torch.h>
 
@@ -30,18 +31,6 @@ const char* score_name(AttentionScore s) {
       return "Cosine";
   }
   return "?";
-}
-
-// Checks that an input has the dtype and device of the module's parameters (`like`).
-void check_like_parameters(const char* fn, const char* name, const torch::Tensor& t,
-                           const torch::Tensor& like) {
-  TORCH_CHECK(
-      t.scalar_type() == like.scalar_type(), fn, ": ", name, " has dtype ", t.scalar_type(),
-      ", expected ", like.scalar_type(), " like the module's parameters (convert the input, or the "
-      "module with ->to(", t.scalar_type(), "))");
-  TORCH_CHECK(
-      t.device() == like.device(), fn, ": ", name, " is on ", t.device(), ", expected ",
-      like.device(), " like the module's parameters");
 }
 
 // Appends `n` columns to the last dim of a mask: allowed (false / 0) in MultiheadAttention's
@@ -182,14 +171,12 @@ std::tuple<torch::Tensor, torch::Tensor> MultiheadAttentionImpl::forward(
         ": key and value must have the dtype and device of query (", query.scalar_type(), ", ",
         query.device(), ")");
   }
-  check_like_parameters(fn, "query", query, out_proj->weight);
+  detail::check_like_parameters(fn, "query", query, out_proj->weight);
 
   // Masks in MultiheadAttention's convention (bool true = masked), shaped for [B, H, L, S].
   torch::Tensor mask = attn_mask;
   if (mask.defined()) {
-    TORCH_CHECK(
-        mask.scalar_type() == torch::kBool || mask.scalar_type() == query.scalar_type(), fn,
-        ": attn_mask has dtype ", mask.scalar_type(), ", expected bool or ", query.scalar_type());
+    detail::check_mask_dtype(fn, "attn_mask", mask, query);
     const bool ok2 = mask.dim() == 2 && mask.size(0) == l && mask.size(1) == s;
     const bool ok3 = mask.dim() == 3 && mask.size(0) == b * h && mask.size(1) == l && mask.size(2) == s;
     TORCH_CHECK(
@@ -202,10 +189,7 @@ std::tuple<torch::Tensor, torch::Tensor> MultiheadAttentionImpl::forward(
   }
   torch::Tensor kpm = key_padding_mask;
   if (kpm.defined()) {
-    TORCH_CHECK(
-        kpm.scalar_type() == torch::kBool || kpm.scalar_type() == query.scalar_type(), fn,
-        ": key_padding_mask has dtype ", kpm.scalar_type(), ", expected bool or ",
-        query.scalar_type());
+    detail::check_mask_dtype(fn, "key_padding_mask", kpm, query);
     const bool ok = batched ? (kpm.dim() == 2 && kpm.size(0) == b && kpm.size(1) == s)
                             : (kpm.dim() == 1 && kpm.size(0) == s);
     TORCH_CHECK(
@@ -330,8 +314,8 @@ MultiheadAttentionCache MultiheadAttentionImpl::project_memory(
       "] and value [", options.batch_first() ? "B, S" : "S, B", ", ", options.vdim(), "], got ",
       key.defined() ? detail::shape_str(key.sizes()) : "undefined", " and ",
       value.defined() ? detail::shape_str(value.sizes()) : "undefined");
-  check_like_parameters(fn, "key", key, out_proj->weight);
-  check_like_parameters(fn, "value", value, out_proj->weight);
+  detail::check_like_parameters(fn, "key", key, out_proj->weight);
+  detail::check_like_parameters(fn, "value", value, out_proj->weight);
   auto bf = [&](const torch::Tensor& t) { return options.batch_first() ? t : t.transpose(0, 1); };
   return {project(bf(key), 1), project(bf(value), 2), /*is_static=*/true};
 }
@@ -364,7 +348,7 @@ void MultiheadAttentionImpl::check_cache(
     TORCH_CHECK(
         t.size(0) == b, fn, ": ", name, " holds batch ", t.size(0), " (shape ",
         shape_str(t.sizes()), "), the query has batch ", b);
-    check_like_parameters(fn, name, t, out_proj->weight);
+    detail::check_like_parameters(fn, name, t, out_proj->weight);
   }
   TORCH_CHECK(
       k.size(2) == v.size(2), fn, ": cache.key holds ", k.size(2), " positions and cache.value ",
@@ -387,7 +371,7 @@ std::tuple<torch::Tensor, torch::Tensor> MultiheadAttentionImpl::forward_step(
       cache.is_static || (options.kdim() == options.embed_dim() && options.vdim() == options.embed_dim()),
       fn, ": self-attention steps need kdim == vdim == embed_dim; for cross-attention pass a "
       "cache from project_memory");
-  check_like_parameters(fn, "query", query, out_proj->weight);
+  detail::check_like_parameters(fn, "query", query, out_proj->weight);
   check_cache(fn, cache, query);
   auto x = options.batch_first() ? query : query.transpose(0, 1);
   const int64_t b = x.size(0), t = x.size(1);

@@ -2,7 +2,9 @@
 
 #include <torchattn/nn/functional/attention.h>
 
-#include "detail/attention_core.h"
+#include "detail/checks.h"
+#include "detail/math_attention.h"
+#include "detail/printing.h"
 
 #include <cmath>
 

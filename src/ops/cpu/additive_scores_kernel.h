@@ -1,7 +1,9 @@
 #pragma once
 
 // The fused additive (Bahdanau) score, compiled once per CPU capability (DEFAULT, AVX2, AVX512)
-// from additive_scores_kernel_impl.cpp; attention_kernel.cpp picks one at run time.
+// from additive_scores_kernel_impl.cpp; TORCHATTN_CAPABILITY_KERNEL picks one at run time.
+
+#include "ops/cpu/capability.h"
 
 #include <ATen/core/Tensor.h>
 
@@ -9,13 +11,13 @@ namespace torchattn::ops::cpu {
 
 // query [N, Lq, D], key [N, Lk, D], weight [D], all contiguous
 //   -> scores [N, Lq, Lk] = sum_d weight_d tanh(query_id + key_jd)
-using AdditiveScoresForwardFn = void (*)(
+using AdditiveScoresForwardFn = void(
     const at::Tensor& query, const at::Tensor& key, const at::Tensor& weight, at::Tensor& scores);
 
 // grad_scores [N, Lq, Lk] (+ the forward's inputs, all contiguous) -> grad_query, grad_key,
 // grad_weight, preallocated (any contents) with the shapes of query, key and weight. The
 // energies are recomputed; entries whose gradient is exactly zero (masked scores) are skipped.
-using AdditiveScoresBackwardFn = void (*)(
+using AdditiveScoresBackwardFn = void(
     const at::Tensor& grad_scores,
     const at::Tensor& query,
     const at::Tensor& key,
@@ -24,18 +26,7 @@ using AdditiveScoresBackwardFn = void (*)(
     at::Tensor& grad_key,
     at::Tensor& grad_weight);
 
-#define TORCHATTN_DECLARE_CAPABILITY(cap)                                                      \
-  namespace cap {                                                                              \
-  void additive_scores_forward(                                                                \
-      const at::Tensor&, const at::Tensor&, const at::Tensor&, at::Tensor&);                   \
-  void additive_scores_backward(                                                               \
-      const at::Tensor&, const at::Tensor&, const at::Tensor&, const at::Tensor&, at::Tensor&, \
-      at::Tensor&, at::Tensor&);                                                               \
-  }
-
-TORCHATTN_DECLARE_CAPABILITY(DEFAULT)
-TORCHATTN_DECLARE_CAPABILITY(AVX2)
-TORCHATTN_DECLARE_CAPABILITY(AVX512)
-#undef TORCHATTN_DECLARE_CAPABILITY
+TORCHATTN_DECLARE_CAPABILITY_KERNEL(additive_scores_forward, AdditiveScoresForwardFn)
+TORCHATTN_DECLARE_CAPABILITY_KERNEL(additive_scores_backward, AdditiveScoresBackwardFn)
 
 } // namespace torchattn::ops::cpu

@@ -1,7 +1,9 @@
 #pragma once
 
 // The fused attention kernel, compiled once per CPU capability (DEFAULT, AVX2, AVX512) from
-// flash_attention_kernel_impl.cpp; attention_kernel.cpp picks one at run time.
+// flash_attention_kernel_impl.cpp; TORCHATTN_CAPABILITY_KERNEL picks one at run time.
+
+#include "ops/cpu/capability.h"
 
 #include <ATen/core/Tensor.h>
 
@@ -20,7 +22,7 @@ struct FlashArgs {
 //   -> out [B, H, Lq, Ev], row_max [B, H, Lq], row_log_sum [B, H, Lq]: the softmax statistics
 //      of each row of scaled, masked scores s, m = max s and log Σ exp(s - m), whose sum is the
 //      logsumexp (both -inf on rows with no key to attend, whose output is zero)
-using ForwardFn = void (*)(
+using FlashForwardFn = void(
     const at::Tensor& query,
     const at::Tensor& key,
     const at::Tensor& value,
@@ -32,7 +34,7 @@ using ForwardFn = void (*)(
 
 // grad_out [B, H, Lq, Ev] (+ the forward's tensors) -> grad_query, grad_key, grad_value, all
 // preallocated with the shapes of query, key and value.
-using BackwardFn = void (*)(
+using FlashBackwardFn = void(
     const at::Tensor& grad_out,
     const at::Tensor& query,
     const at::Tensor& key,
@@ -46,20 +48,7 @@ using BackwardFn = void (*)(
     at::Tensor& grad_key,
     at::Tensor& grad_value);
 
-#define TORCHATTN_DECLARE_CAPABILITY(cap)                                                      \
-  namespace cap {                                                                              \
-  void flash_attention_forward(                                                                \
-      const at::Tensor&, const at::Tensor&, const at::Tensor&, const at::Tensor&,              \
-      const FlashArgs&, at::Tensor&, at::Tensor&, at::Tensor&);                                \
-  void flash_attention_backward(                                                               \
-      const at::Tensor&, const at::Tensor&, const at::Tensor&, const at::Tensor&,              \
-      const at::Tensor&, const at::Tensor&, const at::Tensor&, const at::Tensor&,              \
-      const FlashArgs&, at::Tensor&, at::Tensor&, at::Tensor&);                                \
-  }
-
-TORCHATTN_DECLARE_CAPABILITY(DEFAULT)
-TORCHATTN_DECLARE_CAPABILITY(AVX2)
-TORCHATTN_DECLARE_CAPABILITY(AVX512)
-#undef TORCHATTN_DECLARE_CAPABILITY
+TORCHATTN_DECLARE_CAPABILITY_KERNEL(flash_attention_forward, FlashForwardFn)
+TORCHATTN_DECLARE_CAPABILITY_KERNEL(flash_attention_backward, FlashBackwardFn)
 
 } // namespace torchattn::ops::cpu

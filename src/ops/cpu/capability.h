@@ -1,0 +1,57 @@
+#pragma once
+
+// Which vector build of the fused kernels runs, decided once (and lowered on request), and the
+// one macro pair through which every kernel family declares its builds and picks one.
+//
+// A kernel family declares its function once per build, from its function type:
+//
+//   using FlashForwardFn = void(const at::Tensor& query, ...);
+//   TORCHATTN_DECLARE_CAPABILITY_KERNEL(flash_attention_forward, FlashForwardFn)
+//
+// defines it in `namespace torchattn::ops::cpu::CPU_CAPABILITY` of a file that
+// torchattn_add_cpu_capabilities compiles per build, and calls the one that runs with
+//
+//   TORCHATTN_CAPABILITY_KERNEL(flash_attention_forward)(query, ...);
+
+namespace torchattn::ops::cpu {
+
+enum class Capability : int { Default = 0, Avx2 = 1, Avx512 = 2 };
+
+/// The build that runs now: the best the CPU supports, lowered by TORCHATTN_CPU_CAPABILITY (or
+/// ATEN_CPU_CAPABILITY) at load time and by set_kernel_capability.
+Capability current_capability();
+
+/// The build of one kernel for the current capability.
+template <typename Fn>
+Fn* for_capability(Fn* avx512, Fn* avx2, Fn* fallback) {
+  switch (current_capability()) {
+    case Capability::Avx512:
+      return avx512;
+    case Capability::Avx2:
+      return avx2;
+    case Capability::Default:
+      break;
+  }
+  return fallback;
+}
+
+} // namespace torchattn::ops::cpu
+
+/// Declares `name` of function type `type` in each build's namespace; use inside
+/// `namespace torchattn::ops::cpu`.
+#define TORCHATTN_DECLARE_CAPABILITY_KERNEL(name, type) \
+  namespace DEFAULT {                                   \
+  type name;                                            \
+  }                                                     \
+  namespace AVX2 {                                      \
+  type name;                                            \
+  }                                                     \
+  namespace AVX512 {                                    \
+  type name;                                            \
+  }
+
+/// The build of kernel `name` that runs now.
+#define TORCHATTN_CAPABILITY_KERNEL(name)                                                 \
+  ::torchattn::ops::cpu::for_capability(                                                  \
+      &::torchattn::ops::cpu::AVX512::name, &::torchattn::ops::cpu::AVX2::name,           \
+      &::torchattn::ops::cpu::DEFAULT::name)

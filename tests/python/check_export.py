@@ -1,0 +1,73 @@
+"""torch.export and torch.compile of a model that calls torchattn's ops (PyTorch 2.x).
+
+    /usr/bin/python3 check_export.py path/to/libtorchattn.so
+
+The ops trace through their Meta kernels: torch.export.export must succeed, the exported
+program must run and give the eager result, and torch.compile (Inductor, its default CPU
+backend) must run the same model, forward and backward, and agree. Exits 77 (skipped) where
+PyTorch has no torch.export (1.x).
+"""
+import sys
+
+import torch
+
+
+class Model(torch.nn.Module):
+    """A projection, our fused attention (causal, with a padding mask), the fused forward op's
+    statistics and the fused additive scores."""
+
+    def __init__(self, embed=32, heads=4):
+        super().__init__()
+        self.heads = heads
+        self.qkv = torch.nn.Linear(embed, 3 * embed)
+        self.score_weight = torch.nn.Parameter(torch.randn(embed // heads))
+
+    def forward(self, x, keep):
+        b, l, e = x.shape
+        q, k, v = self.qkv(x).view(b, l, 3, self.heads, e // self.heads).permute(2, 0, 3, 1, 4)
+        out = torch.ops.torchattn.scaled_dot_product_attention(q, k, v, keep, 0.0, True)
+        _, row_max, row_log_sum = torch.ops.torchattn._scaled_dot_product_attention_forward(
+            q, k, v, None, False, 0.5)
+        scores = torch.ops.torchattn.additive_attention_scores(q, k, self.score_weight)
+        return out.sum(-1) + scores.mean(-1) + (row_max + row_log_sum)
+
+
+def check(name, got, want, tol):
+    err = (got - want).abs().max().item()
+    print(f"{name}: max |diff| {err:.3g}")
+    if not err <= tol:
+        sys.exit(f"{name}: max |diff| {err} exceeds {tol}")
+
+
+def main():
+    torch.ops.load_library(sys.argv[1])
+    print("torch", torch.__version__)
+    if not hasattr(torch, "export"):
+        print(f"skipped: torch {torch.__version__} has no torch.export")
+        sys.exit(77)
+    torch.manual_seed(0)
+    model = Model()
+    x = torch.randn(2, 40, 32)
+    keep = torch.rand(2, 1, 1, 40) > 0.2
+    want = model(x, keep)
+
+    exported = torch.export.export(model, (x, keep))
+    graph = str(exported.graph)
+    for op in ("torchattn._scaled_dot_product_attention_forward", "torchattn.additive_attention_scores"):
+        if op not in graph:
+            sys.exit(f"torch.export: {op} is not in the exported graph:\n{graph}")
+    check("torch.export: exported program against eager", exported.module()(x, keep), want, 0.0)
+
+    compiled = torch.compile(model)
+    x2 = x.clone().requires_grad_()
+    got = compiled(x2, keep)
+    check("torch.compile: forward against eager", got, want, 1e-5)
+    got.sum().backward()
+    x1 = x.clone().requires_grad_()
+    model(x1, keep).sum().backward()
+    check("torch.compile: grad of x against eager", x2.grad, x1.grad, 1e-5)
+    print("ok")
+
+
+if __name__ == "__main__":
+    main()
