@@ -18,6 +18,7 @@ packages=(
   g++ cmake ninja-build make ccache
   libtorch-dev             # LibTorch (1.13 on bookworm, 2.6 on trixie): C++ API, CMake config
   python3-torch            # reference generation only (tests/reference)
+  python3-setuptools python3-dev  # torch.compile's Inductor builds C++ (tests/python/check_export.py)
   libfmt-dev
   libopenblas0-openmp      # without it LibTorch multiplies with the reference BLAS, ~40x slower
   libbenchmark-dev         # bench/

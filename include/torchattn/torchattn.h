@@ -11,6 +11,7 @@
 /// ```
 
 #include <torchattn/nn/functional/attention.h>
+#include <torchattn/nn/functional/multihead_attention.h>
 #include <torchattn/nn/modules/additive_attention.h>
 #include <torchattn/nn/modules/cosine_attention.h>
 #include <torchattn/nn/modules/dot_product_attention.h>

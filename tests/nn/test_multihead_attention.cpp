@@ -357,3 +357,68 @@ TEST_CASE("the key/value cache reports misuse", "[nn][mha][cache][errors]") {
   CHECK_THROWS_WITH(cross->forward_step(torch::randn({1, 2, 8}), empty),
                     ContainsSubstring("self-attention steps need kdim == vdim == embed_dim"));
 }
+
+TEST_CASE("multi_head_attention_forward equals LibTorch's functional, packed and separate projections",
+          "[nn][mha]") {
+  // LibTorch's torch::nn::functional::multi_head_attention_forward computes the reference; an
+  // additive mask, which it handles as PyTorch does (its bool masks are added, not masked).
+  namespace F = torchattn::nn::functional;
+  namespace tf = torch::nn::functional;
+  torch::manual_seed(11);
+  const int64_t e = 12, h = 3, l = 5, s = 7, b = 2;
+  auto w_in = torch::randn({3 * e, e}, torch::kDouble), b_in = torch::randn({3 * e}, torch::kDouble);
+  auto w_out = torch::randn({e, e}, torch::kDouble), b_out = torch::randn({e}, torch::kDouble);
+  auto bias_k = torch::randn({1, 1, e}, torch::kDouble), bias_v = torch::randn({1, 1, e}, torch::kDouble);
+  auto q = torch::randn({l, b, e}, torch::kDouble), kv = torch::randn({s, b, e}, torch::kDouble);
+  auto mask = torch::randn({l, s}, torch::kDouble);
+  for (const bool separate : {false, true}) {
+    auto theirs_options =
+        tf::MultiheadAttentionForwardFuncOptions(e, h, w_in, b_in, bias_k, bias_v, true, 0.0, w_out, b_out)
+            .attn_mask(mask)
+            .training(false);
+    auto ours_options =
+        F::MultiheadAttentionForwardFuncOptions(e, h, w_in, b_in, bias_k, bias_v, true, 0.0, w_out, b_out)
+            .attn_mask(mask)
+            .training(false);
+    if (separate) {
+      auto parts = w_in.chunk(3);
+      theirs_options.use_separate_proj_weight(true).q_proj_weight(parts[0]).k_proj_weight(parts[1]).v_proj_weight(parts[2]);
+      ours_options.use_separate_proj_weight(true).q_proj_weight(parts[0]).k_proj_weight(parts[1]).v_proj_weight(parts[2]);
+    }
+    auto [want, want_w] = tf::multi_head_attention_forward(q, kv, kv, theirs_options);
+    auto [got, got_w] = F::multi_head_attention_forward(q, kv, kv, ours_options);
+    CHECK_THAT(got, AllClose(want, 1e-12, 1e-12));
+    CHECK_THAT(got_w, AllClose(want_w, 1e-12, 1e-12));
+  }
+}
+
+TEST_CASE("MultiheadAttention's forward is its functional with its parameters", "[nn][mha]") {
+  namespace F = torchattn::nn::functional;
+  torch::manual_seed(12);
+  tnn::MultiheadAttention mha(tnn::MultiheadAttentionOptions(16, 4).kdim(10).vdim(6).batch_first(true));
+  mha->eval();
+  auto q = torch::randn({2, 5, 16}), k = torch::randn({2, 9, 10}), v = torch::randn({2, 9, 6});
+  auto [want, want_w] = mha->forward(q, k, v, {}, true, {}, /*average_attn_weights=*/false, /*is_causal=*/true);
+  auto [got, got_w] = F::multi_head_attention_forward(
+      q, k, v,
+      F::MultiheadAttentionForwardFuncOptions(16, 4, {}, mha->in_proj_bias, {}, {}, false, 0.0,
+                                              mha->out_proj->weight, mha->out_proj->bias)
+          .use_separate_proj_weight(true)
+          .q_proj_weight(mha->q_proj_weight)
+          .k_proj_weight(mha->k_proj_weight)
+          .v_proj_weight(mha->v_proj_weight)
+          .batch_first(true)
+          .is_causal(true)
+          .average_attn_weights(false));
+  CHECK_THAT(got, AllClose(want, 0.0, 0.0));
+  CHECK_THAT(got_w, AllClose(want_w, 0.0, 0.0));
+  CHECK_THROWS_WITH(
+      F::multi_head_attention_forward(
+          q, k, v, F::MultiheadAttentionForwardFuncOptions(16, 4, {}, {}, {}, {}, false, 0.0, mha->out_proj->weight, {})
+                       .use_separate_proj_weight(true)
+                       .q_proj_weight(mha->q_proj_weight)
+                       .k_proj_weight(mha->k_proj_weight)
+                       .v_proj_weight(mha->v_proj_weight.t())
+                       .batch_first(true)),
+      Catch::Matchers::ContainsSubstring("MultiheadAttention: value has 6 features (shape [2, 9, 6]), expected vdim 16"));
+}

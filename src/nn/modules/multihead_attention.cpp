@@ -1,6 +1,6 @@
 #include <torchattn/nn/modules/multihead_attention.h>
 
-#include <torchattn/nn/functional/attention.h>
+#include <torchattn/nn/functional/multihead_attention.h>
 
 #include "detail/checks.h"
 #include "detail/math_attention.h"
@@ -17,9 +17,6 @@ namespace F = torchattn::nn::functional;
 namespace {
 
 constexpr const char* kName = "torchattn::nn::MultiheadAttention";
-constexpr double kInf = std::numeric_limits<double>::infinity();
-// Swin Transformer V2's clamp on learned cosine temperatures.
-constexpr double kMaxCosineTemperature = 100.0;
 
 const char* score_name(AttentionScore s) {
   switch (s) {
@@ -31,17 +28,6 @@ const char* score_name(AttentionScore s) {
       return "Cosine";
   }
   return "?";
-}
-
-// Appends `n` columns to the last dim of a mask: allowed (false / 0) in MultiheadAttention's
-// convention, for the keys that add_bias_kv and add_zero_attn append.
-torch::Tensor pad_columns(const torch::Tensor& mask, int64_t n) {
-  if (!mask.defined() || n == 0) {
-    return mask;
-  }
-  auto shape = mask.sizes().vec();
-  shape.back() = n;
-  return torch::cat({mask, torch::zeros(shape, mask.options())}, -1);
 }
 
 } // namespace
@@ -119,6 +105,24 @@ void MultiheadAttentionImpl::pretty_print(std::ostream& stream) const {
          << ", score=" << score_name(options.score()) << ")";
 }
 
+functional::MultiheadAttentionForwardFuncOptions MultiheadAttentionImpl::func_options() const {
+  auto o = F::MultiheadAttentionForwardFuncOptions(
+               options.embed_dim(), options.num_heads(), in_proj_weight, in_proj_bias, bias_k,
+               bias_v, options.add_zero_attn(), options.dropout(), out_proj->weight,
+               out_proj->bias)
+               .training(is_training())
+               .batch_first(options.batch_first())
+               .score(options.score())
+               .logit_scale(logit_scale);
+  if (!same_embed_dim_) {
+    o.use_separate_proj_weight(true)
+        .q_proj_weight(q_proj_weight)
+        .k_proj_weight(k_proj_weight)
+        .v_proj_weight(v_proj_weight);
+  }
+  return o;
+}
+
 std::tuple<torch::Tensor, torch::Tensor> MultiheadAttentionImpl::forward(
     const torch::Tensor& query,
     const torch::Tensor& key,
@@ -129,103 +133,14 @@ std::tuple<torch::Tensor, torch::Tensor> MultiheadAttentionImpl::forward(
     bool average_attn_weights,
     bool is_causal) {
   // batch_first: query [B, L, E], key [B, S, kdim], value [B, S, vdim] -> out [B, L, E]
-  constexpr const char* fn = "MultiheadAttention";
-  using detail::shape_str;
-  const int64_t e = options.embed_dim(), h = options.num_heads();
-  TORCH_CHECK(query.defined() && key.defined() && value.defined(), fn, ": query, key and value must be defined");
-  TORCH_CHECK(
-      query.dim() == 2 || query.dim() == 3, fn, ": query has ", query.dim(), " dims ",
-      shape_str(query.sizes()), ", expected 3 ", options.batch_first() ? "[B, L, E]" : "[L, B, E]",
-      " or 2 [L, E] (unbatched)");
-  const bool batched = query.dim() == 3;
-  TORCH_CHECK(
-      key.dim() == query.dim() && value.dim() == query.dim(), fn, ": key ", shape_str(key.sizes()),
-      " and value ", shape_str(value.sizes()), " must have as many dims as query ",
-      shape_str(query.sizes()));
-  TORCH_CHECK(
-      query.size(-1) == e, fn, ": query has ", query.size(-1), " features (shape ",
-      shape_str(query.sizes()), "), expected embed_dim ", e);
-  TORCH_CHECK(
-      key.size(-1) == options.kdim(), fn, ": key has ", key.size(-1), " features (shape ",
-      shape_str(key.sizes()), "), expected kdim ", options.kdim());
-  TORCH_CHECK(
-      value.size(-1) == options.vdim(), fn, ": value has ", value.size(-1), " features (shape ",
-      shape_str(value.sizes()), "), expected vdim ", options.vdim());
-
-  // Everything below is batch-first: [B, L, E].
-  auto to_bf = [&](const torch::Tensor& t) {
-    if (!batched) return t.unsqueeze(0);
-    return options.batch_first() ? t : t.transpose(0, 1);
-  };
-  auto q_in = to_bf(query), k_in = to_bf(key), v_in = to_bf(value);
-  const int64_t b = q_in.size(0), l = q_in.size(1), s = k_in.size(1);
-  TORCH_CHECK(
-      k_in.sizes().slice(0, 2) == v_in.sizes().slice(0, 2), fn, ": key ", shape_str(key.sizes()),
-      " and value ", shape_str(value.sizes()), " must agree in batch and sequence length");
-  TORCH_CHECK(
-      k_in.size(0) == b, fn, ": key has batch ", k_in.size(0), " (shape ", shape_str(key.sizes()),
-      "), expected ", b, " like query ", shape_str(query.sizes()));
-  for (const auto* t : {&key, &value}) {
-    TORCH_CHECK(
-        t->scalar_type() == query.scalar_type() && t->device() == query.device(), fn,
-        ": key and value must have the dtype and device of query (", query.scalar_type(), ", ",
-        query.device(), ")");
-  }
-  detail::check_like_parameters(fn, "query", query, out_proj->weight);
-
-  // Masks in MultiheadAttention's convention (bool true = masked), shaped for [B, H, L, S].
-  torch::Tensor mask = attn_mask;
-  if (mask.defined()) {
-    detail::check_mask_dtype(fn, "attn_mask", mask, query);
-    const bool ok2 = mask.dim() == 2 && mask.size(0) == l && mask.size(1) == s;
-    const bool ok3 = mask.dim() == 3 && mask.size(0) == b * h && mask.size(1) == l && mask.size(2) == s;
-    TORCH_CHECK(
-        ok2 || ok3, fn, ": attn_mask has shape ", shape_str(mask.sizes()), ", expected [", l, ", ",
-        s, "] [L, S] or [", b * h, ", ", l, ", ", s, "] [", batched ? "B*num_heads" : "num_heads",
-        ", L, S]");
-    if (ok3) {
-      mask = mask.view({b, h, l, s});
-    }
-  }
-  torch::Tensor kpm = key_padding_mask;
-  if (kpm.defined()) {
-    detail::check_mask_dtype(fn, "key_padding_mask", kpm, query);
-    const bool ok = batched ? (kpm.dim() == 2 && kpm.size(0) == b && kpm.size(1) == s)
-                            : (kpm.dim() == 1 && kpm.size(0) == s);
-    TORCH_CHECK(
-        ok, fn, ": key_padding_mask has shape ", shape_str(kpm.sizes()), ", expected ",
-        batched ? shape_str({b, s}) + " [B, S]" : shape_str({s}) + " [S]");
-    if (!batched) kpm = kpm.unsqueeze(0);
-  }
-  if (is_causal) {
-    auto causal = detail::causal_masked(l, s, /*offset=*/0, query.options());
-    if (!mask.defined()) {
-      mask = causal;
-    } else if (mask.scalar_type() == torch::kBool) {
-      mask = mask.logical_or(causal);
-    } else {
-      mask = mask.masked_fill(causal, -kInf);
-    }
-  }
-
-  torch::Tensor q, k, v;
-  if (same_embed_dim_ && query.is_same(key) && key.is_same(value)) {
-    // Self-attention: one [3E, E] matmul instead of three, as PyTorch does.
-    auto qkv = torch::linear(q_in, in_proj_weight, in_proj_bias)
-                   .view({b, l, 3, h, head_dim_})
-                   .permute({2, 0, 3, 1, 4});
-    q = qkv[0], k = qkv[1], v = qkv[2];
-  } else {
-    q = project(q_in, 0), k = project(k_in, 1), v = project(v_in, 2);
-  }
-  auto [out, weights] = attend(q, k, v, mask, kpm, need_weights, average_attn_weights);
-  if (!batched) {
-    out = out.squeeze(0);
-    if (weights.defined()) weights = weights.squeeze(0);
-  } else if (!options.batch_first()) {
-    out = out.transpose(0, 1);
-  }
-  return {out, weights};
+  return F::multi_head_attention_forward(
+      query, key, value,
+      func_options()
+          .key_padding_mask(key_padding_mask)
+          .need_weights(need_weights)
+          .attn_mask(attn_mask)
+          .average_attn_weights(average_attn_weights)
+          .is_causal(is_causal));
 }
 
 torch::Tensor MultiheadAttentionImpl::project(const torch::Tensor& x, int i) const {
@@ -239,68 +154,7 @@ torch::Tensor MultiheadAttentionImpl::project(const torch::Tensor& x, int i) con
   if (in_proj_bias.defined()) {
     b = in_proj_bias.chunk(3)[i];
   }
-  return torch::linear(x, w, b)
-      .view({x.size(0), x.size(1), options.num_heads(), head_dim_})
-      .transpose(1, 2);
-}
-
-std::tuple<torch::Tensor, torch::Tensor> MultiheadAttentionImpl::attend(
-    const torch::Tensor& q,
-    torch::Tensor k,
-    torch::Tensor v,
-    torch::Tensor mask,
-    torch::Tensor kpm,
-    bool need_weights,
-    bool average_attn_weights) {
-  // q [B, H, L, hd], k/v [B, H, S, hd] -> out [B, L, E], weights [B, (H,) L, S']
-  const int64_t b = q.size(0), h = options.num_heads(), l = q.size(2), e = options.embed_dim();
-  int64_t extra = 0;
-  if (bias_k.defined()) {
-    // bias_k [1, 1, E] is one more key, seen per head.
-    auto per_head = [&](const torch::Tensor& t) {
-      return t.view({1, 1, h, head_dim_}).transpose(1, 2).expand({b, h, 1, head_dim_});
-    };
-    k = torch::cat({k, per_head(bias_k)}, 2);
-    v = torch::cat({v, per_head(bias_v)}, 2);
-    ++extra;
-  }
-  if (options.add_zero_attn()) {
-    k = torch::cat({k, torch::zeros({b, h, 1, head_dim_}, k.options())}, 2);
-    v = torch::cat({v, torch::zeros({b, h, 1, head_dim_}, v.options())}, 2);
-    ++extra;
-  }
-  mask = pad_columns(mask, extra);
-  kpm = pad_columns(kpm, extra);
-  // To the functional's convention: bool true = may attend.
-  if (mask.defined() && mask.scalar_type() == torch::kBool) {
-    mask = mask.logical_not();
-  }
-
-  const double p = is_training() ? options.dropout() : 0.0;
-  torch::Tensor out, weights;
-  auto masked = [&](auto func_options) {
-    return detail::with_masks(func_options, mask, kpm, /*is_causal=*/false, p, need_weights);
-  };
-  switch (options.score()) {
-    case AttentionScore::ScaledDotProduct:
-      std::tie(out, weights) =
-          F::scaled_dot_product_attention(q, k, v, masked(F::ScaledDotProductAttentionFuncOptions()));
-      break;
-    case AttentionScore::DotProduct:
-      std::tie(out, weights) = F::dot_product_attention(q, k, v, masked(F::DotProductAttentionFuncOptions()));
-      break;
-    case AttentionScore::Cosine:
-      std::tie(out, weights) = F::cosine_attention(
-          q, k, v,
-          masked(F::CosineAttentionFuncOptions().temperature(
-              detail::temperature_from_log(logit_scale, kMaxCosineTemperature))));
-      break;
-  }
-  out = out_proj(out.transpose(1, 2).reshape({b, l, e}));
-  if (weights.defined() && average_attn_weights) {
-    weights = weights.mean(1);
-  }
-  return {out, weights};
+  return F::project_heads(x, w, b, options.num_heads());
 }
 
 MultiheadAttentionCache MultiheadAttentionImpl::project_memory(
@@ -392,9 +246,16 @@ std::tuple<torch::Tensor, torch::Tensor> MultiheadAttentionImpl::forward_step(
         ": key_padding_mask has shape ", detail::shape_str(kpm.sizes()), ", expected [", b, ", ",
         cache.size(), "] [B, cached positions]");
   }
-  auto [out, weights] =
-      attend(project(x, 0), cache.key, cache.value, mask, kpm, need_weights, average_attn_weights);
-  return {options.batch_first() ? out : out.transpose(0, 1), weights};
+  auto [out, weights] = F::multi_head_attention_forward(
+      query, query, query,
+      func_options()
+          .static_k(cache.key)
+          .static_v(cache.value)
+          .attn_mask(mask)
+          .key_padding_mask(kpm)
+          .need_weights(need_weights)
+          .average_attn_weights(average_attn_weights));
+  return {out, weights};
 }
 
 } // namespace torchattn::nn

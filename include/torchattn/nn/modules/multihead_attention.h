@@ -1,5 +1,6 @@
 #pragma once
 
+#include <torchattn/nn/functional/multihead_attention.h>
 #include <torchattn/nn/options/multihead_attention.h>
 
 #include <torch/nn/cloneable.h>
@@ -138,16 +139,8 @@ class MultiheadAttentionImpl : public torch::nn::Cloneable<MultiheadAttentionImp
   void check_cache(const char* fn, const MultiheadAttentionCache& cache, const torch::Tensor& query) const;
   // [B, L, E] -> [B, H, L, head_dim] projections of query (i = 0), key (1) or value (2).
   torch::Tensor project(const torch::Tensor& x, int i) const;
-  // q, k, v [B, H, *, head_dim]; masks in MultiheadAttention's convention over the keys
-  // before add_bias_kv/add_zero_attn -> (out [B, L, E], weights)
-  std::tuple<torch::Tensor, torch::Tensor> attend(
-      const torch::Tensor& q,
-      torch::Tensor k,
-      torch::Tensor v,
-      torch::Tensor mask,
-      torch::Tensor kpm,
-      bool need_weights,
-      bool average_attn_weights);
+  // The functional's options with this module's parameters and options.
+  functional::MultiheadAttentionForwardFuncOptions func_options() const;
 
   bool same_embed_dim_ = true;
   int64_t head_dim_ = 0;
