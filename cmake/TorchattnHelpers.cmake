@@ -54,7 +54,7 @@ endfunction()
 # Compiles `sources` once per CPU capability (DEFAULT, AVX2, AVX512) into `target`, with the
 # definitions ATen's at::vec expects (CPU_CAPABILITY=<name>, CPU_CAPABILITY_<name>). The files
 # switch their instruction set themselves with `#pragma GCC target` after their shared headers
-# (see src/ops/cpu/flash_attention_kernel_impl.cpp); nothing is built with -march=native.
+# (see src/ops/cpu/vectorized.h); nothing is built with -march=native.
 function(torchattn_add_cpu_capabilities target)
   foreach(capability DEFAULT AVX2 AVX512)
     set(objects ${target}_kernels_${capability})

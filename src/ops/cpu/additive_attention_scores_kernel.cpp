@@ -1,10 +1,10 @@
 // CPU kernels of additive_attention_scores and _additive_attention_scores_backward: checks,
-// then the vector build of the fused score (additive_scores_kernel_impl.cpp) that the CPU runs.
+// then the vector build of the fused score (ops/cpu/additive_scores/kernel.cpp) that the CPU runs.
 
 #include <torchattn/ops/additive_attention_scores.h>
 
 #include "detail/checks.h"
-#include "ops/cpu/additive_scores_kernel.h"
+#include "ops/cpu/additive_scores/kernel.h"
 #include "ops/registration.h"
 
 #include <torch/library.h>

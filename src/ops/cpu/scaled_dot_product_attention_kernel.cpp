@@ -6,7 +6,7 @@
 
 #include "detail/checks.h"
 #include "detail/math_attention.h"
-#include "ops/cpu/flash_attention_kernel.h"
+#include "ops/cpu/flash_attention/kernel.h"
 #include "ops/registration.h"
 
 #include <ATen/Dispatch.h>

@@ -12,7 +12,8 @@
 //
 //   #include "ops/cpu/vectorized_end.h"
 //
-// and includes nothing else after this header.
+// and includes nothing after this header but its kernel family's own headers (e.g.
+// ops/cpu/flash_attention/*.h), which include nothing else.
 
 // Everything that ATen/cpu/vec/vec.h includes, before the target switch. The list differs
 // between LibTorch versions, hence __has_include.

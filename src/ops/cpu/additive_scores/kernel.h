@@ -1,7 +1,7 @@
 #pragma once
 
 // The fused additive (Bahdanau) score, compiled once per CPU capability (DEFAULT, AVX2, AVX512)
-// from additive_scores_kernel_impl.cpp; TORCHATTN_CAPABILITY_KERNEL picks one at run time.
+// from ops/cpu/additive_scores/kernel.cpp; TORCHATTN_CAPABILITY_KERNEL picks one at run time.
 
 #include "ops/cpu/capability.h"
 

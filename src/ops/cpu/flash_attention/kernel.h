@@ -1,7 +1,8 @@
 #pragma once
 
 // The fused attention kernel, compiled once per CPU capability (DEFAULT, AVX2, AVX512) from
-// flash_attention_kernel_impl.cpp; TORCHATTN_CAPABILITY_KERNEL picks one at run time.
+// ops/cpu/flash_attention/{forward,backward}.cpp; TORCHATTN_CAPABILITY_KERNEL picks one at run
+// time.
 
 #include "ops/cpu/capability.h"
 

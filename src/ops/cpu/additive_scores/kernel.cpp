@@ -6,7 +6,7 @@
 // This file is compiled once per CPU capability (see ops/cpu/vectorized.h); tanh is
 // Vectorized::tanh, the same Sleef function (1 ulp) that ATen's tanh uses on this capability.
 
-#include "ops/cpu/additive_scores_kernel.h"
+#include "ops/cpu/additive_scores/kernel.h"
 
 #include <ATen/Functions.h>
 

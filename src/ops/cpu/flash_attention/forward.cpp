@@ -1,0 +1,359 @@
+// The fused attention kernel's forward: tiles of queries against all their keys with an online
+// softmax, saving each row's softmax statistics for backward. No buffer grows with Lq x Lk.
+//
+// Scores are computed transposed, keys x queries: S^T = K Q^T takes the keys as they are (one
+// broadcast element of a key row per step) and only the query tile is transposed, so the
+// forward copies nothing of size Lk. The softmax then runs down the columns, one vector of
+// queries at a time, with no horizontal reduction.
+//
+// Scores are those of the math path, (q * scale) kᵀ + mask, rounded as it rounds them: every
+// finite score counts, however large (a -1e30 mask row is a uniform row, not a masked one).
+// The forward saves each row's max m and log(sum of exp(s - m)) apart: their sum, the
+// logsumexp, would round away the sum where |m| is large (|m| = 1e30 keeps no digit of
+// log 7), and backward's P = exp(s - m - log_sum) needs both exactly.
+//
+// The steps, per tile of queries (forward_tile): pack the query tile; score each key tile
+// (masked, first, or lazily rescaled) and accumulate P V; finish the rows.
+//
+// Compiled once per CPU capability (see ops/cpu/vectorized.h).
+
+#include "ops/cpu/flash_attention/kernel.h"
+
+#include "ops/cpu/vectorized.h"
+
+#include "ops/cpu/flash_attention/epilogues.h"
+#include "ops/cpu/flash_attention/masks.h"
+#include "ops/cpu/flash_attention/packing.h"
+
+namespace torchattn::ops::cpu {
+namespace CPU_CAPABILITY {
+namespace {
+
+/// Columns of the transposed score tile: the query tile rounded up to whole vectors.
+template <typename T>
+constexpr int64_t forward_block_q() {
+  constexpr int64_t W = Vectorized<T>::size();
+  return (kBlockQForward + W - 1) / W * W;
+}
+
+/// What every tile of the forward reads and writes.
+template <typename T>
+struct Forward {
+  const at::Tensor& query;
+  const at::Tensor& key;
+  const at::Tensor& value;
+  at::Tensor& out;
+  T* row_max;
+  T* row_log_sum;
+  MaskView mask;
+  FlashArgs args;
+  Dims d;
+  int64_t q_tiles;
+};
+
+/// A head's values as rows: the tensor itself when its rows are contiguous whole vectors, else
+/// a copy made by the head's first tile and freed by its last (tiles are taken head by head,
+/// so about one head per thread is copied at a time).
+template <typename T>
+struct ValueRows {
+  std::once_flag packed;
+  std::atomic<int64_t> tiles_left{0};
+  std::unique_ptr<T[]> copy;
+  const T* rows = nullptr;
+  int64_t ld = 0;
+};
+
+/// One tile of queries: where it is, its transposed queries, its score tile S^T [BK, BQ], and
+/// the running max, sum and output accumulator of its queries (thread-local buffers).
+template <typename T>
+struct QueryTile {
+  int64_t bh, b, h, i0, nq, nq_pad, ev_pad;
+  T* q_t;
+  T* st;
+  T* acc;
+  T* m_run;
+  T* l_run;
+  T* col_max;
+  T* col_sum;
+};
+
+/// Pack the query tile: the tile of item `item` (largest causal tiles, the last queries, first),
+/// its buffers, and its queries transposed [E, nq_pad], times the scale as the math path scales
+/// them, zero padded.
+template <typename T>
+QueryTile<T> pack_query_tile(const Forward<T>& f, int64_t item) {
+  constexpr int64_t W = Vectorized<T>::size();
+  constexpr int64_t BQ = forward_block_q<T>();
+  constexpr int64_t BK = forward_block_k();
+  const Dims& d = f.d;
+  QueryTile<T> t;
+  t.bh = item / f.q_tiles;
+  t.b = t.bh / d.H;
+  t.h = t.bh % d.H;
+  t.i0 = (f.q_tiles - 1 - item % f.q_tiles) * kBlockQForward;
+  t.nq = std::min(kBlockQForward, d.Lq - t.i0);
+  t.nq_pad = round_up(t.nq, W);
+  t.ev_pad = round_up(d.Ev, W);
+
+  thread_local std::vector<T> q_t, scores, acc, m_run, l_run, col_max, col_sum;
+  q_t.resize(static_cast<size_t>(d.E * BQ));
+  scores.resize(static_cast<size_t>(BK * BQ));
+  col_max.resize(static_cast<size_t>(BQ));
+  col_sum.resize(static_cast<size_t>(BQ));
+  acc.assign(static_cast<size_t>(BQ * t.ev_pad), T(0));
+  m_run.assign(static_cast<size_t>(BQ), neg_inf<T>());
+  l_run.assign(static_cast<size_t>(BQ), T(0));
+  t.q_t = q_t.data();
+  t.st = scores.data();
+  t.acc = acc.data();
+  t.m_run = m_run.data();
+  t.l_run = l_run.data();
+  t.col_max = col_max.data();
+  t.col_sum = col_sum.data();
+
+  const T* q_tile = f.query.template data_ptr<T>() + head_offset(f.query, t.bh, d.H) +
+      t.i0 * f.query.stride(2);
+  pack(q_tile, d.E, t.nq, f.query.stride(3), f.query.stride(2), t.q_t, t.nq_pad,
+       static_cast<T>(f.args.scale));
+  return t;
+}
+
+/// Column maxima of strip c (W queries) of S^T [nk, BQ] into cm, on independent chains: bound
+/// by throughput, not by the latency of max.
+template <typename T>
+inline void max_strip(const T* st, int64_t nk, int64_t c, T* cm) {
+  using Vec = Vectorized<T>;
+  constexpr int64_t BQ = forward_block_q<T>();
+  const Vec ninf(neg_inf<T>());
+  Vec mx0 = ninf, mx1 = ninf, mx2 = ninf, mx3 = ninf;
+  int64_t j = 0;
+  for (; j + 4 <= nk; j += 4) {
+    const T* p = st + j * BQ + c;
+    mx0 = max_fast(mx0, Vec::loadu(p));
+    mx1 = max_fast(mx1, Vec::loadu(p + BQ));
+    mx2 = max_fast(mx2, Vec::loadu(p + 2 * BQ));
+    mx3 = max_fast(mx3, Vec::loadu(p + 3 * BQ));
+  }
+  for (; j < nk; ++j) {
+    mx0 = max_fast(mx0, Vec::loadu(st + j * BQ + c));
+  }
+  max_fast(max_fast(mx0, mx1), max_fast(mx2, mx3)).store(cm + c);
+}
+
+/// The online-softmax step of strip c from its column maxima: a new running max, exp against
+/// it in place, the sums, and the accumulator rows rescaled.
+template <typename T>
+inline void softmax_strip(const QueryTile<T>& t, int64_t nk, int64_t c) {
+  using Vec = Vectorized<T>;
+  constexpr int64_t W = Vec::size();
+  constexpr int64_t BQ = forward_block_q<T>();
+  // Locals: the vector stores may alias anything, so fields would be reloaded after each.
+  T* st = t.st;
+  T* l_run = t.l_run;
+  T* m_run = t.m_run;
+  const int64_t ev_pad = t.ev_pad;
+  const Vec ninf(neg_inf<T>());
+  const Vec m_old = Vec::loadu(m_run + c);
+  const Vec m_new = at::vec::maximum(Vec::loadu(t.col_max + c), m_old);
+  // Queries with no key allowed yet subtract 0 instead of -inf: their weights stay 0 and
+  // their alpha is exp2(-inf) = 0 on an accumulator that is still 0.
+  const Vec m_use = Vec::blendv(m_new, Vec(T(0)), m_new == ninf);
+  const Vec alpha = exp_minus(m_old, m_use);
+  // Two sums: two chains hide the add latency.
+  Vec sum0(T(0)), sum1(T(0));
+  int64_t j = 0;
+  for (; j + 2 <= nk; j += 2) {
+    T* p = st + j * BQ + c;
+    const Vec e0 = exp_minus(Vec::loadu(p), m_use);
+    const Vec e1 = exp_minus(Vec::loadu(p + BQ), m_use);
+    e0.store(p);
+    e1.store(p + BQ);
+    sum0 = sum0 + e0;
+    sum1 = sum1 + e1;
+  }
+  if (j < nk) {
+    T* p = st + j * BQ + c;
+    const Vec e = exp_minus(Vec::loadu(p), m_use);
+    e.store(p);
+    sum0 = sum0 + e;
+  }
+  at::vec::fmadd(Vec::loadu(l_run + c), alpha, sum0 + sum1).store(l_run + c);
+  m_new.store(m_run + c);
+  T alphas[Vec::size()];
+  alpha.store(alphas);
+  for (int64_t r = 0; r < W && c + r < t.nq; ++r) {
+    if (alphas[r] != T(1)) {
+      T* a = t.acc + (c + r) * ev_pad;
+      const Vec va(alphas[r]);
+      for (int64_t e = 0; e < ev_pad; e += W) {
+        (Vec::loadu(a + e) * va).store(a + e);
+      }
+    }
+  }
+}
+
+/// S^T = K Q^T for the key tile [nk] at k_tile and the tile's columns [c0, c1), raw.
+template <typename T, typename Epi = StoreC>
+inline void scores_columns(const Forward<T>& f, const QueryTile<T>& t, const T* k_tile, int64_t nk,
+                           int64_t c0, int64_t c1, Epi epi = Epi()) {
+  gemm<T>(nk, c1 - c0, f.d.E, k_tile, f.key.stride(2), f.key.stride(3), t.q_t + c0, t.nq_pad,
+          panel_width<T>(), t.st + c0, forward_block_q<T>(), /*accumulate=*/false, epi);
+}
+
+/// Score a masked tile: a mask touches it, so the maxima come after masking, in a pass of
+/// their own.
+template <typename T>
+void score_masked_tile(const Forward<T>& f, const QueryTile<T>& t, const T* k_tile, int64_t j0,
+                       int64_t nk) {
+  constexpr int64_t W = Vectorized<T>::size();
+  scores_columns(f, t, k_tile, nk, 0, t.nq_pad);
+  mask_transposed(t.st, forward_block_q<T>(), nk, t.nq, f.mask, t.b, t.h, t.i0, j0,
+                  f.args.is_causal);
+  for (int64_t c = 0; c < t.nq_pad; c += W) {
+    max_strip(t.st, nk, c, t.col_max);
+    softmax_strip(t, nk, c);
+  }
+}
+
+/// Score a first tile: some query has no finite running max yet; the maxima come from the
+/// micro-kernel's registers.
+template <typename T>
+void score_first_tile(const Forward<T>& f, const QueryTile<T>& t, const T* k_tile, int64_t nk) {
+  constexpr int64_t W = Vectorized<T>::size();
+  std::fill(t.col_max, t.col_max + t.nq_pad, neg_inf<T>());
+  scores_columns(f, t, k_tile, nk, 0, t.nq_pad, StoreAndColumnMax<T>{t.col_max});
+  for (int64_t c = 0; c < t.nq_pad; c += W) {
+    softmax_strip(t, nk, c);
+  }
+}
+
+/// Score a tile lazily rescaled: exp against the running max, in the micro-kernel's epilogue,
+/// with the sums and the new maxima. The running max stays unless a strip's scores exceed it
+/// by more than kLazyRescale (weights up to 2^8 are harmless); such a strip is recomputed and
+/// takes the first tile's step.
+template <typename T>
+void score_lazy_tile(const Forward<T>& f, const QueryTile<T>& t, const T* k_tile, int64_t nk) {
+  using Vec = Vectorized<T>;
+  constexpr int64_t W = Vec::size();
+  T* cm = t.col_max;
+  T* cs = t.col_sum;
+  std::fill(cm, cm + t.nq_pad, neg_inf<T>());
+  std::fill(cs, cs + t.nq_pad, T(0));
+  scores_columns(f, t, k_tile, nk, 0, t.nq_pad, StoreExp2Columns<T>{t.m_run, cm, cs});
+  for (int64_t c = 0; c < t.nq_pad; c += W) {
+    bool exceeds = false;
+    for (int64_t r = 0; r < W; ++r) {
+      exceeds = exceeds || !(cm[c + r] <= t.m_run[c + r] + static_cast<T>(kLazyRescale));
+    }
+    if (exceeds) {
+      scores_columns(f, t, k_tile, nk, c, c + W);
+      max_strip(t.st, nk, c, cm);
+      softmax_strip(t, nk, c);
+    } else {
+      (Vec::loadu(t.l_run + c) + Vec::loadu(cs + c)).store(t.l_run + c);
+    }
+  }
+}
+
+/// Finish the rows: out = acc / sum, and the statistics; a fully masked row gets zeros and
+/// -inf statistics, which tell backward its weights are zero.
+template <typename T>
+void finish_rows(const Forward<T>& f, const QueryTile<T>& t) {
+  const Dims& d = f.d;
+  at::Tensor& out = f.out;
+  T* o_head = out.template data_ptr<T>() + head_offset(out, t.bh, d.H);
+  T* max_head = f.row_max + t.bh * d.Lq;
+  T* log_sum_head = f.row_log_sum + t.bh * d.Lq;
+  for (int64_t r = 0; r < t.nq; ++r) {
+    const int64_t i = t.i0 + r;
+    T* o_row = o_head + i * out.stride(2);
+    const T* a = t.acc + r * t.ev_pad;
+    const T l = t.l_run[r];
+    if (!(l > T(0)) && !std::isnan(l)) {
+      for (int64_t e = 0; e < d.Ev; ++e) {
+        o_row[e * out.stride(3)] = T(0);
+      }
+      max_head[i] = neg_inf<T>();
+      log_sum_head[i] = neg_inf<T>();
+      continue;
+    }
+    const T inv = T(1) / l;
+    for (int64_t e = 0; e < d.Ev; ++e) {
+      o_row[e * out.stride(3)] = a[e] * inv;
+    }
+    max_head[i] = t.m_run[r];
+    // The sum is at least the max's own term, 1; exp2's polynomial may give 1 - 7e-8.
+    log_sum_head[i] = std::log(std::max(l, T(1)));
+  }
+}
+
+/// One tile of queries against all its keys.
+template <typename T>
+void forward_tile(const Forward<T>& f, ValueRows<T>* heads, int64_t item) {
+  constexpr int64_t BK = forward_block_k();
+  const Dims& d = f.d;
+  const QueryTile<T> t = pack_query_tile(f, item);
+  ValueRows<T>& head = heads[t.bh];
+  std::call_once(head.packed, [&] {
+    head.rows = rows_of(f.value.template data_ptr<T>() + head_offset(f.value, t.bh, d.H), d.Lk,
+                        d.Ev, f.value.stride(2), f.value.stride(3), head.copy, head.ld);
+  });
+  const T* k_head = f.key.template data_ptr<T>() + head_offset(f.key, t.bh, d.H);
+  // Whether every query has a finite running max, so that unmasked tiles may take exp against
+  // it (lazy rescaling).
+  bool m_ready = false;
+  const int64_t j_end = f.args.is_causal ? std::min(d.Lk, t.i0 + t.nq) : d.Lk;
+  for (int64_t j0 = 0; j0 < j_end; j0 += BK) {
+    const int64_t nk = std::min(BK, j_end - j0);
+    const T* k_tile = k_head + j0 * f.key.stride(2);
+    if (f.mask.data != nullptr || (f.args.is_causal && j0 + nk - 1 > t.i0)) {
+      score_masked_tile(f, t, k_tile, j0, nk);
+    } else if (!m_ready) {
+      score_first_tile(f, t, k_tile, nk);
+    } else {
+      score_lazy_tile(f, t, k_tile, nk);
+    }
+    // O [nq, ev_pad] += P V, with P read through S^T
+    gemm<T>(t.nq, t.ev_pad, nk, t.st, 1, forward_block_q<T>(), head.rows + j0 * head.ld, head.ld,
+            panel_width<T>(), t.acc, t.ev_pad, /*accumulate=*/true);
+    m_ready = m_ready ||
+        std::all_of(t.m_run, t.m_run + t.nq_pad, [](T m) { return std::isfinite(m); });
+  }
+  finish_rows(f, t);
+  if (--head.tiles_left == 0) {
+    head.copy.reset();
+  }
+}
+
+template <typename T>
+void forward_impl(
+    const at::Tensor& query, const at::Tensor& key, const at::Tensor& value,
+    const at::Tensor& mask, const FlashArgs& args, at::Tensor& out, at::Tensor& row_max,
+    at::Tensor& row_log_sum) {
+  // query [B, H, Lq, E], key [B, H, Lk, E], value [B, H, Lk, Ev]
+  //   -> out [B, H, Lq, Ev], row_max [B, H, Lq], row_log_sum [B, H, Lq]
+  const Dims d = dims_of(query, key, value);
+  const Forward<T> f{query, key, value, out, row_max.data_ptr<T>(), row_log_sum.data_ptr<T>(),
+                     MaskView(mask), args, d, (d.Lq + kBlockQForward - 1) / kBlockQForward};
+  std::unique_ptr<ValueRows<T>[]> heads(new ValueRows<T>[static_cast<size_t>(d.BH())]);
+  for (int64_t bh = 0; bh < d.BH(); ++bh) {
+    heads[bh].tiles_left = f.q_tiles;
+  }
+  parallel_items(d.BH() * f.q_tiles, [&](int64_t item) { forward_tile(f, heads.get(), item); });
+}
+
+} // namespace
+
+void flash_attention_forward(
+    const at::Tensor& query, const at::Tensor& key, const at::Tensor& value,
+    const at::Tensor& mask, const FlashArgs& args, at::Tensor& out, at::Tensor& row_max,
+    at::Tensor& row_log_sum) {
+  AT_DISPATCH_FLOATING_TYPES(query.scalar_type(), "flash_attention_forward", [&] {
+    forward_impl<scalar_t>(query, key, value, mask, args, out, row_max, row_log_sum);
+  });
+}
+
+} // namespace CPU_CAPABILITY
+} // namespace torchattn::ops::cpu
+
+#include "ops/cpu/vectorized_end.h"

@@ -1,0 +1,72 @@
+#pragma once
+
+// Packing of operands into the layouts the micro-kernel reads: rows with zero padding,
+// transposed panels, and rows that are used in place where they already fit.
+//
+// Part of the fused attention kernel, compiled per vector build: include only after
+// ops/cpu/vectorized.h, from a file that torchattn_add_cpu_capabilities compiles.
+
+#include "ops/cpu/flash_attention/common.h"
+
+namespace torchattn::ops::cpu {
+namespace CPU_CAPABILITY {
+namespace {
+
+/// dst[r, c] = src[r * rs + c * cs] for r < rows, c < cols, in a [rows, ld] buffer whose
+/// columns [cols, ld) are zero.
+template <typename T>
+void pack(const T* src, int64_t rows, int64_t cols, int64_t rs, int64_t cs, T* dst, int64_t ld, T mul = T(1)) {
+  for (int64_t r = 0; r < rows; ++r) {
+    T* d = dst + r * ld;
+    const T* s = src + r * rs;
+    if (cs == 1 && mul == T(1)) {
+      std::copy(s, s + cols, d);
+    } else {
+      for (int64_t c = 0; c < cols; ++c) {
+        d[c] = s[c * cs] * mul;
+      }
+    }
+    std::fill(d + cols, d + ld, T(0));
+  }
+}
+
+/// The transpose of src [rows, cols] (element (r, c) at src[r * rs + c * cs]) in panels of
+/// `pw` rows: dst[(r / pw) * cols * pw + c * pw + r % pw], zero for rows up to a multiple of pw.
+template <typename T>
+void pack_transposed_panels(const T* src, int64_t rows, int64_t cols, int64_t rs, int64_t cs, T* dst, int64_t pw) {
+  const int64_t panels = (rows + pw - 1) / pw;
+  for (int64_t p = 0; p < panels; ++p) {
+    T* panel = dst + p * cols * pw;
+    const int64_t r0 = p * pw;
+    const int64_t n = std::min(pw, rows - r0);
+    for (int64_t c = 0; c < cols; ++c) {
+      T* d = panel + c * pw;
+      const T* s = src + r0 * rs + c * cs;
+      for (int64_t r = 0; r < n; ++r) {
+        d[r] = s[r * rs];
+      }
+      std::fill(d + n, d + pw, T(0));
+    }
+  }
+}
+
+/// Rows of a 2-D view (element (r, c) at src[r * rs + c * cs]) for a B operand: the view
+/// itself when its rows are contiguous and a whole number of vectors long, else a zero-padded
+/// copy in `buf`. Returns the rows and sets `ld` to their stride.
+template <typename T>
+const T* rows_of(const T* src, int64_t rows, int64_t cols, int64_t rs, int64_t cs,
+                 std::unique_ptr<T[]>& buf, int64_t& ld) {
+  constexpr int W = Vectorized<T>::size();
+  if (cs == 1 && cols % W == 0) {
+    ld = rs;
+    return src;
+  }
+  ld = round_up(cols, W);
+  buf.reset(new T[static_cast<size_t>(rows * ld)]);
+  pack(src, rows, cols, rs, cs, buf.get(), ld);
+  return buf.get();
+}
+
+} // namespace
+} // namespace CPU_CAPABILITY
+} // namespace torchattn::ops::cpu
