@@ -6,6 +6,10 @@
 BUILD_DIR ?= build
 CMAKE_ARGS ?=
 JOBS ?= $(shell nproc 2>/dev/null || echo 2)
+# The first python3 that imports torch (Debian's python3-torch), for the Python-side tests; the
+# python3 first on PATH may be another interpreter.
+PYTHON ?= $(shell for p in python3 /usr/bin/python3; do $$p -c 'import torch' >/dev/null 2>&1 && command -v $$p && break; done)
+PYTHON_ARG = $(if $(PYTHON),-DPython3_EXECUTABLE=$(PYTHON))
 
 .PHONY: all deps configure build test test-slow test-asan test-2.6 bench-2.6 demo demo-tatoeba bench bench-translation clean
 
@@ -15,7 +19,7 @@ deps:
 	@bash scripts/install-deps.sh
 
 configure: deps
-	@cmake -S . -B $(BUILD_DIR) -G Ninja -DCMAKE_BUILD_TYPE=Release $(CMAKE_ARGS)
+	@cmake -S . -B $(BUILD_DIR) -G Ninja -DCMAKE_BUILD_TYPE=Release $(PYTHON_ARG) $(CMAKE_ARGS)
 
 build: configure
 	@cmake --build $(BUILD_DIR) -j $(JOBS)

@@ -25,7 +25,8 @@ struct Shape {
   int64_t N, Lq, Lk, D;
 };
 
-constexpr std::array<Shape, 4> kShapes{{{128, 10, 10, 256}, {64, 24, 24, 256}, {16, 64, 64, 256}, {4, 256, 256, 128}}};
+constexpr std::array<Shape, 4> kShapes{
+    {{128, 10, 10, 256}, {64, 24, 24, 256}, {16, 64, 64, 256}, {4, 256, 256, 128}}};
 
 void BM_Additive(benchmark::State& state, bool fused, bool backward) {
   const Shape s = kShapes[static_cast<size_t>(state.range(0))];
@@ -91,8 +92,10 @@ int main(int argc, char** argv) {
   benchmark::RunSpecifiedBenchmarks(&collector);
   benchmark::Shutdown();
 
-  fmt::print("\n| pass | N | Lq | Lk | D | fused ms | composite ms | composite / fused | energies (MiB) |\n"
-             "|---|---|---|---|---|---|---|---|---|\n");
+  fmt::print(
+      "\n| pass | N | Lq | Lk | D | fused ms | composite ms | composite / fused | energies (MiB) "
+      "|\n"
+      "|---|---|---|---|---|---|---|---|---|\n");
   for (const char* pass : {"fwd", "fwd+bwd"}) {
     for (size_t i = 0; i < kShapes.size(); ++i) {
       const auto f = collector.ms.find(name(pass, "fused", i, 2));
@@ -102,8 +105,9 @@ int main(int argc, char** argv) {
       }
       const Shape& s = kShapes[i];
       const double mib = static_cast<double>(s.N * s.Lq * s.Lk * s.D) * 4.0 / (1 << 20);
-      fmt::print("| {} | {} | {} | {} | {} | {:.3f} | {:.3f} | {:.2f}x | {:.1f} |\n", pass, s.N, s.Lq, s.Lk, s.D,
-                 f->second, c->second, c->second / f->second, mib);
+      fmt::print(
+          "| {} | {} | {} | {} | {} | {:.3f} | {:.3f} | {:.2f}x | {:.1f} |\n", pass, s.N, s.Lq,
+          s.Lk, s.D, f->second, c->second, c->second / f->second, mib);
     }
   }
   return 0;

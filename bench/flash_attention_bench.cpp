@@ -91,7 +91,6 @@ double peak_rss_mib() {
   return static_cast<double>(usage.ru_maxrss) / 1024.0;
 }
 
-
 /// 4·B·H·N²·E per forward (halved when causal); backward counts 2.5 times the forward.
 double pass_flops(int64_t n, bool causal, bool backward) {
   const double f = 4.0 * kHeads * static_cast<double>(n) * static_cast<double>(n) * kHeadDim;
@@ -166,7 +165,8 @@ void BM_FmaPeak(benchmark::State& state) {
   }
   benchmark::DoNotOptimize(sink);
   const double flops = 2.0 * lanes * kAccumulators * static_cast<double>(iters) * threads;
-  state.counters["GFLOPS"] = benchmark::Counter(flops / 1e9, benchmark::Counter::kIsIterationInvariantRate);
+  state.counters["GFLOPS"] =
+      benchmark::Counter(flops / 1e9, benchmark::Counter::kIsIterationInvariantRate);
 }
 
 void BM_Matmul(benchmark::State& state) {
@@ -175,8 +175,8 @@ void BM_Matmul(benchmark::State& state) {
   for (auto _ : state) {
     benchmark::DoNotOptimize(torch::mm(a, b));
   }
-  state.counters["GFLOPS"] =
-      benchmark::Counter(2.0 * 2048 * 2048 * 2048 / 1e9, benchmark::Counter::kIsIterationInvariantRate);
+  state.counters["GFLOPS"] = benchmark::Counter(
+      2.0 * 2048 * 2048 * 2048 / 1e9, benchmark::Counter::kIsIterationInvariantRate);
 }
 
 // ---- attention ---------------------------------------------------------------------------------
@@ -195,7 +195,9 @@ const char* path_name(Path path) {
   return "torch";
 }
 
-torch::Tensor attention(Path path, const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v, bool causal) {
+torch::Tensor attention(
+    Path path, const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v,
+    bool causal) {
   const double scale = 1.0 / std::sqrt(static_cast<double>(kHeadDim));
   if (path == Path::Fused) {
     return torchattn::ops::scaled_dot_product_attention(q, k, v, {}, 0.0, causal);
@@ -235,7 +237,8 @@ void BM_Attention(benchmark::State& state, Path path, bool backward) {
     benchmark::DoNotOptimize(step());
   }
   const double flops = pass_flops(n, causal, backward);
-  state.counters["GFLOPS"] = benchmark::Counter(flops / 1e9, benchmark::Counter::kIsIterationInvariantRate);
+  state.counters["GFLOPS"] =
+      benchmark::Counter(flops / 1e9, benchmark::Counter::kIsIterationInvariantRate);
   state.counters["peak_RSS_MiB"] = peak_rss_mib();
 }
 
@@ -294,16 +297,19 @@ void print_table(const std::map<std::string, Result>& r) {
   for (int t : {1, 2}) {
     if (const auto* p = get(fmt::format("fma_peak/{}/real_time", t))) {
       peak[t] = p->gflops;
-      std::printf("FMA peak (register-only loop), %d thread%s: %.1f GFLOP/s\n", t, t == 1 ? "" : "s", p->gflops);
+      std::printf(
+          "FMA peak (register-only loop), %d thread%s: %.1f GFLOP/s\n", t, t == 1 ? "" : "s",
+          p->gflops);
     }
   }
   if (const auto* mm = get("at::mm_2048/2/real_time")) {
     std::printf("at::mm 2048x2048 float32, 2 threads: %.1f GFLOP/s\n", mm->gflops);
   }
   std::printf("kernel build: %s\n\n", torchattn::ops::kernel_capability().c_str());
-  std::printf("%-16s %6s %6s %3s %10s %8s %7s %10s %7s %7s %8s %9s %8s %9s\n", "pass", "N",
-              "causal", "thr", "fused ms", "GFLOP/s", "% peak", "math ms", "speedup", "bound",
-              "RSS MiB", "torch ms", "vs torch", "torch RSS");
+  std::printf(
+      "%-16s %6s %6s %3s %10s %8s %7s %10s %7s %7s %8s %9s %8s %9s\n", "pass", "N", "causal", "thr",
+      "fused ms", "GFLOP/s", "% peak", "math ms", "speedup", "bound", "RSS MiB", "torch ms",
+      "vs torch", "torch RSS");
   for (const char* pass : {"forward", "forward+backward"}) {
     for (int threads : {1, 2}) {
       for (int causal : {0, 1}) {
@@ -314,7 +320,9 @@ void print_table(const std::map<std::string, Result>& r) {
           if (f == nullptr && m == nullptr && t == nullptr) {
             continue;
           }
-          auto cell = [](bool have, const std::string& text) { return have ? text : std::string("-"); };
+          auto cell = [](bool have, const std::string& text) {
+            return have ? text : std::string("-");
+          };
           const bool pct = f != nullptr && peak.count(threads) != 0;
           // The speedup a kernel running at the FMA peak would have: math ms / (FLOPs / peak).
           const bool bound = m != nullptr && peak.count(threads) != 0;
@@ -327,7 +335,10 @@ void print_table(const std::map<std::string, Result>& r) {
               cell(pct, fmt::format("{:.1f}", pct ? 100.0 * f->gflops / peak[threads] : 0)).c_str(),
               cell(m, fmt::format("{:.1f}", m ? m->seconds * 1e3 : 0)).c_str(),
               cell(f && m, fmt::format("{:.2f}x", f && m ? m->seconds / f->seconds : 0)).c_str(),
-              cell(bound, fmt::format("{:.2f}x", bound ? m->seconds * peak[threads] * 1e9 / flops : 0)).c_str(),
+              cell(
+                  bound,
+                  fmt::format("{:.2f}x", bound ? m->seconds * peak[threads] * 1e9 / flops : 0))
+                  .c_str(),
               cell(f, fmt::format("{:.0f}", f ? f->rss : 0)).c_str(),
               cell(t, fmt::format("{:.1f}", t ? t->seconds * 1e3 : 0)).c_str(),
               cell(f && t, fmt::format("{:.2f}x", f && t ? t->seconds / f->seconds : 0)).c_str(),
@@ -336,14 +347,16 @@ void print_table(const std::map<std::string, Result>& r) {
       }
     }
   }
-  std::printf("\nGFLOP/s: 4*B*H*N^2*E per forward (causal halved), backward 2.5x forward.\n"
-              "%% peak: of the FMA peak on the same thread count. speedup: math ms / fused ms.\n"
-              "bound: the speedup of a kernel doing these FLOPs at the FMA peak (math ms / ideal ms).\n"
-              "vs torch: at::scaled_dot_product_attention ms / fused ms (LibTorch 2.1+ only).\n"
-              "%s\n",
-              g_base_rss_kib >= 0
-                  ? "RSS MiB, torch RSS: how far the run's peak RSS rose above the process's RSS before it made its inputs."
-                  : "RSS MiB, torch RSS: the process's peak RSS so far (this kernel cannot reset it per run).");
+  std::printf(
+      "\nGFLOP/s: 4*B*H*N^2*E per forward (causal halved), backward 2.5x forward.\n"
+      "%% peak: of the FMA peak on the same thread count. speedup: math ms / fused ms.\n"
+      "bound: the speedup of a kernel doing these FLOPs at the FMA peak (math ms / ideal ms).\n"
+      "vs torch: at::scaled_dot_product_attention ms / fused ms (LibTorch 2.1+ only).\n"
+      "%s\n",
+      g_base_rss_kib >= 0 ? "RSS MiB, torch RSS: how far the run's peak RSS rose above the "
+                            "process's RSS before it made its inputs."
+                          : "RSS MiB, torch RSS: the process's peak RSS so far (this kernel cannot "
+                            "reset it per run).");
 }
 
 } // namespace
@@ -351,9 +364,15 @@ void print_table(const std::map<std::string, Result>& r) {
 int main(int argc, char** argv) {
   benchmark::Initialize(&argc, argv);
   for (int t : {1, 2}) {
-    benchmark::RegisterBenchmark("fma_peak", BM_FmaPeak)->Arg(t)->UseRealTime()->Unit(benchmark::kMillisecond);
+    benchmark::RegisterBenchmark("fma_peak", BM_FmaPeak)
+        ->Arg(t)
+        ->UseRealTime()
+        ->Unit(benchmark::kMillisecond);
   }
-  benchmark::RegisterBenchmark("at::mm_2048", BM_Matmul)->Arg(2)->UseRealTime()->Unit(benchmark::kMillisecond);
+  benchmark::RegisterBenchmark("at::mm_2048", BM_Matmul)
+      ->Arg(2)
+      ->UseRealTime()
+      ->Unit(benchmark::kMillisecond);
   std::vector<Path> paths{Path::Fused, Path::Math};
   if (TORCHATTN_HAS_ATEN_SDPA) {
     paths.push_back(Path::Torch);

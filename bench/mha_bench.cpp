@@ -32,7 +32,8 @@ double median(std::vector<double> v) {
 }
 
 // Runs a and b alternately `repeats` times after one warm-up each; returns the medians.
-std::pair<double, double> race(const std::function<void()>& a, const std::function<void()>& b, int repeats) {
+std::pair<double, double> race(
+    const std::function<void()>& a, const std::function<void()>& b, int repeats) {
   a();
   b();
   std::vector<double> ta, tb;
@@ -48,11 +49,16 @@ std::pair<double, double> race(const std::function<void()>& a, const std::functi
 int main(int argc, char** argv) {
   int repeats = 7;
   for (int i = 1; i + 1 < argc; ++i) {
-    if (std::string(argv[i]) == "--repeats") repeats = std::stoi(argv[++i]);
+    if (std::string(argv[i]) == "--repeats")
+      repeats = std::stoi(argv[++i]);
   }
   const int64_t B = 8, E = 512, H = 8;
-  fmt::print("MultiheadAttention, B={} E={} H={}, float32, median of {} alternating runs\n", B, E, H, repeats);
-  fmt::print("{:<8} {:>7} {:>5} {:>14} {:>14} {:>8}\n", "pass", "threads", "L", "LibTorch ms", "torchattn ms", "ratio");
+  fmt::print(
+      "MultiheadAttention, B={} E={} H={}, float32, median of {} alternating runs\n", B, E, H,
+      repeats);
+  fmt::print(
+      "{:<8} {:>7} {:>5} {:>14} {:>14} {:>8}\n", "pass", "threads", "L", "LibTorch ms",
+      "torchattn ms", "ratio");
   for (int threads : {1, 2}) {
     torch::set_num_threads(threads);
     for (int64_t L : {128, 512}) {
@@ -62,7 +68,8 @@ int main(int argc, char** argv) {
       {
         torch::NoGradGuard no_grad;
         auto dst = theirs->named_parameters();
-        for (const auto& p : ours->named_parameters()) dst[p.key()].copy_(p.value());
+        for (const auto& p : ours->named_parameters())
+          dst[p.key()].copy_(p.value());
       }
       auto x = torch::randn({L, B, E});
       for (bool backward : {false, true}) {
@@ -70,16 +77,19 @@ int main(int argc, char** argv) {
         auto run_theirs = [&] {
           torch::AutoGradMode grad(backward);
           auto [out, w] = theirs(xg, xg, xg);
-          if (backward) out.sum().backward();
+          if (backward)
+            out.sum().backward();
         };
         auto run_ours = [&] {
           torch::AutoGradMode grad(backward);
           auto [out, w] = ours(xg, xg, xg);
-          if (backward) out.sum().backward();
+          if (backward)
+            out.sum().backward();
         };
         auto [t_theirs, t_ours] = race(run_theirs, run_ours, repeats);
-        fmt::print("{:<8} {:>7} {:>5} {:>14.2f} {:>14.2f} {:>7.2f}x\n", backward ? "fwd+bwd" : "forward",
-                   threads, L, 1e3 * t_theirs, 1e3 * t_ours, t_theirs / t_ours);
+        fmt::print(
+            "{:<8} {:>7} {:>5} {:>14.2f} {:>14.2f} {:>7.2f}x\n", backward ? "fwd+bwd" : "forward",
+            threads, L, 1e3 * t_theirs, 1e3 * t_ours, t_theirs / t_ours);
       }
     }
   }
@@ -94,15 +104,19 @@ int main(int argc, char** argv) {
   auto recompute = [&] {
     for (int64_t t = 1; t <= steps; ++t) {
       auto prefix = x.slice(1, 0, t);
-      mha->forward(prefix, prefix, prefix, {}, /*need_weights=*/false, {}, true, /*is_causal=*/true);
+      mha->forward(
+          prefix, prefix, prefix, {}, /*need_weights=*/false, {}, true, /*is_causal=*/true);
     }
   };
   auto cached = [&] {
     tnn::MultiheadAttentionCache cache;
-    for (int64_t t = 0; t < steps; ++t) mha->forward_step(x.slice(1, t, t + 1), cache);
+    for (int64_t t = 0; t < steps; ++t)
+      mha->forward_step(x.slice(1, t, t + 1), cache);
   };
   auto [t_re, t_cache] = race(recompute, cached, std::max(1, repeats / 2));
-  fmt::print("\ndecoding {} steps, B={} E={} H={}, 2 threads: recompute {:.1f} ms, cache {:.1f} ms, ratio {:.1f}x\n",
-             steps, B, E, H, 1e3 * t_re, 1e3 * t_cache, t_re / t_cache);
+  fmt::print(
+      "\ndecoding {} steps, B={} E={} H={}, 2 threads: recompute {:.1f} ms, cache {:.1f} ms, ratio "
+      "{:.1f}x\n",
+      steps, B, E, H, 1e3 * t_re, 1e3 * t_cache, t_re / t_cache);
   return 0;
 }

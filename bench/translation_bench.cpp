@@ -21,6 +21,7 @@
 #include <fmt/ranges.h>
 #include <torch/torch.h>
 
+#include <unistd.h>
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
@@ -30,29 +31,32 @@
 #include <numeric>
 #include <sstream>
 #include <string>
-#include <unistd.h>
 
 using namespace translate;
 
 namespace {
 
 // Trains `steps` steps after `warmup` and returns each timed step's seconds.
-std::vector<double> train_steps(Seq2SeqImpl& model, const std::vector<Batch>& batches, int warmup, int steps) {
-  FusedAdam opt(model.parameters(), torch::optim::AdamOptions(1e-3).betas({0.9, 0.98}).eps(1e-9));  // as train
+std::vector<double> train_steps(
+    Seq2SeqImpl& model, const std::vector<Batch>& batches, int warmup, int steps) {
+  FusedAdam opt(
+      model.parameters(), torch::optim::AdamOptions(1e-3).betas({0.9, 0.98}).eps(1e-9)); // as train
   model.train();
   auto step = [&](const Batch& b) {
-    const auto loss = training_loss(model, b, /*label_smoothing=*/0.1);  // what train runs
+    const auto loss = training_loss(model, b, /*label_smoothing=*/0.1); // what train runs
     opt.zero_grad();
     loss.backward();
     torch::nn::utils::clip_grad_norm_(model.parameters(), 1.0);
     opt.step();
   };
-  for (int i = 0; i < warmup; ++i) step(batches[i % batches.size()]);
+  for (int i = 0; i < warmup; ++i)
+    step(batches[i % batches.size()]);
   std::vector<double> seconds;
   for (int i = 0; i < steps; ++i) {
     const auto start = std::chrono::steady_clock::now();
     step(batches[(warmup + i) % batches.size()]);
-    seconds.push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
+    seconds.push_back(
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
   }
   return seconds;
 }
@@ -62,7 +66,8 @@ std::vector<double> python_steps(const std::string& cmd) {
   std::string output;
   if (FILE* p = popen(cmd.c_str(), "r")) {
     char buffer[4096];
-    for (size_t n; (n = fread(buffer, 1, sizeof buffer, p)) > 0;) output.append(buffer, n);
+    for (size_t n; (n = fread(buffer, 1, sizeof buffer, p)) > 0;)
+      output.append(buffer, n);
     pclose(p);
   }
   std::vector<double> seconds;
@@ -71,7 +76,8 @@ std::vector<double> python_steps(const std::string& cmd) {
     std::istringstream words(line);
     std::string first;
     if (words >> first && first == "steps") {
-      for (double t; words >> t;) seconds.push_back(t);
+      for (double t; words >> t;)
+        seconds.push_back(t);
     }
   }
   return seconds;
@@ -80,10 +86,16 @@ std::vector<double> python_steps(const std::string& cmd) {
 } // namespace
 
 int main(int argc, char** argv) {
-  std::map<std::string, std::string> args = {{"--data", ""}, {"--steps", "40"}, {"--warmup", "5"},
-                                             {"--threads", "2"}, {"--python", "/usr/bin/python3"},
-                                             {"--save-python-model", ""}, {"--python-epochs", "8"}, {"--rounds", "3"},
-                                             {"--models", "gru,transformer"}};
+  std::map<std::string, std::string> args = {
+      {"--data", ""},
+      {"--steps", "40"},
+      {"--warmup", "5"},
+      {"--threads", "2"},
+      {"--python", "/usr/bin/python3"},
+      {"--save-python-model", ""},
+      {"--python-epochs", "8"},
+      {"--rounds", "3"},
+      {"--models", "gru,transformer"}};
   for (int i = 1; i + 1 < argc; i += 2) {
     if (args.count(argv[i]) == 0) {
       fmt::print(stderr, "unknown option {}\n", argv[i]);
@@ -92,7 +104,11 @@ int main(int argc, char** argv) {
     args[argv[i]] = argv[i + 1];
   }
   if (args["--data"].empty()) {
-    fmt::print(stderr, "usage: {} --data DIR [--steps 40] [--warmup 5] [--threads 2] [--python /usr/bin/python3]\n", argv[0]);
+    fmt::print(
+        stderr,
+        "usage: {} --data DIR [--steps 40] [--warmup 5] [--threads 2] [--python "
+        "/usr/bin/python3]\n",
+        argv[0]);
     return 2;
   }
   const int steps = std::stoi(args["--steps"]), warmup = std::stoi(args["--warmup"]);
@@ -101,12 +117,14 @@ int main(int argc, char** argv) {
   torch::set_num_threads(threads);
 
   const auto examples = read_examples(args["--data"] + "/train.tsv");
-  const auto [src, tgt] = build_vocabs(examples, /*min_freq=*/1, /*max_size=*/0);  // train's defaults
+  const auto [src, tgt] =
+      build_vocabs(examples, /*min_freq=*/1, /*max_size=*/0); // train's defaults
   const auto pairs = encode_pairs(examples, src, tgt, 128);
   std::mt19937_64 rng(1);
   const auto order = bucket_batches(pairs, 1024, rng);
   std::vector<Batch> batches;
-  const auto batches_path = std::filesystem::temp_directory_path() / fmt::format("torchattn_bench_batches_{}.txt", ::getpid());
+  const auto batches_path = std::filesystem::temp_directory_path() /
+                            fmt::format("torchattn_bench_batches_{}.txt", ::getpid());
   {
     std::ofstream out(batches_path);
     // Every batch of an epoch: the timed steps use the first ones, --save-python-model all.
@@ -117,35 +135,45 @@ int main(int argc, char** argv) {
       for (const auto* t : {&b.src, &b.tgt_in, &b.tgt_out}) {
         const auto flat = t->contiguous().view(-1);
         const auto* p = flat.data_ptr<int64_t>();
-        for (int64_t j = 0; j < flat.numel(); ++j) out << (j ? " " : "") << p[j];
+        for (int64_t j = 0; j < flat.numel(); ++j)
+          out << (j ? " " : "") << p[j];
         out << '\n';
       }
     }
   }
-  fmt::print("translation training throughput: {} pairs, vocabularies {} / {}, {} timed steps after {} warm-up, "
-             "{} threads, batches of <= 1024 padded tokens\n",
-             pairs.size(), src.size(), tgt.size(), steps, warmup, threads);
+  fmt::print(
+      "translation training throughput: {} pairs, vocabularies {} / {}, {} timed steps after {} "
+      "warm-up, "
+      "{} threads, batches of <= 1024 padded tokens\n",
+      pairs.size(), src.size(), tgt.size(), steps, warmup, threads);
   // The machine is shared and its speed drifts: C++ and Python take turns, `rounds` times.
   // Two estimates: the ratio of the rounds' median rates, and the ratio of the "best" rates,
   // tokens over the sum of each step's fastest time in any round (other work on the machine
   // only ever adds time, so the fastest of several runs of the same step is the least
   // disturbed; both sides are measured alike).
-  fmt::print("{} rounds, C++ and Python alternating; median of the rounds' rates, best time of each step over the "
-             "rounds, and the ratio of each round\n", rounds);
-  fmt::print("| model | C++ tok/s median / best | Python tok/s median / best | ratio of medians | ratio of bests | "
-             "ratios per round |\n|---|---|---|---|---|---|\n");
+  fmt::print(
+      "{} rounds, C++ and Python alternating; median of the rounds' rates, best time of each step "
+      "over the "
+      "rounds, and the ratio of each round\n",
+      rounds);
+  fmt::print(
+      "| model | C++ tok/s median / best | Python tok/s median / best | ratio of medians | ratio "
+      "of bests | "
+      "ratios per round |\n|---|---|---|---|---|---|\n");
   auto median = [](std::vector<double> v) {
     std::sort(v.begin(), v.end());
     return v.empty() ? 0.0 : v[v.size() / 2];
   };
   int64_t timed_tokens = 0;
-  for (int i = 0; i < steps; ++i) timed_tokens += batches[(warmup + i) % batches.size()].target_tokens;
+  for (int i = 0; i < steps; ++i)
+    timed_tokens += batches[(warmup + i) % batches.size()].target_tokens;
   // Tokens per second of the fastest time of each step over the rounds.
   auto best_rate = [&](const std::vector<std::vector<double>>& rounds_seconds) {
     double total = 0;
     for (int i = 0; i < steps; ++i) {
       double best = rounds_seconds.front()[i];
-      for (const auto& r : rounds_seconds) best = std::min(best, r[i]);
+      for (const auto& r : rounds_seconds)
+        best = std::min(best, r[i]);
       total += best;
     }
     return static_cast<double>(timed_tokens) / total;
@@ -180,16 +208,22 @@ int main(int argc, char** argv) {
         std::filesystem::create_directories(dir);
         src.save(dir + "/src.vocab");
         tgt.save(dir + "/tgt.vocab");
-        save = fmt::format(" --save-torchscript '{}/python_gru.pt' --extra-epochs {}", dir, args["--python-epochs"]);
+        save = fmt::format(
+            " --save-torchscript '{}/python_gru.pt' --extra-epochs {}", dir,
+            args["--python-epochs"]);
       }
-      const std::string cmd = fmt::format(
-          "OMP_NUM_THREADS={} '{}' '{}/translation_bench.py' --batches '{}' --model {} --src-vocab {} --tgt-vocab {} "
-          "--steps {} --warmup {} --threads {}",
-          threads, args["--python"], TORCHATTN_BENCH_DIR, batches_path.string(), kind, src.size(), tgt.size(), steps,
-          warmup, threads) + save;
+      const std::string cmd =
+          fmt::format(
+              "OMP_NUM_THREADS={} '{}' '{}/translation_bench.py' --batches '{}' --model {} "
+              "--src-vocab {} --tgt-vocab {} "
+              "--steps {} --warmup {} --threads {}",
+              threads, args["--python"], TORCHATTN_BENCH_DIR, batches_path.string(), kind,
+              src.size(), tgt.size(), steps, warmup, threads) +
+          save;
       auto python = python_steps(cmd);
       if (python.size() != static_cast<size_t>(steps)) {
-        fmt::print("| {} | {:.0f} | (python failed: {}) | - | - | - |\n", kind, rate(ours.back()), cmd);
+        fmt::print(
+            "| {} | {:.0f} | (python failed: {}) | - | - | - |\n", kind, rate(ours.back()), cmd);
         ours.clear();
         break;
       }
@@ -203,12 +237,17 @@ int main(int argc, char** argv) {
         their_rates.push_back(rate(theirs[r]));
         each.push_back(fmt::format("{:.2f}", our_rates.back() / their_rates.back()));
       }
-      fmt::print("| {} | {:.0f} / {:.0f} | {:.0f} / {:.0f} | {:.2f}x | {:.2f}x | {} |\n", kind, median(our_rates),
-                 best_rate(ours), median(their_rates), best_rate(theirs), median(our_rates) / median(their_rates),
-                 best_rate(ours) / best_rate(theirs), fmt::join(each, ", "));
+      fmt::print(
+          "| {} | {:.0f} / {:.0f} | {:.0f} / {:.0f} | {:.2f}x | {:.2f}x | {} |\n", kind,
+          median(our_rates), best_rate(ours), median(their_rates), best_rate(theirs),
+          median(our_rates) / median(their_rates), best_rate(ours) / best_rate(theirs),
+          fmt::join(each, ", "));
     }
     std::fflush(stdout);
   }
-  if (std::getenv("TORCHATTN_BENCH_KEEP")) fmt::print("batches kept in {}\n", batches_path.string()); else std::filesystem::remove(batches_path);
+  if (std::getenv("TORCHATTN_BENCH_KEEP"))
+    fmt::print("batches kept in {}\n", batches_path.string());
+  else
+    std::filesystem::remove(batches_path);
   return 0;
 }

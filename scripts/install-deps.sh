@@ -24,6 +24,7 @@ packages=(
   libbenchmark-dev         # bench/
   libsleef-dev             # sleef.h, included by ATen's AVX2/AVX-512 at::vec headers
   pkg-config
+  clang-format             # tests/scripts/check_format.sh (the layout of .clang-format)
   libcli11-dev             # examples/translation: command line
   libstb-dev               # examples/translation: PNG heatmaps (stb_image_write, stb_truetype)
   fonts-dejavu-core        # examples/translation: the heatmaps' label font

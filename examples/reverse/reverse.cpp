@@ -30,8 +30,9 @@ Args parse(int argc, char** argv) {
   for (int i = 1; i < argc; ++i) {
     const std::string flag = argv[i];
     if (flag == "--help" || flag == "-h") {
-      fmt::print("usage: torchattn-reverse [--attention dot|scaled|cosine|additive|general] "
-                 "[--steps N] [--length L] [--seed S]\n");
+      fmt::print(
+          "usage: torchattn-reverse [--attention dot|scaled|cosine|additive|general] "
+          "[--steps N] [--length L] [--seed S]\n");
       std::exit(0);
     }
     if (i + 1 >= argc) {
@@ -57,13 +58,19 @@ Args parse(int argc, char** argv) {
 }
 
 torch::nn::AnyModule make_attention(const std::string& kind, int64_t dim) {
-  if (kind == "dot") return torch::nn::AnyModule(tnn::DotProductAttention());
-  if (kind == "scaled") return torch::nn::AnyModule(tnn::ScaledDotProductAttention());
+  if (kind == "dot")
+    return torch::nn::AnyModule(tnn::DotProductAttention());
+  if (kind == "scaled")
+    return torch::nn::AnyModule(tnn::ScaledDotProductAttention());
   if (kind == "cosine")
-    return torch::nn::AnyModule(tnn::CosineAttention(tnn::CosineAttentionOptions().learnable(true)));
-  if (kind == "additive") return torch::nn::AnyModule(tnn::AdditiveAttention(dim, dim, dim));
-  if (kind == "general") return torch::nn::AnyModule(tnn::GeneralAttention(dim));
-  throw std::invalid_argument("unknown --attention " + kind + " (dot|scaled|cosine|additive|general)");
+    return torch::nn::AnyModule(
+        tnn::CosineAttention(tnn::CosineAttentionOptions().learnable(true)));
+  if (kind == "additive")
+    return torch::nn::AnyModule(tnn::AdditiveAttention(dim, dim, dim));
+  if (kind == "general")
+    return torch::nn::AnyModule(tnn::GeneralAttention(dim));
+  throw std::invalid_argument(
+      "unknown --attention " + kind + " (dot|scaled|cosine|additive|general)");
 }
 
 constexpr int64_t kVocab = 10;
@@ -87,7 +94,8 @@ struct ReverserImpl : torch::nn::Module {
     auto memory = tok + positions(pos);
     auto q = queries(pos).unsqueeze(0).expand({batch, length, -1});
     auto [context, weights] = attention.forward<std::tuple<torch::Tensor, torch::Tensor>>(
-        q, memory, tok, torch::Tensor(), torch::Tensor(), /*need_weights=*/true, /*is_causal=*/false);
+        q, memory, tok, torch::Tensor(), torch::Tensor(), /*need_weights=*/true,
+        /*is_causal=*/false);
     return {out(torch::cat({context, q}, -1)), weights};
   }
 
@@ -100,7 +108,8 @@ TORCH_MODULE(Reverser);
 void print_heatmap(const torch::Tensor& src, const torch::Tensor& weights) {
   static const char* shades[] = {" ", "\u2591", "\u2592", "\u2593", "\u2588"};
   fmt::print("\n  attention weights (rows: output positions, columns: input digits)\n      ");
-  for (int64_t j = 0; j < src.size(0); ++j) fmt::print(" {} ", src[j].item<int64_t>());
+  for (int64_t j = 0; j < src.size(0); ++j)
+    fmt::print(" {} ", src[j].item<int64_t>());
   fmt::print("\n");
   for (int64_t i = 0; i < weights.size(0); ++i) {
     fmt::print("  {:>2}  ", i);
@@ -120,9 +129,14 @@ int main(int argc, char** argv) try {
   const int64_t dim = 32, batch = 64;
   Reverser model(args.length, dim, args.attention);
   torch::optim::Adam opt(model->parameters(), torch::optim::AdamOptions(1e-2));
-  fmt::print("torchattn {}: reversing {} digits with {} attention\n", TORCHATTN_VERSION,
-             args.length, args.attention);
-  fmt::print("{}\n", [&] { std::ostringstream s; s << *model; return s.str(); }());
+  fmt::print(
+      "torchattn {}: reversing {} digits with {} attention\n", TORCHATTN_VERSION, args.length,
+      args.attention);
+  fmt::print("{}\n", [&] {
+    std::ostringstream s;
+    s << *model;
+    return s.str();
+  }());
 
   auto batch_of = [&](int64_t n) {
     auto src = torch::randint(kVocab, {n, args.length}, torch::kLong);
@@ -147,11 +161,13 @@ int main(int argc, char** argv) try {
   auto pred = logits.argmax(-1);
   const double token_acc = pred.eq(tgt).to(torch::kDouble).mean().item<double>();
   const double seq_acc = pred.eq(tgt).all(1).to(torch::kDouble).mean().item<double>();
-  fmt::print("\nheld-out accuracy: {:.1f}% of digits, {:.1f}% of whole sequences\n",
-             100 * token_acc, 100 * seq_acc);
+  fmt::print(
+      "\nheld-out accuracy: {:.1f}% of digits, {:.1f}% of whole sequences\n", 100 * token_acc,
+      100 * seq_acc);
   auto show = [](const torch::Tensor& t) {
     std::string s;
-    for (int64_t i = 0; i < t.size(0); ++i) s += std::to_string(t[i].item<int64_t>());
+    for (int64_t i = 0; i < t.size(0); ++i)
+      s += std::to_string(t[i].item<int64_t>());
     return s;
   };
   for (int64_t i = 0; i < 3; ++i) {

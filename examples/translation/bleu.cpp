@@ -42,7 +42,8 @@ std::vector<std::string> tokenize_13a(const std::string& input) {
   line = std::regex_replace(line, dash, "$1 $2 ");
   std::istringstream in(line);
   std::vector<std::string> tokens;
-  for (std::string t; in >> t;) tokens.push_back(t);
+  for (std::string t; in >> t;)
+    tokens.push_back(t);
   return tokens;
 }
 
@@ -60,24 +61,26 @@ Ngrams count_ngrams(const std::vector<std::string>& tokens, size_t n) {
 
 } // namespace
 
-BleuScore corpus_bleu(const std::vector<std::string>& hypotheses,
-                      const std::vector<std::vector<std::string>>& references,
-                      bool lowercase) {
+BleuScore corpus_bleu(
+    const std::vector<std::string>& hypotheses,
+    const std::vector<std::vector<std::string>>& references, bool lowercase) {
   if (hypotheses.size() != references.size()) {
-    throw std::invalid_argument("corpus_bleu: " + std::to_string(hypotheses.size()) +
-                                " hypotheses but " + std::to_string(references.size()) +
-                                " reference sets");
+    throw std::invalid_argument(
+        "corpus_bleu: " + std::to_string(hypotheses.size()) + " hypotheses but " +
+        std::to_string(references.size()) + " reference sets");
   }
   long matches[4] = {}, totals[4] = {};
   BleuScore result;
   for (size_t s = 0; s < hypotheses.size(); ++s) {
     if (references[s].empty()) {
-      throw std::invalid_argument("corpus_bleu: hypothesis " + std::to_string(s) + " has no reference");
+      throw std::invalid_argument(
+          "corpus_bleu: hypothesis " + std::to_string(s) + " has no reference");
     }
     auto prep = [&](const std::string& x) { return tokenize_13a(lowercase ? utf8_lower(x) : x); };
     const auto hyp = prep(hypotheses[s]);
     std::vector<std::vector<std::string>> refs;
-    for (const auto& r : references[s]) refs.push_back(prep(r));
+    for (const auto& r : references[s])
+      refs.push_back(prep(r));
     const long h = static_cast<long>(hyp.size());
     // The closest reference length; the shorter one on a tie.
     long best = -1;
@@ -93,7 +96,8 @@ BleuScore corpus_bleu(const std::vector<std::string>& hypotheses,
     for (size_t n = 1; n <= 4; ++n) {
       Ngrams max_ref;
       for (const auto& r : refs) {
-        for (const auto& [g, c] : count_ngrams(r, n)) max_ref[g] = std::max(max_ref[g], c);
+        for (const auto& [g, c] : count_ngrams(r, n))
+          max_ref[g] = std::max(max_ref[g], c);
       }
       for (const auto& [g, c] : count_ngrams(hyp, n)) {
         const auto it = max_ref.find(g);
@@ -113,7 +117,7 @@ BleuScore corpus_bleu(const std::vector<std::string>& hypotheses,
     }
     double p;
     if (matches[n] == 0) {
-      smooth *= 2;  // sacreBLEU's 'exp' smoothing
+      smooth *= 2; // sacreBLEU's 'exp' smoothing
       p = 100.0 / (smooth * static_cast<double>(totals[n]));
     } else {
       p = 100.0 * static_cast<double>(matches[n]) / static_cast<double>(totals[n]);
@@ -125,9 +129,11 @@ BleuScore corpus_bleu(const std::vector<std::string>& hypotheses,
     result.brevity_penalty = result.hyp_len == 0 ? 0 : 1;
     return result;
   }
-  result.brevity_penalty = result.hyp_len < result.ref_len
-      ? std::exp(1.0 - static_cast<double>(result.ref_len) / static_cast<double>(result.hyp_len))
-      : 1.0;
+  result.brevity_penalty =
+      result.hyp_len < result.ref_len
+          ? std::exp(
+                1.0 - static_cast<double>(result.ref_len) / static_cast<double>(result.hyp_len))
+          : 1.0;
   result.score = 100.0 * result.brevity_penalty * std::exp(log_sum / 4.0);
   return result;
 }

@@ -11,36 +11,46 @@ namespace translate {
 
 std::vector<Example> read_examples(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
-  if (!in) throw std::runtime_error("cannot open data file '" + path + "'");
+  if (!in)
+    throw std::runtime_error("cannot open data file '" + path + "'");
   std::vector<Example> examples;
   std::unordered_map<std::string, size_t> index;
   std::string line;
   for (int64_t n = 1; std::getline(in, line); ++n) {
-    if (!line.empty() && line.back() == '\r') line.pop_back();
-    if (line.empty()) continue;
+    if (!line.empty() && line.back() == '\r')
+      line.pop_back();
+    if (line.empty())
+      continue;
     auto fail = [&](const std::string& what) {
       throw std::runtime_error("data file '" + path + "', line " + std::to_string(n) + ": " + what);
     };
-    if (!utf8_valid(line)) fail("invalid UTF-8");
+    if (!utf8_valid(line))
+      fail("invalid UTF-8");
     std::vector<std::string> fields;
     size_t start = 0;
     for (size_t p; (p = line.find('\t', start)) != std::string::npos; start = p + 1) {
       fields.push_back(line.substr(start, p - start));
     }
     fields.push_back(line.substr(start));
-    if (fields.size() < 2) fail("no tab; expected 'source<TAB>translation'");
+    if (fields.size() < 2)
+      fail("no tab; expected 'source<TAB>translation'");
     for (const auto& f : fields) {
-      if (f.empty()) fail("an empty field");
+      if (f.empty())
+        fail("an empty field");
     }
     auto [it, added] = index.emplace(fields[0], examples.size());
-    if (added) examples.push_back({fields[0], {}});
+    if (added)
+      examples.push_back({fields[0], {}});
     auto& refs = examples[it->second].references;
     for (size_t f = 1; f < fields.size(); ++f) {
-      if (std::find(refs.begin(), refs.end(), fields[f]) == refs.end()) refs.push_back(fields[f]);
+      if (std::find(refs.begin(), refs.end(), fields[f]) == refs.end())
+        refs.push_back(fields[f]);
     }
   }
-  if (in.bad()) throw std::runtime_error("error reading data file '" + path + "'");
-  if (examples.empty()) throw std::runtime_error("data file '" + path + "' holds no sentence pairs");
+  if (in.bad())
+    throw std::runtime_error("error reading data file '" + path + "'");
+  if (examples.empty())
+    throw std::runtime_error("data file '" + path + "' holds no sentence pairs");
   return examples;
 }
 
@@ -50,28 +60,33 @@ void write_examples(const std::string& path, const std::vector<Example>& example
     std::ofstream out(tmp, std::ios::binary);
     for (const auto& e : examples) {
       out << e.source;
-      for (const auto& r : e.references) out << '\t' << r;
+      for (const auto& r : e.references)
+        out << '\t' << r;
       out << '\n';
     }
-    if (!out) throw std::runtime_error("cannot write '" + tmp + "'");
+    if (!out)
+      throw std::runtime_error("cannot write '" + tmp + "'");
   }
   if (std::rename(tmp.c_str(), path.c_str()) != 0) {
     throw std::runtime_error("cannot rename '" + tmp + "' to '" + path + "'");
   }
 }
 
-Split split_examples(std::vector<Example> examples, double dev_fraction, double test_fraction,
-                     uint64_t seed) {
+Split split_examples(
+    std::vector<Example> examples, double dev_fraction, double test_fraction, uint64_t seed) {
   std::mt19937_64 rng(seed);
   std::shuffle(examples.begin(), examples.end(), rng);
   const auto count = [&](double f) {
-    if (f <= 0) return size_t{0};
-    return std::max<size_t>(1, static_cast<size_t>(std::llround(f * static_cast<double>(examples.size()))));
+    if (f <= 0)
+      return size_t{0};
+    return std::max<size_t>(
+        1, static_cast<size_t>(std::llround(f * static_cast<double>(examples.size()))));
   };
   const size_t n_test = count(test_fraction), n_dev = count(dev_fraction);
   if (n_test + n_dev >= examples.size()) {
-    throw std::runtime_error("split: " + std::to_string(examples.size()) +
-                             " source sentences are too few for the dev and test fractions");
+    throw std::runtime_error(
+        "split: " + std::to_string(examples.size()) +
+        " source sentences are too few for the dev and test fractions");
   }
   Split s;
   s.test.assign(examples.begin(), examples.begin() + n_test);
@@ -80,31 +95,38 @@ Split split_examples(std::vector<Example> examples, double dev_fraction, double 
   return s;
 }
 
-std::pair<Vocab, Vocab> build_vocabs(const std::vector<Example>& examples, int64_t min_freq, int64_t max_size) {
+std::pair<Vocab, Vocab> build_vocabs(
+    const std::vector<Example>& examples, int64_t min_freq, int64_t max_size) {
   std::vector<std::vector<std::string>> src_tokens, tgt_tokens;
   for (const auto& e : examples) {
     src_tokens.push_back(tokenize(e.source));
-    for (const auto& r : e.references) tgt_tokens.push_back(tokenize(r));
+    for (const auto& r : e.references)
+      tgt_tokens.push_back(tokenize(r));
   }
-  return {Vocab::build(src_tokens, min_freq, max_size), Vocab::build(tgt_tokens, min_freq, max_size)};
+  return {
+      Vocab::build(src_tokens, min_freq, max_size), Vocab::build(tgt_tokens, min_freq, max_size)};
 }
 
-std::vector<EncodedPair> encode_pairs(const std::vector<Example>& examples, const Vocab& src,
-                                      const Vocab& tgt, int64_t max_len, size_t* too_long) {
+std::vector<EncodedPair> encode_pairs(
+    const std::vector<Example>& examples, const Vocab& src, const Vocab& tgt, int64_t max_len,
+    size_t* too_long) {
   std::vector<EncodedPair> pairs;
   auto count_long = [&](size_t n) {
-    if (too_long != nullptr) *too_long += n;
+    if (too_long != nullptr)
+      *too_long += n;
   };
   for (const auto& e : examples) {
     auto s = src.encode(tokenize(e.source));
-    if (s.empty()) continue;
+    if (s.empty())
+      continue;
     if (static_cast<int64_t>(s.size()) > max_len) {
       count_long(e.references.size());
       continue;
     }
     for (const auto& r : e.references) {
       auto t = tgt.encode(tokenize(r));
-      if (t.empty()) continue;
+      if (t.empty())
+        continue;
       if (static_cast<int64_t>(t.size()) + 1 > max_len) {
         count_long(1);
         continue;
@@ -131,7 +153,8 @@ Batch make_batch(const std::vector<EncodedPair>& pairs, const std::vector<size_t
   auto tout = b.tgt_out.accessor<int64_t, 2>();
   for (int64_t r = 0; r < B; ++r) {
     const auto& p = pairs[indices[r]];
-    for (size_t j = 0; j < p.src.size(); ++j) src[r][j] = p.src[j];
+    for (size_t j = 0; j < p.src.size(); ++j)
+      src[r][j] = p.src[j];
     tin[r][0] = Vocab::kBos;
     for (size_t j = 0; j < p.tgt.size(); ++j) {
       tin[r][j + 1] = p.tgt[j];
@@ -144,14 +167,14 @@ Batch make_batch(const std::vector<EncodedPair>& pairs, const std::vector<size_t
   return b;
 }
 
-std::vector<std::vector<size_t>> bucket_batches(const std::vector<EncodedPair>& pairs,
-                                                int64_t max_tokens, std::mt19937_64& rng) {
+std::vector<std::vector<size_t>> bucket_batches(
+    const std::vector<EncodedPair>& pairs, int64_t max_tokens, std::mt19937_64& rng) {
   std::vector<size_t> order(pairs.size());
   std::iota(order.begin(), order.end(), 0);
   std::shuffle(order.begin(), order.end(), rng);
   std::stable_sort(order.begin(), order.end(), [&](size_t a, size_t b) {
     return std::make_pair(pairs[a].src.size(), pairs[a].tgt.size()) <
-        std::make_pair(pairs[b].src.size(), pairs[b].tgt.size());
+           std::make_pair(pairs[b].src.size(), pairs[b].tgt.size());
   });
   std::vector<std::vector<size_t>> batches;
   std::vector<size_t> current;
@@ -167,7 +190,8 @@ std::vector<std::vector<size_t>> bucket_batches(const std::vector<EncodedPair>& 
     current.push_back(i);
     longest = std::max(longest, len);
   }
-  if (!current.empty()) batches.push_back(std::move(current));
+  if (!current.empty())
+    batches.push_back(std::move(current));
   std::shuffle(batches.begin(), batches.end(), rng);
   return batches;
 }

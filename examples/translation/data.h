@@ -32,12 +32,13 @@ void write_examples(const std::string& path, const std::vector<Example>& example
 struct Split {
   std::vector<Example> train, dev, test;
 };
-Split split_examples(std::vector<Example> examples, double dev_fraction, double test_fraction,
-                     uint64_t seed);
+Split split_examples(
+    std::vector<Example> examples, double dev_fraction, double test_fraction, uint64_t seed);
 
 /// The source and target vocabularies of `examples` (every reference counts), as train
 /// builds them: tokens seen at least `min_freq` times, at most `max_size` per side (0: no cap).
-std::pair<Vocab, Vocab> build_vocabs(const std::vector<Example>& examples, int64_t min_freq, int64_t max_size);
+std::pair<Vocab, Vocab> build_vocabs(
+    const std::vector<Example>& examples, int64_t min_freq, int64_t max_size);
 
 /// A tokenised, id-encoded training pair.
 struct EncodedPair {
@@ -45,15 +46,16 @@ struct EncodedPair {
 };
 /// One pair per (source, reference), sentences longer than `max_len` tokens dropped (and
 /// counted into `*too_long` when given).
-std::vector<EncodedPair> encode_pairs(const std::vector<Example>& examples, const Vocab& src,
-                                      const Vocab& tgt, int64_t max_len, size_t* too_long = nullptr);
+std::vector<EncodedPair> encode_pairs(
+    const std::vector<Example>& examples, const Vocab& src, const Vocab& tgt, int64_t max_len,
+    size_t* too_long = nullptr);
 
 struct Batch {
-  torch::Tensor src;      ///< [B, S] int64, <pad> = 0
-  torch::Tensor src_pad;  ///< [B, S] bool, true at padding
-  torch::Tensor tgt_in;   ///< [B, T] <s> y1 .. yn, padded
-  torch::Tensor tgt_out;  ///< [B, T] y1 .. yn </s>, padded
-  int64_t target_tokens = 0;  ///< non-pad entries of tgt_out
+  torch::Tensor src;         ///< [B, S] int64, <pad> = 0
+  torch::Tensor src_pad;     ///< [B, S] bool, true at padding
+  torch::Tensor tgt_in;      ///< [B, T] <s> y1 .. yn, padded
+  torch::Tensor tgt_out;     ///< [B, T] y1 .. yn </s>, padded
+  int64_t target_tokens = 0; ///< non-pad entries of tgt_out
 };
 
 /// Pads and stacks `pairs[indices]` into a batch.
@@ -62,7 +64,7 @@ Batch make_batch(const std::vector<EncodedPair>& pairs, const std::vector<size_t
 /// Length-bucketed batches: pairs sorted by (source, target) length after a shuffle with
 /// `rng` (so equal lengths mix), cut into batches of at most `max_tokens` padded tokens on the
 /// longer side, then the batch order shuffled. Every pair appears exactly once.
-std::vector<std::vector<size_t>> bucket_batches(const std::vector<EncodedPair>& pairs,
-                                                int64_t max_tokens, std::mt19937_64& rng);
+std::vector<std::vector<size_t>> bucket_batches(
+    const std::vector<EncodedPair>& pairs, int64_t max_tokens, std::mt19937_64& rng);
 
 } // namespace translate

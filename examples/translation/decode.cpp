@@ -10,8 +10,9 @@ namespace translate {
 
 using torch::Tensor;
 
-std::vector<Hypothesis> greedy_decode(Seq2SeqImpl& model, const Tensor& src, const Tensor& src_pad,
-                                      int64_t max_len, bool keep_attention) {
+std::vector<Hypothesis> greedy_decode(
+    Seq2SeqImpl& model, const Tensor& src, const Tensor& src_pad, int64_t max_len,
+    bool keep_attention) {
   torch::NoGradGuard no_grad;
   const int64_t B = src.size(0);
   auto state = model.encode(src, src_pad);
@@ -25,32 +26,39 @@ std::vector<Hypothesis> greedy_decode(Seq2SeqImpl& model, const Tensor& src, con
     next = next.masked_fill(finished, Vocab::kPad);
     steps.push_back(next);
     log_probs.push_back(best.masked_fill(finished, 0.0));
-    if (keep_attention) attentions.push_back(attn);
+    if (keep_attention)
+      attentions.push_back(attn);
     finished = finished.logical_or(next.eq(Vocab::kEos));
     tokens = next;
-    if (finished.all().item<bool>()) break;
+    if (finished.all().item<bool>())
+      break;
   }
-  const Tensor all = torch::stack(steps, 1);  // [B, T]
+  const Tensor all = torch::stack(steps, 1); // [B, T]
   const Tensor lp = torch::stack(log_probs, 1).sum(1).to(torch::kDouble);
-  const Tensor att = keep_attention ? torch::stack(attentions, 1) : Tensor();  // [B, T, S]
+  const Tensor att = keep_attention ? torch::stack(attentions, 1) : Tensor(); // [B, T, S]
   std::vector<Hypothesis> out(B);
   auto acc = all.accessor<int64_t, 2>();
   for (int64_t b = 0; b < B; ++b) {
     for (int64_t t = 0; t < all.size(1); ++t) {
       const int64_t id = acc[b][t];
-      if (id == Vocab::kPad) break;
+      if (id == Vocab::kPad)
+        break;
       out[b].tokens.push_back(id);
-      if (id == Vocab::kEos) break;
+      if (id == Vocab::kEos)
+        break;
     }
     out[b].log_prob = lp[b].item<double>();
-    if (keep_attention) out[b].attention = att[b].narrow(0, 0, static_cast<int64_t>(out[b].tokens.size()));
+    if (keep_attention)
+      out[b].attention = att[b].narrow(0, 0, static_cast<int64_t>(out[b].tokens.size()));
   }
   return out;
 }
 
-Hypothesis beam_search(Seq2SeqImpl& model, const Tensor& src, int64_t beam, int64_t max_len,
-                       double alpha, bool keep_attention) {
-  TORCH_CHECK(src.dim() == 2 && src.size(0) == 1, "beam_search: src must be [1, S], got ", src.sizes());
+Hypothesis beam_search(
+    Seq2SeqImpl& model, const Tensor& src, int64_t beam, int64_t max_len, double alpha,
+    bool keep_attention) {
+  TORCH_CHECK(
+      src.dim() == 2 && src.size(0) == 1, "beam_search: src must be [1, S], got ", src.sizes());
   TORCH_CHECK(beam >= 1, "beam_search: beam must be at least 1, got ", beam);
   torch::NoGradGuard no_grad;
   auto state = model.encode(src, src.eq(Vocab::kPad));
@@ -66,14 +74,22 @@ Hypothesis beam_search(Seq2SeqImpl& model, const Tensor& src, int64_t beam, int6
   };
   for (int64_t t = 0; t < max_len && !alive.empty(); ++t) {
     std::vector<int64_t> last;
-    for (const auto& b : alive) last.push_back(b.tokens.empty() ? Vocab::kBos : b.tokens.back());
+    for (const auto& b : alive)
+      last.push_back(b.tokens.empty() ? Vocab::kBos : b.tokens.back());
     Tensor attn;
-    const Tensor logp = model.step(*state, torch::tensor(last, torch::kLong),
-                                   keep_attention ? &attn : nullptr).to(torch::kDouble);
+    const Tensor logp =
+        model.step(*state, torch::tensor(last, torch::kLong), keep_attention ? &attn : nullptr)
+            .to(torch::kDouble);
     const int64_t V = logp.size(1);
     const Tensor scores = logp + torch::tensor(
-        [&] { std::vector<double> s; for (auto& b : alive) s.push_back(b.log_prob); return s; }(),
-        torch::kDouble).unsqueeze(1);
+                                     [&] {
+                                       std::vector<double> s;
+                                       for (auto& b : alive)
+                                         s.push_back(b.log_prob);
+                                       return s;
+                                     }(),
+                                     torch::kDouble)
+                                     .unsqueeze(1);
     const int64_t k = std::min<int64_t>(2 * beam, scores.numel());
     auto [top, idx] = scores.flatten().topk(k);
     std::vector<Beam> next;
@@ -84,10 +100,12 @@ Hypothesis beam_search(Seq2SeqImpl& model, const Tensor& src, int64_t beam, int6
       Beam b = alive[from];
       b.tokens.push_back(token);
       b.log_prob = top[c].item<double>();
-      if (keep_attention) b.attention.push_back(attn[from]);
+      if (keep_attention)
+        b.attention.push_back(attn[from]);
       if (token == Vocab::kEos) {
         finished.push_back(std::move(b));
-        if (static_cast<int64_t>(finished.size()) >= beam) break;
+        if (static_cast<int64_t>(finished.size()) >= beam)
+          break;
       } else {
         next.push_back(std::move(b));
         origin.push_back(from);
@@ -98,21 +116,24 @@ Hypothesis beam_search(Seq2SeqImpl& model, const Tensor& src, int64_t beam, int6
       break;
     }
     alive = std::move(next);
-    if (!alive.empty()) state->select(torch::tensor(origin, torch::kLong));
+    if (!alive.empty())
+      state->select(torch::tensor(origin, torch::kLong));
   }
-  for (auto& b : alive) finished.push_back(std::move(b));
-  const auto best = std::max_element(finished.begin(), finished.end(), [&](const Beam& a, const Beam& b) {
-    return normalised(a) < normalised(b);
-  });
+  for (auto& b : alive)
+    finished.push_back(std::move(b));
+  const auto best = std::max_element(
+      finished.begin(), finished.end(),
+      [&](const Beam& a, const Beam& b) { return normalised(a) < normalised(b); });
   Hypothesis h;
   h.tokens = best->tokens;
   h.log_prob = best->log_prob;
-  if (keep_attention && !best->attention.empty()) h.attention = torch::stack(best->attention);
+  if (keep_attention && !best->attention.empty())
+    h.attention = torch::stack(best->attention);
   return h;
 }
 
-std::vector<Translator::Result> Translator::translate(const std::vector<std::string>& sentences,
-                                                      const Options& o) const {
+std::vector<Translator::Result> Translator::translate(
+    const std::vector<std::string>& sentences, const Options& o) const {
   torch::NoGradGuard no_grad;
   model->eval();
   std::vector<Result> results(sentences.size());
@@ -120,8 +141,10 @@ std::vector<Translator::Result> Translator::translate(const std::vector<std::str
   for (size_t i = 0; i < sentences.size(); ++i) {
     results[i].source_tokens = tokenize(sentences[i]);
     auto& toks = results[i].source_tokens;
-    if (static_cast<int64_t>(toks.size()) > options.max_len) toks.resize(options.max_len);
-    if (!toks.empty()) order.push_back(i);
+    if (static_cast<int64_t>(toks.size()) > options.max_len)
+      toks.resize(options.max_len);
+    if (!toks.empty())
+      order.push_back(i);
   }
   std::stable_sort(order.begin(), order.end(), [&](size_t a, size_t b) {
     return results[a].source_tokens.size() < results[b].source_tokens.size();
@@ -131,7 +154,8 @@ std::vector<Translator::Result> Translator::translate(const std::vector<std::str
     Result& r = results[i];
     for (size_t t = 0; t < h.tokens.size(); ++t) {
       const int64_t id = h.tokens[t];
-      if (id == Vocab::kEos) break;
+      if (id == Vocab::kEos)
+        break;
       if (id == Vocab::kUnk && o.copy_unknown && h.attention.defined()) {
         const int64_t s = h.attention[static_cast<int64_t>(t)]
                               .narrow(0, 0, static_cast<int64_t>(r.source_tokens.size()))
@@ -144,7 +168,8 @@ std::vector<Translator::Result> Translator::translate(const std::vector<std::str
     }
     r.text = detokenize(r.tokens);
     if (o.keep_attention && h.attention.defined()) {
-      r.attention = h.attention.narrow(1, 0, static_cast<int64_t>(r.source_tokens.size())).contiguous();
+      r.attention =
+          h.attention.narrow(1, 0, static_cast<int64_t>(r.source_tokens.size())).contiguous();
     }
   };
   // Room for a translation twice as long as its source, plus some.
@@ -159,11 +184,13 @@ std::vector<Translator::Result> Translator::translate(const std::vector<std::str
       Tensor src = torch::zeros({static_cast<int64_t>(end - start), S}, torch::kLong);
       for (size_t j = start; j < end; ++j) {
         const auto ids = src_vocab.encode(results[order[j]].source_tokens);
-        src[static_cast<int64_t>(j - start)].narrow(0, 0, static_cast<int64_t>(ids.size()))
+        src[static_cast<int64_t>(j - start)]
+            .narrow(0, 0, static_cast<int64_t>(ids.size()))
             .copy_(torch::tensor(ids, torch::kLong));
       }
       auto hyps = greedy_decode(*model, src, src.eq(Vocab::kPad), max_out(S), need_attention);
-      for (size_t j = start; j < end; ++j) finish(order[j], std::move(hyps[j - start]));
+      for (size_t j = start; j < end; ++j)
+        finish(order[j], std::move(hyps[j - start]));
     }
   } else {
     for (size_t i : order) {

@@ -15,20 +15,21 @@
 namespace translate {
 
 struct Hypothesis {
-  std::vector<int64_t> tokens;  ///< without <s>; ends with </s> unless cut at max_len
-  torch::Tensor attention;      ///< [tokens, S] attention over the source, when kept
-  double log_prob = 0;          ///< sum of the tokens' log-probabilities
+  std::vector<int64_t> tokens; ///< without <s>; ends with </s> unless cut at max_len
+  torch::Tensor attention;     ///< [tokens, S] attention over the source, when kept
+  double log_prob = 0;         ///< sum of the tokens' log-probabilities
 };
 
 /// Greedy search for a batch: src [B, S], src_pad [B, S] -> B hypotheses.
-std::vector<Hypothesis> greedy_decode(Seq2SeqImpl& model, const torch::Tensor& src,
-                                      const torch::Tensor& src_pad, int64_t max_len,
-                                      bool keep_attention);
+std::vector<Hypothesis> greedy_decode(
+    Seq2SeqImpl& model, const torch::Tensor& src, const torch::Tensor& src_pad, int64_t max_len,
+    bool keep_attention);
 
 /// Beam search for one sentence src [1, S] with `beam` hypotheses; finished hypotheses are
 /// ranked by log_prob / length^alpha. With beam = 1 it returns what greedy_decode returns.
-Hypothesis beam_search(Seq2SeqImpl& model, const torch::Tensor& src, int64_t beam,
-                       int64_t max_len, double alpha, bool keep_attention);
+Hypothesis beam_search(
+    Seq2SeqImpl& model, const torch::Tensor& src, int64_t beam, int64_t max_len, double alpha,
+    bool keep_attention);
 
 /// A trained model with its vocabularies, as `train --out DIR` writes it.
 struct Translator {
@@ -46,7 +47,7 @@ struct Translator {
   struct Result {
     std::vector<std::string> source_tokens, tokens;
     std::string text;
-    torch::Tensor attention;  ///< [tokens (+ </s>), source tokens] when kept
+    torch::Tensor attention; ///< [tokens (+ </s>), source tokens] when kept
   };
   /// Translates in order; empty input lines give empty translations.
   std::vector<Result> translate(const std::vector<std::string>& sentences, const Options& o) const;

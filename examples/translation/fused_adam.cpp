@@ -37,8 +37,8 @@ struct Constants {
 // p -= step_size * m / (sqrt(v) / sqrt(bias_correction2) + eps). This file is compiled with
 // -fno-math-errno (CMakeLists.txt): errno for a negative argument (v never is) keeps GCC from
 // vectorising sqrt, and the scalar loop is slower than Adam::step's eight vectorised passes.
-__attribute__((target_clones("avx512f", "avx2", "default")))
-void adam_update(float* p, const float* g, float* m, float* v, int64_t n, const Constants& c) {
+__attribute__((target_clones("avx512f", "avx2", "default"))) void adam_update(
+    float* p, const float* g, float* m, float* v, int64_t n, const Constants& c) {
 #pragma omp simd
   for (int64_t i = 0; i < n; ++i) {
     const float grad = c.weight_decay != 0.0f ? g[i] + c.weight_decay * p[i] : g[i];
@@ -52,8 +52,9 @@ void adam_update(float* p, const float* g, float* m, float* v, int64_t n, const 
 
 bool fusable(const torch::Tensor& p, const torch::optim::AdamOptions& o) {
   const torch::Tensor& g = p.grad();
-  return !o.amsgrad() && p.scalar_type() == torch::kFloat && p.device().is_cpu() && p.is_contiguous() &&
-         !g.is_sparse() && g.scalar_type() == torch::kFloat && g.is_contiguous();
+  return !o.amsgrad() && p.scalar_type() == torch::kFloat && p.device().is_cpu() &&
+         p.is_contiguous() && !g.is_sparse() && g.scalar_type() == torch::kFloat &&
+         g.is_contiguous();
 }
 
 } // namespace
@@ -92,16 +93,22 @@ torch::Tensor FusedAdam::step(LossClosure closure) {
       }
       auto& s = static_cast<torch::optim::AdamParamState&>(*it->second);
       s.step(s.step() + 1);
-      TORCH_CHECK(s.exp_avg().is_contiguous() && s.exp_avg_sq().is_contiguous() &&
-                      s.exp_avg().sizes() == p.sizes() && s.exp_avg_sq().sizes() == p.sizes(),
-                  "FusedAdam: the moments of a parameter of shape ", p.sizes(), " have shapes ",
-                  s.exp_avg().sizes(), " and ", s.exp_avg_sq().sizes());
+      TORCH_CHECK(
+          s.exp_avg().is_contiguous() && s.exp_avg_sq().is_contiguous() &&
+              s.exp_avg().sizes() == p.sizes() && s.exp_avg_sq().sizes() == p.sizes(),
+          "FusedAdam: the moments of a parameter of shape ", p.sizes(), " have shapes ",
+          s.exp_avg().sizes(), " and ", s.exp_avg_sq().sizes());
       const double bias_correction1 = 1 - std::pow(beta1, static_cast<double>(s.step()));
       const double bias_correction2 = 1 - std::pow(beta2, static_cast<double>(s.step()));
-      const Constants c{static_cast<float>(beta1), static_cast<float>(beta2),
-                        static_cast<float>(1 - beta1), static_cast<float>(1 - beta2),
-                        static_cast<float>(o.weight_decay()), static_cast<float>(std::sqrt(bias_correction2)),
-                        static_cast<float>(o.eps()), static_cast<float>(o.lr() / bias_correction1)};
+      const Constants c{
+          static_cast<float>(beta1),
+          static_cast<float>(beta2),
+          static_cast<float>(1 - beta1),
+          static_cast<float>(1 - beta2),
+          static_cast<float>(o.weight_decay()),
+          static_cast<float>(std::sqrt(bias_correction2)),
+          static_cast<float>(o.eps()),
+          static_cast<float>(o.lr() / bias_correction1)};
       float* pp = p.data_ptr<float>();
       const float* gp = p.grad().data_ptr<float>();
       float* mp = s.exp_avg().data_ptr<float>();

@@ -17,8 +17,8 @@ using torch::autograd::tensor_list;
 
 // One batch row of one step. gi, gh [3H] (r, z, n parts), h [H] -> out [H]; gates [4H] keeps
 // r, z, n and the hidden part of n's pre-activation for backward.
-__attribute__((target_clones("avx512f", "avx2", "default")))
-void step_forward(const float* gi, const float* gh, const float* h, float* out, float* gates, int64_t H) {
+__attribute__((target_clones("avx512f", "avx2", "default"))) void step_forward(
+    const float* gi, const float* gh, const float* h, float* out, float* gates, int64_t H) {
 #pragma omp simd
   for (int64_t j = 0; j < H; ++j) {
     const float r = sigmoid(gi[j] + gh[j]);
@@ -36,9 +36,9 @@ void step_forward(const float* gi, const float* gh, const float* h, float* out, 
 // One batch row of one step backward. dout [H] (from the outputs), dh [H] (from the next step,
 // becomes the part that flows straight through z), h [H] the previous state, gates [4H]
 // -> dgi [3H], dgh [3H] (the pre-activations' gradients on the input and hidden sides).
-__attribute__((target_clones("avx512f", "avx2", "default")))
-void step_backward(const float* dout, float* dh, const float* h, const float* gates, float* dgi, float* dgh,
-                   int64_t H) {
+__attribute__((target_clones("avx512f", "avx2", "default"))) void step_backward(
+    const float* dout, float* dh, const float* h, const float* gates, float* dgi, float* dgh,
+    int64_t H) {
 #pragma omp simd
   for (int64_t j = 0; j < H; ++j) {
     const float r = gates[j], z = gates[H + j], n = gates[2 * H + j], ghn = gates[3 * H + j];
@@ -63,8 +63,9 @@ int64_t grain(int64_t H) {
 
 class GruSequence : public torch::autograd::Function<GruSequence> {
  public:
-  static Tensor forward(AutogradContext* ctx, const Tensor& gi_in, const Tensor& h0_in, const Tensor& w_hh,
-                        const Tensor& b_hh) {
+  static Tensor forward(
+      AutogradContext* ctx, const Tensor& gi_in, const Tensor& h0_in, const Tensor& w_hh,
+      const Tensor& b_hh) {
     // gi [B, T, 3H], h0 [B, H] -> out [B, T, H]; gates [T, B, 4H] saved
     const Tensor gi = gi_in.contiguous(), h0 = h0_in.contiguous();
     const int64_t B = gi.size(0), T = gi.size(1), H = h0.size(1);
@@ -73,7 +74,7 @@ class GruSequence : public torch::autograd::Function<GruSequence> {
     const Tensor w_t = w_hh.t();
     Tensor h = h0;
     for (int64_t t = 0; t < T; ++t) {
-      const Tensor gh = at::addmm(b_hh, h, w_t).contiguous();  // [B, 3H]
+      const Tensor gh = at::addmm(b_hh, h, w_t).contiguous(); // [B, 3H]
       const float* gi_p = gi.data_ptr<float>() + t * 3 * H;
       const float* gh_p = gh.data_ptr<float>();
       const float* h_p = h.data_ptr<float>();
@@ -82,11 +83,12 @@ class GruSequence : public torch::autograd::Function<GruSequence> {
       float* gates_p = gates.data_ptr<float>() + t * B * 4 * H;
       at::parallel_for(0, B, grain(H), [&](int64_t begin, int64_t end) {
         for (int64_t b = begin; b < end; ++b) {
-          step_forward(gi_p + b * T * 3 * H, gh_p + b * 3 * H, h_p + b * h_stride, out_p + b * T * H,
-                       gates_p + b * 4 * H, H);
+          step_forward(
+              gi_p + b * T * 3 * H, gh_p + b * 3 * H, h_p + b * h_stride, out_p + b * T * H,
+              gates_p + b * 4 * H, H);
         }
       });
-      h = out.select(1, t);  // [B, H], rows T * H apart
+      h = out.select(1, t); // [B, H], rows T * H apart
     }
     ctx->save_for_backward({h0, w_hh, out, gates});
     return out;
@@ -99,7 +101,8 @@ class GruSequence : public torch::autograd::Function<GruSequence> {
     const Tensor& out = saved[2];
     const Tensor& gates = saved[3];
     const int64_t B = out.size(0), T = out.size(1), H = out.size(2);
-    const Tensor dout = grad_outputs[0].defined() ? grad_outputs[0].contiguous() : torch::zeros_like(out);
+    const Tensor dout =
+        grad_outputs[0].defined() ? grad_outputs[0].contiguous() : torch::zeros_like(out);
     Tensor dgi = torch::empty({B, T, 3 * H}, out.options());
     Tensor dgh = torch::empty({T, B, 3 * H}, out.options());
     Tensor dh = torch::zeros({B, H}, out.options());
@@ -116,14 +119,16 @@ class GruSequence : public torch::autograd::Function<GruSequence> {
       float* dgh_p = dgh.data_ptr<float>() + t * B * 3 * H;
       at::parallel_for(0, B, grain(H), [&](int64_t begin, int64_t end) {
         for (int64_t b = begin; b < end; ++b) {
-          step_backward(dout_p + b * T * H, dh_p + b * H, h_p + b * h_stride, gates_p + b * 4 * H,
-                        dgi_p + b * T * 3 * H, dgh_p + b * 3 * H, H);
+          step_backward(
+              dout_p + b * T * H, dh_p + b * H, h_p + b * h_stride, gates_p + b * 4 * H,
+              dgi_p + b * T * 3 * H, dgh_p + b * 3 * H, H);
         }
       });
-      dh.addmm_(dgh.select(0, t), w_hh);  // the part through W_hh: [B, 3H] x [3H, H]
+      dh.addmm_(dgh.select(0, t), w_hh); // the part through W_hh: [B, 3H] x [3H, H]
     }
     // The previous states of all steps, [T * B, H], against their gradients in one matmul.
-    const Tensor h_prev = torch::cat({h0.unsqueeze(0), out.transpose(0, 1).slice(0, 0, T - 1)}, 0).reshape({T * B, H});
+    const Tensor h_prev = torch::cat({h0.unsqueeze(0), out.transpose(0, 1).slice(0, 0, T - 1)}, 0)
+                              .reshape({T * B, H});
     const Tensor dgh_2d = dgh.view({T * B, 3 * H});
     return {dgi, dh, dgh_2d.t().mm(h_prev), dgh_2d.sum(0)};
   }
@@ -132,17 +137,20 @@ class GruSequence : public torch::autograd::Function<GruSequence> {
 } // namespace
 
 Tensor gru_sequence(const Tensor& gi, const Tensor& h0, const Tensor& w_hh, const Tensor& b_hh) {
-  TORCH_CHECK(gi.dim() == 3 && h0.dim() == 2 && w_hh.dim() == 2 && b_hh.dim() == 1,
-              "gru_sequence: expected gi [B, T, 3H], h0 [B, H], w_hh [3H, H], b_hh [3H]; got gi ", gi.sizes(),
-              ", h0 ", h0.sizes(), ", w_hh ", w_hh.sizes(), ", b_hh ", b_hh.sizes());
+  TORCH_CHECK(
+      gi.dim() == 3 && h0.dim() == 2 && w_hh.dim() == 2 && b_hh.dim() == 1,
+      "gru_sequence: expected gi [B, T, 3H], h0 [B, H], w_hh [3H, H], b_hh [3H]; got gi ",
+      gi.sizes(), ", h0 ", h0.sizes(), ", w_hh ", w_hh.sizes(), ", b_hh ", b_hh.sizes());
   const int64_t H = h0.size(1);
-  TORCH_CHECK(gi.size(0) == h0.size(0) && gi.size(2) == 3 * H && w_hh.size(0) == 3 * H && w_hh.size(1) == H &&
-                  b_hh.size(0) == 3 * H,
-              "gru_sequence: shapes disagree: gi ", gi.sizes(), ", h0 ", h0.sizes(), ", w_hh ", w_hh.sizes(),
-              ", b_hh ", b_hh.sizes());
+  TORCH_CHECK(
+      gi.size(0) == h0.size(0) && gi.size(2) == 3 * H && w_hh.size(0) == 3 * H &&
+          w_hh.size(1) == H && b_hh.size(0) == 3 * H,
+      "gru_sequence: shapes disagree: gi ", gi.sizes(), ", h0 ", h0.sizes(), ", w_hh ",
+      w_hh.sizes(), ", b_hh ", b_hh.sizes());
   for (const Tensor* t : {&gi, &h0, &w_hh, &b_hh}) {
-    TORCH_CHECK(t->scalar_type() == torch::kFloat && t->device().is_cpu(),
-                "gru_sequence: float32 CPU tensors expected, got ", t->scalar_type(), " on ", t->device());
+    TORCH_CHECK(
+        t->scalar_type() == torch::kFloat && t->device().is_cpu(),
+        "gru_sequence: float32 CPU tensors expected, got ", t->scalar_type(), " on ", t->device());
   }
   return apply_function<GruSequence>(gi, h0, w_hh, b_hh);
 }

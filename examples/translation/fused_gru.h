@@ -14,7 +14,8 @@ namespace translate {
 
 // gi [B, T, 3H] (the inputs' projections x W_ihᵀ + b_ih of every step, made by one matmul
 // outside), h0 [B, H], w_hh [3H, H], b_hh [3H] -> outputs [B, T, H], float32 on the CPU.
-torch::Tensor gru_sequence(const torch::Tensor& gi, const torch::Tensor& h0, const torch::Tensor& w_hh,
-                           const torch::Tensor& b_hh);
+torch::Tensor gru_sequence(
+    const torch::Tensor& gi, const torch::Tensor& h0, const torch::Tensor& w_hh,
+    const torch::Tensor& b_hh);
 
 } // namespace translate

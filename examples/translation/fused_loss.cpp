@@ -6,8 +6,8 @@
 #include <ATen/CPUGeneratorImpl.h>
 #include <ATen/Parallel.h>
 #include <ATen/core/Generator.h>
-#include <mutex>
 #include <torch/autograd.h>
+#include <mutex>
 
 #include <cmath>
 #include <cstdint>
@@ -21,8 +21,8 @@ using torch::autograd::AutogradContext;
 using torch::autograd::tensor_list;
 
 // One row: logits x[V] -> loss; x becomes (softmax(x) - q) * grad_scale, q the smoothed target.
-__attribute__((target_clones("avx512f", "avx2", "default")))
-float row_loss_and_grad(float* x, int64_t V, int64_t t, float smoothing, float grad_scale) {
+__attribute__((target_clones("avx512f", "avx2", "default"))) float row_loss_and_grad(
+    float* x, int64_t V, int64_t t, float smoothing, float grad_scale) {
   float m = -INFINITY, sum_x = 0;
 #pragma omp simd reduction(max : m) reduction(+ : sum_x)
   for (int64_t j = 0; j < V; ++j) {
@@ -40,12 +40,13 @@ float row_loss_and_grad(float* x, int64_t V, int64_t t, float smoothing, float g
   const float lse = m + std::log(s);
   const float a = grad_scale / s, b = grad_scale * smoothing / static_cast<float>(V);
 #pragma omp simd
-  for (int64_t j = 0; j < V; ++j) x[j] = x[j] * a - b;
+  for (int64_t j = 0; j < V; ++j)
+    x[j] = x[j] * a - b;
   x[t] -= grad_scale * (1.0f - smoothing);
   return lse - (1.0f - smoothing) * x_t - smoothing / static_cast<float>(V) * sum_x;
 }
 
-inline uint32_t hash32(uint32_t x) {  // a 32-bit integer finaliser (lowbias32)
+inline uint32_t hash32(uint32_t x) { // a 32-bit integer finaliser (lowbias32)
   x ^= x >> 16;
   x *= 0x7feb352dU;
   x ^= x >> 15;
@@ -54,9 +55,9 @@ inline uint32_t hash32(uint32_t x) {  // a 32-bit integer finaliser (lowbias32)
   return x;
 }
 
-__attribute__((target_clones("avx512f", "avx2", "default")))
-void fill_dropout_mask(float* m, int64_t begin, int64_t end, uint32_t seed_lo, uint32_t seed_hi,
-                       uint32_t threshold, float scale) {
+__attribute__((target_clones("avx512f", "avx2", "default"))) void fill_dropout_mask(
+    float* m, int64_t begin, int64_t end, uint32_t seed_lo, uint32_t seed_hi, uint32_t threshold,
+    float scale) {
 #pragma omp simd
   for (int64_t i = begin; i < end; ++i) {
     const uint32_t x = hash32(hash32(static_cast<uint32_t>(i) + seed_lo) ^ seed_hi);
@@ -66,15 +67,16 @@ void fill_dropout_mask(float* m, int64_t begin, int64_t end, uint32_t seed_lo, u
 
 class LinearCrossEntropy : public torch::autograd::Function<LinearCrossEntropy> {
  public:
-  static Tensor forward(AutogradContext* ctx, const Tensor& h_all, const Tensor& weight, const Tensor& bias,
-                        const Tensor& target_all, double smoothing, int64_t ignore_index) {
+  static Tensor forward(
+      AutogradContext* ctx, const Tensor& h_all, const Tensor& weight, const Tensor& bias,
+      const Tensor& target_all, double smoothing, int64_t ignore_index) {
     // h [N, H], weight [V, H], bias [V], target [N] -> loss []
     // Rows whose target is ignored (padding) contribute nothing: they skip the matmuls.
     const Tensor keep = target_all.ne(ignore_index).nonzero().squeeze(1);
     const bool all_kept = keep.size(0) == target_all.size(0);
     const Tensor h = all_kept ? h_all : h_all.index_select(0, keep);
     const Tensor tgt = (all_kept ? target_all : target_all.index_select(0, keep)).contiguous();
-    Tensor grad = at::addmm(bias, h, weight.t()).contiguous();  // logits, then their gradient
+    Tensor grad = at::addmm(bias, h, weight.t()).contiguous(); // logits, then their gradient
     const int64_t N = grad.size(0), V = grad.size(1);
     const int64_t* t = tgt.data_ptr<int64_t>();
     const float scale = N > 0 ? 1.0f / static_cast<float>(N) : 0.0f;
@@ -82,13 +84,16 @@ class LinearCrossEntropy : public torch::autograd::Function<LinearCrossEntropy> 
     float* g = grad.data_ptr<float>();
     at::parallel_for(0, N, 16, [&](int64_t begin, int64_t end) {
       for (int64_t i = begin; i < end; ++i) {
-        TORCH_CHECK(t[i] >= 0 && t[i] < V, "linear_cross_entropy: target ", t[i], " is out of range [0, ", V, ")");
+        TORCH_CHECK(
+            t[i] >= 0 && t[i] < V, "linear_cross_entropy: target ", t[i], " is out of range [0, ",
+            V, ")");
         losses[static_cast<size_t>(i)] =
             row_loss_and_grad(g + i * V, V, t[i], static_cast<float>(smoothing), scale);
       }
     });
     double total = 0;
-    for (double l : losses) total += l;
+    for (double l : losses)
+      total += l;
     ctx->save_for_backward({h, weight, grad, keep});
     ctx->saved_data["rows"] = h_all.size(0);
     return torch::scalar_tensor(N > 0 ? total / static_cast<double>(N) : 0.0, h.options());
@@ -96,9 +101,9 @@ class LinearCrossEntropy : public torch::autograd::Function<LinearCrossEntropy> 
 
   static tensor_list backward(AutogradContext* ctx, tensor_list grad_outputs) {
     const auto saved = ctx->get_saved_variables();
-    const Tensor& h = saved[0];  // the kept rows
+    const Tensor& h = saved[0]; // the kept rows
     const Tensor& weight = saved[1];
-    const Tensor& g = saved[2];  // d loss / d logits of the kept rows, [kept, V]
+    const Tensor& g = saved[2]; // d loss / d logits of the kept rows, [kept, V]
     const Tensor& keep = saved[3];
     // The scalar grad_output scales the three small results, not the [kept, V] gradient.
     const Tensor scale = grad_outputs[0];
@@ -113,21 +118,27 @@ class LinearCrossEntropy : public torch::autograd::Function<LinearCrossEntropy> 
 
 } // namespace
 
-Tensor linear_cross_entropy(const Tensor& h, const Tensor& weight, const Tensor& bias, const Tensor& target,
-                            double label_smoothing, int64_t ignore_index) {
-  TORCH_CHECK(h.dim() == 2 && weight.dim() == 2 && bias.dim() == 1 && target.dim() == 1 &&
-                  h.size(0) == target.size(0) && h.size(1) == weight.size(1) && bias.size(0) == weight.size(0),
-              "linear_cross_entropy: expected h [N, H], weight [V, H], bias [V], target [N]; got h ", h.sizes(),
-              ", weight ", weight.sizes(), ", bias ", bias.sizes(), ", target ", target.sizes());
-  TORCH_CHECK(h.scalar_type() == torch::kFloat && weight.scalar_type() == torch::kFloat &&
-                  bias.scalar_type() == torch::kFloat && target.scalar_type() == torch::kLong && h.device().is_cpu(),
-              "linear_cross_entropy: float32 CPU inputs and an int64 target expected");
+Tensor linear_cross_entropy(
+    const Tensor& h, const Tensor& weight, const Tensor& bias, const Tensor& target,
+    double label_smoothing, int64_t ignore_index) {
+  TORCH_CHECK(
+      h.dim() == 2 && weight.dim() == 2 && bias.dim() == 1 && target.dim() == 1 &&
+          h.size(0) == target.size(0) && h.size(1) == weight.size(1) &&
+          bias.size(0) == weight.size(0),
+      "linear_cross_entropy: expected h [N, H], weight [V, H], bias [V], target [N]; got h ",
+      h.sizes(), ", weight ", weight.sizes(), ", bias ", bias.sizes(), ", target ", target.sizes());
+  TORCH_CHECK(
+      h.scalar_type() == torch::kFloat && weight.scalar_type() == torch::kFloat &&
+          bias.scalar_type() == torch::kFloat && target.scalar_type() == torch::kLong &&
+          h.device().is_cpu(),
+      "linear_cross_entropy: float32 CPU inputs and an int64 target expected");
   return apply_function<LinearCrossEntropy>(h, weight, bias, target, label_smoothing, ignore_index);
 }
 
 Tensor dropout(const Tensor& x, double p, bool training) {
   TORCH_CHECK(p >= 0 && p < 1, "dropout: p must be in [0, 1), got ", p);
-  if (!training || p == 0) return x;
+  if (!training || p == 0)
+    return x;
   if (x.scalar_type() != torch::kFloat || !x.device().is_cpu() || x.numel() >= (int64_t{1} << 32)) {
     return torch::dropout(x, p, /*train=*/true);
   }
@@ -142,8 +153,9 @@ Tensor dropout(const Tensor& x, double p, bool training) {
   const auto threshold = static_cast<uint32_t>(std::min(p * 4294967296.0, 4294967295.0));
   const auto scale = static_cast<float>(1.0 / (1.0 - p));
   at::parallel_for(0, x.numel(), 1 << 14, [&](int64_t begin, int64_t end) {
-    fill_dropout_mask(m + begin, begin, end, static_cast<uint32_t>(seed), static_cast<uint32_t>(seed >> 32),
-                      threshold, scale);
+    fill_dropout_mask(
+        m + begin, begin, end, static_cast<uint32_t>(seed), static_cast<uint32_t>(seed >> 32),
+        threshold, scale);
   });
   return x * mask;
 }

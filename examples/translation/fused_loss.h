@@ -14,12 +14,9 @@
 namespace translate {
 
 // h [N, H], weight [V, H], bias [V], target [N] int64 -> loss (0-dim)
-torch::Tensor linear_cross_entropy(const torch::Tensor& h,
-                                   const torch::Tensor& weight,
-                                   const torch::Tensor& bias,
-                                   const torch::Tensor& target,
-                                   double label_smoothing,
-                                   int64_t ignore_index);
+torch::Tensor linear_cross_entropy(
+    const torch::Tensor& h, const torch::Tensor& weight, const torch::Tensor& bias,
+    const torch::Tensor& target, double label_smoothing, int64_t ignore_index);
 
 /// Inverted dropout, x * mask with mask 0 or 1 / (1 - p), in training mode only. The mask is
 /// drawn in parallel from a counter-based hash seeded by one draw from the default generator

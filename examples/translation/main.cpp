@@ -8,9 +8,9 @@
 #include "heatmap.h"
 #include "trainer.h"
 
-#include <CLI/CLI.hpp>
 #include <fmt/format.h>
 #include <torch/torch.h>
+#include <CLI/CLI.hpp>
 
 #include <fmt/ranges.h>
 
@@ -29,8 +29,9 @@ std::string default_dir(const char* name) {
   return name;
 }
 
-int cmd_prepare(const std::string& data, const std::string& out, const std::string& cache,
-                double dev, double test, uint64_t seed) {
+int cmd_prepare(
+    const std::string& data, const std::string& out, const std::string& cache, double dev,
+    double test, uint64_t seed) {
   std::vector<Example> examples;
   if (!data.empty()) {
     examples = read_examples(data);
@@ -45,11 +46,13 @@ int cmd_prepare(const std::string& data, const std::string& out, const std::stri
   write_examples((fs::path(out) / "test.tsv").string(), s.test);
   auto pairs = [](const std::vector<Example>& v) {
     size_t n = 0;
-    for (const auto& e : v) n += e.references.size();
+    for (const auto& e : v)
+      n += e.references.size();
     return n;
   };
-  fmt::print("prepare: wrote '{}': train {} sources ({} pairs), dev {} ({}), test {} ({})\n", out,
-             s.train.size(), pairs(s.train), s.dev.size(), pairs(s.dev), s.test.size(), pairs(s.test));
+  fmt::print(
+      "prepare: wrote '{}': train {} sources ({} pairs), dev {} ({}), test {} ({})\n", out,
+      s.train.size(), pairs(s.train), s.dev.size(), pairs(s.dev), s.test.size(), pairs(s.test));
   return 0;
 }
 
@@ -61,7 +64,8 @@ CLI::Validator finite_range(double lo, double hi) {
         try {
           size_t used = 0;
           x = std::stod(s, &used);
-          if (used != s.size()) return "'" + s + "' is not a number";
+          if (used != s.size())
+            return "'" + s + "' is not a number";
         } catch (const std::exception&) {
           return "'" + s + "' is not a number";
         }
@@ -81,15 +85,22 @@ void check_sentences(const std::vector<std::string>& sentences, bool from_stdin,
   for (size_t i = 0; i < sentences.size(); ++i) {
     const auto& s = sentences[i];
     if (!utf8_valid(s)) {
-      throw std::runtime_error(fmt::format("translate: {} {} is not valid UTF-8: '{}'", what, i + 1, printable(s)));
+      throw std::runtime_error(
+          fmt::format("translate: {} {} is not valid UTF-8: '{}'", what, i + 1, printable(s)));
     }
     const auto tokens = tokenize(s).size();
     if (tokens == 0) {
-      if (!from_stdin) throw std::runtime_error(fmt::format("translate: sentence {} has no words", i + 1));
-      fmt::print(stderr, "torchattn-translate: warning: line {} has no words; its translation is empty\n", i + 1);
+      if (!from_stdin)
+        throw std::runtime_error(fmt::format("translate: sentence {} has no words", i + 1));
+      fmt::print(
+          stderr, "torchattn-translate: warning: line {} has no words; its translation is empty\n",
+          i + 1);
     } else if (static_cast<int64_t>(tokens) > max_len) {
-      fmt::print(stderr, "torchattn-translate: warning: {} {} has {} tokens; the model reads the first {} (its max_len)\n",
-                 what, i + 1, tokens, max_len);
+      fmt::print(
+          stderr,
+          "torchattn-translate: warning: {} {} has {} tokens; the model reads the first {} (its "
+          "max_len)\n",
+          what, i + 1, tokens, max_len);
     }
   }
 }
@@ -97,7 +108,8 @@ void check_sentences(const std::vector<std::string>& sentences, bool from_stdin,
 std::vector<std::string> read_lines(std::istream& in) {
   std::vector<std::string> lines;
   for (std::string line; std::getline(in, line);) {
-    if (!line.empty() && line.back() == '\r') line.pop_back();
+    if (!line.empty() && line.back() == '\r')
+      line.pop_back();
     lines.push_back(line);
   }
   return lines;
@@ -108,24 +120,40 @@ std::vector<std::string> read_lines(std::istream& in) {
 int main(int argc, char** argv) {
   CLI::App app{"torchattn-translate: English -> French translation with torchattn attention"};
   app.require_subcommand(1);
-  const std::vector<std::string> commands{"prepare", "train", "translate", "evaluate", "plot", "import"};
+  const std::vector<std::string> commands{"prepare",  "train", "translate",
+                                          "evaluate", "plot",  "import"};
   if (argc > 1 && argv[1][0] != '-' &&
       std::find(commands.begin(), commands.end(), argv[1]) == commands.end()) {
-    fmt::print(stderr, "torchattn-translate: error: unknown subcommand '{}'; expected one of {} (--help lists them)\n",
-               printable(argv[1]), fmt::join(commands, ", "));
+    fmt::print(
+        stderr,
+        "torchattn-translate: error: unknown subcommand '{}'; expected one of {} (--help lists "
+        "them)\n",
+        printable(argv[1]), fmt::join(commands, ", "));
     return 2;
   }
 
   // prepare
-  auto* prepare = app.add_subcommand("prepare", "Build train/dev/test splits (default corpus: Debian's French gettext catalogs)");
+  auto* prepare = app.add_subcommand(
+      "prepare", "Build train/dev/test splits (default corpus: Debian's French gettext catalogs)");
   std::string p_data, p_out = default_dir("translate-data"), p_cache;
   double p_dev = 0.03, p_test = 0.1;
   uint64_t p_seed = 1;
-  prepare->add_option("--data", p_data, "A TSV file of English<TAB>French[<TAB>French...] lines instead of the default corpus")->check(CLI::ExistingFile);
-  prepare->add_option("--out", p_out, "Directory for train.tsv, dev.tsv and test.tsv")->capture_default_str();
-  prepare->add_option("--cache", p_cache, "Where downloaded packages are kept (default: $XDG_CACHE_HOME/torchattn/gettext)");
-  prepare->add_option("--dev", p_dev, "Fraction of source sentences for dev")->capture_default_str()->check(CLI::Range(0.0, 0.5));
-  prepare->add_option("--test", p_test, "Fraction of source sentences for test")->capture_default_str()->check(CLI::Range(0.0, 0.5));
+  prepare
+      ->add_option(
+          "--data", p_data,
+          "A TSV file of English<TAB>French[<TAB>French...] lines instead of the default corpus")
+      ->check(CLI::ExistingFile);
+  prepare->add_option("--out", p_out, "Directory for train.tsv, dev.tsv and test.tsv")
+      ->capture_default_str();
+  prepare->add_option(
+      "--cache", p_cache,
+      "Where downloaded packages are kept (default: $XDG_CACHE_HOME/torchattn/gettext)");
+  prepare->add_option("--dev", p_dev, "Fraction of source sentences for dev")
+      ->capture_default_str()
+      ->check(CLI::Range(0.0, 0.5));
+  prepare->add_option("--test", p_test, "Fraction of source sentences for test")
+      ->capture_default_str()
+      ->check(CLI::Range(0.0, 0.5));
   prepare->add_option("--seed", p_seed, "Split seed")->capture_default_str();
 
   // train
@@ -134,63 +162,111 @@ int main(int argc, char** argv) {
   tc.out_dir = default_dir("translate-model");
   std::string t_data = default_dir("translate-data");
   bool t_resume = false, t_quiet = false;
-  train_cmd->add_option("--data", t_data, "Directory written by prepare (train.tsv, dev.tsv)")->capture_default_str();
+  train_cmd->add_option("--data", t_data, "Directory written by prepare (train.tsv, dev.tsv)")
+      ->capture_default_str();
   train_cmd->add_option("--out", tc.out_dir, "Model directory to write")->capture_default_str();
-  train_cmd->add_flag("--resume", t_resume, "Continue the run in --out from its last finished epoch");
-  train_cmd->add_option("--model", tc.model.kind, "gru or transformer")->capture_default_str()->check(CLI::IsMember({"gru", "transformer"}));
-  train_cmd->add_option("--attention", tc.model.attention, "GRU attention: dot, scaled, cosine, additive or general")
-      ->capture_default_str()->check(CLI::IsMember({"dot", "scaled", "cosine", "additive", "general"}));
-  train_cmd->add_option("--embed-dim", tc.model.embed_dim, "GRU embedding size")->capture_default_str();
-  train_cmd->add_option("--hidden-dim", tc.model.hidden_dim, "GRU hidden size / Transformer width")->capture_default_str();
-  train_cmd->add_option("--layers", tc.model.layers, "Transformer layers (encoder and decoder each)")->capture_default_str();
-  train_cmd->add_option("--heads", tc.model.heads, "Transformer attention heads")->capture_default_str();
-  train_cmd->add_option("--ff-dim", tc.model.ff_dim, "Transformer feed-forward size")->capture_default_str();
+  train_cmd->add_flag(
+      "--resume", t_resume, "Continue the run in --out from its last finished epoch");
+  train_cmd->add_option("--model", tc.model.kind, "gru or transformer")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"gru", "transformer"}));
+  train_cmd
+      ->add_option(
+          "--attention", tc.model.attention,
+          "GRU attention: dot, scaled, cosine, additive or general")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"dot", "scaled", "cosine", "additive", "general"}));
+  train_cmd->add_option("--embed-dim", tc.model.embed_dim, "GRU embedding size")
+      ->capture_default_str();
+  train_cmd->add_option("--hidden-dim", tc.model.hidden_dim, "GRU hidden size / Transformer width")
+      ->capture_default_str();
+  train_cmd
+      ->add_option("--layers", tc.model.layers, "Transformer layers (encoder and decoder each)")
+      ->capture_default_str();
+  train_cmd->add_option("--heads", tc.model.heads, "Transformer attention heads")
+      ->capture_default_str();
+  train_cmd->add_option("--ff-dim", tc.model.ff_dim, "Transformer feed-forward size")
+      ->capture_default_str();
   train_cmd->add_option("--dropout", tc.model.dropout, "Dropout")->capture_default_str();
   train_cmd->add_option("--epochs", tc.epochs, "Epochs")->capture_default_str();
-  train_cmd->add_option("--time-budget", tc.time_budget, "Stop after this many seconds of training (0: none)")->capture_default_str()->check(finite_range(0, 1e9));
-  train_cmd->add_option("--max-tokens", tc.max_tokens, "Padded tokens per batch")->capture_default_str();
+  train_cmd
+      ->add_option(
+          "--time-budget", tc.time_budget, "Stop after this many seconds of training (0: none)")
+      ->capture_default_str()
+      ->check(finite_range(0, 1e9));
+  train_cmd->add_option("--max-tokens", tc.max_tokens, "Padded tokens per batch")
+      ->capture_default_str();
   train_cmd->add_option("--lr", tc.lr, "Peak learning rate (Adam)")->capture_default_str();
   train_cmd->add_option("--warmup", tc.warmup, "Warm-up steps")->capture_default_str();
   train_cmd->add_option("--clip", tc.clip, "Gradient norm clipping")->capture_default_str();
-  train_cmd->add_option("--label-smoothing", tc.label_smoothing, "Label smoothing")->capture_default_str();
-  train_cmd->add_option("--min-freq", tc.min_freq, "Vocabulary: minimum token count")->capture_default_str();
-  train_cmd->add_option("--max-vocab", tc.max_vocab, "Vocabulary cap per side (0: none)")->capture_default_str();
-  train_cmd->add_option("--seed", tc.seed, "Seed (same seed and thread count: same model)")->capture_default_str();
+  train_cmd->add_option("--label-smoothing", tc.label_smoothing, "Label smoothing")
+      ->capture_default_str();
+  train_cmd->add_option("--min-freq", tc.min_freq, "Vocabulary: minimum token count")
+      ->capture_default_str();
+  train_cmd->add_option("--max-vocab", tc.max_vocab, "Vocabulary cap per side (0: none)")
+      ->capture_default_str();
+  train_cmd->add_option("--seed", tc.seed, "Seed (same seed and thread count: same model)")
+      ->capture_default_str();
   train_cmd->add_flag("--quiet", t_quiet, "No progress bar");
 
   // translate
-  auto* translate_cmd = app.add_subcommand("translate", "Translate sentences given as arguments, or stdin line by line");
+  auto* translate_cmd = app.add_subcommand(
+      "translate", "Translate sentences given as arguments, or stdin line by line");
   std::string m_dir = default_dir("translate-model");
   Translator::Options topt;
   std::vector<std::string> sentences;
   translate_cmd->add_option("--model", m_dir, "Model directory")->capture_default_str();
-  translate_cmd->add_option("--beam", topt.beam, "Beam size (1: greedy)")->capture_default_str()->check(CLI::Range(1, 100));
-  translate_cmd->add_option("--alpha", topt.alpha, "Length normalisation exponent")->capture_default_str()->check(finite_range(0, 10));
+  translate_cmd->add_option("--beam", topt.beam, "Beam size (1: greedy)")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 100));
+  translate_cmd->add_option("--alpha", topt.alpha, "Length normalisation exponent")
+      ->capture_default_str()
+      ->check(finite_range(0, 10));
   translate_cmd->add_option("sentences", sentences, "Sentences to translate (default: read stdin)");
 
   // evaluate
-  auto* evaluate_cmd = app.add_subcommand("evaluate", "Corpus BLEU on a TSV file (all references of a source count)");
+  auto* evaluate_cmd = app.add_subcommand(
+      "evaluate", "Corpus BLEU on a TSV file (all references of a source count)");
   std::string e_data = (fs::path(default_dir("translate-data")) / "test.tsv").string();
   int64_t e_show = 0;
   evaluate_cmd->add_option("--model", m_dir, "Model directory")->capture_default_str();
-  evaluate_cmd->add_option("--data", e_data, "TSV file: source<TAB>reference[<TAB>reference...]")->capture_default_str();
-  evaluate_cmd->add_option("--beam", topt.beam, "Beam size (1: greedy)")->capture_default_str()->check(CLI::Range(1, 100));
-  evaluate_cmd->add_option("--alpha", topt.alpha, "Length normalisation exponent")->capture_default_str()->check(finite_range(0, 10));
-  evaluate_cmd->add_option("--show", e_show, "Print this many sample translations")->capture_default_str()->check(CLI::NonNegativeNumber);
+  evaluate_cmd->add_option("--data", e_data, "TSV file: source<TAB>reference[<TAB>reference...]")
+      ->capture_default_str();
+  evaluate_cmd->add_option("--beam", topt.beam, "Beam size (1: greedy)")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 100));
+  evaluate_cmd->add_option("--alpha", topt.alpha, "Length normalisation exponent")
+      ->capture_default_str()
+      ->check(finite_range(0, 10));
+  evaluate_cmd->add_option("--show", e_show, "Print this many sample translations")
+      ->capture_default_str()
+      ->check(CLI::NonNegativeNumber);
 
   // plot
-  auto* plot_cmd = app.add_subcommand("plot", "Write the attention heatmap of a sentence as PNG and SVG");
+  auto* plot_cmd =
+      app.add_subcommand("plot", "Write the attention heatmap of a sentence as PNG and SVG");
   std::string plot_out = "attention";
   std::string plot_sentence;
   plot_cmd->add_option("--model", m_dir, "Model directory")->capture_default_str();
-  plot_cmd->add_option("--out", plot_out, "Output path without extension (.png and .svg are written)")->capture_default_str();
+  plot_cmd
+      ->add_option("--out", plot_out, "Output path without extension (.png and .svg are written)")
+      ->capture_default_str();
   plot_cmd->add_option("sentence", plot_sentence, "The English sentence")->required();
 
   // import
-  auto* import_cmd = app.add_subcommand("import", "Make a model directory from a TorchScript GRU model trained in Python (bench/translation_bench.py)");
+  auto* import_cmd = app.add_subcommand(
+      "import",
+      "Make a model directory from a TorchScript GRU model trained in Python "
+      "(bench/translation_bench.py)");
   std::string i_ts, i_vocab, i_out = default_dir("translate-model");
-  import_cmd->add_option("--torchscript", i_ts, "TorchScript file of bench/translation_models.py's GruSeq2Seq")->required();
-  import_cmd->add_option("--vocab", i_vocab, "Directory with the src.vocab and tgt.vocab it was trained with")->required();
+  import_cmd
+      ->add_option(
+          "--torchscript", i_ts, "TorchScript file of bench/translation_models.py's GruSeq2Seq")
+      ->required();
+  import_cmd
+      ->add_option(
+          "--vocab", i_vocab, "Directory with the src.vocab and tgt.vocab it was trained with")
+      ->required();
   import_cmd->add_option("--out", i_out, "Model directory to write")->capture_default_str();
 
   CLI11_PARSE(app, argc, argv);
@@ -203,25 +279,30 @@ int main(int argc, char** argv) {
       TrainSummary s;
       if (t_resume) {
         const bool epochs_given = train_cmd->count("--epochs") > 0;
-        s = resume(tc.out_dir, epochs_given ? tc.epochs : 0,
-                   train_cmd->count("--time-budget") > 0 ? tc.time_budget : 0, !t_quiet);
+        s = resume(
+            tc.out_dir, epochs_given ? tc.epochs : 0,
+            train_cmd->count("--time-budget") > 0 ? tc.time_budget : 0, !t_quiet);
       } else {
         tc.train_path = (fs::path(t_data) / "train.tsv").string();
         tc.dev_path = (fs::path(t_data) / "dev.tsv").string();
         tc.progress = !t_quiet;
         s = train(tc);
       }
-      if (s.interrupted) return 130;
-      fmt::print("train: {} epochs in {:.0f} s; best dev BLEU {:.2f} at epoch {}; model in '{}'\n", s.epochs_done,
-                 s.seconds, s.best_bleu, s.best_epoch, tc.out_dir);
+      if (s.interrupted)
+        return 130;
+      fmt::print(
+          "train: {} epochs in {:.0f} s; best dev BLEU {:.2f} at epoch {}; model in '{}'\n",
+          s.epochs_done, s.seconds, s.best_bleu, s.best_epoch, tc.out_dir);
       return 0;
     }
     if (translate_cmd->parsed()) {
       const Translator t = load_translator(m_dir);
       const bool from_stdin = sentences.empty();
-      if (from_stdin) sentences = read_lines(std::cin);
+      if (from_stdin)
+        sentences = read_lines(std::cin);
       check_sentences(sentences, from_stdin, t.options.max_len);
-      for (const auto& r : t.translate(sentences, topt)) std::cout << r.text << '\n';
+      for (const auto& r : t.translate(sentences, topt))
+        std::cout << r.text << '\n';
       return 0;
     }
     if (evaluate_cmd->parsed()) {
@@ -234,17 +315,23 @@ int main(int argc, char** argv) {
         refs.push_back(e.references);
       }
       const auto start = std::chrono::steady_clock::now();
-      for (auto& r : t.translate(sources, topt)) hyps.push_back(std::move(r.text));
-      const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+      for (auto& r : t.translate(sources, topt))
+        hyps.push_back(std::move(r.text));
+      const double secs =
+          std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
       const BleuScore b = corpus_bleu(hyps, refs);
-      for (int64_t i = 0; i < std::min<int64_t>(e_show, static_cast<int64_t>(sources.size())); ++i) {
+      for (int64_t i = 0; i < std::min<int64_t>(e_show, static_cast<int64_t>(sources.size()));
+           ++i) {
         fmt::print("  {}\n    -> {}\n    ref: {}\n", sources[i], hyps[i], refs[i][0]);
       }
-      fmt::print("BLEU = {:.2f} {:.1f}/{:.1f}/{:.1f}/{:.1f} (BP = {:.3f} ratio = {:.3f} hyp_len = {} ref_len = {}) "
-                 "on {} sentences of '{}', beam {}, {:.1f} s\n",
-                 b.score, b.precisions[0], b.precisions[1], b.precisions[2], b.precisions[3], b.brevity_penalty,
-                 b.ref_len ? static_cast<double>(b.hyp_len) / static_cast<double>(b.ref_len) : 0.0, b.hyp_len,
-                 b.ref_len, sources.size(), e_data, topt.beam, secs);
+      fmt::print(
+          "BLEU = {:.2f} {:.1f}/{:.1f}/{:.1f}/{:.1f} (BP = {:.3f} ratio = {:.3f} hyp_len = {} "
+          "ref_len = {}) "
+          "on {} sentences of '{}', beam {}, {:.1f} s\n",
+          b.score, b.precisions[0], b.precisions[1], b.precisions[2], b.precisions[3],
+          b.brevity_penalty,
+          b.ref_len ? static_cast<double>(b.hyp_len) / static_cast<double>(b.ref_len) : 0.0,
+          b.hyp_len, b.ref_len, sources.size(), e_data, topt.beam, secs);
       return 0;
     }
     if (import_cmd->parsed()) {
@@ -256,9 +343,11 @@ int main(int argc, char** argv) {
       const Translator t = load_translator(m_dir);
       topt.keep_attention = true;
       const auto r = t.translate({plot_sentence}, topt).at(0);
-      if (!r.attention.defined()) throw std::runtime_error("plot: the sentence has no tokens");
+      if (!r.attention.defined())
+        throw std::runtime_error("plot: the sentence has no tokens");
       std::vector<std::string> rows = r.tokens;
-      if (r.attention.size(0) > static_cast<int64_t>(rows.size())) rows.push_back("</s>");
+      if (r.attention.size(0) > static_cast<int64_t>(rows.size()))
+        rows.push_back("</s>");
       write_heatmap_svg(plot_out + ".svg", r.attention, r.source_tokens, rows);
       write_heatmap_png(plot_out + ".png", r.attention, r.source_tokens, rows);
       fmt::print("{}\nwrote {}.png and {}.svg\n", r.text, plot_out, plot_out);

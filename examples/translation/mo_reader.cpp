@@ -20,8 +20,9 @@ class Reader {
 
   uint32_t u32(uint64_t offset) const {
     if (offset + 4 > b_.size()) {
-      fail("offset " + std::to_string(offset) + " is past the end of the file (" +
-           std::to_string(b_.size()) + " bytes)");
+      fail(
+          "offset " + std::to_string(offset) + " is past the end of the file (" +
+          std::to_string(b_.size()) + " bytes)");
     }
     uint32_t v = 0;
     for (int k = 0; k < 4; ++k) {
@@ -32,9 +33,11 @@ class Reader {
   }
 
   void read_magic() {
-    if (b_.size() < 28) fail("it has " + std::to_string(b_.size()) + " bytes, fewer than a header");
+    if (b_.size() < 28)
+      fail("it has " + std::to_string(b_.size()) + " bytes, fewer than a header");
     const uint32_t m = u32(0);
-    if (m == kMagic) return;
+    if (m == kMagic)
+      return;
     swapped_ = true;
     if (u32(0) != kMagic) {
       std::ostringstream hex;
@@ -49,10 +52,12 @@ class Reader {
     const uint32_t length = u32(entry);
     const uint32_t offset = u32(entry + 4);
     if (static_cast<uint64_t>(offset) + length + 1 > b_.size()) {
-      fail("string " + std::to_string(index) + " (" + std::to_string(length) + " bytes at " +
-           std::to_string(offset) + ") runs past the end of the file");
+      fail(
+          "string " + std::to_string(index) + " (" + std::to_string(length) + " bytes at " +
+          std::to_string(offset) + ") runs past the end of the file");
     }
-    if (b_[offset + length] != '\0') fail("string " + std::to_string(index) + " lacks its NUL");
+    if (b_[offset + length] != '\0')
+      fail("string " + std::to_string(index) + " lacks its NUL");
     return b_.substr(offset, length);
   }
 
@@ -85,8 +90,9 @@ std::vector<MoEntry> parse_mo(const std::string& bytes, const std::string& name)
   const uint32_t translations = r.u32(16);
   for (uint32_t table : {originals, translations}) {
     if (static_cast<uint64_t>(table) + 8ull * count > bytes.size()) {
-      r.fail("a string table of " + std::to_string(count) + " entries at offset " +
-             std::to_string(table) + " does not fit in the file");
+      r.fail(
+          "a string table of " + std::to_string(count) + " entries at offset " +
+          std::to_string(table) + " does not fit in the file");
     }
   }
   std::vector<MoEntry> entries;
@@ -101,9 +107,11 @@ std::vector<MoEntry> parse_mo(const std::string& bytes, const std::string& name)
     }
     auto ids = split_nul(original);
     e.msgid = ids[0];
-    if (ids.size() > 1) e.msgid_plural = ids[1];
+    if (ids.size() > 1)
+      e.msgid_plural = ids[1];
     e.msgstr = split_nul(r.string_at(translations, i));
-    if (e.msgid.empty() && e.context.empty()) continue;  // the header
+    if (e.msgid.empty() && e.context.empty())
+      continue; // the header
     entries.push_back(std::move(e));
   }
   return entries;
@@ -111,7 +119,8 @@ std::vector<MoEntry> parse_mo(const std::string& bytes, const std::string& name)
 
 std::vector<MoEntry> read_mo(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
-  if (!in) throw std::runtime_error("cannot open .mo file '" + path + "'");
+  if (!in)
+    throw std::runtime_error("cannot open .mo file '" + path + "'");
   std::ostringstream bytes;
   bytes << in.rdbuf();
   return parse_mo(bytes.str(), path);

@@ -9,10 +9,10 @@
 namespace translate {
 
 struct MoEntry {
-  std::string context;                ///< msgctxt, empty when none
+  std::string context; ///< msgctxt, empty when none
   std::string msgid;
-  std::string msgid_plural;           ///< empty unless a plural entry
-  std::vector<std::string> msgstr;    ///< one translation, or one per plural form
+  std::string msgid_plural;        ///< empty unless a plural entry
+  std::vector<std::string> msgstr; ///< one translation, or one per plural form
 };
 
 /// Parses the bytes of a .mo file, either byte order. The header entry (empty msgid) is

@@ -1,8 +1,8 @@
 #include "model.h"
 
 #include "fused_gru.h"
-#include "text.h"
 #include "fused_loss.h"
+#include "text.h"
 
 #include <torchattn/torchattn.h>
 
@@ -28,35 +28,41 @@ int64_t to_int(const std::string& key, const std::string& v) {
   try {
     size_t used = 0;
     const long long x = std::stoll(v, &used);
-    if (used == v.size()) return x;
+    if (used == v.size())
+      return x;
   } catch (const std::exception&) {
   }
-  throw std::runtime_error("model option '" + printable(key) + "': '" + printable(v) + "' is not an integer");
+  throw std::runtime_error(
+      "model option '" + printable(key) + "': '" + printable(v) + "' is not an integer");
 }
 
 double to_double(const std::string& key, const std::string& v) {
   try {
     size_t used = 0;
     const double x = std::stod(v, &used);
-    if (used == v.size()) return x;
+    if (used == v.size())
+      return x;
   } catch (const std::exception&) {
   }
-  throw std::runtime_error("model option '" + printable(key) + "': '" + printable(v) + "' is not a number");
+  throw std::runtime_error(
+      "model option '" + printable(key) + "': '" + printable(v) + "' is not a number");
 }
 
 // Dropout by translate::dropout, active when its module is in training mode.
 struct Dropout {
   double p = 0;
   const torch::nn::Module* owner = nullptr;
-  Tensor operator()(const Tensor& x) const { return translate::dropout(x, p, owner->is_training()); }
+  Tensor operator()(const Tensor& x) const {
+    return translate::dropout(x, p, owner->is_training());
+  }
 };
 
 // ---- GRU encoder-decoder with attention (Luong et al. 2015, global attention) ----------
 
 struct GruState : DecoderState {
-  Tensor keys;     // [B, S, H]
-  Tensor src_pad;  // [B, S]
-  Tensor hidden;   // [1, B, H]
+  Tensor keys;    // [B, S, H]
+  Tensor src_pad; // [B, S]
+  Tensor hidden;  // [1, B, H]
   void select(const Tensor& index) override {
     keys = keys.index_select(0, index);
     src_pad = src_pad.index_select(0, index);
@@ -68,17 +74,21 @@ class GruSeq2SeqImpl : public Seq2SeqImpl {
  public:
   explicit GruSeq2SeqImpl(const ModelOptions& o) : Seq2SeqImpl(o) {
     const int64_t E = o.embed_dim, H = o.hidden_dim;
-    src_emb = register_module("src_embedding", torch::nn::Embedding(
-        torch::nn::EmbeddingOptions(o.src_vocab, E).padding_idx(0)));
-    tgt_emb = register_module("tgt_embedding", torch::nn::Embedding(
-        torch::nn::EmbeddingOptions(o.tgt_vocab, E).padding_idx(0)));
-    encoder = register_module("encoder", torch::nn::GRU(
-        torch::nn::GRUOptions(E, H).batch_first(true).bidirectional(true)));
+    src_emb = register_module(
+        "src_embedding",
+        torch::nn::Embedding(torch::nn::EmbeddingOptions(o.src_vocab, E).padding_idx(0)));
+    tgt_emb = register_module(
+        "tgt_embedding",
+        torch::nn::Embedding(torch::nn::EmbeddingOptions(o.tgt_vocab, E).padding_idx(0)));
+    encoder = register_module(
+        "encoder",
+        torch::nn::GRU(torch::nn::GRUOptions(E, H).batch_first(true).bidirectional(true)));
     forward_params_ = gru_params(*encoder, "");
     reverse_params_ = gru_params(*encoder, "_reverse");
     enc_proj = register_module("encoder_proj", torch::nn::Linear(2 * H, H));
     init_proj = register_module("init_proj", torch::nn::Linear(2 * H, H));
-    decoder = register_module("decoder", torch::nn::GRU(torch::nn::GRUOptions(E, H).batch_first(true)));
+    decoder =
+        register_module("decoder", torch::nn::GRU(torch::nn::GRUOptions(E, H).batch_first(true)));
     decoder_params_ = gru_params(*decoder, "");
     if (o.attention == "dot") {
       attention = torch::nn::AnyModule(tnn::DotProductAttention());
@@ -107,9 +117,9 @@ class GruSeq2SeqImpl : public Seq2SeqImpl {
   // and never reaches them; outputs at padding are zero, as pad_packed_sequence makes them.
   std::pair<Tensor, Tensor> run_encoder(const Tensor& src, const Tensor& src_pad) {
     const int64_t B = src.size(0), S = src.size(1), H = options.hidden_dim;
-    const Tensor lengths = src_pad.logical_not().sum(1, /*keepdim=*/true).clamp_min(1);  // [B, 1]
+    const Tensor lengths = src_pad.logical_not().sum(1, /*keepdim=*/true).clamp_min(1); // [B, 1]
     const Tensor pos = torch::arange(S, src.options()).unsqueeze(0).expand({B, S});
-    const Tensor reverse = torch::where(pos < lengths, lengths - 1 - pos, pos);  // its own inverse
+    const Tensor reverse = torch::where(pos < lengths, lengths - 1 - pos, pos); // its own inverse
     const Tensor last = (lengths - 1).unsqueeze(-1).expand({B, 1, H});
     const Tensor x = dropout(src_emb(src));
     const Tensor x_rev = x.gather(1, reverse.unsqueeze(-1).expand_as(x));
@@ -121,7 +131,8 @@ class GruSeq2SeqImpl : public Seq2SeqImpl {
     const Tensor keys = enc_proj(dropout(outputs));
     // Final states: the forward direction after the last real token, the backward one after
     // the first (the last step of its reversed pass).
-    const Tensor final_state = torch::cat({fwd.gather(1, last), bwd_rev.gather(1, last)}, -1).squeeze(1);
+    const Tensor final_state =
+        torch::cat({fwd.gather(1, last), bwd_rev.gather(1, last)}, -1).squeeze(1);
     return {keys, torch::tanh(init_proj(final_state)).unsqueeze(0)};
   }
 
@@ -142,8 +153,8 @@ class GruSeq2SeqImpl : public Seq2SeqImpl {
   }
 
   // decoder outputs [B, T, H] -> (output layer input [B, T, H], weights [B, T, S] or undefined)
-  std::pair<Tensor, Tensor> attend(const Tensor& h, const Tensor& keys, const Tensor& src_pad,
-                                   bool need_weights) {
+  std::pair<Tensor, Tensor> attend(
+      const Tensor& h, const Tensor& keys, const Tensor& src_pad, bool need_weights) {
     auto [context, weights] = attention.forward<std::tuple<Tensor, Tensor>>(
         h, keys, keys, Tensor(), src_pad, need_weights, false);
     const Tensor combined = torch::tanh(combine(torch::cat({context, h}, -1)));
@@ -170,7 +181,8 @@ class GruSeq2SeqImpl : public Seq2SeqImpl {
     auto [h, hidden] = decoder(tgt_emb(tokens.unsqueeze(1)), state.hidden);
     state.hidden = hidden;
     auto [features, weights] = attend(h, state.keys, state.src_pad, attn != nullptr);
-    if (attn) *attn = weights.squeeze(1);
+    if (attn)
+      *attn = weights.squeeze(1);
     return torch::log_softmax(out(features).squeeze(1), -1);
   }
 
@@ -202,15 +214,18 @@ TORCH_MODULE(FeedForward);
 tnn::MultiheadAttention make_mha(const ModelOptions& o) {
   // No dropout on the attention weights (as fairseq's default), so that training runs
   // torchattn's fused kernel; dropout stays on the residual branches and feed-forward.
-  return tnn::MultiheadAttention(tnn::MultiheadAttentionOptions(o.hidden_dim, o.heads).batch_first(true));
+  return tnn::MultiheadAttention(
+      tnn::MultiheadAttentionOptions(o.hidden_dim, o.heads).batch_first(true));
 }
 
 struct EncoderLayerImpl : torch::nn::Module {
   explicit EncoderLayerImpl(const ModelOptions& o) {
     self_attn = register_module("self_attn", make_mha(o));
     ff = register_module("ff", FeedForward(o.hidden_dim, o.ff_dim, o.dropout));
-    norm1 = register_module("norm1", torch::nn::LayerNorm(torch::nn::LayerNormOptions({o.hidden_dim})));
-    norm2 = register_module("norm2", torch::nn::LayerNorm(torch::nn::LayerNormOptions({o.hidden_dim})));
+    norm1 =
+        register_module("norm1", torch::nn::LayerNorm(torch::nn::LayerNormOptions({o.hidden_dim})));
+    norm2 =
+        register_module("norm2", torch::nn::LayerNorm(torch::nn::LayerNormOptions({o.hidden_dim})));
     dropout = Dropout{o.dropout, this};
   }
   Tensor forward(Tensor x, const Tensor& src_pad) {
@@ -231,7 +246,8 @@ struct DecoderLayerImpl : torch::nn::Module {
     cross_attn = register_module("cross_attn", make_mha(o));
     ff = register_module("ff", FeedForward(o.hidden_dim, o.ff_dim, o.dropout));
     for (int i = 0; i < 3; ++i) {
-      norms.push_back(register_module("norm" + std::to_string(i + 1),
+      norms.push_back(register_module(
+          "norm" + std::to_string(i + 1),
           torch::nn::LayerNorm(torch::nn::LayerNormOptions({o.hidden_dim}))));
     }
     dropout = Dropout{o.dropout, this};
@@ -239,20 +255,23 @@ struct DecoderLayerImpl : torch::nn::Module {
   // x [B, T, d], memory [B, S, d] -> [B, T, d]
   Tensor forward(Tensor x, const Tensor& memory, const Tensor& src_pad) {
     Tensor h = norms[0](x);
-    x = x + dropout(std::get<0>(self_attn(h, h, h, Tensor(), /*need_weights=*/false, Tensor(),
-                                          /*average_attn_weights=*/true, /*is_causal=*/true)));
+    x = x + dropout(std::get<0>(self_attn(
+                h, h, h, Tensor(), /*need_weights=*/false, Tensor(),
+                /*average_attn_weights=*/true, /*is_causal=*/true)));
     h = norms[1](x);
     x = x + dropout(std::get<0>(cross_attn(h, memory, memory, src_pad, /*need_weights=*/false)));
     return x + dropout(ff(norms[2](x)));
   }
   // One token: x [B, 1, d] -> [B, 1, d]; cross-attention weights [B, 1, S] when asked.
-  Tensor step(Tensor x, tnn::MultiheadAttentionCache& self_cache,
-              tnn::MultiheadAttentionCache& cross_cache, const Tensor& src_pad, Tensor* weights) {
+  Tensor step(
+      Tensor x, tnn::MultiheadAttentionCache& self_cache, tnn::MultiheadAttentionCache& cross_cache,
+      const Tensor& src_pad, Tensor* weights) {
     Tensor h = norms[0](x);
     x = x + std::get<0>(self_attn->forward_step(h, self_cache));
     h = norms[1](x);
     auto [c, w] = cross_attn->forward_step(h, cross_cache, src_pad, weights != nullptr);
-    if (weights) *weights = w;
+    if (weights)
+      *weights = w;
     x = x + c;
     return x + ff(norms[2](x));
   }
@@ -284,10 +303,12 @@ class TransformerSeq2SeqImpl : public Seq2SeqImpl {
  public:
   explicit TransformerSeq2SeqImpl(const ModelOptions& o) : Seq2SeqImpl(o) {
     const int64_t d = o.hidden_dim;
-    src_emb = register_module("src_embedding", torch::nn::Embedding(
-        torch::nn::EmbeddingOptions(o.src_vocab, d).padding_idx(0)));
-    tgt_emb = register_module("tgt_embedding", torch::nn::Embedding(
-        torch::nn::EmbeddingOptions(o.tgt_vocab, d).padding_idx(0)));
+    src_emb = register_module(
+        "src_embedding",
+        torch::nn::Embedding(torch::nn::EmbeddingOptions(o.src_vocab, d).padding_idx(0)));
+    tgt_emb = register_module(
+        "tgt_embedding",
+        torch::nn::Embedding(torch::nn::EmbeddingOptions(o.tgt_vocab, d).padding_idx(0)));
     for (auto* e : {&src_emb, &tgt_emb}) {
       torch::NoGradGuard no_grad;
       (*e)->weight.normal_(0.0, std::pow(static_cast<double>(d), -0.5));
@@ -304,40 +325,47 @@ class TransformerSeq2SeqImpl : public Seq2SeqImpl {
     }
     register_module("encoder", encoder_list);
     register_module("decoder", decoder_list);
-    enc_norm = register_module("encoder_norm", torch::nn::LayerNorm(torch::nn::LayerNormOptions({d})));
-    dec_norm = register_module("decoder_norm", torch::nn::LayerNorm(torch::nn::LayerNormOptions({d})));
+    enc_norm =
+        register_module("encoder_norm", torch::nn::LayerNorm(torch::nn::LayerNormOptions({d})));
+    dec_norm =
+        register_module("decoder_norm", torch::nn::LayerNorm(torch::nn::LayerNormOptions({d})));
     out = register_module("out", torch::nn::Linear(d, o.tgt_vocab));
     dropout = Dropout{o.dropout, this};
     // Sinusoidal positions [max_len, d].
     const Tensor pos = torch::arange(o.max_len, torch::kFloat).unsqueeze(1);
-    const Tensor div = torch::exp(torch::arange(0, d, 2, torch::kFloat) *
-                                  (-std::log(10000.0) / static_cast<double>(d)));
+    const Tensor div = torch::exp(
+        torch::arange(0, d, 2, torch::kFloat) * (-std::log(10000.0) / static_cast<double>(d)));
     Tensor pe = torch::zeros({o.max_len, d});
-    pe.index_put_({torch::indexing::Slice(), torch::indexing::Slice(0, torch::indexing::None, 2)},
-                  torch::sin(pos * div));
-    pe.index_put_({torch::indexing::Slice(), torch::indexing::Slice(1, torch::indexing::None, 2)},
-                  torch::cos(pos * div));
+    pe.index_put_(
+        {torch::indexing::Slice(), torch::indexing::Slice(0, torch::indexing::None, 2)},
+        torch::sin(pos * div));
+    pe.index_put_(
+        {torch::indexing::Slice(), torch::indexing::Slice(1, torch::indexing::None, 2)},
+        torch::cos(pos * div));
     positions = register_buffer("positions", pe);
   }
 
   Tensor embed(torch::nn::Embedding emb, const Tensor& tokens, int64_t offset) {
     const int64_t L = tokens.size(1);
-    TORCH_CHECK(offset + L <= options.max_len, "translate: a sentence of ", offset + L,
-                " tokens is longer than the model's max_len ", options.max_len);
+    TORCH_CHECK(
+        offset + L <= options.max_len, "translate: a sentence of ", offset + L,
+        " tokens is longer than the model's max_len ", options.max_len);
     const double scale = std::sqrt(static_cast<double>(options.hidden_dim));
     return emb(tokens) * scale + positions.narrow(0, offset, L);
   }
 
   Tensor run_encoder(const Tensor& src, const Tensor& src_pad) {
     Tensor x = dropout(embed(src_emb, src, 0));
-    for (auto& layer : encoder) x = layer(x, src_pad);
+    for (auto& layer : encoder)
+      x = layer(x, src_pad);
     return enc_norm(x);
   }
 
   Tensor features(const Tensor& src, const Tensor& src_pad, const Tensor& tgt_in) override {
     const Tensor memory = run_encoder(src, src_pad);
     Tensor x = dropout(embed(tgt_emb, tgt_in, 0));
-    for (auto& layer : decoder) x = layer(x, memory, src_pad);
+    for (auto& layer : decoder)
+      x = layer(x, memory, src_pad);
     return dec_norm(x);
   }
 
@@ -360,9 +388,11 @@ class TransformerSeq2SeqImpl : public Seq2SeqImpl {
     for (size_t i = 0; i < decoder.size(); ++i) {
       const bool last = i + 1 == decoder.size();
       Tensor w;
-      x = decoder[i]->step(x, state.self_caches[i], state.cross_caches[i], state.src_pad,
-                           last && attn ? &w : nullptr);
-      if (last && attn) *attn = w.squeeze(1);
+      x = decoder[i]->step(
+          x, state.self_caches[i], state.cross_caches[i], state.src_pad,
+          last && attn ? &w : nullptr);
+      if (last && attn)
+        *attn = w.squeeze(1);
     }
     return torch::log_softmax(out(dec_norm(x)).squeeze(1), -1);
   }
@@ -385,34 +415,47 @@ std::map<std::string, std::string> ModelOptions::to_map() const {
     s << x;
     return s.str();
   };
-  return {{"kind", kind},
-          {"attention", attention},
-          {"src_vocab", std::to_string(src_vocab)},
-          {"tgt_vocab", std::to_string(tgt_vocab)},
-          {"embed_dim", std::to_string(embed_dim)},
-          {"hidden_dim", std::to_string(hidden_dim)},
-          {"layers", std::to_string(layers)},
-          {"heads", std::to_string(heads)},
-          {"ff_dim", std::to_string(ff_dim)},
-          {"dropout", num(dropout)},
-          {"max_len", std::to_string(max_len)}};
+  return {
+      {"kind", kind},
+      {"attention", attention},
+      {"src_vocab", std::to_string(src_vocab)},
+      {"tgt_vocab", std::to_string(tgt_vocab)},
+      {"embed_dim", std::to_string(embed_dim)},
+      {"hidden_dim", std::to_string(hidden_dim)},
+      {"layers", std::to_string(layers)},
+      {"heads", std::to_string(heads)},
+      {"ff_dim", std::to_string(ff_dim)},
+      {"dropout", num(dropout)},
+      {"max_len", std::to_string(max_len)}};
 }
 
 ModelOptions ModelOptions::from_map(const std::map<std::string, std::string>& m) {
   ModelOptions o;
   for (const auto& [k, v] : m) {
-    if (k == "kind") o.kind = v;
-    else if (k == "attention") o.attention = v;
-    else if (k == "src_vocab") o.src_vocab = to_int(k, v);
-    else if (k == "tgt_vocab") o.tgt_vocab = to_int(k, v);
-    else if (k == "embed_dim") o.embed_dim = to_int(k, v);
-    else if (k == "hidden_dim") o.hidden_dim = to_int(k, v);
-    else if (k == "layers") o.layers = to_int(k, v);
-    else if (k == "heads") o.heads = to_int(k, v);
-    else if (k == "ff_dim") o.ff_dim = to_int(k, v);
-    else if (k == "dropout") o.dropout = to_double(k, v);
-    else if (k == "max_len") o.max_len = to_int(k, v);
-    else throw std::runtime_error("unknown model option '" + printable(k) + "'");
+    if (k == "kind")
+      o.kind = v;
+    else if (k == "attention")
+      o.attention = v;
+    else if (k == "src_vocab")
+      o.src_vocab = to_int(k, v);
+    else if (k == "tgt_vocab")
+      o.tgt_vocab = to_int(k, v);
+    else if (k == "embed_dim")
+      o.embed_dim = to_int(k, v);
+    else if (k == "hidden_dim")
+      o.hidden_dim = to_int(k, v);
+    else if (k == "layers")
+      o.layers = to_int(k, v);
+    else if (k == "heads")
+      o.heads = to_int(k, v);
+    else if (k == "ff_dim")
+      o.ff_dim = to_int(k, v);
+    else if (k == "dropout")
+      o.dropout = to_double(k, v);
+    else if (k == "max_len")
+      o.max_len = to_int(k, v);
+    else
+      throw std::runtime_error("unknown model option '" + printable(k) + "'");
   }
   o.validate();
   return o;
@@ -420,24 +463,31 @@ ModelOptions ModelOptions::from_map(const std::map<std::string, std::string>& m)
 
 void ModelOptions::validate() const {
   auto fail = [](const std::string& what) { throw std::runtime_error("model options: " + what); };
-  if (kind != "gru" && kind != "transformer") fail("kind is '" + kind + "', expected gru or transformer");
+  if (kind != "gru" && kind != "transformer")
+    fail("kind is '" + kind + "', expected gru or transformer");
   if (attention != "dot" && attention != "scaled" && attention != "cosine" &&
       attention != "additive" && attention != "general") {
     fail("attention is '" + attention + "', expected dot, scaled, cosine, additive or general");
   }
-  if (src_vocab < 5 || tgt_vocab < 5) fail("the vocabularies must hold more than the 4 special tokens");
-  if (embed_dim <= 0 || hidden_dim <= 0 || layers <= 0 || heads <= 0 || ff_dim <= 0 || max_len <= 0) {
+  if (src_vocab < 5 || tgt_vocab < 5)
+    fail("the vocabularies must hold more than the 4 special tokens");
+  if (embed_dim <= 0 || hidden_dim <= 0 || layers <= 0 || heads <= 0 || ff_dim <= 0 ||
+      max_len <= 0) {
     fail("dimensions, layers, heads and max_len must be positive");
   }
   if (kind == "transformer" && hidden_dim % heads != 0) {
-    fail("hidden_dim " + std::to_string(hidden_dim) + " is not divisible by heads " + std::to_string(heads));
+    fail(
+        "hidden_dim " + std::to_string(hidden_dim) + " is not divisible by heads " +
+        std::to_string(heads));
   }
-  if (!(dropout >= 0 && dropout < 1)) fail("dropout must be in [0, 1)");
+  if (!(dropout >= 0 && dropout < 1))
+    fail("dropout must be in [0, 1)");
 }
 
 std::shared_ptr<Seq2SeqImpl> make_model(const ModelOptions& options) {
   options.validate();
-  if (options.kind == "gru") return std::make_shared<GruSeq2SeqImpl>(options);
+  if (options.kind == "gru")
+    return std::make_shared<GruSeq2SeqImpl>(options);
   return std::make_shared<TransformerSeq2SeqImpl>(options);
 }
 

@@ -16,17 +16,17 @@ namespace translate {
 
 /// Architecture options, saved as `options.txt` in every model directory.
 struct ModelOptions {
-  std::string kind = "transformer";  ///< "gru" or "transformer"
-  std::string attention = "additive";  ///< GRU: dot | scaled | cosine | additive | general
+  std::string kind = "transformer";   ///< "gru" or "transformer"
+  std::string attention = "additive"; ///< GRU: dot | scaled | cosine | additive | general
   int64_t src_vocab = 0;
   int64_t tgt_vocab = 0;
   int64_t embed_dim = 256;
-  int64_t hidden_dim = 256;  ///< GRU hidden size; Transformer model width (= embed_dim)
-  int64_t layers = 2;        ///< Transformer encoder and decoder layers (GRU: 1)
+  int64_t hidden_dim = 256; ///< GRU hidden size; Transformer model width (= embed_dim)
+  int64_t layers = 2;       ///< Transformer encoder and decoder layers (GRU: 1)
   int64_t heads = 4;
   int64_t ff_dim = 512;
   double dropout = 0.1;
-  int64_t max_len = 128;     ///< longest sentence the positional table covers
+  int64_t max_len = 128; ///< longest sentence the positional table covers
 
   std::map<std::string, std::string> to_map() const;
   /// Throws std::runtime_error on an unknown key, a bad value or an invalid combination.
@@ -45,22 +45,21 @@ class Seq2SeqImpl : public torch::nn::Module {
  public:
   explicit Seq2SeqImpl(ModelOptions options) : options(std::move(options)) {}
   // src [B, S], src_pad [B, S] (true at padding), tgt_in [B, T] -> logits [B, T, V]
-  torch::Tensor forward(const torch::Tensor& src, const torch::Tensor& src_pad, const torch::Tensor& tgt_in) {
+  torch::Tensor forward(
+      const torch::Tensor& src, const torch::Tensor& src_pad, const torch::Tensor& tgt_in) {
     return output_layer()(features(src, src_pad, tgt_in));
   }
   // src [B, S], src_pad [B, S], tgt_in [B, T] -> the input of the output layer [B, T, H]
-  virtual torch::Tensor features(const torch::Tensor& src,
-                                 const torch::Tensor& src_pad,
-                                 const torch::Tensor& tgt_in) = 0;
+  virtual torch::Tensor features(
+      const torch::Tensor& src, const torch::Tensor& src_pad, const torch::Tensor& tgt_in) = 0;
   /// The last layer, H -> target vocabulary logits.
   virtual torch::nn::Linear output_layer() const = 0;
   // src [B, S], src_pad [B, S] -> the state before the first target token
-  virtual std::unique_ptr<DecoderState> encode(const torch::Tensor& src,
-                                               const torch::Tensor& src_pad) = 0;
+  virtual std::unique_ptr<DecoderState> encode(
+      const torch::Tensor& src, const torch::Tensor& src_pad) = 0;
   // tokens [B] -> log-probabilities [B, V]; attention [B, S] over the source when asked
-  virtual torch::Tensor step(DecoderState& state,
-                             const torch::Tensor& tokens,
-                             torch::Tensor* attention = nullptr) = 0;
+  virtual torch::Tensor step(
+      DecoderState& state, const torch::Tensor& tokens, torch::Tensor* attention = nullptr) = 0;
 
   ModelOptions options;
 };

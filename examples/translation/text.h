@@ -46,9 +46,8 @@ class Vocab {
   Vocab();
   /// The tokens of `sentences` seen at least `min_freq` times, most frequent first (ties in
   /// byte order), at most `max_size` ids in all (0: no cap).
-  static Vocab build(const std::vector<std::vector<std::string>>& sentences,
-                     int64_t min_freq,
-                     int64_t max_size);
+  static Vocab build(
+      const std::vector<std::vector<std::string>>& sentences, int64_t min_freq, int64_t max_size);
   /// One token per line, the specials first. Throws std::runtime_error naming the file and
   /// line on a malformed or truncated file.
   static Vocab load(const std::string& path);

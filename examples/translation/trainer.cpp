@@ -14,14 +14,14 @@
 
 #include <fmt/format.h>
 
+#include <unistd.h>
 #include <atomic>
 #include <chrono>
-#include <csignal>
 #include <cmath>
+#include <csignal>
 #include <filesystem>
 #include <fstream>
 #include <iostream>
-#include <unistd.h>
 
 namespace translate {
 namespace fs = std::filesystem;
@@ -30,9 +30,13 @@ using torch::Tensor;
 namespace {
 
 volatile std::sig_atomic_t g_interrupted = 0;
-extern "C" void on_signal(int) { g_interrupted = 1; }
+extern "C" void on_signal(int) {
+  g_interrupted = 1;
+}
 
-std::string num(double x) { return fmt::format("{:.17g}", x); }
+std::string num(double x) {
+  return fmt::format("{:.17g}", x);
+}
 
 int64_t to_int(const std::map<std::string, std::string>& m, const std::string& k) {
   try {
@@ -52,7 +56,9 @@ double to_double(const std::map<std::string, std::string>& m, const std::string&
 void rename_over(const fs::path& from, const fs::path& to) {
   std::error_code ec;
   fs::rename(from, to, ec);
-  if (ec) throw std::runtime_error("cannot rename '" + from.string() + "' to '" + to.string() + "': " + ec.message());
+  if (ec)
+    throw std::runtime_error(
+        "cannot rename '" + from.string() + "' to '" + to.string() + "': " + ec.message());
 }
 
 void save_archive(torch::serialize::OutputArchive& a, const fs::path& path) {
@@ -68,28 +74,35 @@ void save_module(const torch::nn::Module& m, const fs::path& path) {
 }
 
 void load_module(torch::nn::Module& m, const fs::path& path) {
-  if (!fs::exists(path)) throw std::runtime_error("missing weights file '" + path.string() + "'");
+  if (!fs::exists(path))
+    throw std::runtime_error("missing weights file '" + path.string() + "'");
   // Module::load replaces each tensor whatever its shape, so the shapes are checked here.
   std::vector<std::pair<std::string, std::vector<int64_t>>> expected;
-  for (const auto& p : m.named_parameters()) expected.emplace_back(p.key(), p.value().sizes().vec());
-  for (const auto& b : m.named_buffers()) expected.emplace_back(b.key(), b.value().sizes().vec());
+  for (const auto& p : m.named_parameters())
+    expected.emplace_back(p.key(), p.value().sizes().vec());
+  for (const auto& b : m.named_buffers())
+    expected.emplace_back(b.key(), b.value().sizes().vec());
   try {
     torch::serialize::InputArchive a;
     a.load_from(path.string());
     m.load(a);
   } catch (const c10::Error& e) {
-    throw std::runtime_error("'" + path.string() +
-                             "' is not a weights file that matches options.txt (truncated, corrupt "
-                             "or from another model): " + e.what_without_backtrace());
+    throw std::runtime_error(
+        "'" + path.string() +
+        "' is not a weights file that matches options.txt (truncated, corrupt "
+        "or from another model): " +
+        e.what_without_backtrace());
   }
   auto params = m.named_parameters();
   auto buffers = m.named_buffers();
   for (const auto& [name, shape] : expected) {
     const torch::Tensor* t = params.find(name);
-    if (t == nullptr) t = buffers.find(name);
+    if (t == nullptr)
+      t = buffers.find(name);
     if (t == nullptr || t->sizes().vec() != shape) {
       throw std::runtime_error(fmt::format(
-          "'{}' is not a weights file that matches options.txt: '{}' has shape [{}], the model expects [{}]",
+          "'{}' is not a weights file that matches options.txt: '{}' has shape [{}], the model "
+          "expects [{}]",
           path.string(), name, t ? fmt::format("{}", fmt::join(t->sizes(), ", ")) : "none",
           fmt::format("{}", fmt::join(shape, ", "))));
     }
@@ -104,8 +117,8 @@ struct Progress {
 
 std::map<std::string, std::string> to_map(const Progress& p) {
   return {{"epoch", std::to_string(p.epoch)}, {"step", std::to_string(p.step)},
-          {"seconds", num(p.seconds)}, {"best_bleu", num(p.best_bleu)},
-          {"best_loss", num(p.best_loss)}, {"best_epoch", std::to_string(p.best_epoch)}};
+          {"seconds", num(p.seconds)},        {"best_bleu", num(p.best_bleu)},
+          {"best_loss", num(p.best_loss)},    {"best_epoch", std::to_string(p.best_epoch)}};
 }
 
 Progress progress_from(const std::map<std::string, std::string>& m) {
@@ -129,7 +142,8 @@ double now() {
 }
 
 // Mean token NLL on `pairs` without label smoothing or dropout.
-double evaluate_loss(Seq2SeqImpl& model, const std::vector<EncodedPair>& pairs, int64_t max_tokens) {
+double evaluate_loss(
+    Seq2SeqImpl& model, const std::vector<EncodedPair>& pairs, int64_t max_tokens) {
   torch::NoGradGuard no_grad;
   std::mt19937_64 rng(0);
   double total = 0;
@@ -139,7 +153,9 @@ double evaluate_loss(Seq2SeqImpl& model, const std::vector<EncodedPair>& pairs, 
     const Tensor logits = model.forward(b.src, b.src_pad, b.tgt_in);
     total += torch::nn::functional::cross_entropy(
                  logits.reshape({-1, logits.size(-1)}), b.tgt_out.reshape(-1),
-                 torch::nn::functional::CrossEntropyFuncOptions().ignore_index(Vocab::kPad).reduction(torch::kSum))
+                 torch::nn::functional::CrossEntropyFuncOptions()
+                     .ignore_index(Vocab::kPad)
+                     .reduction(torch::kSum))
                  .item<double>();
     tokens += b.target_tokens;
   }
@@ -153,8 +169,9 @@ Tensor training_loss(Seq2SeqImpl& model, const Batch& b, double label_smoothing)
   // Only the rows of real target tokens go through the output layer.
   const Tensor rows = b.tgt_out.reshape(-1).ne(Vocab::kPad).nonzero().squeeze(1);
   const auto out = model.output_layer();
-  return linear_cross_entropy(h.reshape({-1, h.size(-1)}).index_select(0, rows), out->weight, out->bias,
-                              b.tgt_out.reshape(-1).index_select(0, rows), label_smoothing, Vocab::kPad);
+  return linear_cross_entropy(
+      h.reshape({-1, h.size(-1)}).index_select(0, rows), out->weight, out->bias,
+      b.tgt_out.reshape(-1).index_select(0, rows), label_smoothing, Vocab::kPad);
 }
 
 namespace {
@@ -197,11 +214,13 @@ TrainSummary run(const TrainConfig& c, bool resuming) {
 
   torch::manual_seed(c.seed);
   auto model = make_model(mo);
-  FusedAdam optimizer(model->parameters(), torch::optim::AdamOptions(c.lr).betas({0.9, 0.98}).eps(1e-9));
+  FusedAdam optimizer(
+      model->parameters(), torch::optim::AdamOptions(c.lr).betas({0.9, 0.98}).eps(1e-9));
   Progress state;
   if (resuming) {
     fs::path ck = dir / "checkpoint";
-    if (!fs::exists(ck) && fs::exists(dir / "checkpoint.old")) ck = dir / "checkpoint.old";
+    if (!fs::exists(ck) && fs::exists(dir / "checkpoint.old"))
+      ck = dir / "checkpoint.old";
     if (!fs::exists(ck / "progress.txt")) {
       throw std::runtime_error("'" + dir.string() + "' has no finished epoch to resume from");
     }
@@ -211,7 +230,8 @@ TrainSummary run(const TrainConfig& c, bool resuming) {
       a.load_from((ck / "optimizer.pt").string());
       optimizer.load(a);
     } catch (const c10::Error& e) {
-      throw std::runtime_error("'" + (ck / "optimizer.pt").string() + "' is corrupt: " + e.what_without_backtrace());
+      throw std::runtime_error(
+          "'" + (ck / "optimizer.pt").string() + "' is corrupt: " + e.what_without_backtrace());
     }
     try {
       state = progress_from(read_key_values((ck / "progress.txt").string()));
@@ -224,10 +244,14 @@ TrainSummary run(const TrainConfig& c, bool resuming) {
   const auto pairs = encode_pairs(train_examples, src_vocab, tgt_vocab, mo.max_len, &too_long);
   const auto dev_pairs = encode_pairs(dev_examples, src_vocab, tgt_vocab, mo.max_len, &too_long);
   if (too_long > 0 && !resuming) {
-    fmt::print(stderr, "train: warning: {} pairs have a sentence longer than max_len ({} tokens) and are left out\n",
-               too_long, mo.max_len);
+    fmt::print(
+        stderr,
+        "train: warning: {} pairs have a sentence longer than max_len ({} tokens) and are left "
+        "out\n",
+        too_long, mo.max_len);
   }
-  if (pairs.empty()) throw std::runtime_error("no training pairs in '" + c.train_path + "'");
+  if (pairs.empty())
+    throw std::runtime_error("no training pairs in '" + c.train_path + "'");
   std::vector<std::string> dev_sources;
   std::vector<std::vector<std::string>> dev_refs;
   for (const auto& e : dev_examples) {
@@ -236,13 +260,20 @@ TrainSummary run(const TrainConfig& c, bool resuming) {
   }
   const Translator translator{mo, src_vocab, tgt_vocab, model};
   if (!resuming) {
-    fmt::print(stderr, "train: {} pairs ({} sources), dev {} sources; vocabularies {} / {}; {} parameters\n",
-               pairs.size(), train_examples.size(), dev_examples.size(), src_vocab.size(),
-               tgt_vocab.size(),
-               [&] { int64_t n = 0; for (const auto& p : model->parameters()) n += p.numel(); return n; }());
+    fmt::print(
+        stderr,
+        "train: {} pairs ({} sources), dev {} sources; vocabularies {} / {}; {} parameters\n",
+        pairs.size(), train_examples.size(), dev_examples.size(), src_vocab.size(),
+        tgt_vocab.size(), [&] {
+          int64_t n = 0;
+          for (const auto& p : model->parameters())
+            n += p.numel();
+          return n;
+        }());
   } else {
-    fmt::print(stderr, "train: resuming '{}' after epoch {} ({} of training so far)\n", dir.string(),
-               state.epoch, clock(state.seconds));
+    fmt::print(
+        stderr, "train: resuming '{}' after epoch {} ({} of training so far)\n", dir.string(),
+        state.epoch, clock(state.seconds));
   }
 
   SignalGuard signals;
@@ -262,9 +293,11 @@ TrainSummary run(const TrainConfig& c, bool resuming) {
     bool out_of_time = false;
     for (size_t i = 0; i < batches.size(); ++i) {
       if (g_interrupted) {
-        fmt::print(stderr, "\ntrain: interrupted in epoch {}; the {} finished epochs are saved in '{}'. "
-                           "Continue with: torchattn-translate train --resume --out {}\n",
-                   epoch, epoch - 1, (dir / "checkpoint").string(), dir.string());
+        fmt::print(
+            stderr,
+            "\ntrain: interrupted in epoch {}; the {} finished epochs are saved in '{}'. "
+            "Continue with: torchattn-translate train --resume --out {}\n",
+            epoch, epoch - 1, (dir / "checkpoint").string(), dir.string());
         summary.interrupted = true;
         summary.epochs_done = epoch - 1;
         summary.best_bleu = state.best_bleu;
@@ -274,9 +307,11 @@ TrainSummary run(const TrainConfig& c, bool resuming) {
       }
       ++state.step;
       const double s = static_cast<double>(state.step);
-      const double lr = c.lr * std::min(s / static_cast<double>(c.warmup),
-                                        std::sqrt(static_cast<double>(c.warmup) / s));
-      for (auto& g : optimizer.param_groups()) static_cast<torch::optim::AdamOptions&>(g.options()).lr(lr);
+      const double lr =
+          c.lr *
+          std::min(s / static_cast<double>(c.warmup), std::sqrt(static_cast<double>(c.warmup) / s));
+      for (auto& g : optimizer.param_groups())
+        static_cast<torch::optim::AdamOptions&>(g.options()).lr(lr);
       const Batch b = make_batch(pairs, batches[i]);
       const Tensor loss = training_loss(*model, b, c.label_smoothing);
       optimizer.zero_grad();
@@ -292,40 +327,46 @@ TrainSummary run(const TrainConfig& c, bool resuming) {
         const double spent = t - epoch_start;
         constexpr int kWidth = 24;
         const int filled = static_cast<int>(done * kWidth);
-        fmt::print(stderr, "{}epoch {:>2}/{} [{}{}] {:>3.0f}% loss {:.3f} {:>6.0f} tok/s ETA {} | {}{}{}",
-                   tty ? "\r" : "", epoch, c.epochs, std::string(filled, '#'),
-                   std::string(kWidth - filled, '.'), 100 * done, loss_sum / static_cast<double>(tokens),
-                   static_cast<double>(tokens) / spent, clock(spent / done - spent), clock(elapsed()),
-                   c.time_budget > 0 ? " of " + clock(c.time_budget) : "", tty ? "" : "\n");
+        fmt::print(
+            stderr, "{}epoch {:>2}/{} [{}{}] {:>3.0f}% loss {:.3f} {:>6.0f} tok/s ETA {} | {}{}{}",
+            tty ? "\r" : "", epoch, c.epochs, std::string(filled, '#'),
+            std::string(kWidth - filled, '.'), 100 * done, loss_sum / static_cast<double>(tokens),
+            static_cast<double>(tokens) / spent, clock(spent / done - spent), clock(elapsed()),
+            c.time_budget > 0 ? " of " + clock(c.time_budget) : "", tty ? "" : "\n");
       }
       if (c.time_budget > 0 && elapsed() >= c.time_budget) {
         out_of_time = true;
         break;
       }
     }
-    if (c.progress && tty) fmt::print(stderr, "\n");
+    if (c.progress && tty)
+      fmt::print(stderr, "\n");
     model->eval();
     const double dev_loss = evaluate_loss(*model, dev_pairs, c.max_tokens);
     std::vector<std::string> hyps;
-    for (auto& r : translator.translate(dev_sources, {})) hyps.push_back(std::move(r.text));
+    for (auto& r : translator.translate(dev_sources, {}))
+      hyps.push_back(std::move(r.text));
     const double bleu = corpus_bleu(hyps, dev_refs).score;
     state.epoch = epoch;
     state.seconds = elapsed();
     const double train_loss = loss_sum / static_cast<double>(std::max<int64_t>(tokens, 1));
-    const bool best = bleu > state.best_bleu || (bleu == state.best_bleu && dev_loss < state.best_loss);
+    const bool best =
+        bleu > state.best_bleu || (bleu == state.best_bleu && dev_loss < state.best_loss);
     if (best) {
       state.best_bleu = bleu;
       state.best_loss = dev_loss;
       state.best_epoch = epoch;
       save_module(*model, dir / "model.pt");
     }
-    std::ofstream(dir / "history.tsv", std::ios::app)
-        << fmt::format("{}\t{:.4f}\t{:.4f}\t{:.2f}\t{:.1f}\n", epoch, train_loss, dev_loss, bleu, state.seconds);
-    fmt::print(stderr, "epoch {:>2}: train loss {:.3f}, dev loss {:.3f}, dev BLEU {:.2f}{}{}\n", epoch,
-               train_loss, dev_loss, bleu, best ? " (best)" : "",
-               out_of_time ? fmt::format(" — time budget of {} reached", clock(c.time_budget)) : "");
+    std::ofstream(dir / "history.tsv", std::ios::app) << fmt::format(
+        "{}\t{:.4f}\t{:.4f}\t{:.2f}\t{:.1f}\n", epoch, train_loss, dev_loss, bleu, state.seconds);
+    fmt::print(
+        stderr, "epoch {:>2}: train loss {:.3f}, dev loss {:.3f}, dev BLEU {:.2f}{}{}\n", epoch,
+        train_loss, dev_loss, bleu, best ? " (best)" : "",
+        out_of_time ? fmt::format(" — time budget of {} reached", clock(c.time_budget)) : "");
     // The finished epoch, written beside the old checkpoint and swapped in.
-    const fs::path tmp = dir / "checkpoint.tmp", ck = dir / "checkpoint", old = dir / "checkpoint.old";
+    const fs::path tmp = dir / "checkpoint.tmp", ck = dir / "checkpoint",
+                   old = dir / "checkpoint.old";
     fs::remove_all(tmp);
     fs::create_directories(tmp);
     save_module(*model, tmp / "weights.pt");
@@ -336,11 +377,13 @@ TrainSummary run(const TrainConfig& c, bool resuming) {
     }
     write_key_values((tmp / "progress.txt").string(), to_map(state));
     fs::remove_all(old);
-    if (fs::exists(ck)) rename_over(ck, old);
+    if (fs::exists(ck))
+      rename_over(ck, old);
     rename_over(tmp, ck);
     fs::remove_all(old);
     summary.epochs_done = epoch;
-    if (out_of_time) break;
+    if (out_of_time)
+      break;
   }
   summary.best_bleu = state.best_bleu;
   summary.best_epoch = state.best_epoch;
@@ -352,14 +395,18 @@ TrainSummary run(const TrainConfig& c, bool resuming) {
 
 std::map<std::string, std::string> read_key_values(const std::string& path) {
   std::ifstream in(path);
-  if (!in) throw std::runtime_error("cannot open '" + path + "'");
+  if (!in)
+    throw std::runtime_error("cannot open '" + path + "'");
   std::map<std::string, std::string> m;
   std::string line;
   for (int n = 1; std::getline(in, line); ++n) {
-    if (line.empty() || line[0] == '#') continue;
+    if (line.empty() || line[0] == '#')
+      continue;
     const size_t eq = line.find('=');
     if (eq == std::string::npos || eq == 0) {
-      throw std::runtime_error("'" + path + "', line " + std::to_string(n) + ": expected key=value, got '" + printable(line) + "'");
+      throw std::runtime_error(
+          "'" + path + "', line " + std::to_string(n) + ": expected key=value, got '" +
+          printable(line) + "'");
     }
     m[line.substr(0, eq)] = line.substr(eq + 1);
   }
@@ -370,19 +417,29 @@ void write_key_values(const std::string& path, const std::map<std::string, std::
   const std::string tmp = path + ".tmp";
   {
     std::ofstream out(tmp);
-    for (const auto& [k, v] : m) out << k << '=' << v << '\n';
-    if (!out) throw std::runtime_error("cannot write '" + tmp + "'");
+    for (const auto& [k, v] : m)
+      out << k << '=' << v << '\n';
+    if (!out)
+      throw std::runtime_error("cannot write '" + tmp + "'");
   }
   rename_over(tmp, path);
 }
 
 std::map<std::string, std::string> TrainConfig::to_map() const {
-  return {{"train", train_path}, {"dev", dev_path}, {"out", out_dir},
-          {"epochs", std::to_string(epochs)}, {"time_budget", num(time_budget)},
-          {"max_tokens", std::to_string(max_tokens)}, {"lr", num(lr)},
-          {"warmup", std::to_string(warmup)}, {"clip", num(clip)},
-          {"label_smoothing", num(label_smoothing)}, {"min_freq", std::to_string(min_freq)},
-          {"max_vocab", std::to_string(max_vocab)}, {"seed", std::to_string(seed)}};
+  return {
+      {"train", train_path},
+      {"dev", dev_path},
+      {"out", out_dir},
+      {"epochs", std::to_string(epochs)},
+      {"time_budget", num(time_budget)},
+      {"max_tokens", std::to_string(max_tokens)},
+      {"lr", num(lr)},
+      {"warmup", std::to_string(warmup)},
+      {"clip", num(clip)},
+      {"label_smoothing", num(label_smoothing)},
+      {"min_freq", std::to_string(min_freq)},
+      {"max_vocab", std::to_string(max_vocab)},
+      {"seed", std::to_string(seed)}};
 }
 
 TrainConfig TrainConfig::from_map(const std::map<std::string, std::string>& m) {
@@ -404,26 +461,33 @@ TrainConfig TrainConfig::from_map(const std::map<std::string, std::string>& m) {
 }
 
 TrainSummary train(const TrainConfig& config) {
-  if (fs::exists(fs::path(config.out_dir) / "checkpoint") || fs::exists(fs::path(config.out_dir) / "train.txt")) {
-    throw std::runtime_error("'" + config.out_dir + "' already holds a training run: continue it with "
-                             "'train --resume --out " + config.out_dir + "', or choose another --out");
+  if (fs::exists(fs::path(config.out_dir) / "checkpoint") ||
+      fs::exists(fs::path(config.out_dir) / "train.txt")) {
+    throw std::runtime_error(
+        "'" + config.out_dir +
+        "' already holds a training run: continue it with "
+        "'train --resume --out " +
+        config.out_dir + "', or choose another --out");
   }
   if (config.max_tokens < config.model.max_len) {
     throw std::runtime_error(fmt::format(
-        "train: max_tokens is {}, expected at least max_len ({}): a batch must hold the longest sentence",
+        "train: max_tokens is {}, expected at least max_len ({}): a batch must hold the longest "
+        "sentence",
         config.max_tokens, config.model.max_len));
   }
   if (config.epochs <= 0 || config.max_tokens <= 0 || config.warmup <= 0 || !(config.lr > 0) ||
       !(config.clip > 0) || !(config.label_smoothing >= 0 && config.label_smoothing < 1)) {
-    throw std::runtime_error("train: epochs, max_tokens, warmup, lr and clip must be positive and "
-                             "label_smoothing in [0, 1)");
+    throw std::runtime_error(
+        "train: epochs, max_tokens, warmup, lr and clip must be positive and "
+        "label_smoothing in [0, 1)");
   }
   return run(config, /*resuming=*/false);
 }
 
 TrainSummary resume(const std::string& out_dir, int64_t epochs, double time_budget, bool progress) {
   const auto path = (fs::path(out_dir) / "train.txt").string();
-  if (!fs::exists(path)) throw std::runtime_error("'" + out_dir + "' holds no training run to resume");
+  if (!fs::exists(path))
+    throw std::runtime_error("'" + out_dir + "' holds no training run to resume");
   TrainConfig c;
   try {
     c = TrainConfig::from_map(read_key_values(path));
@@ -432,14 +496,19 @@ TrainSummary resume(const std::string& out_dir, int64_t epochs, double time_budg
   }
   c.out_dir = out_dir;
   c.progress = progress;
-  if (epochs > 0) c.epochs = epochs;
-  if (time_budget > 0) c.time_budget = time_budget;
+  if (epochs > 0)
+    c.epochs = epochs;
+  if (time_budget > 0)
+    c.time_budget = time_budget;
   return run(c, /*resuming=*/true);
 }
 
 Translator load_translator(const std::string& dir) {
   const fs::path d(dir);
-  if (!fs::is_directory(d)) throw std::runtime_error("model directory '" + dir + "' does not exist; train one with 'torchattn-translate train --out " + dir + "'");
+  if (!fs::is_directory(d))
+    throw std::runtime_error(
+        "model directory '" + dir +
+        "' does not exist; train one with 'torchattn-translate train --out " + dir + "'");
   Translator t;
   try {
     t.options = ModelOptions::from_map(read_key_values((d / "options.txt").string()));
@@ -449,10 +518,11 @@ Translator load_translator(const std::string& dir) {
   t.src_vocab = Vocab::load((d / "src.vocab").string());
   t.tgt_vocab = Vocab::load((d / "tgt.vocab").string());
   if (t.src_vocab.size() != t.options.src_vocab || t.tgt_vocab.size() != t.options.tgt_vocab) {
-    throw std::runtime_error("model directory '" + dir + "': the vocabularies hold " +
-                             std::to_string(t.src_vocab.size()) + " / " + std::to_string(t.tgt_vocab.size()) +
-                             " tokens but options.txt says " + std::to_string(t.options.src_vocab) + " / " +
-                             std::to_string(t.options.tgt_vocab));
+    throw std::runtime_error(
+        "model directory '" + dir + "': the vocabularies hold " +
+        std::to_string(t.src_vocab.size()) + " / " + std::to_string(t.tgt_vocab.size()) +
+        " tokens but options.txt says " + std::to_string(t.options.src_vocab) + " / " +
+        std::to_string(t.options.tgt_vocab));
   }
   t.model = make_model(t.options);
   load_module(*t.model, d / "model.pt");
@@ -460,16 +530,21 @@ Translator load_translator(const std::string& dir) {
   return t;
 }
 
-void import_torchscript(const std::string& torchscript, const std::string& vocab_dir, const std::string& out_dir) {
+void import_torchscript(
+    const std::string& torchscript, const std::string& vocab_dir, const std::string& out_dir) {
   const fs::path out(out_dir);
-  if (fs::exists(out / "model.pt")) throw std::runtime_error("'" + out_dir + "' already holds a model");
+  if (fs::exists(out / "model.pt"))
+    throw std::runtime_error("'" + out_dir + "' already holds a model");
   const auto src = torchattn::load_torchscript(torchscript);
   std::map<std::string, Tensor> tensors;
-  for (const auto& p : src.named_parameters()) tensors[p.name] = p.value;
-  for (const char* name : {"src_embedding.weight", "tgt_embedding.weight", "decoder.weight_hh_l0"}) {
+  for (const auto& p : src.named_parameters())
+    tensors[p.name] = p.value;
+  for (const char* name :
+       {"src_embedding.weight", "tgt_embedding.weight", "decoder.weight_hh_l0"}) {
     if (tensors.count(name) == 0) {
-      throw std::runtime_error("'" + torchscript + "' is not a GruSeq2Seq of bench/translation_models.py: it has no '" +
-                               name + "'");
+      throw std::runtime_error(
+          "'" + torchscript + "' is not a GruSeq2Seq of bench/translation_models.py: it has no '" +
+          name + "'");
     }
   }
   ModelOptions o;
@@ -482,11 +557,12 @@ void import_torchscript(const std::string& torchscript, const std::string& vocab
   const Vocab src_vocab = Vocab::load((fs::path(vocab_dir) / "src.vocab").string());
   const Vocab tgt_vocab = Vocab::load((fs::path(vocab_dir) / "tgt.vocab").string());
   if (src_vocab.size() != o.src_vocab || tgt_vocab.size() != o.tgt_vocab) {
-    throw std::runtime_error(fmt::format("the vocabularies in '{}' hold {} / {} tokens, the model's embeddings {} / {}",
-                                         vocab_dir, src_vocab.size(), tgt_vocab.size(), o.src_vocab, o.tgt_vocab));
+    throw std::runtime_error(fmt::format(
+        "the vocabularies in '{}' hold {} / {} tokens, the model's embeddings {} / {}", vocab_dir,
+        src_vocab.size(), tgt_vocab.size(), o.src_vocab, o.tgt_vocab));
   }
   auto model = make_model(o);
-  torchattn::load_state_dict(*model, src);  // strict: every name, shape and dtype
+  torchattn::load_state_dict(*model, src); // strict: every name, shape and dtype
   fs::create_directories(out);
   src_vocab.save((out / "src.vocab").string());
   tgt_vocab.save((out / "tgt.vocab").string());

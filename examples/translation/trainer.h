@@ -26,14 +26,14 @@ struct TrainConfig {
   std::string train_path, dev_path, out_dir;
   ModelOptions model;
   int64_t epochs = 30;
-  double time_budget = 0;      ///< seconds of training (dev evaluation included); 0: none
-  int64_t max_tokens = 1024;   ///< padded tokens per batch
+  double time_budget = 0;    ///< seconds of training (dev evaluation included); 0: none
+  int64_t max_tokens = 1024; ///< padded tokens per batch
   double lr = 1e-3;
-  int64_t warmup = 200;        ///< steps of linear warm-up, then inverse square root decay
-  double clip = 1.0;           ///< gradient norm clipping
+  int64_t warmup = 200; ///< steps of linear warm-up, then inverse square root decay
+  double clip = 1.0;    ///< gradient norm clipping
   double label_smoothing = 0.1;
-  int64_t min_freq = 1;        ///< vocabulary: tokens seen at least this often
-  int64_t max_vocab = 0;       ///< vocabulary cap per side (0: none)
+  int64_t min_freq = 1;  ///< vocabulary: tokens seen at least this often
+  int64_t max_vocab = 0; ///< vocabulary cap per side (0: none)
   uint64_t seed = 1;
   bool progress = true;
 
@@ -64,7 +64,8 @@ Translator load_translator(const std::string& dir);
 /// Makes a model directory from a TorchScript file of bench/translation_models.py's GruSeq2Seq
 /// (additive attention; sizes read from its tensors) and the vocabularies it was trained with
 /// (`vocab_dir`/src.vocab and tgt.vocab). Throws naming what does not match.
-void import_torchscript(const std::string& torchscript, const std::string& vocab_dir, const std::string& out_dir);
+void import_torchscript(
+    const std::string& torchscript, const std::string& vocab_dir, const std::string& out_dir);
 
 std::map<std::string, std::string> read_key_values(const std::string& path);
 void write_key_values(const std::string& path, const std::map<std::string, std::string>& m);

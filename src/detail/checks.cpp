@@ -25,7 +25,8 @@ bool broadcastable(torch::IntArrayRef shape, torch::IntArrayRef target) {
   return true;
 }
 
-void check_like(const char* fn, const char* name, const torch::Tensor& t, const torch::Tensor& query) {
+void check_like(
+    const char* fn, const char* name, const torch::Tensor& t, const torch::Tensor& query) {
   TORCH_CHECK(
       t.scalar_type() == query.scalar_type(), fn, ": ", name, " has dtype ", t.scalar_type(),
       ", expected ", query.scalar_type(), " like query");
@@ -34,17 +35,21 @@ void check_like(const char* fn, const char* name, const torch::Tensor& t, const 
       query.device(), " like query");
 }
 
-void check_like_parameters(const char* fn, const char* name, const torch::Tensor& t, const torch::Tensor& like) {
+void check_like_parameters(
+    const char* fn, const char* name, const torch::Tensor& t, const torch::Tensor& like) {
   TORCH_CHECK(
       t.scalar_type() == like.scalar_type(), fn, ": ", name, " has dtype ", t.scalar_type(),
-      ", expected ", like.scalar_type(), " like the module's parameters (convert the input, or the "
-      "module with ->to(", t.scalar_type(), "))");
+      ", expected ", like.scalar_type(),
+      " like the module's parameters (convert the input, or the "
+      "module with ->to(",
+      t.scalar_type(), "))");
   TORCH_CHECK(
       t.device() == like.device(), fn, ": ", name, " is on ", t.device(), ", expected ",
       like.device(), " like the module's parameters");
 }
 
-void check_mask_dtype(const char* fn, const char* name, const torch::Tensor& mask, const torch::Tensor& query) {
+void check_mask_dtype(
+    const char* fn, const char* name, const torch::Tensor& mask, const torch::Tensor& query) {
   TORCH_CHECK(
       mask.scalar_type() == torch::kBool || mask.scalar_type() == query.scalar_type(), fn, ": ",
       name, " has dtype ", mask.scalar_type(), ", expected Bool or ", query.scalar_type(),
@@ -55,12 +60,8 @@ void check_mask_dtype(const char* fn, const char* name, const torch::Tensor& mas
 }
 
 void check_mask(
-    const char* fn,
-    const char* name,
-    const torch::Tensor& mask,
-    const torch::Tensor& query,
-    torch::IntArrayRef target,
-    const char* target_desc) {
+    const char* fn, const char* name, const torch::Tensor& mask, const torch::Tensor& query,
+    torch::IntArrayRef target, const char* target_desc) {
   check_mask_dtype(fn, name, mask, query);
   TORCH_CHECK(
       broadcastable(mask.sizes(), target), fn, ": ", name, " has shape ", shape_str(mask.sizes()),
@@ -93,22 +94,16 @@ void check_tensor(const char* fn, const char* name, const torch::Tensor& t, cons
 
 // Broadcasts the leading (batch/head) dims of two tensors, or reports which ones clash.
 std::vector<int64_t> broadcast_leading(
-    const char* fn,
-    const char* a_name,
-    torch::IntArrayRef a_shape,
-    torch::IntArrayRef a_lead,
-    const char* b_name,
-    torch::IntArrayRef b_shape,
-    torch::IntArrayRef b_lead) {
+    const char* fn, const char* a_name, torch::IntArrayRef a_shape, torch::IntArrayRef a_lead,
+    const char* b_name, torch::IntArrayRef b_shape, torch::IntArrayRef b_lead) {
   const size_t n = std::max(a_lead.size(), b_lead.size());
   std::vector<int64_t> out(n, 1);
   for (size_t i = 0; i < n; ++i) {
     const int64_t a = i < n - a_lead.size() ? 1 : a_lead[i - (n - a_lead.size())];
     const int64_t b = i < n - b_lead.size() ? 1 : b_lead[i - (n - b_lead.size())];
     TORCH_CHECK(
-        a == b || a == 1 || b == 1, fn, ": the leading dims of ", a_name, " ",
-        shape_str(a_shape), " and ", b_name, " ", shape_str(b_shape),
-        " do not broadcast (", a, " vs ", b, ")");
+        a == b || a == 1 || b == 1, fn, ": the leading dims of ", a_name, " ", shape_str(a_shape),
+        " and ", b_name, " ", shape_str(b_shape), " do not broadcast (", a, " vs ", b, ")");
     out[i] = a == 1 ? b : a;
   }
   return out;
@@ -119,23 +114,19 @@ void check_key_padding_mask(
     const std::vector<int64_t>& scores, int64_t lk) {
   const bool batched = scores.size() >= 3;
   const bool ok = (kpm.dim() == 1 && kpm.size(0) == lk) ||
-      (batched && kpm.dim() == 2 && kpm.size(1) == lk && kpm.size(0) == scores[0]);
+                  (batched && kpm.dim() == 2 && kpm.size(1) == lk && kpm.size(0) == scores[0]);
   TORCH_CHECK(
-      ok, fn, ": key_padding_mask has shape ", shape_str(kpm.sizes()), ", expected [", lk,
-      "] [Lk]", batched ? c10::str(" or [", scores[0], ", ", lk, "] [B, Lk]") : std::string(),
-      " for scores ", shape_str(scores));
+      ok, fn, ": key_padding_mask has shape ", shape_str(kpm.sizes()), ", expected [", lk, "] [Lk]",
+      batched ? c10::str(" or [", scores[0], ", ", lk, "] [B, Lk]") : std::string(), " for scores ",
+      shape_str(scores));
   check_mask_dtype(fn, "key_padding_mask", kpm, query);
 }
 
 } // namespace
 
 std::vector<int64_t> check_inputs(
-    const char* fn,
-    const torch::Tensor& query,
-    const torch::Tensor& key,
-    const torch::Tensor& value,
-    const MaskArgs& masks,
-    bool same_qk_dim) {
+    const char* fn, const torch::Tensor& query, const torch::Tensor& key,
+    const torch::Tensor& value, const MaskArgs& masks, bool same_qk_dim) {
   check_tensor(fn, "query", query, "[..., Lq, E]");
   check_tensor(fn, "key", key, "[..., Lk, E]");
   check_tensor(fn, "value", value, "[..., Lk, Ev]");
@@ -149,8 +140,7 @@ std::vector<int64_t> check_inputs(
   }
   TORCH_CHECK(
       value.size(-2) == key.size(-2), fn, ": value has Lk=", value.size(-2), " (shape ",
-      shape_str(value.sizes()), "), expected ", key.size(-2), " like key ",
-      shape_str(key.sizes()));
+      shape_str(value.sizes()), "), expected ", key.size(-2), " like key ", shape_str(key.sizes()));
   auto lead = broadcast_leading(
       fn, "query", query.sizes(), query.sizes().slice(0, query.dim() - 2), "key", key.sizes(),
       key.sizes().slice(0, key.dim() - 2));
@@ -171,7 +161,8 @@ std::vector<int64_t> check_inputs(
   return scores;
 }
 
-double resolve_scale(const char* fn, const c10::optional<double>& scale, const torch::Tensor& query) {
+double resolve_scale(
+    const char* fn, const c10::optional<double>& scale, const torch::Tensor& query) {
   if (scale.has_value()) {
     TORCH_CHECK(std::isfinite(*scale), fn, ": scale is ", *scale, ", expected a finite number");
     return *scale;
@@ -184,15 +175,11 @@ double resolve_scale(const char* fn, const c10::optional<double>& scale, const t
 }
 
 void check_param(
-    const char* fn,
-    const char* name,
-    const torch::Tensor& param,
-    const torch::Tensor& like,
-    torch::IntArrayRef expected,
-    const char* expected_desc) {
+    const char* fn, const char* name, const torch::Tensor& param, const torch::Tensor& like,
+    torch::IntArrayRef expected, const char* expected_desc) {
   TORCH_CHECK(
-      param.defined(), fn, ": ", name, " is undefined, expected shape ", shape_str(expected),
-      " ", expected_desc);
+      param.defined(), fn, ": ", name, " is undefined, expected shape ", shape_str(expected), " ",
+      expected_desc);
   TORCH_CHECK(
       param.sizes() == expected, fn, ": ", name, " has shape ", shape_str(param.sizes()),
       ", expected ", shape_str(expected), " ", expected_desc);
@@ -200,13 +187,8 @@ void check_param(
 }
 
 void check_features(
-    const char* fn,
-    const char* input_name,
-    const torch::Tensor& input,
-    const char* weight_name,
-    const torch::Tensor& weight,
-    int64_t dim,
-    const char* layout) {
+    const char* fn, const char* input_name, const torch::Tensor& input, const char* weight_name,
+    const torch::Tensor& weight, int64_t dim, const char* layout) {
   TORCH_CHECK(
       weight.defined() && weight.dim() == 2, fn, ": ", weight_name, " has shape ",
       weight.defined() ? shape_str(weight.sizes()) : "undefined", ", expected 2 dims ", layout);
@@ -219,8 +201,9 @@ void check_features(
 namespace {
 
 // A 4-D operand of the scaled_dot_product_attention ops.
-void check_op_operand(const char* fn, const char* name, const torch::Tensor& t, const char* desc,
-                      const torch::Tensor& query) {
+void check_op_operand(
+    const char* fn, const char* name, const torch::Tensor& t, const char* desc,
+    const torch::Tensor& query) {
   TORCH_CHECK(t.defined(), fn, ": ", name, " is undefined, expected a 4-D tensor ", desc);
   TORCH_CHECK(
       t.dim() == 4, fn, ": ", name, " has ", t.dim(), " dims ", shape_str(t.sizes()),
@@ -234,12 +217,8 @@ void check_op_operand(const char* fn, const char* name, const torch::Tensor& t, 
 } // namespace
 
 std::tuple<torch::Tensor, double> check_sdpa_args(
-    const char* fn,
-    const torch::Tensor& query,
-    const torch::Tensor& key,
-    const torch::Tensor& value,
-    const c10::optional<torch::Tensor>& attn_mask,
-    double dropout_p,
+    const char* fn, const torch::Tensor& query, const torch::Tensor& key,
+    const torch::Tensor& value, const c10::optional<torch::Tensor>& attn_mask, double dropout_p,
     c10::optional<double> scale) {
   check_op_operand(fn, "query", query, "[B, H, Lq, E]", query);
   check_op_operand(fn, "key", key, "[B, H, Lk, E]", query);
@@ -248,11 +227,11 @@ std::tuple<torch::Tensor, double> check_sdpa_args(
   const int64_t Lk = key.size(2);
   TORCH_CHECK(
       key.size(0) == B && key.size(1) == H && key.size(3) == E, fn, ": key has shape ",
-      shape_str(key.sizes()), ", expected [", B, ", ", H, ", Lk, ", E,
-      "] [B, H, Lk, E] for query ", shape_str(query.sizes()));
+      shape_str(key.sizes()), ", expected [", B, ", ", H, ", Lk, ", E, "] [B, H, Lk, E] for query ",
+      shape_str(query.sizes()));
   TORCH_CHECK(
-      value.size(0) == B && value.size(1) == H && value.size(2) == Lk, fn,
-      ": value has shape ", shape_str(value.sizes()), ", expected [", B, ", ", H, ", ", Lk,
+      value.size(0) == B && value.size(1) == H && value.size(2) == Lk, fn, ": value has shape ",
+      shape_str(value.sizes()), ", expected [", B, ", ", H, ", ", Lk,
       ", Ev] [B, H, Lk, Ev] for key ", shape_str(key.sizes()));
   check_dropout(fn, "dropout_p", dropout_p);
   const double resolved = resolve_scale(fn, scale, query);
@@ -268,34 +247,31 @@ std::tuple<torch::Tensor, double> check_sdpa_args(
 }
 
 std::tuple<torch::Tensor, double> check_sdpa_backward_args(
-    const char* fn,
-    const torch::Tensor& grad_output,
-    const torch::Tensor& query,
-    const torch::Tensor& key,
-    const torch::Tensor& value,
-    const c10::optional<torch::Tensor>& attn_mask,
-    const torch::Tensor& output,
-    const torch::Tensor& row_max,
-    const torch::Tensor& row_log_sum,
-    double scale) {
+    const char* fn, const torch::Tensor& grad_output, const torch::Tensor& query,
+    const torch::Tensor& key, const torch::Tensor& value,
+    const c10::optional<torch::Tensor>& attn_mask, const torch::Tensor& output,
+    const torch::Tensor& row_max, const torch::Tensor& row_log_sum, double scale) {
   auto checked = check_sdpa_args(fn, query, key, value, attn_mask, /*dropout_p=*/0.0, scale);
   const std::vector<int64_t> out_shape{query.size(0), query.size(1), query.size(2), value.size(3)};
-  for (const auto& [name, t] : {std::pair<const char*, const torch::Tensor&>{"grad_output", grad_output},
-                                {"output", output}}) {
+  for (const auto& [name, t] :
+       {std::pair<const char*, const torch::Tensor&>{"grad_output", grad_output},
+        {"output", output}}) {
     TORCH_CHECK(t.defined(), fn, ": ", name, " is undefined, expected ", shape_str(out_shape));
     TORCH_CHECK(
-        t.sizes() == torch::IntArrayRef(out_shape) && t.scalar_type() == query.scalar_type(),
-        fn, ": ", name, " has shape ", shape_str(t.sizes()), " and dtype ", t.scalar_type(),
+        t.sizes() == torch::IntArrayRef(out_shape) && t.scalar_type() == query.scalar_type(), fn,
+        ": ", name, " has shape ", shape_str(t.sizes()), " and dtype ", t.scalar_type(),
         ", expected ", shape_str(out_shape), " and ", query.scalar_type());
     check_like(fn, name, t, query);
   }
   const auto stats_shape = query.sizes().slice(0, 3);
-  for (const auto& [name, t] : {std::pair<const char*, const torch::Tensor&>{"row_max", row_max},
-                                {"row_log_sum", row_log_sum}}) {
-    TORCH_CHECK(t.defined(), fn, ": ", name, " is undefined, expected [B, H, Lq] from the forward op");
+  for (const auto& [name, t] :
+       {std::pair<const char*, const torch::Tensor&>{"row_max", row_max},
+        {"row_log_sum", row_log_sum}}) {
     TORCH_CHECK(
-        t.sizes() == stats_shape && t.scalar_type() == query.scalar_type() && t.is_contiguous(),
-        fn, ": ", name, " has shape ", shape_str(t.sizes()), " and dtype ", t.scalar_type(),
+        t.defined(), fn, ": ", name, " is undefined, expected [B, H, Lq] from the forward op");
+    TORCH_CHECK(
+        t.sizes() == stats_shape && t.scalar_type() == query.scalar_type() && t.is_contiguous(), fn,
+        ": ", name, " has shape ", shape_str(t.sizes()), " and dtype ", t.scalar_type(),
         ", expected a contiguous ", shape_str(stats_shape), " ", query.scalar_type(),
         " tensor from the forward op");
     check_like(fn, name, t, query);
@@ -304,9 +280,7 @@ std::tuple<torch::Tensor, double> check_sdpa_backward_args(
 }
 
 void check_additive_args(
-    const char* fn,
-    const torch::Tensor& query,
-    const torch::Tensor& key,
+    const char* fn, const torch::Tensor& query, const torch::Tensor& key,
     const torch::Tensor& score_weight) {
   for (const auto& [name, t, desc] :
        {std::tuple<const char*, const torch::Tensor&, const char*>{"query", query, "[..., Lq, D]"},
@@ -330,11 +304,8 @@ void check_additive_args(
 }
 
 void check_additive_backward_args(
-    const char* fn,
-    const torch::Tensor& grad_scores,
-    const torch::Tensor& query,
-    const torch::Tensor& key,
-    const torch::Tensor& score_weight) {
+    const char* fn, const torch::Tensor& grad_scores, const torch::Tensor& query,
+    const torch::Tensor& key, const torch::Tensor& score_weight) {
   check_additive_args(fn, query, key, score_weight);
   auto shape = query.sizes().vec();
   shape.back() = key.size(-2);

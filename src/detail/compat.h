@@ -22,18 +22,16 @@ namespace torchattn::detail {
 ///
 /// query [B, H, Lq, E], key [B, H, Lk, E], value [B, H, Lk, Ev] -> out [B, H, Lq, Ev]
 inline torch::Tensor aten_sdpa(
-    const torch::Tensor& query,
-    const torch::Tensor& key,
-    const torch::Tensor& value,
-    bool is_causal,
-    double scale) {
+    const torch::Tensor& query, const torch::Tensor& key, const torch::Tensor& value,
+    bool is_causal, double scale) {
 #if TORCHATTN_HAS_ATEN_SDPA
-  return at::scaled_dot_product_attention(query, key, value, /*attn_mask=*/{}, /*dropout_p=*/0.0,
-                                          is_causal, scale);
+  return at::scaled_dot_product_attention(
+      query, key, value, /*attn_mask=*/{}, /*dropout_p=*/0.0, is_causal, scale);
 #else
   (void)query, (void)key, (void)value, (void)is_causal, (void)scale;
-  TORCH_CHECK(false, "at::scaled_dot_product_attention needs LibTorch 2.1 or later; this is ",
-              TORCH_VERSION);
+  TORCH_CHECK(
+      false, "at::scaled_dot_product_attention needs LibTorch 2.1 or later; this is ",
+      TORCH_VERSION);
 #endif
 }
 

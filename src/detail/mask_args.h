@@ -24,12 +24,8 @@ struct MaskArgs {
 /// Fills the TORCHATTN_ATTENTION_FUNC_ARGS of any *FuncOptions, as every module's forward does.
 template <typename Options>
 Options with_masks(
-    Options options,
-    const torch::Tensor& attn_mask,
-    const torch::Tensor& key_padding_mask,
-    bool is_causal,
-    double dropout_p,
-    bool need_weights) {
+    Options options, const torch::Tensor& attn_mask, const torch::Tensor& key_padding_mask,
+    bool is_causal, double dropout_p, bool need_weights) {
   options.attn_mask(attn_mask);
   options.key_padding_mask(key_padding_mask);
   options.is_causal(is_causal);

@@ -11,7 +11,8 @@ namespace {
 constexpr double kInf = std::numeric_limits<double>::infinity();
 } // namespace
 
-torch::Tensor causal_masked(int64_t rows, int64_t cols, int64_t offset, const torch::TensorOptions& options) {
+torch::Tensor causal_masked(
+    int64_t rows, int64_t cols, int64_t offset, const torch::TensorOptions& options) {
   return torch::ones({rows, cols}, options.dtype(torch::kBool)).triu(offset + 1);
 }
 
@@ -105,13 +106,8 @@ std::tuple<torch::Tensor, torch::Tensor> softmax_attend(
 }
 
 torch::Tensor math_scaled_dot_product_attention(
-    const torch::Tensor& query,
-    const torch::Tensor& key,
-    const torch::Tensor& value,
-    const torch::Tensor& mask4d,
-    double dropout_p,
-    bool is_causal,
-    double scale) {
+    const torch::Tensor& query, const torch::Tensor& key, const torch::Tensor& value,
+    const torch::Tensor& mask4d, double dropout_p, bool is_causal, double scale) {
   // query [B, H, Lq, E], key [B, H, Lk, E], value [B, H, Lk, Ev] -> out [B, H, Lq, Ev]
   const torch::Tensor no_padding;
   const MaskArgs masks{mask4d, no_padding, is_causal, dropout_p, /*need_weights=*/false};
@@ -120,7 +116,8 @@ torch::Tensor math_scaled_dot_product_attention(
   return std::get<0>(softmax_attend(std::move(scores), value, masks));
 }
 
-torch::Tensor temperature_from_log(const torch::Tensor& logit_scale, const c10::optional<double>& max_temperature) {
+torch::Tensor temperature_from_log(
+    const torch::Tensor& logit_scale, const c10::optional<double>& max_temperature) {
   return max_temperature.has_value() ? logit_scale.clamp_max(std::log(*max_temperature)).exp()
                                      : logit_scale.exp();
 }

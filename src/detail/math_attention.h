@@ -16,7 +16,8 @@ namespace torchattn::detail {
 
 /// [rows, cols] bool, true where key j is later than query i's position `offset + i`: the
 /// masked entries of causal attention (top-left aligned when offset is 0).
-torch::Tensor causal_masked(int64_t rows, int64_t cols, int64_t offset, const torch::TensorOptions& options);
+torch::Tensor causal_masked(
+    int64_t rows, int64_t cols, int64_t offset, const torch::TensorOptions& options);
 
 /// key_padding_mask [Lk] or [B, Lk] as a mask broadcastable to scores of `scores_dim` dims,
 /// its batch aligned with their first dim: [B, 1, ..., 1, Lk]. The one place that reshapes it.
@@ -40,15 +41,11 @@ std::tuple<torch::Tensor, torch::Tensor> softmax_attend(
 /// arguments (mask4d from check_sdpa_args): its path for dropout and for masks that require
 /// grad, and for devices without the fused kernel.
 torch::Tensor math_scaled_dot_product_attention(
-    const torch::Tensor& query,
-    const torch::Tensor& key,
-    const torch::Tensor& value,
-    const torch::Tensor& mask4d,
-    double dropout_p,
-    bool is_causal,
-    double scale);
+    const torch::Tensor& query, const torch::Tensor& key, const torch::Tensor& value,
+    const torch::Tensor& mask4d, double dropout_p, bool is_causal, double scale);
 
 /// τ = exp(min(logit_scale, log(max_temperature))) for cosine attention's log temperatures.
-torch::Tensor temperature_from_log(const torch::Tensor& logit_scale, const c10::optional<double>& max_temperature);
+torch::Tensor temperature_from_log(
+    const torch::Tensor& logit_scale, const c10::optional<double>& max_temperature);
 
 } // namespace torchattn::detail

@@ -2,7 +2,6 @@
 
 #include <torch/torch.h>
 
-
 #include <cctype>
 #include <cstdio>
 #include <filesystem>
@@ -13,15 +12,19 @@ namespace torchattn {
 namespace {
 
 std::string describe(const torch::Tensor& t) {
-  std::string dtype = c10::toString(t.scalar_type());  // "Float": PyTorch's Python spelling is "float"
-  for (char& c : dtype) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  std::string dtype =
+      c10::toString(t.scalar_type()); // "Float": PyTorch's Python spelling is "float"
+  for (char& c : dtype)
+    c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
   return c10::str(t.sizes(), " ", dtype);
 }
 
 std::map<std::string, torch::Tensor> source_tensors(const torch::jit::Module& src) {
   std::map<std::string, torch::Tensor> out;
-  for (const auto& p : src.named_parameters(/*recurse=*/true)) out[p.name] = p.value;
-  for (const auto& b : src.named_buffers(/*recurse=*/true)) out[b.name] = b.value;
+  for (const auto& p : src.named_parameters(/*recurse=*/true))
+    out[p.name] = p.value;
+  for (const auto& b : src.named_buffers(/*recurse=*/true))
+    out[b.name] = b.value;
   return out;
 }
 
@@ -38,11 +41,13 @@ std::string list(const char* what, const std::vector<std::string>& names) {
 
 } // namespace
 
-StateDictReport load_state_dict(torch::nn::Module& dst, const torch::jit::Module& src, const std::string& prefix,
-                                bool strict) {
+StateDictReport load_state_dict(
+    torch::nn::Module& dst, const torch::jit::Module& src, const std::string& prefix, bool strict) {
   std::map<std::string, torch::Tensor> targets;
-  for (const auto& p : dst.named_parameters(/*recurse=*/true)) targets[p.key()] = p.value();
-  for (const auto& b : dst.named_buffers(/*recurse=*/true)) targets[b.key()] = b.value();
+  for (const auto& p : dst.named_parameters(/*recurse=*/true))
+    targets[p.key()] = p.value();
+  for (const auto& b : dst.named_buffers(/*recurse=*/true))
+    targets[b.key()] = b.value();
   std::map<std::string, torch::Tensor> sources;
   StateDictReport report;
   for (auto& [name, t] : source_tensors(src)) {
@@ -61,23 +66,27 @@ StateDictReport load_state_dict(torch::nn::Module& dst, const torch::jit::Module
     }
     const torch::Tensor& source = it->second;
     if (source.sizes() != target.sizes() || source.scalar_type() != target.scalar_type()) {
-      report.mismatched.push_back(c10::str(name, ": expected ", describe(target), ", got ", describe(source)));
+      report.mismatched.push_back(
+          c10::str(name, ": expected ", describe(target), ", got ", describe(source)));
       continue;
     }
     copies.emplace_back(target, source);
     report.loaded.push_back(name);
   }
   for (const auto& [name, t] : sources) {
-    if (targets.count(name) == 0) report.unexpected.push_back(prefix + name);
+    if (targets.count(name) == 0)
+      report.unexpected.push_back(prefix + name);
   }
   if (strict && !report.ok()) {
-    TORCH_CHECK(false, "load_state_dict: the TorchScript module does not match the ", dst.name(), ":",
-                list("missing", report.missing), list("unexpected", report.unexpected),
-                list("mismatched", report.mismatched),
-                "\n  (strict=false loads what matches and returns these lists)");
+    TORCH_CHECK(
+        false, "load_state_dict: the TorchScript module does not match the ", dst.name(), ":",
+        list("missing", report.missing), list("unexpected", report.unexpected),
+        list("mismatched", report.mismatched),
+        "\n  (strict=false loads what matches and returns these lists)");
   }
   torch::NoGradGuard no_grad;
-  for (auto& [target, source] : copies) target.copy_(source);
+  for (auto& [target, source] : copies)
+    target.copy_(source);
   return report;
 }
 
@@ -87,25 +96,30 @@ torch::jit::Module load_torchscript(const std::string& path) {
     std::ifstream in(path, std::ios::binary);
     char magic[2] = {};
     in.read(magic, 2);
-    TORCH_CHECK(in && magic[0] == 'P' && magic[1] == 'K', "load_torchscript: '", path,
-                "' is not a TorchScript archive (torch.jit.save writes a zip file; torch.save files of "
-                "Python objects cannot be read from C++)");
+    TORCH_CHECK(
+        in && magic[0] == 'P' && magic[1] == 'K', "load_torchscript: '", path,
+        "' is not a TorchScript archive (torch.jit.save writes a zip file; torch.save files of "
+        "Python objects cannot be read from C++)");
   }
   try {
     return torch::jit::load(path);
   } catch (const c10::Error& e) {
     const std::string what = e.what_without_backtrace();
-    if (what.find("torchattn::") != std::string::npos || what.find("torchattn.") != std::string::npos) {
-      TORCH_CHECK(false, "load_torchscript: '", path, "' calls torchattn ops, which are not registered in this ",
-                  "process: link libtorchattn (and include <torchattn/torchattn.h>), or in Python call "
-                  "torch.ops.load_library on it first. (", what.substr(0, what.find('\n')), ")");
+    if (what.find("torchattn::") != std::string::npos ||
+        what.find("torchattn.") != std::string::npos) {
+      TORCH_CHECK(
+          false, "load_torchscript: '", path,
+          "' calls torchattn ops, which are not registered in this ",
+          "process: link libtorchattn (and include <torchattn/torchattn.h>), or in Python call "
+          "torch.ops.load_library on it first. (",
+          what.substr(0, what.find('\n')), ")");
     }
     TORCH_CHECK(false, "load_torchscript: cannot load '", path, "': ", what);
   }
 }
 
-StateDictReport load_state_dict(torch::nn::Module& dst, const std::string& path, const std::string& prefix,
-                                bool strict) {
+StateDictReport load_state_dict(
+    torch::nn::Module& dst, const std::string& path, const std::string& prefix, bool strict) {
   return load_state_dict(dst, load_torchscript(path), prefix, strict);
 }
 
@@ -135,11 +149,15 @@ void save_state_dict(const torch::nn::Module& module, const std::string& path) {
       m->register_parameter(leaf, value, /*is_buffer=*/false);
     }
   };
-  for (const auto& p : module.named_parameters(/*recurse=*/true)) add(p.key(), p.value(), false);
-  for (const auto& b : module.named_buffers(/*recurse=*/true)) add(b.key(), b.value(), true);
+  for (const auto& p : module.named_parameters(/*recurse=*/true))
+    add(p.key(), p.value(), false);
+  for (const auto& b : module.named_buffers(/*recurse=*/true))
+    add(b.key(), b.value(), true);
   const std::string tmp = path + ".tmp";
   root.save(tmp);
-  TORCH_CHECK(std::rename(tmp.c_str(), path.c_str()) == 0, "save_state_dict: cannot rename '", tmp, "' to '", path, "'");
+  TORCH_CHECK(
+      std::rename(tmp.c_str(), path.c_str()) == 0, "save_state_dict: cannot rename '", tmp,
+      "' to '", path, "'");
 }
 
 } // namespace torchattn

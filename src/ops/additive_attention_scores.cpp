@@ -30,9 +30,7 @@ torch::Tensor additive_attention_scores(
 }
 
 std::tuple<torch::Tensor, torch::Tensor, torch::Tensor> _additive_attention_scores_backward(
-    const torch::Tensor& grad_scores,
-    const torch::Tensor& query,
-    const torch::Tensor& key,
+    const torch::Tensor& grad_scores, const torch::Tensor& query, const torch::Tensor& key,
     const torch::Tensor& score_weight) {
   static auto op = c10::Dispatcher::singleton()
                        .findSchemaOrThrow("torchattn::_additive_attention_scores_backward", "")

@@ -18,12 +18,12 @@ bool ops_registered() {
   // builds, where the linker would otherwise drop the unreferenced objects.
   using namespace detail;
   return scaled_dot_product_attention_registered() &&
-      scaled_dot_product_attention_cpu_registered() &&
-      scaled_dot_product_attention_autograd_registered() &&
-      scaled_dot_product_attention_meta_registered() && additive_attention_scores_registered() &&
-      additive_attention_scores_cpu_registered() &&
-      additive_attention_scores_autograd_registered() &&
-      additive_attention_scores_meta_registered();
+         scaled_dot_product_attention_cpu_registered() &&
+         scaled_dot_product_attention_autograd_registered() &&
+         scaled_dot_product_attention_meta_registered() && additive_attention_scores_registered() &&
+         additive_attention_scores_cpu_registered() &&
+         additive_attention_scores_autograd_registered() &&
+         additive_attention_scores_meta_registered();
 }
 
 } // namespace torchattn::ops

@@ -41,12 +41,8 @@ TORCH_LIBRARY_FRAGMENT(torchattn, m) {
 namespace torchattn::ops {
 
 torch::Tensor scaled_dot_product_attention(
-    const torch::Tensor& query,
-    const torch::Tensor& key,
-    const torch::Tensor& value,
-    const c10::optional<torch::Tensor>& attn_mask,
-    double dropout_p,
-    bool is_causal,
+    const torch::Tensor& query, const torch::Tensor& key, const torch::Tensor& value,
+    const c10::optional<torch::Tensor>& attn_mask, double dropout_p, bool is_causal,
     c10::optional<double> scale) {
   static auto op = c10::Dispatcher::singleton()
                        .findSchemaOrThrow("torchattn::scaled_dot_product_attention", "")
@@ -55,12 +51,8 @@ torch::Tensor scaled_dot_product_attention(
 }
 
 std::tuple<torch::Tensor, torch::Tensor, torch::Tensor> _scaled_dot_product_attention_forward(
-    const torch::Tensor& query,
-    const torch::Tensor& key,
-    const torch::Tensor& value,
-    const c10::optional<torch::Tensor>& attn_mask,
-    bool is_causal,
-    double scale) {
+    const torch::Tensor& query, const torch::Tensor& key, const torch::Tensor& value,
+    const c10::optional<torch::Tensor>& attn_mask, bool is_causal, double scale) {
   static auto op = c10::Dispatcher::singleton()
                        .findSchemaOrThrow("torchattn::_scaled_dot_product_attention_forward", "")
                        .typed<decltype(_scaled_dot_product_attention_forward)>();
@@ -68,21 +60,15 @@ std::tuple<torch::Tensor, torch::Tensor, torch::Tensor> _scaled_dot_product_atte
 }
 
 std::tuple<torch::Tensor, torch::Tensor, torch::Tensor> _scaled_dot_product_attention_backward(
-    const torch::Tensor& grad_output,
-    const torch::Tensor& query,
-    const torch::Tensor& key,
-    const torch::Tensor& value,
-    const c10::optional<torch::Tensor>& attn_mask,
-    const torch::Tensor& output,
-    const torch::Tensor& row_max,
-    const torch::Tensor& row_log_sum,
-    bool is_causal,
-    double scale) {
+    const torch::Tensor& grad_output, const torch::Tensor& query, const torch::Tensor& key,
+    const torch::Tensor& value, const c10::optional<torch::Tensor>& attn_mask,
+    const torch::Tensor& output, const torch::Tensor& row_max, const torch::Tensor& row_log_sum,
+    bool is_causal, double scale) {
   static auto op = c10::Dispatcher::singleton()
                        .findSchemaOrThrow("torchattn::_scaled_dot_product_attention_backward", "")
                        .typed<decltype(_scaled_dot_product_attention_backward)>();
-  return op.call(grad_output, query, key, value, attn_mask, output, row_max, row_log_sum,
-                 is_causal, scale);
+  return op.call(
+      grad_output, query, key, value, attn_mask, output, row_max, row_log_sum, is_causal, scale);
 }
 
 namespace {
@@ -94,12 +80,8 @@ bool fused_device(const c10::Device& device) {
 }
 
 torch::Tensor scaled_dot_product_attention_composite(
-    const torch::Tensor& query,
-    const torch::Tensor& key,
-    const torch::Tensor& value,
-    const c10::optional<torch::Tensor>& attn_mask,
-    double dropout_p,
-    bool is_causal,
+    const torch::Tensor& query, const torch::Tensor& key, const torch::Tensor& value,
+    const c10::optional<torch::Tensor>& attn_mask, double dropout_p, bool is_causal,
     c10::optional<double> scale) {
   // query [B, H, Lq, E], key [B, H, Lk, E], value [B, H, Lk, Ev] -> out [B, H, Lq, Ev]
   auto [mask, resolved] = torchattn::detail::check_sdpa_args(
@@ -107,11 +89,11 @@ torch::Tensor scaled_dot_product_attention_composite(
   // Dropout and gradients into the mask are not fused: the math path handles both.
   if (dropout_p > 0.0 || (mask.defined() && mask.requires_grad()) ||
       !fused_device(query.device())) {
-    return torchattn::detail::math_scaled_dot_product_attention(query, key, value, mask, dropout_p,
-                                                     is_causal, resolved);
+    return torchattn::detail::math_scaled_dot_product_attention(
+        query, key, value, mask, dropout_p, is_causal, resolved);
   }
-  return std::get<0>(_scaled_dot_product_attention_forward(query, key, value, attn_mask,
-                                                           is_causal, resolved));
+  return std::get<0>(
+      _scaled_dot_product_attention_forward(query, key, value, attn_mask, is_causal, resolved));
 }
 
 } // namespace
@@ -125,6 +107,7 @@ bool scaled_dot_product_attention_registered() {
 } // namespace torchattn::ops
 
 TORCH_LIBRARY_IMPL(torchattn, CompositeImplicitAutograd, m) {
-  m.impl("scaled_dot_product_attention",
-         TORCH_FN(torchattn::ops::scaled_dot_product_attention_composite));
+  m.impl(
+      "scaled_dot_product_attention",
+      TORCH_FN(torchattn::ops::scaled_dot_product_attention_composite));
 }

@@ -57,15 +57,24 @@ std::string fmt_g(double x) {
 
 /// A [B, H, L, D] input with the given layout (0 contiguous, 1 transposed from [B, L, H, D],
 /// 2 a slice of a wider last dim, 3 broadcast over the batch), values randn x magnitude.
-torch::Tensor make_input(int64_t B, int64_t H, int64_t L, int64_t D, int layout, double magnitude,
-                         torch::ScalarType dtype) {
+torch::Tensor make_input(
+    int64_t B, int64_t H, int64_t L, int64_t D, int layout, double magnitude,
+    torch::ScalarType dtype) {
   const auto opts = torch::TensorOptions().dtype(torch::kDouble);
   torch::Tensor t;
   switch (layout) {
-    case 1: t = torch::randn({B, L, H, D}, opts).transpose(1, 2); break;
-    case 2: t = torch::randn({B, H, L, D + 2}, opts).narrow(3, 1, D); break;
-    case 3: t = torch::randn({1, H, L, D}, opts).expand({B, H, L, D}); break;
-    default: t = torch::randn({B, H, L, D}, opts); break;
+    case 1:
+      t = torch::randn({B, L, H, D}, opts).transpose(1, 2);
+      break;
+    case 2:
+      t = torch::randn({B, H, L, D + 2}, opts).narrow(3, 1, D);
+      break;
+    case 3:
+      t = torch::randn({1, H, L, D}, opts).expand({B, H, L, D});
+      break;
+    default:
+      t = torch::randn({B, H, L, D}, opts);
+      break;
   }
   return (t * magnitude).to(dtype);
 }
@@ -75,7 +84,8 @@ double max_abs(const torch::Tensor& t) {
 }
 
 double max_diff(const torch::Tensor& a, const torch::Tensor& b) {
-  return a.numel() == 0 ? 0.0 : (a.to(torch::kDouble) - b.to(torch::kDouble)).abs().max().item<double>();
+  return a.numel() == 0 ? 0.0
+                        : (a.to(torch::kDouble) - b.to(torch::kDouble)).abs().max().item<double>();
 }
 
 struct Case {
@@ -94,35 +104,40 @@ struct Case {
                : std::string());
     }
     return "q " + torch::str(q.sizes()) + " |q|max " +
-        (q.numel() > 0 ? std::to_string(q.abs().max().item<double>()) : std::string("-")) +
-        ", k " + torch::str(k.sizes()) + ", v " + torch::str(v.sizes()) + ", mask " + m +
-        ", causal " + std::to_string(causal) + ", scale " +
-        (scale.has_value() ? std::to_string(*scale) : std::string("default")) + ", dropout " +
-        std::to_string(dropout);
+           (q.numel() > 0 ? std::to_string(q.abs().max().item<double>()) : std::string("-")) +
+           ", k " + torch::str(k.sizes()) + ", v " + torch::str(v.sizes()) + ", mask " + m +
+           ", causal " + std::to_string(causal) + ", scale " +
+           (scale.has_value() ? std::to_string(*scale) : std::string("default")) + ", dropout " +
+           std::to_string(dropout);
   }
 };
 
 /// The op, or the functional (which routes small scores to the math path unless told).
 enum class Math { No, ScaleFirst, ScaleAfter };
 
-std::vector<torch::Tensor> run(const Case& c, int route, bool grads, torch::ScalarType dtype,
-                               Math math) {
+std::vector<torch::Tensor> run(
+    const Case& c, int route, bool grads, torch::ScalarType dtype, Math math) {
   auto q = c.q.to(dtype).requires_grad_(grads), k = c.k.to(dtype).requires_grad_(grads),
        v = c.v.to(dtype).requires_grad_(grads);
   auto mask = c.mask.defined() && c.mask.is_floating_point() ? c.mask.to(dtype) : c.mask;
   torch::Tensor out;
   if (math == Math::ScaleAfter) {
-    const double scale = c.scale.has_value() ? *c.scale : 1.0 / std::sqrt(static_cast<double>(q.size(-1)));
+    const double scale =
+        c.scale.has_value() ? *c.scale : 1.0 / std::sqrt(static_cast<double>(q.size(-1)));
     out = torchattn::testing::scale_after_attention(q, k, v, mask, c.causal, scale);
   } else if (math == Math::ScaleFirst || route == 1) {
     auto opts = F::ScaledDotProductAttentionFuncOptions()
-                    .attn_mask(mask).is_causal(c.causal).dropout_p(c.dropout)
+                    .attn_mask(mask)
+                    .is_causal(c.causal)
+                    .dropout_p(c.dropout)
                     .need_weights(math == Math::ScaleFirst);
-    if (c.scale.has_value()) opts.scale(*c.scale);
+    if (c.scale.has_value())
+      opts.scale(*c.scale);
     out = std::get<0>(F::scaled_dot_product_attention(q, k, v, opts));
   } else if (route == 2 && !c.scale.has_value()) {
     // dot_product_attention is scale 1: the same call with q pre-scaled by 1/sqrt(E).
-    auto opts = F::DotProductAttentionFuncOptions().attn_mask(mask).is_causal(c.causal).dropout_p(c.dropout);
+    auto opts = F::DotProductAttentionFuncOptions().attn_mask(mask).is_causal(c.causal).dropout_p(
+        c.dropout);
     const double s = q.size(-1) > 0 ? 1.0 / std::sqrt(static_cast<double>(q.size(-1))) : 1.0;
     out = std::get<0>(F::dot_product_attention(q * s, k, v, opts));
   } else {
@@ -146,8 +161,9 @@ Case decode(Bytes& in, torch::ScalarType& dtype) {
   const int64_t Lk = in.of({0L, 1L, 5L, 9L, 31L, 64L, 257L, 300L});
   const int64_t E = in.of({0L, 1L, 3L, 8L, 16L, 33L, 64L, 300L});
   const int64_t Ev = in.of({1L, 4L, 8L, 17L, 64L});
-  dtype = in.of({torch::kFloat, torch::kDouble, torch::kFloat, torch::kDouble, torch::kHalf,
-                 torch::kBFloat16, torch::kInt});
+  dtype = in.of(
+      {torch::kFloat, torch::kDouble, torch::kFloat, torch::kDouble, torch::kHalf, torch::kBFloat16,
+       torch::kInt});
   const double magnitude = in.of({1.0, 1.0, 1.0, 1e-30, 1e3, 1e10, 1e20, 1e38});
   torch::manual_seed(in.next());
   c.q = make_input(B, H, Lq, E, static_cast<int>(in.pick(0, 3)), magnitude, torch::kDouble);
@@ -155,26 +171,42 @@ Case decode(Bytes& in, torch::ScalarType& dtype) {
   c.v = make_input(B, H, Lk, Ev, static_cast<int>(in.pick(0, 3)), 1.0, torch::kDouble);
   if (in.next() % 16 == 0 && c.q.numel() > 0) {
     // A non-finite input: NaN or ±inf in one element.
-    c.q.view(-1)[in.next() % c.q.numel()] = in.of({std::numeric_limits<double>::quiet_NaN(),
-                                                   std::numeric_limits<double>::infinity(),
-                                                   -std::numeric_limits<double>::infinity()});
+    c.q.view(-1)[in.next() % c.q.numel()] = in.of(
+        {std::numeric_limits<double>::quiet_NaN(), std::numeric_limits<double>::infinity(),
+         -std::numeric_limits<double>::infinity()});
   }
-  const double fill = in.of({0.0, -1e4, -1e9, -1e30, -3.4028234663852886e38, -1.7976931348623157e308,
-                             -std::numeric_limits<double>::infinity(), 1e6});
+  const double fill = in.of(
+      {0.0, -1e4, -1e9, -1e30, -3.4028234663852886e38, -1.7976931348623157e308,
+       -std::numeric_limits<double>::infinity(), 1e6});
   switch (in.next() % 7) {
-    case 1: c.mask = torch::rand({Lq, Lk}) > 0.3; break;
-    case 2: c.mask = torch::rand({B, 1, 1, Lk}) > 0.2; break;
-    case 3: c.mask = torch::randn({H, Lq, Lk}, torch::kDouble); break;
-    case 4: c.mask = torch::full({Lq, Lk}, fill, torch::kDouble); break;
-    case 5: c.mask = torch::where(torch::rand({Lq, Lk}) > 0.5, torch::zeros({}, torch::kDouble),
-                                  torch::full({}, fill, torch::kDouble)); break;
-    case 6: c.mask = torch::ones({in.pick(1, 3), Lk}, torch::kBool); break; // often a bad shape
-    default: break;
+    case 1:
+      c.mask = torch::rand({Lq, Lk}) > 0.3;
+      break;
+    case 2:
+      c.mask = torch::rand({B, 1, 1, Lk}) > 0.2;
+      break;
+    case 3:
+      c.mask = torch::randn({H, Lq, Lk}, torch::kDouble);
+      break;
+    case 4:
+      c.mask = torch::full({Lq, Lk}, fill, torch::kDouble);
+      break;
+    case 5:
+      c.mask = torch::where(
+          torch::rand({Lq, Lk}) > 0.5, torch::zeros({}, torch::kDouble),
+          torch::full({}, fill, torch::kDouble));
+      break;
+    case 6:
+      c.mask = torch::ones({in.pick(1, 3), Lk}, torch::kBool);
+      break; // often a bad shape
+    default:
+      break;
   }
   c.causal = in.next() % 3 == 0;
   if (in.next() % 2 == 0) {
-    c.scale = in.of({0.0, 1.0, 0.125, -0.5, 1e30, 1e-30, std::numeric_limits<double>::infinity(),
-                     std::numeric_limits<double>::quiet_NaN()});
+    c.scale = in.of(
+        {0.0, 1.0, 0.125, -0.5, 1e30, 1e-30, std::numeric_limits<double>::infinity(),
+         std::numeric_limits<double>::quiet_NaN()});
   }
   if (in.next() % 8 == 0) {
     c.dropout = in.of({0.1, 0.5, 1.0, -0.1});
@@ -195,13 +227,16 @@ void check(const Case& c, int route, torch::ScalarType dtype) {
   // Where a dot product's terms add up to near the dtype's largest number, whether a partial
   // sum overflows depends on the order of summation (BLAS's and ours differ): nothing to
   // compare there. The bound is the sum of |terms|, which bounds every partial sum.
-  const double scale = c.scale.has_value() ? std::abs(*c.scale)
-                                           : 1.0 / std::sqrt(static_cast<double>(std::max<int64_t>(c.q.size(-1), 1)));
+  const double scale =
+      c.scale.has_value()
+          ? std::abs(*c.scale)
+          : 1.0 / std::sqrt(static_cast<double>(std::max<int64_t>(c.q.size(-1), 1)));
   double bound = 0.0;
   if (c.q.numel() > 0 && c.k.numel() > 0) {
     bound = (c.q.abs() * scale).matmul(c.k.abs().transpose(-2, -1)).max().item<double>();
-    const double largest = dtype == torch::kDouble ? std::numeric_limits<double>::max()
-                                                   : static_cast<double>(std::numeric_limits<float>::max());
+    const double largest = dtype == torch::kDouble
+                               ? std::numeric_limits<double>::max()
+                               : static_cast<double>(std::numeric_limits<float>::max());
     if (!(bound < largest / 16)) {
       return;
     }
@@ -209,8 +244,9 @@ void check(const Case& c, int route, torch::ScalarType dtype) {
   // A score's own rounding, eps x Σ|q_e k_e| scale, moves each result by up to that times its
   // size: any order of summation (ATen's BLAS or the kernel) may err by as much, and on a
   // random input ATen's own error can be far below it by luck.
-  const double eps = dtype == torch::kDouble ? std::numeric_limits<double>::epsilon() / 2
-                                             : static_cast<double>(std::numeric_limits<float>::epsilon()) / 2;
+  const double eps = dtype == torch::kDouble
+                         ? std::numeric_limits<double>::epsilon() / 2
+                         : static_cast<double>(std::numeric_limits<float>::epsilon()) / 2;
   const double score_error = eps * bound;
   const auto exact = run(c, route, grads, torch::kDouble, Math::ScaleFirst);
   // The error the math makes in this dtype; in float64, the other float64 formulation.
@@ -237,9 +273,10 @@ void check(const Case& c, int route, torch::ScalarType dtype) {
     const double allowed = std::max({rel * size, 10.0 * aten, score_error * size});
     const double error = max_diff(fused[i], exact[i]);
     if (!(error <= allowed)) {
-      fail("result " + std::to_string(i) + " differs from the float64 math by " +
-           fmt_g(error) + " where " + fmt_g(allowed) + " is allowed (" +
-           c10::toString(dtype) + ", route " + std::to_string(route) + "): " + c.str());
+      fail(
+          "result " + std::to_string(i) + " differs from the float64 math by " + fmt_g(error) +
+          " where " + fmt_g(allowed) + " is allowed (" + c10::toString(dtype) + ", route " +
+          std::to_string(route) + "): " + c.str());
     }
   }
 }

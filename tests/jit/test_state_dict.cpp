@@ -47,7 +47,7 @@ TEST_CASE("a scripted nn.MultiheadAttention loads into MultiheadAttention and ag
   mha->eval();
   const auto report = torchattn::load_state_dict(*mha, scripted);
   CHECK(report.ok());
-  CHECK(report.loaded.size() == 4);  // in_proj_weight, in_proj_bias, out_proj.weight, out_proj.bias
+  CHECK(report.loaded.size() == 4); // in_proj_weight, in_proj_bias, out_proj.weight, out_proj.bias
   torch::manual_seed(7);
   auto q = torch::randn({3, 6, 16}), kv = torch::randn({3, 9, 16});
   auto pad = torch::zeros({3, 9}, torch::kBool);
@@ -62,9 +62,11 @@ TEST_CASE("a scripted nn.MultiheadAttention loads into MultiheadAttention and ag
 
 TEST_CASE("a traced nn.MultiheadAttention with kdim and vdim loads under a prefix", "[jit]") {
   auto traced = torchattn::load_torchscript(ts_file("mha_traced.pt"));
-  tnn::MultiheadAttention mha(tnn::MultiheadAttentionOptions(16, 2).kdim(12).vdim(10).batch_first(true));
+  tnn::MultiheadAttention mha(
+      tnn::MultiheadAttentionOptions(16, 2).kdim(12).vdim(10).batch_first(true));
   mha->eval();
-  CHECK_THROWS_WITH(torchattn::load_state_dict(*mha, traced), ContainsSubstring("unexpected (6): attn."));
+  CHECK_THROWS_WITH(
+      torchattn::load_state_dict(*mha, traced), ContainsSubstring("unexpected (6): attn."));
   const auto report = torchattn::load_state_dict(*mha, traced, "attn.");
   CHECK(report.ok());
   torch::manual_seed(8);
@@ -79,17 +81,22 @@ TEST_CASE("a traced nn.MultiheadAttention with kdim and vdim loads under a prefi
 TEST_CASE("a scripted model calling torchattn's op runs from C++", "[jit][ops]") {
   auto m = torchattn::load_torchscript(ts_file("op_model.pt"));
   torch::manual_seed(9);
-  auto x = torch::randn({2, 70, 16});  // 70 x 70 scores: the fused kernel
+  auto x = torch::randn({2, 70, 16}); // 70 x 70 scores: the fused kernel
   auto out = m.forward({x}).toTensor();
   // The same computation by hand from the model's weights, with the math path.
   auto params = m.named_parameters();
   std::map<std::string, torch::Tensor> p;
-  for (const auto& item : params) p[item.name] = item.value;
-  auto qkv = torch::linear(x, p["qkv.weight"], p["qkv.bias"]).view({2, 70, 3, 2, 8}).permute({2, 0, 3, 1, 4});
+  for (const auto& item : params)
+    p[item.name] = item.value;
+  auto qkv = torch::linear(x, p["qkv.weight"], p["qkv.bias"])
+                 .view({2, 70, 3, 2, 8})
+                 .permute({2, 0, 3, 1, 4});
   namespace F = tnn::functional;
-  auto [y, w] = F::scaled_dot_product_attention(qkv[0], qkv[1], qkv[2],
-                                                F::ScaledDotProductAttentionFuncOptions().is_causal(true).need_weights(true));
-  auto expected = torch::linear(y.transpose(1, 2).reshape({2, 70, 16}), p["out.weight"], p["out.bias"]);
+  auto [y, w] = F::scaled_dot_product_attention(
+      qkv[0], qkv[1], qkv[2],
+      F::ScaledDotProductAttentionFuncOptions().is_causal(true).need_weights(true));
+  auto expected =
+      torch::linear(y.transpose(1, 2).reshape({2, 70, 16}), p["out.weight"], p["out.bias"]);
   CHECK_THAT(out, AllClose(expected, 1e-6, 1e-6));
 }
 
@@ -128,12 +135,14 @@ TEST_CASE("strict loading lists every missing, unexpected and mismatched name", 
   } catch (const c10::Error& e) {
     const std::string msg = e.what_without_backtrace();
     CHECK_THAT(msg, ContainsSubstring("missing (3): k_proj_weight, q_proj_weight, v_proj_weight"));
-    CHECK_THAT(msg, ContainsSubstring("unexpected (3): in_proj_bias, in_proj_weight, out_proj.bias"));
+    CHECK_THAT(
+        msg, ContainsSubstring("unexpected (3): in_proj_bias, in_proj_weight, out_proj.bias"));
     CHECK_THAT(msg, !ContainsSubstring("mismatched"));
   }
   tnn::MultiheadAttention wider(tnn::MultiheadAttentionOptions(32, 4));
-  CHECK_THROWS_WITH(torchattn::load_state_dict(*wider, scripted),
-                    ContainsSubstring("mismatched (4): in_proj_bias: expected [96] float, got [48] float"));
+  CHECK_THROWS_WITH(
+      torchattn::load_state_dict(*wider, scripted),
+      ContainsSubstring("mismatched (4): in_proj_bias: expected [96] float, got [48] float"));
   // Nothing is copied by a failed strict load; non-strict copies what matches and reports.
   const auto before = other->out_proj->weight.clone();
   CHECK_THROWS(torchattn::load_state_dict(*other, scripted));
@@ -144,16 +153,20 @@ TEST_CASE("strict loading lists every missing, unexpected and mismatched name", 
   CHECK_FALSE(torch::equal(before, other->out_proj->weight));
   tnn::MultiheadAttention doubles(tnn::MultiheadAttentionOptions(16, 4));
   doubles->to(torch::kDouble);
-  CHECK_THROWS_WITH(torchattn::load_state_dict(*doubles, scripted),
-                    ContainsSubstring("out_proj.weight: expected [16, 16] double, got [16, 16] float"));
+  CHECK_THROWS_WITH(
+      torchattn::load_state_dict(*doubles, scripted),
+      ContainsSubstring("out_proj.weight: expected [16, 16] double, got [16, 16] float"));
 }
 
 TEST_CASE("bad TorchScript files give clear errors", "[jit][errors]") {
   tnn::MultiheadAttention mha(tnn::MultiheadAttentionOptions(16, 4));
-  CHECK_THROWS_WITH(torchattn::load_state_dict(*mha, "/nonexistent/model.pt"), ContainsSubstring("does not exist"));
+  CHECK_THROWS_WITH(
+      torchattn::load_state_dict(*mha, "/nonexistent/model.pt"),
+      ContainsSubstring("does not exist"));
   TempPath text("not_an_archive.pt");
   std::ofstream(text.path) << "this is not a zip file";
-  CHECK_THROWS_WITH(torchattn::load_torchscript(text.path), ContainsSubstring("is not a TorchScript archive"));
+  CHECK_THROWS_WITH(
+      torchattn::load_torchscript(text.path), ContainsSubstring("is not a TorchScript archive"));
   TempPath truncated("truncated.pt");
   {
     std::ifstream in(ts_file("mha_scripted.pt"), std::ios::binary);
@@ -170,7 +183,8 @@ TEST_CASE("save_state_dict writes a TorchScript module with the same names and t
   torchattn::save_state_dict(*mha, path.path);
   auto loaded = torch::jit::load(path.path);
   std::map<std::string, torch::Tensor> tensors;
-  for (const auto& p : loaded.named_parameters()) tensors[p.name] = p.value;
+  for (const auto& p : loaded.named_parameters())
+    tensors[p.name] = p.value;
   const auto params = mha->named_parameters();
   CHECK(tensors.size() == params.size());
   for (const auto& item : params) {
@@ -183,9 +197,11 @@ TEST_CASE("save_state_dict writes a TorchScript module with the same names and t
   CHECK(torchattn::load_state_dict(*copy, path.path).ok());
   CHECK(torch::equal(copy->in_proj_weight, mha->in_proj_weight));
   // Nested modules and list indices keep their dotted names (encoder.0.weight).
-  torch::nn::Sequential seq(torch::nn::Linear(3, 4), torch::nn::LayerNorm(torch::nn::LayerNormOptions({4})));
+  torch::nn::Sequential seq(
+      torch::nn::Linear(3, 4), torch::nn::LayerNorm(torch::nn::LayerNormOptions({4})));
   torchattn::save_state_dict(*seq, path.path);
   std::set<std::string> names;
-  for (const auto& p : torch::jit::load(path.path).named_parameters()) names.insert(p.name);
+  for (const auto& p : torch::jit::load(path.path).named_parameters())
+    names.insert(p.name);
   CHECK(names == std::set<std::string>{"0.weight", "0.bias", "1.weight", "1.bias"});
 }

@@ -26,7 +26,8 @@ TEST_CASE("gradients match finite differences", "[nn][gradcheck]") {
           auto [out, w] = m(q, k, v, mask, {}, causal);
           return (out * g_out).sum() + (w * g_w).sum();
         };
-        std::vector<std::pair<std::string, torch::Tensor>> leaves = {{"query", q}, {"key", k}, {"value", v}};
+        std::vector<std::pair<std::string, torch::Tensor>> leaves = {
+            {"query", q}, {"key", k}, {"value", v}};
         for (auto& p : m.module.ptr()->named_parameters()) {
           leaves.emplace_back(p.key(), p.value());
         }

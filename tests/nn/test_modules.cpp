@@ -67,45 +67,55 @@ TEST_CASE("pretty_print names the module and its options", "[nn][print]") {
   };
   CHECK(print(*tnn::DotProductAttention()) == "torchattn::nn::DotProductAttention(dropout=0)");
   CHECK(
-      print(*tnn::ScaledDotProductAttention(tnn::ScaledDotProductAttentionOptions().dropout(0.1))) ==
-      "torchattn::nn::ScaledDotProductAttention(dropout=0.1, scale=None)");
+      print(*tnn::ScaledDotProductAttention(tnn::ScaledDotProductAttentionOptions().dropout(
+          0.1))) == "torchattn::nn::ScaledDotProductAttention(dropout=0.1, scale=None)");
   CHECK(
       print(*tnn::ScaledDotProductAttention(tnn::ScaledDotProductAttentionOptions().scale(0.5))) ==
       "torchattn::nn::ScaledDotProductAttention(dropout=0, scale=0.5)");
   CHECK(
-      print(*tnn::CosineAttention(tnn::CosineAttentionOptions().num_heads(8).learnable(true).max_temperature(100))) ==
+      print(*tnn::CosineAttention(
+          tnn::CosineAttentionOptions().num_heads(8).learnable(true).max_temperature(100))) ==
       "torchattn::nn::CosineAttention(temperature=10, learnable=true, num_heads=8, "
       "max_temperature=100, eps=1e-12, dropout=0)");
   CHECK(
       print(*tnn::AdditiveAttention(tnn::AdditiveAttentionOptions(16, 32, 8).bias(false))) ==
-      "torchattn::nn::AdditiveAttention(query_dim=16, key_dim=32, hidden_dim=8, bias=false, dropout=0)");
+      "torchattn::nn::AdditiveAttention(query_dim=16, key_dim=32, hidden_dim=8, bias=false, "
+      "dropout=0)");
   CHECK(
       print(*tnn::GeneralAttention(16, 32)) ==
       "torchattn::nn::GeneralAttention(query_dim=16, key_dim=32, dropout=0)");
   // Submodules print through torch's usual tree.
   std::ostringstream tree;
   tree << *tnn::AdditiveAttention(2, 3, 4);
-  CHECK(tree.str().find("(query_proj): torch::nn::Linear(in_features=2, out_features=4, bias=true)") != std::string::npos);
+  CHECK(
+      tree.str().find(
+          "(query_proj): torch::nn::Linear(in_features=2, out_features=4, bias=true)") !=
+      std::string::npos);
 }
 
 TEST_CASE("modules register their parameters under stable names", "[nn]") {
   auto names = [](const torch::nn::Module& m) {
     std::vector<std::string> out;
-    for (const auto& p : m.named_parameters()) out.push_back(p.key());
+    for (const auto& p : m.named_parameters())
+      out.push_back(p.key());
     return out;
   };
   CHECK(names(*tnn::DotProductAttention()).empty());
   CHECK(names(*tnn::ScaledDotProductAttention()).empty());
-  CHECK(names(*tnn::CosineAttention(tnn::CosineAttentionOptions().learnable(true))) ==
-        std::vector<std::string>{"logit_scale"});
+  CHECK(
+      names(*tnn::CosineAttention(tnn::CosineAttentionOptions().learnable(true))) ==
+      std::vector<std::string>{"logit_scale"});
   tnn::CosineAttention fixed;
   CHECK(names(*fixed).empty());
   CHECK(fixed->named_buffers().contains("logit_scale"));
-  CHECK(names(*tnn::AdditiveAttention(2, 3, 4)) ==
-        std::vector<std::string>{"query_proj.weight", "query_proj.bias", "key_proj.weight",
-                                 "key_proj.bias", "score_proj.weight", "score_proj.bias"});
-  CHECK(names(*tnn::AdditiveAttention(tnn::AdditiveAttentionOptions(2, 3, 4).bias(false))) ==
-        std::vector<std::string>{"query_proj.weight", "key_proj.weight", "score_proj.weight"});
+  CHECK(
+      names(*tnn::AdditiveAttention(2, 3, 4)) == std::vector<std::string>{
+                                                     "query_proj.weight", "query_proj.bias",
+                                                     "key_proj.weight", "key_proj.bias",
+                                                     "score_proj.weight", "score_proj.bias"});
+  CHECK(
+      names(*tnn::AdditiveAttention(tnn::AdditiveAttentionOptions(2, 3, 4).bias(false))) ==
+      std::vector<std::string>{"query_proj.weight", "key_proj.weight", "score_proj.weight"});
   CHECK(names(*tnn::GeneralAttention(2, 3)) == std::vector<std::string>{"weight"});
   tnn::GeneralAttention general(2, 3);
   CHECK(general->weight.sizes() == torch::IntArrayRef({2, 3}));

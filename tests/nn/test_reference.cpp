@@ -19,7 +19,8 @@ using torchattn::testing::ReferenceCase;
 using torchattn::testing::WorstError;
 namespace tnn = torchattn::nn;
 
-torch::nn::AnyModule make_module(const ReferenceCase& c, const torch::Tensor& query, const torch::Tensor& key) {
+torch::nn::AnyModule make_module(
+    const ReferenceCase& c, const torch::Tensor& query, const torch::Tensor& key) {
   const auto variant = c.str("variant");
   if (variant == "dot") {
     return torch::nn::AnyModule(tnn::DotProductAttention());
@@ -53,7 +54,8 @@ torch::nn::AnyModule make_module(const ReferenceCase& c, const torch::Tensor& qu
 }
 
 // Copies the case's parameters into the module by name; every name must match both ways.
-std::map<std::string, torch::Tensor> load_params(torch::nn::Module& module, const ReferenceCase& c) {
+std::map<std::string, torch::Tensor> load_params(
+    torch::nn::Module& module, const ReferenceCase& c) {
   std::map<std::string, torch::Tensor> by_name;
   for (auto& p : module.named_parameters()) {
     by_name[p.key()] = p.value();
@@ -63,8 +65,10 @@ std::map<std::string, torch::Tensor> load_params(torch::nn::Module& module, cons
   }
   const auto params = c.group("params");
   std::set<std::string> expected, actual;
-  for (const auto& kv : params) expected.insert(kv.first);
-  for (const auto& kv : by_name) actual.insert(kv.first);
+  for (const auto& kv : params)
+    expected.insert(kv.first);
+  for (const auto& kv : by_name)
+    actual.insert(kv.first);
   CHECK(actual == expected);
   torch::NoGradGuard no_grad;
   for (const auto& [name, value] : params) {
@@ -156,8 +160,8 @@ void check_variant(const std::string& variant, bool fused = false) {
   REQUIRE(n >= 18);
   // Figures for humans (ctest -V): how close we are, not only that we are within tolerance.
   std::cout << variant << (fused ? " (output without weights)" : "") << ": " << n
-            << " reference cases, worst |diff| float64 "
-            << worst[torch::kDouble] << ", float32 " << worst[torch::kFloat] << "\n";
+            << " reference cases, worst |diff| float64 " << worst[torch::kDouble] << ", float32 "
+            << worst[torch::kFloat] << "\n";
 }
 
 } // namespace
@@ -178,7 +182,8 @@ TEST_CASE("GeneralAttention matches PyTorch references", "[nn][reference]") {
   check_variant("general");
 }
 
-TEST_CASE("the fused path (no weights requested) matches PyTorch references", "[nn][reference][ops]") {
+TEST_CASE(
+    "the fused path (no weights requested) matches PyTorch references", "[nn][reference][ops]") {
   torchattn::testing::AlwaysFused fused;
   for (const char* variant : {"dot", "sdpa", "cosine"}) {
     DYNAMIC_SECTION(variant) {

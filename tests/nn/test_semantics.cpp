@@ -14,13 +14,14 @@
 
 namespace {
 
-using torchattn::testing::AllClose;
 using torchattn::testing::all_modules;
+using torchattn::testing::AllClose;
 constexpr double kInf = std::numeric_limits<double>::infinity();
 
 } // namespace
 
-TEST_CASE("fully masked rows give zero output, zero weights and finite zero gradients", "[nn][masks]") {
+TEST_CASE(
+    "fully masked rows give zero output, zero weights and finite zero gradients", "[nn][masks]") {
   torch::manual_seed(1);
   const int64_t B = 2, H = 2, Lq = 3, Lk = 4, E = 6;
   for (auto& m : all_modules(E, H, torch::kDouble)) {
@@ -85,7 +86,8 @@ TEST_CASE("a bool mask and the equivalent float mask give the same result", "[nn
       auto v = torch::randn({3, 6, 2}, torch::kDouble);
       auto keep = torch::rand({3, 4, 6}) > 0.3;
       keep.select(2, 0).fill_(true);
-      auto additive = torch::zeros({3, 4, 6}, torch::kDouble).masked_fill(keep.logical_not(), -kInf);
+      auto additive =
+          torch::zeros({3, 4, 6}, torch::kDouble).masked_fill(keep.logical_not(), -kInf);
       auto [a, wa] = m(q, k, v, keep);
       auto [b, wb] = m(q, k, v, additive);
       CHECK_THAT(a, AllClose(b, 1e-12, 1e-12));
@@ -105,15 +107,17 @@ TEST_CASE("a bool mask and the equivalent float mask give the same result", "[nn
   }
 }
 
-TEST_CASE("the fused path applies masks as the math path does, for every input rank", "[nn][masks]") {
+TEST_CASE(
+    "the fused path applies masks as the math path does, for every input rank", "[nn][masks]") {
   // need_weights = false takes the fused op for dot, scaled and cosine attention; true takes
   // the math path. Inputs of 2, 3 and 4 dims are padded to the op's [B, H, L, E] in front, and
   // so must their masks be (a [B, 1, Lk] mask of [B, L, E] inputs once went to the heads).
   torchattn::testing::AlwaysFused fused;
   torch::manual_seed(21);
   for (int64_t rank : {2, 3, 4}) {
-    std::vector<int64_t> lead = rank == 2 ? std::vector<int64_t>{}
-        : rank == 3 ? std::vector<int64_t>{3} : std::vector<int64_t>{2, 3};
+    std::vector<int64_t> lead = rank == 2   ? std::vector<int64_t>{}
+                                : rank == 3 ? std::vector<int64_t>{3}
+                                            : std::vector<int64_t>{2, 3};
     auto shape = [&](int64_t l, int64_t e) {
       auto s = lead;
       s.push_back(l);
@@ -129,16 +133,19 @@ TEST_CASE("the fused path applies masks as the math path does, for every input r
         keep.select(-1, 0).fill_(true);
         auto additive = torch::zeros(shape(4, 6)).masked_fill(keep.logical_not(), -kInf);
         const int64_t b = rank == 2 ? 6 : lead.front();
-        auto pad = torch::rand(rank == 2 ? std::vector<int64_t>{6} : std::vector<int64_t>{b, 6}) > 0.6;
+        auto pad =
+            torch::rand(rank == 2 ? std::vector<int64_t>{6} : std::vector<int64_t>{b, 6}) > 0.6;
         pad.select(-1, 0).fill_(false);
-        auto run = [&](bool need_weights, const torch::Tensor& mask, const torch::Tensor& kpm, bool causal) {
+        auto run = [&](bool need_weights, const torch::Tensor& mask, const torch::Tensor& kpm,
+                       bool causal) {
           return std::get<0>(m.module.forward<std::tuple<torch::Tensor, torch::Tensor>>(
               q, k, v, mask, kpm, need_weights, causal));
         };
         for (const auto& [mask, kpm, causal] :
              std::vector<std::tuple<torch::Tensor, torch::Tensor, bool>>{
                  {keep, {}, false}, {additive, {}, true}, {{}, pad, false}, {keep, pad, true}}) {
-          CHECK_THAT(run(false, mask, kpm, causal), AllClose(run(true, mask, kpm, causal), 1e-5, 1e-6));
+          CHECK_THAT(
+              run(false, mask, kpm, causal), AllClose(run(true, mask, kpm, causal), 1e-5, 1e-6));
         }
       }
     }
@@ -153,7 +160,9 @@ TEST_CASE("small score matrices take the math path unless told otherwise", "[nn]
     CHECK(F::math_path_max_scores() == 0);
   }
   CHECK(F::math_path_max_scores() == 48 * 48);
-  CHECK_THROWS_WITH(F::set_math_path_max_scores(-1), Catch::Matchers::ContainsSubstring("must be non-negative, got -1"));
+  CHECK_THROWS_WITH(
+      F::set_math_path_max_scores(-1),
+      Catch::Matchers::ContainsSubstring("must be non-negative, got -1"));
   // Both sides of the threshold give the math path's answer, each by the path it should take:
   // 48 x 48 scores by the math path, 49 x 49 by the fused kernel (which refuses double
   // backward).
@@ -161,7 +170,8 @@ TEST_CASE("small score matrices take the math path unless told otherwise", "[nn]
   for (int64_t l : {48, 49}) {
     CAPTURE(l);
     auto q = torch::randn({2, l, 8}, torch::kDouble).requires_grad_();
-    auto [fast, none] = F::scaled_dot_product_attention(q, q, q, F::ScaledDotProductAttentionFuncOptions().is_causal(true));
+    auto [fast, none] = F::scaled_dot_product_attention(
+        q, q, q, F::ScaledDotProductAttentionFuncOptions().is_causal(true));
     auto [math, w] = F::scaled_dot_product_attention(
         q, q, q, F::ScaledDotProductAttentionFuncOptions().is_causal(true).need_weights(true));
     CHECK_THAT(fast.detach(), AllClose(math.detach(), 1e-12, 1e-12));
@@ -211,7 +221,8 @@ TEST_CASE("dropout applies to the weights in training mode only", "[nn][dropout]
       auto dropped = w.eq(0);
       CHECK(dropped.any().item<bool>());
       CHECK(dropped.logical_not().any().item<bool>());
-      CHECK_THAT(w, AllClose(torch::where(dropped, torch::zeros_like(w), 2 * eval_w), 1e-12, 1e-12));
+      CHECK_THAT(
+          w, AllClose(torch::where(dropped, torch::zeros_like(w), 2 * eval_w), 1e-12, 1e-12));
       CHECK_THAT(out, AllClose(w.matmul(v), 1e-12, 1e-12));
     }
   }
@@ -230,7 +241,8 @@ TEST_CASE("weights are returned only when asked for", "[nn]") {
   CHECK_THAT(out2, AllClose(out, 1e-6, 1e-6));
 }
 
-TEST_CASE("empty key sequences give zeros and empty query sequences give empty outputs", "[nn][shapes]") {
+TEST_CASE(
+    "empty key sequences give zeros and empty query sequences give empty outputs", "[nn][shapes]") {
   for (auto& m : all_modules(4, 1, torch::kFloat)) {
     DYNAMIC_SECTION(m.name) {
       auto q = torch::randn({2, 3, 4}, torch::requires_grad());
@@ -239,15 +251,19 @@ TEST_CASE("empty key sequences give zeros and empty query sequences give empty o
       CHECK(out.abs().sum().item<double>() == 0.0);
       out.sum().backward();
       CHECK(torch::isfinite(q.grad()).all().item<bool>());
-      auto [out2, w2] = m(torch::randn({2, 0, 4}), torch::randn({2, 6, 4}), torch::randn({2, 6, 5}));
+      auto [out2, w2] =
+          m(torch::randn({2, 0, 4}), torch::randn({2, 6, 4}), torch::randn({2, 6, 5}));
       CHECK(out2.sizes() == torch::IntArrayRef({2, 0, 5}));
     }
   }
 }
 
 TEST_CASE("CosineAttention is safe for zero vectors and clamps its temperature", "[nn][cosine]") {
-  torchattn::nn::CosineAttention attn(
-      torchattn::nn::CosineAttentionOptions().temperature(10).learnable(true).num_heads(2).max_temperature(20));
+  torchattn::nn::CosineAttention attn(torchattn::nn::CosineAttentionOptions()
+                                          .temperature(10)
+                                          .learnable(true)
+                                          .num_heads(2)
+                                          .max_temperature(20));
   attn->to(torch::kDouble);
   {
     // As if training had pushed τ to 50, past the clamp.

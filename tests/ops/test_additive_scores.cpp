@@ -27,7 +27,8 @@ using torchattn::testing::CapabilityGuard;
 using torchattn::testing::tolerance;
 
 /// What the op replaces: the energies [..., Lq, Lk, D] by ATen's tanh, then their dot with w.
-torch::Tensor composite_scores(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& w) {
+torch::Tensor composite_scores(
+    const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& w) {
   return torch::tanh(q.unsqueeze(-2) + k.unsqueeze(-3)).matmul(w);
 }
 
@@ -39,8 +40,9 @@ struct Config {
   std::string capability;
 
   std::string str() const {
-    return fmt::format("lead=[{}] Lq={} Lk={} D={} {} transposed={} {}", fmt::join(lead, ","), Lq, Lk, D,
-                       dtype == torch::kDouble ? "float64" : "float32", transposed, capability);
+    return fmt::format(
+        "lead=[{}] Lq={} Lk={} D={} {} transposed={} {}", fmt::join(lead, ","), Lq, Lk, D,
+        dtype == torch::kDouble ? "float64" : "float32", transposed, capability);
   }
 };
 
@@ -58,7 +60,9 @@ torch::Tensor make_input(const Config& c, int64_t L, double scale) {
 
 } // namespace
 
-TEST_CASE("the fused additive score matches the composite of ATen ops, gradients too", "[ops][additive]") {
+TEST_CASE(
+    "the fused additive score matches the composite of ATen ops, gradients too",
+    "[ops][additive]") {
   CapabilityGuard guard;
   torch::manual_seed(11);
   std::vector<Config> configs;
@@ -70,13 +74,13 @@ TEST_CASE("the fused additive score matches the composite of ATen ops, gradients
         configs.push_back({{3}, 5, 9, D, dtype, false, cap});
         configs.push_back({{1}, 13, 6, D, dtype, true, cap});
       }
-      configs.push_back({{}, 4, 11, 24, dtype, false, cap});      // unbatched
-      configs.push_back({{2, 3}, 6, 1, 40, dtype, true, cap});    // two leading dims, one key
-      configs.push_back({{40}, 2, 3, 8, dtype, false, cap});      // many batch entries
-      configs.push_back({{2}, 0, 4, 8, dtype, false, cap});       // no queries
-      configs.push_back({{2}, 3, 0, 8, dtype, false, cap});       // no keys
-      configs.push_back({{2}, 3, 4, 0, dtype, false, cap});       // D = 0: all scores zero
-      configs.push_back({{0, 2}, 3, 4, 8, dtype, false, cap});    // an empty batch
+      configs.push_back({{}, 4, 11, 24, dtype, false, cap});   // unbatched
+      configs.push_back({{2, 3}, 6, 1, 40, dtype, true, cap}); // two leading dims, one key
+      configs.push_back({{40}, 2, 3, 8, dtype, false, cap});   // many batch entries
+      configs.push_back({{2}, 0, 4, 8, dtype, false, cap});    // no queries
+      configs.push_back({{2}, 3, 0, 8, dtype, false, cap});    // no keys
+      configs.push_back({{2}, 3, 4, 0, dtype, false, cap});    // D = 0: all scores zero
+      configs.push_back({{0, 2}, 3, 4, 8, dtype, false, cap}); // an empty batch
     }
   }
   for (const auto& c : configs) {
@@ -98,26 +102,32 @@ TEST_CASE("the fused additive score matches the composite of ATen ops, gradients
     auto g = torch::autograd::grad({fused}, {q, k, w}, {grad});
     auto g2 = torch::autograd::grad({want}, {q2, k2, w2}, {grad});
     for (size_t i = 0; i < 3; ++i) {
-      INFO("gradient of " << "qkw"[i]);
+      INFO(
+          "gradient of "
+          << "qkw"[i]);
       CHECK(g[i].sizes() == g2[i].sizes());
       CHECK_THAT(g[i], AllClose(g2[i], tol, tol));
     }
   }
 }
 
-TEST_CASE("the fused additive score's gradients match finite differences", "[ops][additive][gradcheck]") {
+TEST_CASE(
+    "the fused additive score's gradients match finite differences", "[ops][additive][gradcheck]") {
   torch::manual_seed(4);
   auto q = torch::randn({2, 3, 5}, torch::kDouble).requires_grad_();
   auto k = torch::randn({2, 4, 5}, torch::kDouble).requires_grad_();
   auto w = torch::randn({5}, torch::kDouble).requires_grad_();
   auto g = torch::randn({2, 3, 4}, torch::kDouble);
   auto loss = [&] { return (torchattn::ops::additive_attention_scores(q, k, w) * g).sum(); };
-  auto result = torchattn::testing::gradcheck(loss, {{"query", q}, {"key", k}, {"score_weight", w}});
+  auto result =
+      torchattn::testing::gradcheck(loss, {{"query", q}, {"key", k}, {"score_weight", w}});
   INFO("worst at " << result.worst_where);
   CHECK(result.worst_error < 1e-8);
 }
 
-TEST_CASE("additive attention takes the fused score when no weights are asked for", "[ops][additive][nn]") {
+TEST_CASE(
+    "additive attention takes the fused score when no weights are asked for",
+    "[ops][additive][nn]") {
   torch::manual_seed(8);
   torchattn::nn::AdditiveAttention attn(/*query_dim=*/6, /*key_dim=*/5, /*hidden_dim=*/7);
   attn->to(torch::kDouble);
@@ -134,14 +144,17 @@ TEST_CASE("additive attention takes the fused score when no weights are asked fo
 
   // First-order gradients agree; only the fused path refuses a second order, which shows the
   // path each call took.
-  auto g_fused = torch::autograd::grad({fused.sum()}, {q}, {}, /*retain_graph=*/true, /*create_graph=*/true);
-  auto g_math = torch::autograd::grad({math.sum()}, {q}, {}, /*retain_graph=*/true, /*create_graph=*/true);
+  auto g_fused =
+      torch::autograd::grad({fused.sum()}, {q}, {}, /*retain_graph=*/true, /*create_graph=*/true);
+  auto g_math =
+      torch::autograd::grad({math.sum()}, {q}, {}, /*retain_graph=*/true, /*create_graph=*/true);
   CHECK_THAT(g_fused[0], AllClose(g_math[0], 1e-12, 1e-12));
   CHECK_NOTHROW(g_math[0].sum().backward());
   CHECK_THROWS_WITH(
       g_fused[0].sum().backward(),
-      ContainsSubstring("torchattn::additive_attention_scores: double backward is not supported by the fused "
-                        "kernel; use torchattn::nn::functional::additive_attention with need_weights(true)"));
+      ContainsSubstring(
+          "torchattn::additive_attention_scores: double backward is not supported by the fused "
+          "kernel; use torchattn::nn::functional::additive_attention with need_weights(true)"));
 
   // Leading dims that only broadcast take the composite: the same result.
   auto [broadcast, w3] = attn->forward(q, k[0], v[0], {}, {}, /*need_weights=*/false);
@@ -157,10 +170,14 @@ TEST_CASE("the additive score op validates its arguments", "[ops][additive][erro
       ContainsSubstring(fn + "query has 1 dims [8], expected at least 2 [..., Lq, D]"));
   CHECK_THROWS_WITH(
       torchattn::ops::additive_attention_scores(q, k.narrow(2, 0, 7), w),
-      ContainsSubstring(fn + "key has shape [2, 5, 7], expected [..., Lk, 8] with the leading dims of query [2, 3, 8]"));
+      ContainsSubstring(
+          fn + "key has shape [2, 5, 7], expected [..., Lk, 8] with the leading dims of query [2, "
+               "3, 8]"));
   CHECK_THROWS_WITH(
       torchattn::ops::additive_attention_scores(q, k[0], w),
-      ContainsSubstring(fn + "key has shape [5, 8], expected [..., Lk, 8] with the leading dims of query [2, 3, 8]"));
+      ContainsSubstring(
+          fn +
+          "key has shape [5, 8], expected [..., Lk, 8] with the leading dims of query [2, 3, 8]"));
   CHECK_THROWS_WITH(
       torchattn::ops::additive_attention_scores(q.to(torch::kHalf), k, w),
       ContainsSubstring(fn + "query has dtype Half, expected Float or Double"));

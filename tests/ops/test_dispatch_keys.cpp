@@ -62,8 +62,8 @@ TEST_CASE("Meta kernels give the CPU kernels' shapes", "[ops][meta]") {
     auto w = torch::empty({16}, m);
     auto scores = torchattn::ops::additive_attention_scores(aq, ak, w);
     CHECK(scores.sizes() == torch::IntArrayRef({4, 6, 9}));
-    auto [agq, agk, agw] = torchattn::ops::_additive_attention_scores_backward(
-        torch::empty({4, 6, 9}, m), aq, ak, w);
+    auto [agq, agk, agw] =
+        torchattn::ops::_additive_attention_scores_backward(torch::empty({4, 6, 9}, m), aq, ak, w);
     CHECK(agq.sizes() == aq.sizes());
     CHECK(agk.sizes() == ak.sizes());
     CHECK(agw.sizes() == w.sizes());
@@ -78,27 +78,27 @@ TEST_CASE("Meta kernels refuse what the CPU kernels refuse, in the same words", 
     CHECK_FALSE(cpu.empty());
     CHECK(cpu == meta);
   };
-  both([](const char* d) {  // key's E differs from query's
+  both([](const char* d) { // key's E differs from query's
     torchattn::ops::_scaled_dot_product_attention_forward(
         torch::zeros({1, 2, 3, 4}, on(d)), torch::zeros({1, 2, 3, 5}, on(d)),
         torch::zeros({1, 2, 3, 4}, on(d)), {}, false, 1.0);
   });
-  both([](const char* d) {  // a mask that does not broadcast
+  both([](const char* d) { // a mask that does not broadcast
     torchattn::ops::_scaled_dot_product_attention_forward(
         torch::zeros({1, 2, 3, 4}, on(d)), torch::zeros({1, 2, 6, 4}, on(d)),
         torch::zeros({1, 2, 6, 4}, on(d)), torch::zeros({4, 6}, on(d, torch::kBool)), false, 1.0);
   });
-  both([](const char* d) {  // statistics of the wrong shape
+  both([](const char* d) { // statistics of the wrong shape
     auto q = torch::zeros({1, 2, 3, 4}, on(d));
     torchattn::ops::_scaled_dot_product_attention_backward(
         q, q, q, q, {}, q, torch::zeros({1, 2, 4}, on(d)), torch::zeros({1, 2, 3}, on(d)), false,
         1.0);
   });
-  both([](const char* d) {  // score_weight of the wrong length
+  both([](const char* d) { // score_weight of the wrong length
     torchattn::ops::additive_attention_scores(
         torch::zeros({2, 3, 8}, on(d)), torch::zeros({2, 5, 8}, on(d)), torch::zeros({7}, on(d)));
   });
-  both([](const char* d) {  // grad_scores of the wrong shape
+  both([](const char* d) { // grad_scores of the wrong shape
     torchattn::ops::_additive_attention_scores_backward(
         torch::zeros({2, 3, 4}, on(d)), torch::zeros({2, 3, 8}, on(d)),
         torch::zeros({2, 5, 8}, on(d)), torch::zeros({8}, on(d)));
@@ -109,7 +109,8 @@ TEST_CASE("Meta kernels refuse what the CPU kernels refuse, in the same words", 
             torch::zeros({2, 3, 8}, on("meta")), torch::zeros({2, 5, 8}, on("meta")),
             torch::zeros({7}, on("meta")));
       }),
-      ContainsSubstring("torchattn::additive_attention_scores: score_weight has shape [7], expected [8] [D]"));
+      ContainsSubstring(
+          "torchattn::additive_attention_scores: score_weight has shape [7], expected [8] [D]"));
 }
 
 TEST_CASE("the forward op is differentiable, with the public op's gradients", "[ops][autograd]") {
@@ -133,19 +134,24 @@ TEST_CASE("the forward op is differentiable, with the public op's gradients", "[
     CHECK_THAT(grads[i], AllClose(want_grads[i], 0.0, 0.0));
   }
   // The statistics are the row's logsumexp, apart: against the math path's.
-  auto s = (q.detach() * 0.25).matmul(k.detach().transpose(-2, -1))
+  auto s = (q.detach() * 0.25)
+               .matmul(k.detach().transpose(-2, -1))
                .masked_fill(mask.logical_not(), -INFINITY)
                .masked_fill(torch::ones({70, 90}, torch::kBool).triu(1), -INFINITY);
   auto lse = torch::logsumexp(s, -1);
   auto alive = lse.isfinite();
-  CHECK_THAT((row_max + row_log_sum).masked_select(alive), AllClose(lse.masked_select(alive), 1e-12, 1e-12));
+  CHECK_THAT(
+      (row_max + row_log_sum).masked_select(alive),
+      AllClose(lse.masked_select(alive), 1e-12, 1e-12));
 }
 
 TEST_CASE("the forward op refuses a mask that requires grad", "[ops][autograd]") {
   auto q = torch::randn({1, 1, 4, 8}, torch::kDouble).requires_grad_();
   auto mask = torch::zeros({4, 4}, torch::kDouble).requires_grad_();
   CHECK_THAT(
-      error_of([&] { torchattn::ops::_scaled_dot_product_attention_forward(q, q, q, mask, false, 1.0); }),
+      error_of([&] {
+        torchattn::ops::_scaled_dot_product_attention_forward(q, q, q, mask, false, 1.0);
+      }),
       ContainsSubstring("_scaled_dot_product_attention_forward: attn_mask requires grad"));
   // The public op takes the math path for it, and the mask gets its gradient.
   auto out = torchattn::ops::scaled_dot_product_attention(q, q, q, mask);

@@ -62,13 +62,13 @@ struct Config {
 
   std::string str() const {
     return fmt::format(
-        "B={} H={} Lq={} Lk={} E={} Ev={} {} causal={} mask={} layout={} {}", B, H, Lq, Lk, E,
-        Ev, dtype == torch::kDouble ? "float64" : "float32", causal, mask_kind, layout,
-        capability);
+        "B={} H={} Lq={} Lk={} E={} Ev={} {} causal={} mask={} layout={} {}", B, H, Lq, Lk, E, Ev,
+        dtype == torch::kDouble ? "float64" : "float32", causal, mask_kind, layout, capability);
   }
 };
 
-torch::Tensor make_input(int64_t B, int64_t H, int64_t L, int64_t D, torch::ScalarType dtype, int layout) {
+torch::Tensor make_input(
+    int64_t B, int64_t H, int64_t L, int64_t D, torch::ScalarType dtype, int layout) {
   const auto opts = torch::TensorOptions().dtype(dtype);
   switch (layout) {
     case 1:
@@ -94,15 +94,17 @@ torch::Tensor make_mask(const Config& c) {
     case 4: {
       auto m = torch::rand({c.B, c.H, c.Lq, c.Lk}) > 0.5;
       // Every third query row sees no key at all.
-      m.index_put_({torch::indexing::Slice(), torch::indexing::Slice(),
-                    torch::indexing::Slice(0, torch::indexing::None, 3)},
-                   false);
+      m.index_put_(
+          {torch::indexing::Slice(), torch::indexing::Slice(),
+           torch::indexing::Slice(0, torch::indexing::None, 3)},
+          false);
       return m;
     }
     case 5: {
       auto m = torch::zeros({c.Lq, c.Lk}, torch::TensorOptions().dtype(dtype));
-      m.index_put_({torch::indexing::Slice(1, torch::indexing::None, 4)},
-                   -std::numeric_limits<double>::infinity());
+      m.index_put_(
+          {torch::indexing::Slice(1, torch::indexing::None, 4)},
+          -std::numeric_limits<double>::infinity());
       return m;
     }
     default:
@@ -197,11 +199,13 @@ TEST_CASE("the fused kernel matches the math path over 600 random configurations
   sweep(600, 20261124, 300);
 }
 
-TEST_CASE("the fused kernel matches the math path over 4000 larger configurations", "[ops][.slow]") {
+TEST_CASE(
+    "the fused kernel matches the math path over 4000 larger configurations", "[ops][.slow]") {
   sweep(4000, 7, 1100);
 }
 
-TEST_CASE("the forward's lazily rescaled softmax is exact when later keys score far higher", "[ops]") {
+TEST_CASE(
+    "the forward's lazily rescaled softmax is exact when later keys score far higher", "[ops]") {
   // The forward keeps its running max while new key tiles (256 keys) score at most 8 log2
   // units above it and recomputes a strip that exceeds that. Keys whose scores rise along the
   // sequence exceed it tile after tile; one late key far above the rest would overflow exp2
@@ -297,7 +301,8 @@ TEST_CASE("dropout and masks that need grad take the math path", "[ops]") {
     CAPTURE(p);
     const int64_t lk = 400;
     auto out = torchattn::ops::scaled_dot_product_attention(
-        torch::zeros({2, 2, 50, 8}), torch::randn({2, 2, lk, 8}), torch::ones({2, 2, lk, 1}), {}, p);
+        torch::zeros({2, 2, 50, 8}), torch::randn({2, 2, lk, 8}), torch::ones({2, 2, lk, 1}), {},
+        p);
     auto kept = out * (static_cast<double>(lk) * (1 - p));
     CHECK((kept - kept.round()).abs().max().item<double>() < 1e-3);
     CHECK(kept.max().item<double>() < lk - 0.5); // some keys were dropped in every row
@@ -319,14 +324,16 @@ TEST_CASE("double backward through the fused kernel fails with a clear message",
   auto k = torch::randn({1, 1, 4, 8});
   auto v = torch::randn({1, 1, 4, 8});
   auto out = torchattn::ops::scaled_dot_product_attention(q, k, v);
-  auto g = torch::autograd::grad({out.sum()}, {q}, {}, /*retain_graph=*/true, /*create_graph=*/true);
+  auto g =
+      torch::autograd::grad({out.sum()}, {q}, {}, /*retain_graph=*/true, /*create_graph=*/true);
   CHECK_THROWS_WITH(
       g[0].sum().backward(),
       ContainsSubstring("double backward is not supported by the fused kernel"));
 }
 
 TEST_CASE("the op validates its arguments", "[ops][errors]") {
-  auto q = torch::randn({2, 3, 4, 8}), k = torch::randn({2, 3, 5, 8}), v = torch::randn({2, 3, 5, 6});
+  auto q = torch::randn({2, 3, 4, 8}), k = torch::randn({2, 3, 5, 8}),
+       v = torch::randn({2, 3, 5, 6});
   const std::string fn = "torchattn::scaled_dot_product_attention: ";
   CHECK_THROWS_WITH(
       torchattn::ops::scaled_dot_product_attention(q[0], k, v),
@@ -336,7 +343,8 @@ TEST_CASE("the op validates its arguments", "[ops][errors]") {
       ContainsSubstring(fn + "key has shape [2, 3, 5, 7], expected [2, 3, Lk, 8] [B, H, Lk, E]"));
   CHECK_THROWS_WITH(
       torchattn::ops::scaled_dot_product_attention(q, k, v.narrow(2, 0, 4)),
-      ContainsSubstring(fn + "value has shape [2, 3, 4, 6], expected [2, 3, 5, Ev] [B, H, Lk, Ev]"));
+      ContainsSubstring(
+          fn + "value has shape [2, 3, 4, 6], expected [2, 3, 5, Ev] [B, H, Lk, Ev]"));
   CHECK_THROWS_WITH(
       torchattn::ops::scaled_dot_product_attention(q.to(torch::kInt), k, v),
       ContainsSubstring(fn + "query has dtype Int, expected Float or Double"));
@@ -345,7 +353,9 @@ TEST_CASE("the op validates its arguments", "[ops][errors]") {
       ContainsSubstring(fn + "key has dtype Double, expected Float like query"));
   CHECK_THROWS_WITH(
       torchattn::ops::scaled_dot_product_attention(q, k, v, torch::ones({4, 4}, torch::kBool)),
-      ContainsSubstring(fn + "attn_mask has shape [4, 4], expected a shape broadcastable to the scores [2, 3, 4, 5] [B, H, Lq, Lk]"));
+      ContainsSubstring(
+          fn + "attn_mask has shape [4, 4], expected a shape broadcastable to the scores [2, 3, 4, "
+               "5] [B, H, Lq, Lk]"));
   CHECK_THROWS_WITH(
       torchattn::ops::scaled_dot_product_attention(q, k, v, torch::ones({4, 5}, torch::kInt)),
       ContainsSubstring(fn + "attn_mask has dtype Int, expected Bool or Float like query"));
@@ -353,11 +363,13 @@ TEST_CASE("the op validates its arguments", "[ops][errors]") {
       torchattn::ops::scaled_dot_product_attention(q, k, v, {}, 1.0),
       ContainsSubstring(fn + "dropout_p is 1, expected a probability in [0, 1)"));
   CHECK_THROWS_WITH(
-      torchattn::ops::scaled_dot_product_attention(q, k, v, {}, 0.0, false, std::numeric_limits<double>::infinity()),
+      torchattn::ops::scaled_dot_product_attention(
+          q, k, v, {}, 0.0, false, std::numeric_limits<double>::infinity()),
       ContainsSubstring(fn + "scale is inf, expected a finite number"));
   CHECK_THROWS_WITH(
       torchattn::ops::set_kernel_capability("sse9"),
-      ContainsSubstring("set_kernel_capability: capability is 'sse9', expected one of avx512, avx2, default"));
+      ContainsSubstring(
+          "set_kernel_capability: capability is 'sse9', expected one of avx512, avx2, default"));
 }
 
 /// C++'s TorchScript compiler has no `torch.ops`; this resolver maps the name `torchattn` to
@@ -371,30 +383,36 @@ struct OpsResolver : torch::jit::Resolver {
     }
     return torch::jit::nativeResolver()->resolveValue(name, fn, loc);
   }
-  torch::jit::TypePtr resolveType(const std::string& name, const torch::jit::SourceRange& loc) override {
+  torch::jit::TypePtr resolveType(
+      const std::string& name, const torch::jit::SourceRange& loc) override {
     return torch::jit::nativeResolver()->resolveType(name, loc);
   }
 };
 
 TEST_CASE("the ops run from TorchScript", "[ops][jit]") {
   auto cu = std::make_shared<torch::jit::CompilationUnit>();
-  cu->define(c10::nullopt, R"JIT(
+  cu->define(
+      c10::nullopt, R"JIT(
 def attend(q: Tensor, k: Tensor, v: Tensor, mask: Tensor):
     return torchattn.scaled_dot_product_attention(q, k, v, mask, 0.0, True, 0.5)
 
 def additive(q: Tensor, k: Tensor, w: Tensor):
     return torchattn.additive_attention_scores(q, k, w)
-)JIT", std::make_shared<OpsResolver>(), nullptr);
+)JIT",
+      std::make_shared<OpsResolver>(), nullptr);
   {
     auto q = torch::randn({2, 5, 16}), k = torch::randn({2, 7, 16}), w = torch::randn({16});
     auto scripted = cu->run_method("additive", q, k, w).toTensor();
     CHECK_THAT(scripted, AllClose(torchattn::ops::additive_attention_scores(q, k, w), 0, 0));
-    CHECK_THAT(scripted, AllClose(torch::tanh(q.unsqueeze(2) + k.unsqueeze(1)).matmul(w), 1e-5, 1e-5));
+    CHECK_THAT(
+        scripted, AllClose(torch::tanh(q.unsqueeze(2) + k.unsqueeze(1)).matmul(w), 1e-5, 1e-5));
   }
-  auto q = torch::randn({2, 2, 7, 8}), k = torch::randn({2, 2, 9, 8}), v = torch::randn({2, 2, 9, 4});
+  auto q = torch::randn({2, 2, 7, 8}), k = torch::randn({2, 2, 9, 8}),
+       v = torch::randn({2, 2, 9, 4});
   auto mask = torch::rand({7, 9}) > 0.2;
   auto scripted = cu->run_method("attend", q, k, v, mask).toTensor();
-  auto direct = torchattn::ops::scaled_dot_product_attention(q, k, v, mask, 0.0, /*is_causal=*/true, 0.5);
+  auto direct =
+      torchattn::ops::scaled_dot_product_attention(q, k, v, mask, 0.0, /*is_causal=*/true, 0.5);
   CHECK_THAT(scripted, AllClose(direct, 0, 0));
   CHECK_THAT(scripted, AllClose(math_attention(q, k, v, mask, true, 0.5), 1e-5, 1e-5));
 }
@@ -403,7 +421,8 @@ TEST_CASE("modules take the fused kernel when no weights are asked for", "[ops][
   // The fused and math paths agree to rounding, not bit for bit: a difference shows the path.
   // Lq · Lk = 2640 is above math_path_max_scores(), under which the math path would run.
   torch::manual_seed(3);
-  auto q = torch::randn({2, 4, 66, 16}), k = torch::randn({2, 4, 40, 16}), v = torch::randn({2, 4, 40, 16});
+  auto q = torch::randn({2, 4, 66, 16}), k = torch::randn({2, 4, 40, 16}),
+       v = torch::randn({2, 4, 40, 16});
   auto kpm = torch::rand({2, 40}) > 0.8;
   auto fused = torchattn::ops::scaled_dot_product_attention(
       q, k, v, kpm.logical_not().view({2, 1, 1, 40}), 0.0, /*is_causal=*/true);
@@ -414,7 +433,8 @@ TEST_CASE("modules take the fused kernel when no weights are asked for", "[ops][
   auto [out_w, w2] = attn->forward(q, k, v, {}, kpm, /*need_weights=*/true, /*is_causal=*/true);
   CHECK_THAT(out_w, AllClose(fused, 1e-5, 1e-5));
 
-  torchattn::nn::MultiheadAttention mha(torchattn::nn::MultiheadAttentionOptions(32, 4).batch_first(true));
+  torchattn::nn::MultiheadAttention mha(
+      torchattn::nn::MultiheadAttentionOptions(32, 4).batch_first(true));
   auto x = torch::randn({2, 50, 32}, torch::requires_grad());
   auto [m_fused, m_w] = mha->forward(x, x, x, {}, /*need_weights=*/false);
   auto [m_math, m_w2] = mha->forward(x, x, x, {}, /*need_weights=*/true);
@@ -425,21 +445,26 @@ TEST_CASE("modules take the fused kernel when no weights are asked for", "[ops][
   CHECK_FALSE(torchattn::testing::through_fused_kernel(m_math, x));
   // MultiheadAttention's heads are the op's: its fused output is the op's on its projections
   // to the bit.
-  auto qkv = torch::linear(x, mha->in_proj_weight, mha->in_proj_bias).view({2, 50, 3, 4, 8}).permute({2, 0, 3, 1, 4});
+  auto qkv = torch::linear(x, mha->in_proj_weight, mha->in_proj_bias)
+                 .view({2, 50, 3, 4, 8})
+                 .permute({2, 0, 3, 1, 4});
   auto heads = torchattn::ops::scaled_dot_product_attention(qkv[0], qkv[1], qkv[2]);
   auto by_op = mha->out_proj(heads.transpose(1, 2).reshape({2, 50, 32}));
   CHECK_THAT(m_fused.detach(), AllClose(by_op.detach(), 0, 0));
 
   // Below the threshold the math path runs: bit for bit what need_weights gives.
   auto small_q = q.narrow(2, 0, 20);
-  auto [small, none] = attn->forward(small_q, k, v, {}, kpm, /*need_weights=*/false, /*is_causal=*/true);
-  auto [small_math, small_w] = attn->forward(small_q, k, v, {}, kpm, /*need_weights=*/true, /*is_causal=*/true);
+  auto [small, none] =
+      attn->forward(small_q, k, v, {}, kpm, /*need_weights=*/false, /*is_causal=*/true);
+  auto [small_math, small_w] =
+      attn->forward(small_q, k, v, {}, kpm, /*need_weights=*/true, /*is_causal=*/true);
   CHECK_THAT(small, AllClose(small_math, 0, 0));
 }
 
 namespace {
 
-constexpr const char* kMemoryChild = "fused attention forward and backward at N=16384 (child process)";
+constexpr const char* kMemoryChild =
+    "fused attention forward and backward at N=16384 (child process)";
 
 } // namespace
 
@@ -477,7 +502,8 @@ TEST_CASE("forward and backward at N=16384 stay under 1 GiB of peak RSS", "[ops]
 }
 #endif
 
-TEST_CASE("the fused kernel gives the same bits on every run and thread count", "[ops][determinism]") {
+TEST_CASE(
+    "the fused kernel gives the same bits on every run and thread count", "[ops][determinism]") {
   // Outputs and gradients are bit-identical for the same inputs, whatever the number of
   // threads: each tile is one thread's, and backward's split of the keys and its sums do not
   // depend on the thread count. One head (backward splits its keys), several heads, a mask and
@@ -489,12 +515,15 @@ TEST_CASE("the fused kernel gives the same bits on every run and thread count", 
       CAPTURE(torchattn::ops::kernel_capability(), dtype, heads);
       const auto opts = torch::TensorOptions().dtype(dtype);
       auto q = torch::randn({1, heads, 300, 24}, opts), k = torch::randn({1, heads, 700, 24}, opts);
-      auto v = torch::randn({1, heads, 700, 16}, opts), grad = torch::randn({1, heads, 300, 16}, opts);
+      auto v = torch::randn({1, heads, 700, 16}, opts),
+           grad = torch::randn({1, heads, 300, 16}, opts);
       auto mask = torch::randn({300, 700}, opts);
       auto run = [&](int threads) {
         at::set_num_threads(threads);
-        auto qq = q.clone().requires_grad_(), kk = k.clone().requires_grad_(), vv = v.clone().requires_grad_();
-        auto out = torchattn::ops::scaled_dot_product_attention(qq, kk, vv, mask, 0.0, /*is_causal=*/true);
+        auto qq = q.clone().requires_grad_(), kk = k.clone().requires_grad_(),
+             vv = v.clone().requires_grad_();
+        auto out =
+            torchattn::ops::scaled_dot_product_attention(qq, kk, vv, mask, 0.0, /*is_causal=*/true);
         auto g = torch::autograd::grad({out}, {qq, kk, vv}, {grad});
         return std::vector<torch::Tensor>{out.detach(), g[0], g[1], g[2]};
       };

@@ -38,9 +38,10 @@ constexpr std::array<const char*, 4> kNames{"output", "grad_query", "grad_key", 
 enum class Path { Fused, Math, ScaleAfter };
 
 /// One pass of q, k, v (cast to `dtype`) through `path`, backward with `grad`.
-Result run(Path path, const torch::Tensor& q0, const torch::Tensor& k0, const torch::Tensor& v0,
-           const torch::Tensor& mask0, bool causal, double scale, const torch::Tensor& grad0,
-           torch::ScalarType dtype) {
+Result run(
+    Path path, const torch::Tensor& q0, const torch::Tensor& k0, const torch::Tensor& v0,
+    const torch::Tensor& mask0, bool causal, double scale, const torch::Tensor& grad0,
+    torch::ScalarType dtype) {
   auto q = q0.to(dtype).requires_grad_(), k = k0.to(dtype).requires_grad_(),
        v = v0.to(dtype).requires_grad_();
   auto mask = mask0.defined() && mask0.is_floating_point() ? mask0.to(dtype) : mask0;
@@ -48,13 +49,16 @@ Result run(Path path, const torch::Tensor& q0, const torch::Tensor& k0, const to
   switch (path) {
     case Path::Fused:
       out = torchattn::ops::scaled_dot_product_attention(
-          q, k, v, mask.defined() ? c10::optional<torch::Tensor>(mask) : c10::nullopt, 0.0,
-          causal, scale);
+          q, k, v, mask.defined() ? c10::optional<torch::Tensor>(mask) : c10::nullopt, 0.0, causal,
+          scale);
       break;
     case Path::Math:
       out = std::get<0>(F::scaled_dot_product_attention(
           q, k, v,
-          F::ScaledDotProductAttentionFuncOptions().attn_mask(mask).is_causal(causal).scale(scale)
+          F::ScaledDotProductAttentionFuncOptions()
+              .attn_mask(mask)
+              .is_causal(causal)
+              .scale(scale)
               .need_weights(true)));
       break;
     case Path::ScaleAfter:
@@ -83,34 +87,38 @@ std::map<std::string, Worst>& worst_by_dtype() {
 }
 
 /// Compares the fused path in `dtype` with the float64 math on the same inputs.
-void check_case(const std::string& what, const torch::Tensor& q, const torch::Tensor& k,
-                const torch::Tensor& v, const torch::Tensor& mask, bool causal, double scale,
-                torch::ScalarType dtype) {
+void check_case(
+    const std::string& what, const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v,
+    const torch::Tensor& mask, bool causal, double scale, torch::ScalarType dtype) {
   CAPTURE(what, dtype, torchattn::ops::kernel_capability());
   // The inputs as `dtype` holds them, so that every path sees the same numbers.
   auto qd = q.to(dtype).to(torch::kDouble), kd = k.to(dtype).to(torch::kDouble),
        vd = v.to(dtype).to(torch::kDouble);
   auto md = mask.defined() && mask.is_floating_point() ? mask.to(dtype).to(torch::kDouble) : mask;
   auto grad = torch::randn({q.size(0), q.size(1), q.size(2), v.size(3)}, torch::kDouble)
-                  .to(dtype).to(torch::kDouble);
+                  .to(dtype)
+                  .to(torch::kDouble);
   const Result expected = run(Path::Math, qd, kd, vd, md, causal, scale, grad, torch::kDouble);
   const Result fused = run(Path::Fused, qd, kd, vd, md, causal, scale, grad, dtype);
   // The error that the math itself makes in this dtype.
-  const Result same_dtype = dtype == torch::kDouble
-      ? run(Path::ScaleAfter, qd, kd, vd, md, causal, scale, grad, torch::kDouble)
-      : run(Path::Math, qd, kd, vd, md, causal, scale, grad, dtype);
+  const Result same_dtype =
+      dtype == torch::kDouble
+          ? run(Path::ScaleAfter, qd, kd, vd, md, causal, scale, grad, torch::kDouble)
+          : run(Path::Math, qd, kd, vd, md, causal, scale, grad, dtype);
   const double rel = dtype == torch::kDouble ? 1e-10 : 1e-5;
   // Gradients are sums of terms as large as the largest gradient (dV = Pᵀ dO): their rounding
   // is relative to that, as in the random sweep (test_flash_attention.cpp).
   double largest_grad = 0.0;
   for (size_t i = 1; i < kNames.size(); ++i) {
-    largest_grad = std::max(largest_grad, expected[i].numel() == 0 ? 0.0 : expected[i].abs().max().item<double>());
+    largest_grad = std::max(
+        largest_grad, expected[i].numel() == 0 ? 0.0 : expected[i].abs().max().item<double>());
   }
   for (size_t i = 0; i < kNames.size(); ++i) {
     CAPTURE(kNames[i]);
     const auto& e = expected[i];
     REQUIRE(e.isfinite().all().item<bool>());
-    const double largest = i == 0 ? (e.numel() == 0 ? 0.0 : e.abs().max().item<double>()) : largest_grad;
+    const double largest =
+        i == 0 ? (e.numel() == 0 ? 0.0 : e.abs().max().item<double>()) : largest_grad;
     const double aten = max_abs_diff(same_dtype[i], e);
     const double error = max_abs_diff(fused[i], e);
     // Where the math in this dtype is not finite (it overflows), there is nothing to match.
@@ -171,7 +179,8 @@ TEST_CASE("the fused kernel equals the math path with logits up to 1e30", "[ops]
       check_case(at + "scale 1e30", q, k, v, {}, false, 1e30, dtype);
       // Found by the fuzzer: dK = dSᵀ (q scale), never (dSᵀ q) scale, which overflows.
       check_case(at + "q = +-3e38, scale 0", torch::sign(q) * 3e38, k, v, {}, false, 0.0, dtype);
-      check_case(at + "q = +-3e38, scale 1e-30", torch::sign(q) * 3e38, k, v, {}, false, 1e-30, dtype);
+      check_case(
+          at + "q = +-3e38, scale 1e-30", torch::sign(q) * 3e38, k, v, {}, false, 1e-30, dtype);
       auto bias = randn({L, L}) * 1e6;
       check_case(at + "q x 1e20, bias 1e6", q * 1e20, k, v, bias, false, 1.0, dtype);
     }
@@ -185,17 +194,22 @@ TEST_CASE("the fused kernel equals the math path at head dims up to 4096", "[ops
       auto q = randn({1, 2, 24, E}), k = randn({1, 2, 30, E}), v = randn({1, 2, 30, 16});
       // scale 1: logits with a standard deviation of sqrt(E), up to 64.
       check_case(fmt::format("E={} scale 1", E), q, k, v, {}, false, 1.0, dtype);
-      check_case(fmt::format("E={} default scale", E), q, k, v, {}, true,
-                 1.0 / std::sqrt(static_cast<double>(E)), dtype);
+      check_case(
+          fmt::format("E={} default scale", E), q, k, v, {}, true,
+          1.0 / std::sqrt(static_cast<double>(E)), dtype);
     }
   });
   for (const auto& [dtype, w] : worst_by_dtype()) {
-    WARN(fmt::format("edge sweep, worst {}: {:.3g} where {:.3g} is allowed (math in {} off by "
-                     "{:.3g}) at {}", dtype, w.error, w.allowed, dtype, w.aten, w.where));
+    WARN(fmt::format(
+        "edge sweep, worst {}: {:.3g} where {:.3g} is allowed (math in {} off by "
+        "{:.3g}) at {}",
+        dtype, w.error, w.allowed, dtype, w.aten, w.where));
   }
 }
 
-TEST_CASE("MultiheadAttention's fused path equals its math path with a -1e9 padding mask", "[ops][edges][nn]") {
+TEST_CASE(
+    "MultiheadAttention's fused path equals its math path with a -1e9 padding mask",
+    "[ops][edges][nn]") {
   // A float key_padding_mask of -1e9 on every key of one batch entry: that entry's rows are
   // uniform averages, and the gradients through the fused kernel match the float64 math.
   torch::manual_seed(17);
@@ -221,11 +235,14 @@ TEST_CASE("MultiheadAttention's fused path equals its math path with a -1e9 padd
   CHECK(max_abs_diff(out_fused, out64) <= std::max(1e-5, 10 * max_abs_diff(out_math, out64)));
 }
 
-TEST_CASE("the functional gives the uniform average on the fused and math paths for a -FLT_MAX mask", "[ops][edges][nn]") {
+TEST_CASE(
+    "the functional gives the uniform average on the fused and math paths for a -FLT_MAX mask",
+    "[ops][edges][nn]") {
   // softmax is shift-invariant: a mask of -FLT_MAX everywhere is no mask at all in exact
   // arithmetic, and the rounded scores are all -FLT_MAX, so every key weighs 1/Lk.
   torch::manual_seed(18);
-  auto q = torch::randn({1, 2, 300, 8}), k = torch::randn({1, 2, 300, 8}), v = torch::randn({1, 2, 300, 8});
+  auto q = torch::randn({1, 2, 300, 8}), k = torch::randn({1, 2, 300, 8}),
+       v = torch::randn({1, 2, 300, 8});
   auto mask = torch::full({300, 300}, -FLT_MAX);
   auto opts = F::ScaledDotProductAttentionFuncOptions().attn_mask(mask);
   auto fused = std::get<0>(F::scaled_dot_product_attention(q, k, v, opts));
@@ -235,7 +252,8 @@ TEST_CASE("the functional gives the uniform average on the fused and math paths 
   CHECK(max_abs_diff(math, mean) < 1e-5);
 }
 
-TEST_CASE("the backward op refuses softmax statistics the forward cannot make", "[ops][edges][errors]") {
+TEST_CASE(
+    "the backward op refuses softmax statistics the forward cannot make", "[ops][edges][errors]") {
   using Fn = std::tuple<torch::Tensor, torch::Tensor, torch::Tensor>(
       const torch::Tensor&, const torch::Tensor&, const torch::Tensor&, const torch::Tensor&,
       const c10::optional<torch::Tensor>&, const torch::Tensor&, const torch::Tensor&,
@@ -244,20 +262,28 @@ TEST_CASE("the backward op refuses softmax statistics the forward cannot make", 
       const torch::Tensor&, const torch::Tensor&, const torch::Tensor&,
       const c10::optional<torch::Tensor>&, bool, double);
   auto& dispatcher = c10::Dispatcher::singleton();
-  auto forward = dispatcher.findSchemaOrThrow("torchattn::_scaled_dot_product_attention_forward", "").typed<FwdFn>();
-  auto backward = dispatcher.findSchemaOrThrow("torchattn::_scaled_dot_product_attention_backward", "").typed<Fn>();
-  auto q = torch::randn({1, 2, 4, 8}), k = torch::randn({1, 2, 5, 8}), v = torch::randn({1, 2, 5, 8});
+  auto forward =
+      dispatcher.findSchemaOrThrow("torchattn::_scaled_dot_product_attention_forward", "")
+          .typed<FwdFn>();
+  auto backward =
+      dispatcher.findSchemaOrThrow("torchattn::_scaled_dot_product_attention_backward", "")
+          .typed<Fn>();
+  auto q = torch::randn({1, 2, 4, 8}), k = torch::randn({1, 2, 5, 8}),
+       v = torch::randn({1, 2, 5, 8});
   auto [out, row_max, row_log_sum] = forward.call(q, k, v, c10::nullopt, false, 0.35);
   auto g = torch::randn_like(out);
   // What the forward made is accepted.
-  auto [gq, gk, gv] = backward.call(g, q, k, v, c10::nullopt, out, row_max, row_log_sum, false, 0.35);
+  auto [gq, gk, gv] =
+      backward.call(g, q, k, v, c10::nullopt, out, row_max, row_log_sum, false, 0.35);
   CHECK(gq.isfinite().all().item<bool>());
   const std::string fn = "torchattn::_scaled_dot_product_attention_backward: ";
   auto ninf = torch::full_like(row_log_sum, -std::numeric_limits<float>::infinity());
   CHECK_THROWS_WITH(
       backward.call(g, q, k, v, c10::nullopt, out, row_max, ninf, false, 0.35),
       Catch::Matchers::ContainsSubstring(fn + "row_max") &&
-          Catch::Matchers::ContainsSubstring("are not softmax statistics of the forward op: expected row_log_sum >= 0, or both -inf on a row with no key to attend"));
+          Catch::Matchers::ContainsSubstring(
+              "are not softmax statistics of the forward op: expected row_log_sum >= 0, or both "
+              "-inf on a row with no key to attend"));
   CHECK_THROWS_WITH(
       backward.call(g, q, k, v, c10::nullopt, out, ninf, row_log_sum, false, 0.35),
       Catch::Matchers::ContainsSubstring("are not softmax statistics of the forward op"));
@@ -265,8 +291,11 @@ TEST_CASE("the backward op refuses softmax statistics the forward cannot make", 
       backward.call(g, q, k, v, c10::nullopt, out, row_max, row_log_sum - 5, false, 0.35),
       Catch::Matchers::ContainsSubstring("at [0, 0, 0] are not softmax statistics"));
   CHECK_THROWS_WITH(
-      backward.call(g, q, k, v, c10::nullopt, out, row_max.narrow(2, 0, 3), row_log_sum, false, 0.35),
-      Catch::Matchers::ContainsSubstring(fn + "row_max has shape [1, 2, 3] and dtype Float, expected a contiguous [1, 2, 4] Float tensor from the forward op"));
+      backward.call(
+          g, q, k, v, c10::nullopt, out, row_max.narrow(2, 0, 3), row_log_sum, false, 0.35),
+      Catch::Matchers::ContainsSubstring(
+          fn + "row_max has shape [1, 2, 3] and dtype Float, expected a contiguous [1, 2, 4] Float "
+               "tensor from the forward op"));
   // A fully masked row: both -inf, zero gradients into it.
   auto mask = torch::ones({4, 5}, torch::kBool);
   mask[1] = false;

@@ -18,8 +18,7 @@ struct GradcheckResult {
 
 inline GradcheckResult gradcheck(
     const std::function<torch::Tensor()>& loss,
-    std::vector<std::pair<std::string, torch::Tensor>> leaves,
-    double eps = 1e-6) {
+    std::vector<std::pair<std::string, torch::Tensor>> leaves, double eps = 1e-6) {
   for (auto& [name, t] : leaves) {
     TORCH_CHECK(t.scalar_type() == torch::kDouble, "gradcheck: ", name, " must be float64");
     if (t.grad().defined()) {
@@ -41,7 +40,8 @@ inline GradcheckResult gradcheck(
       const double minus = loss().item<double>();
       flat[i] = orig;
       const double numeric = (plus - minus) / (2 * eps);
-      const double err = std::abs(analytic_flat[i].item<double>() - numeric) / (1.0 + std::abs(numeric));
+      const double err =
+          std::abs(analytic_flat[i].item<double>() - numeric) / (1.0 + std::abs(numeric));
       if (err > result.worst_error || !std::isfinite(err)) {
         result.worst_error = std::isfinite(err) ? err : std::numeric_limits<double>::infinity();
         result.worst_where = name + "[" + std::to_string(i) + "]";

@@ -27,19 +27,23 @@ inline std::vector<NamedModule> all_modules(
     int64_t e, int64_t heads, torch::ScalarType dtype, double dropout = 0.0) {
   namespace tnn = torchattn::nn;
   std::vector<NamedModule> out;
-  out.push_back({"DotProductAttention",
-                 torch::nn::AnyModule(tnn::DotProductAttention(tnn::DotProductAttentionOptions().dropout(dropout)))});
-  out.push_back({"ScaledDotProductAttention",
-                 torch::nn::AnyModule(tnn::ScaledDotProductAttention(
-                     tnn::ScaledDotProductAttentionOptions().dropout(dropout)))});
-  out.push_back({"CosineAttention",
-                 torch::nn::AnyModule(tnn::CosineAttention(
-                     tnn::CosineAttentionOptions().num_heads(heads).learnable(true).dropout(dropout)))});
-  out.push_back({"AdditiveAttention",
-                 torch::nn::AnyModule(tnn::AdditiveAttention(
-                     tnn::AdditiveAttentionOptions(e, e, 2 * e).dropout(dropout)))});
-  out.push_back({"GeneralAttention",
-                 torch::nn::AnyModule(tnn::GeneralAttention(tnn::GeneralAttentionOptions(e).dropout(dropout)))});
+  out.push_back(
+      {"DotProductAttention", torch::nn::AnyModule(tnn::DotProductAttention(
+                                  tnn::DotProductAttentionOptions().dropout(dropout)))});
+  out.push_back(
+      {"ScaledDotProductAttention",
+       torch::nn::AnyModule(tnn::ScaledDotProductAttention(
+           tnn::ScaledDotProductAttentionOptions().dropout(dropout)))});
+  out.push_back(
+      {"CosineAttention",
+       torch::nn::AnyModule(tnn::CosineAttention(
+           tnn::CosineAttentionOptions().num_heads(heads).learnable(true).dropout(dropout)))});
+  out.push_back(
+      {"AdditiveAttention", torch::nn::AnyModule(tnn::AdditiveAttention(
+                                tnn::AdditiveAttentionOptions(e, e, 2 * e).dropout(dropout)))});
+  out.push_back(
+      {"GeneralAttention", torch::nn::AnyModule(tnn::GeneralAttention(
+                               tnn::GeneralAttentionOptions(e).dropout(dropout)))});
   for (auto& m : out) {
     m.module.ptr()->to(dtype);
   }

@@ -11,8 +11,9 @@ namespace torchattn::testing {
 
 /// Whether `out`, a function of `x` (which requires grad), came through the fused kernel.
 inline bool through_fused_kernel(const torch::Tensor& out, const torch::Tensor& x) {
-  auto g = torch::autograd::grad({out.pow(2).sum()}, {x}, {}, /*retain_graph=*/true,
-                                 /*create_graph=*/true);
+  auto g = torch::autograd::grad(
+      {out.pow(2).sum()}, {x}, {}, /*retain_graph=*/true,
+      /*create_graph=*/true);
   try {
     g[0].pow(2).sum().backward();
   } catch (const c10::Error& e) {

@@ -28,7 +28,9 @@ struct ReferenceCase {
     TORCH_CHECK(it != tensors.end(), "reference case ", name, " has no tensor ", t);
     return it->second;
   }
-  torch::Tensor get_or_undefined(const std::string& t) const { return has(t) ? get(t) : torch::Tensor(); }
+  torch::Tensor get_or_undefined(const std::string& t) const {
+    return has(t) ? get(t) : torch::Tensor();
+  }
   /// Tensors under "prefix." with the prefix removed.
   std::map<std::string, torch::Tensor> group(const std::string& prefix) const {
     std::map<std::string, torch::Tensor> out;

@@ -4,8 +4,8 @@
 // |actual - expected| <= atol + rtol * |expected|, whose failure message names the worst
 // element, both values and both shapes. NaN never matches.
 
-#include <catch2/matchers/catch_matchers_templated.hpp>
 #include <torch/torch.h>
+#include <catch2/matchers/catch_matchers_templated.hpp>
 
 #include <algorithm>
 #include <map>
@@ -48,14 +48,15 @@ class AllCloseMatcher : public Catch::Matchers::MatcherGenericBase {
     why << "worst element " << unravel(worst, actual.sizes()) << ": actual "
         << a.flatten()[worst].item<double>() << ", expected " << e.flatten()[worst].item<double>()
         << " (|diff| " << (a.flatten()[worst] - e.flatten()[worst]).abs().item<double>()
-        << "), shape " << actual.sizes() << ", "
-        << (excess > 0).sum().item<int64_t>() << " of " << actual.numel() << " elements off";
+        << "), shape " << actual.sizes() << ", " << (excess > 0).sum().item<int64_t>() << " of "
+        << actual.numel() << " elements off";
     return fail(why);
   }
 
   std::string describe() const override {
     std::ostringstream s;
-    s << "is close to the expected tensor (rtol " << rtol_ << ", atol " << atol_ << "): " << failure_;
+    s << "is close to the expected tensor (rtol " << rtol_ << ", atol " << atol_
+      << "): " << failure_;
     return s.str();
   }
 
@@ -90,9 +91,14 @@ inline AllCloseMatcher AllClose(torch::Tensor expected, double rtol, double atol
 class WorstError {
  public:
   void note(const torch::Tensor& actual, const torch::Tensor& expected) {
-    if (actual.defined() && expected.defined() && actual.sizes() == expected.sizes() && actual.numel() > 0) {
+    if (actual.defined() && expected.defined() && actual.sizes() == expected.sizes() &&
+        actual.numel() > 0) {
       auto& w = worst_[expected.scalar_type()];
-      w = std::max(w, (actual.detach().to(torch::kDouble) - expected.to(torch::kDouble)).abs().max().item<double>());
+      w = std::max(
+          w, (actual.detach().to(torch::kDouble) - expected.to(torch::kDouble))
+                 .abs()
+                 .max()
+                 .item<double>());
     }
   }
   double operator[](torch::ScalarType dtype) const {

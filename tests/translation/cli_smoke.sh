@@ -42,8 +42,8 @@ grep -Eq '^BLEU = [0-9.]+ ' eval.log || fail "evaluate printed no BLEU: $(cat ev
 [ -s heat.png ] && [ -s heat.svg ] || fail "plot wrote no heat.png/heat.svg"
 
 # A GRU model made in Python (bench/translation_models.py), imported and used for translation.
-python=/usr/bin/python3
-if [ -x $python ] && $python -c "import torch" 2>/dev/null; then
+python=${TORCHATTN_PYTHON:-python3}
+if command -v "$python" >/dev/null && "$python" -c "import torch" 2>/dev/null; then
   $python - "$source_dir/bench" model <<'PY'
 import sys, torch
 sys.path.insert(0, sys.argv[1])

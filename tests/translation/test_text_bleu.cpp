@@ -34,7 +34,7 @@ TEST_CASE("detokenize undoes the tokenizer's spacing for display", "[translation
 
 TEST_CASE("utf8_lower lowercases Latin letters and keeps everything else", "[translation]") {
   CHECK(utf8_lower("ÀÉÎÕÜ ŒŸ Ab9") == "àéîõü œÿ ab9");
-  CHECK(utf8_lower("\xff\xfe ok") == "\xff\xfe ok");  // invalid bytes stay
+  CHECK(utf8_lower("\xff\xfe ok") == "\xff\xfe ok"); // invalid bytes stay
 }
 
 TEST_CASE("Vocab orders by frequency, saves and loads, and rejects broken files", "[translation]") {
@@ -61,14 +61,16 @@ TEST_CASE("Vocab orders by frequency, saves and loads, and rejects broken files"
   CHECK_THROWS_WITH(Vocab::load(path), Catch::Matchers::ContainsSubstring("line 2 is 'foo'"));
   std::ofstream(path) << "<pad>\n<unk>\n<s>\n</s>\nx\nx\n";
   CHECK_THROWS_WITH(Vocab::load(path), Catch::Matchers::ContainsSubstring("line 6 repeats 'x'"));
-  CHECK_THROWS_WITH(Vocab::load((dir / "missing").string()), Catch::Matchers::ContainsSubstring("cannot open"));
+  CHECK_THROWS_WITH(
+      Vocab::load((dir / "missing").string()), Catch::Matchers::ContainsSubstring("cannot open"));
   std::filesystem::remove_all(dir);
 }
 
 TEST_CASE("tokenize_13a splits as sacreBLEU's 13a tokenizer", "[translation]") {
   CHECK(tokenize_13a("Hello, world.") == Strings{"Hello", ",", "world", "."});
-  CHECK(tokenize_13a("It's 5-6 p.m. (3.14, 1,000)") ==
-        Strings{"It's", "5", "-", "6", "p", ".", "m", ".", "(", "3.14", ",", "1,000", ")"});
+  CHECK(
+      tokenize_13a("It's 5-6 p.m. (3.14, 1,000)") ==
+      Strings{"It's", "5", "-", "6", "p", ".", "m", ".", "(", "3.14", ",", "1,000", ")"});
   CHECK(tokenize_13a("Va !") == Strings{"Va", "!"});
   CHECK(tokenize_13a("a &amp; b<skipped>") == Strings{"a", "&", "b"});
   CHECK(tokenize_13a("l'été \"x\"") == Strings{"l'été", "\"", "x", "\""});
@@ -76,11 +78,14 @@ TEST_CASE("tokenize_13a splits as sacreBLEU's 13a tokenizer", "[translation]") {
 
 TEST_CASE("corpus_bleu matches the BLEU formula computed by hand", "[translation]") {
   // Identical: every precision is 1, no brevity penalty.
-  CHECK(corpus_bleu({"the cat sat on the mat"}, {{"the cat sat on the mat"}}).score == Catch::Approx(100.0));
+  CHECK(
+      corpus_bleu({"the cat sat on the mat"}, {{"the cat sat on the mat"}}).score ==
+      Catch::Approx(100.0));
 
   // hyp a b c d e, ref a b c d f g: precisions 4/5, 3/4, 2/3, 1/2; c = 5, r = 6.
   const BleuScore s = corpus_bleu({"a b c d e"}, {{"a b c d f g"}});
-  const double expected = 100.0 * std::exp(1.0 - 6.0 / 5.0) * std::pow(4.0 / 5 * 3.0 / 4 * 2.0 / 3 * 1.0 / 2, 0.25);
+  const double expected =
+      100.0 * std::exp(1.0 - 6.0 / 5.0) * std::pow(4.0 / 5 * 3.0 / 4 * 2.0 / 3 * 1.0 / 2, 0.25);
   CHECK(s.score == Catch::Approx(expected).epsilon(1e-12));
   CHECK(s.precisions[0] == Catch::Approx(80.0));
   CHECK(s.precisions[3] == Catch::Approx(50.0));
@@ -101,11 +106,15 @@ TEST_CASE("corpus_bleu matches the BLEU formula computed by hand", "[translation
   const BleuScore c = corpus_bleu({"A B C D", "e f"}, {{"a b c d"}, {"e g"}});
   // 1-grams 5/6, 2-grams 3/4, 3-grams 2/2, 4-grams 1/1; c = r = 6.
   CHECK(c.score == Catch::Approx(100.0 * std::pow(5.0 / 6 * 3.0 / 4, 0.25)).epsilon(1e-12));
-  // Case-sensitive: nothing matches, every precision is smoothed: 1/(2*4), 1/(4*3), 1/(8*2), 1/(16*1).
-  CHECK(corpus_bleu({"A B C D"}, {{"a b c d"}}, /*lowercase=*/false).score ==
-        Catch::Approx(100.0 * std::pow(1.0 / 8 * 1.0 / 12 * 1.0 / 16 * 1.0 / 16, 0.25)).epsilon(1e-12));
+  // Case-sensitive: nothing matches, every precision is smoothed: 1/(2*4), 1/(4*3), 1/(8*2),
+  // 1/(16*1).
+  CHECK(
+      corpus_bleu({"A B C D"}, {{"a b c d"}}, /*lowercase=*/false).score ==
+      Catch::Approx(100.0 * std::pow(1.0 / 8 * 1.0 / 12 * 1.0 / 16 * 1.0 / 16, 0.25))
+          .epsilon(1e-12));
 
   CHECK(corpus_bleu({""}, {{"a b"}}).score == 0.0);
-  CHECK_THROWS_WITH(corpus_bleu({"a"}, {}), Catch::Matchers::ContainsSubstring("1 hypotheses but 0"));
+  CHECK_THROWS_WITH(
+      corpus_bleu({"a"}, {}), Catch::Matchers::ContainsSubstring("1 hypotheses but 0"));
   CHECK_THROWS_WITH(corpus_bleu({"a"}, {{}}), Catch::Matchers::ContainsSubstring("no reference"));
 }

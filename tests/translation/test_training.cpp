@@ -27,7 +27,8 @@ namespace {
 
 struct TempDir {
   fs::path path;
-  explicit TempDir(const std::string& name) : path(fs::temp_directory_path() / ("torchattn_" + name)) {
+  explicit TempDir(const std::string& name)
+      : path(fs::temp_directory_path() / ("torchattn_" + name)) {
     fs::remove_all(path);
     fs::create_directories(path);
   }
@@ -35,16 +36,20 @@ struct TempDir {
 };
 
 void write_toy_corpus(const fs::path& dir, int n, uint64_t seed) {
-  static const std::vector<std::string> words = {"red", "blue", "cat", "dog", "sees", "likes", "big", "small", "tom", "mary"};
+  static const std::vector<std::string> words = {"red",   "blue", "cat",   "dog", "sees",
+                                                 "likes", "big",  "small", "tom", "mary"};
   std::mt19937_64 gen(seed);
   std::ofstream train(dir / "train.tsv"), dev(dir / "dev.tsv");
   for (int i = 0; i < n; ++i) {
     const int len = 2 + static_cast<int>(gen() % 4);
     std::vector<std::string> s;
-    for (int k = 0; k < len; ++k) s.push_back(words[gen() % words.size()]);
+    for (int k = 0; k < len; ++k)
+      s.push_back(words[gen() % words.size()]);
     std::string en, fr = "le";
-    for (const auto& w : s) en += (en.empty() ? "" : " ") + w;
-    for (auto it = s.rbegin(); it != s.rend(); ++it) fr += " " + *it + "x";
+    for (const auto& w : s)
+      en += (en.empty() ? "" : " ") + w;
+    for (auto it = s.rbegin(); it != s.rend(); ++it)
+      fr += " " + *it + "x";
     (i % 10 == 0 ? dev : train) << en << '\t' << fr << '\n';
   }
 }
@@ -78,7 +83,8 @@ std::vector<double> history_column(const fs::path& dir, int column) {
   while (std::getline(in, line)) {
     std::istringstream s(line);
     std::string field;
-    for (int i = 0; i <= column; ++i) std::getline(s, field, '\t');
+    for (int i = 0; i <= column; ++i)
+      std::getline(s, field, '\t');
     values.push_back(std::stod(field));
   }
   return values;
@@ -157,7 +163,8 @@ TEST_CASE("beam search with one beam is greedy search", "[translation]") {
   TrainConfig c = toy_config(dir.path, kind);
   train(c);
   const Translator t = load_translator(c.out_dir);
-  const std::vector<std::string> sentences = {"red cat sees dog", "tom", "big small big small mary", "blue likes"};
+  const std::vector<std::string> sentences = {
+      "red cat sees dog", "tom", "big small big small mary", "blue likes"};
   Translator::Options greedy, beam4;
   greedy.copy_unknown = false;
   beam4.beam = 4;
@@ -172,7 +179,8 @@ TEST_CASE("beam search with one beam is greedy search", "[translation]") {
     // The translator decodes the sentences as one padded batch: padding changes nothing.
     std::vector<std::string> words;
     for (int64_t id : gh.tokens) {
-      if (id == Vocab::kEos) break;
+      if (id == Vocab::kEos)
+        break;
       words.push_back(t.tgt_vocab.token(id));
     }
     CHECK(g[i].tokens == words);
@@ -187,7 +195,8 @@ TEST_CASE("broken model directories give clear errors", "[translation]") {
   c.epochs = 1;
   train(c);
   const fs::path m = c.out_dir;
-  CHECK_THROWS_WITH(load_translator((dir.path / "none").string()), ContainsSubstring("does not exist"));
+  CHECK_THROWS_WITH(
+      load_translator((dir.path / "none").string()), ContainsSubstring("does not exist"));
   // Truncated weights.
   const auto size = fs::file_size(m / "model.pt");
   fs::copy_file(m / "model.pt", dir.path / "saved.pt");
@@ -199,10 +208,13 @@ TEST_CASE("broken model directories give clear errors", "[translation]") {
   std::ofstream(m / "options.txt", std::ios::app) << "hidden_dim=48\n";
   CHECK_THROWS_WITH(load_translator(m.string()), ContainsSubstring("has shape ["));
   std::ofstream(m / "options.txt") << "colour=blue\n";
-  CHECK_THROWS_WITH(load_translator(m.string()), ContainsSubstring("unknown model option 'colour'"));
+  CHECK_THROWS_WITH(
+      load_translator(m.string()), ContainsSubstring("unknown model option 'colour'"));
   fs::remove(m / "options.txt");
   CHECK_THROWS_WITH(load_translator(m.string()), ContainsSubstring("options.txt"));
-  CHECK_THROWS_WITH(resume((dir.path / "none").string(), 0, 0, false), ContainsSubstring("holds no training run"));
+  CHECK_THROWS_WITH(
+      resume((dir.path / "none").string(), 0, 0, false),
+      ContainsSubstring("holds no training run"));
 }
 
 TEST_CASE("heatmaps are written as PNG and SVG with their labels", "[translation]") {
@@ -219,26 +231,30 @@ TEST_CASE("heatmaps are written as PNG and SVG with their labels", "[translation
   std::string head(8, '\0');
   png.read(head.data(), 8);
   CHECK(head == "\x89PNG\r\n\x1a\n");
-  CHECK_THROWS_WITH(write_heatmap_png((dir.path / "x.png").string(), w, cols, {"a"}),
-                    ContainsSubstring("do not match 1 rows x 4 columns"));
+  CHECK_THROWS_WITH(
+      write_heatmap_png((dir.path / "x.png").string(), w, cols, {"a"}),
+      ContainsSubstring("do not match 1 rows x 4 columns"));
 }
 
-TEST_CASE("linear_cross_entropy equals linear + cross_entropy with label smoothing, gradients too", "[translation]") {
+TEST_CASE(
+    "linear_cross_entropy equals linear + cross_entropy with label smoothing, gradients too",
+    "[translation]") {
   torch::manual_seed(11);
   const double smoothing = GENERATE(0.0, 0.1);
-  const int64_t N = 37, H = 19, V = 1000;  // V not a multiple of any vector width
+  const int64_t N = 37, H = 19, V = 1000; // V not a multiple of any vector width
   auto h = torch::randn({N, H}, torch::requires_grad());
   auto w = (torch::randn({V, H}) * 0.5).requires_grad_();
   auto b = torch::randn({V}, torch::requires_grad());
   auto target = torch::randint(1, V, {N}, torch::kLong);
-  target.index_put_({torch::tensor({3, 10, 11})}, 0);  // ignored rows
+  target.index_put_({torch::tensor({3, 10, 11})}, 0); // ignored rows
   target[5] = V - 1;
   const auto loss = linear_cross_entropy(h, w, b, target, smoothing, /*ignore_index=*/0);
   auto [gh, gw, gb] = [&] {
     auto g = torch::autograd::grad({loss * 3.0}, {h, w, b});
     return std::make_tuple(g[0], g[1], g[2]);
   }();
-  auto hd = h.detach().to(torch::kDouble).requires_grad_(), wd = w.detach().to(torch::kDouble).requires_grad_(),
+  auto hd = h.detach().to(torch::kDouble).requires_grad_(),
+       wd = w.detach().to(torch::kDouble).requires_grad_(),
        bd = b.detach().to(torch::kDouble).requires_grad_();
   const auto ref = torch::nn::functional::cross_entropy(
       torch::nn::functional::linear(hd, wd, bd), target,
@@ -248,10 +264,13 @@ TEST_CASE("linear_cross_entropy equals linear + cross_entropy with label smoothi
   CHECK(torch::allclose(gh.to(torch::kDouble), g[0], 1e-4, 1e-6));
   CHECK(torch::allclose(gw.to(torch::kDouble), g[1], 1e-4, 1e-6));
   CHECK(torch::allclose(gb.to(torch::kDouble), g[2], 1e-4, 1e-6));
-  CHECK(gw.index_select(0, torch::tensor({0})).abs().sum().item<double>() > 0);  // class 0 still gets its softmax share
+  CHECK(
+      gw.index_select(0, torch::tensor({0})).abs().sum().item<double>() >
+      0); // class 0 still gets its softmax share
 
-  CHECK_THROWS_WITH(linear_cross_entropy(h, w, b, target.narrow(0, 0, 5), 0.1, 0),
-                    ContainsSubstring("expected h [N, H], weight [V, H]"));
+  CHECK_THROWS_WITH(
+      linear_cross_entropy(h, w, b, target.narrow(0, 0, 5), 0.1, 0),
+      ContainsSubstring("expected h [N, H], weight [V, H]"));
   auto bad = target.clone();
   bad[0] = V;
   CHECK_THROWS_WITH(linear_cross_entropy(h, w, b, bad, 0.1, 0), ContainsSubstring("out of range"));
@@ -259,7 +278,7 @@ TEST_CASE("linear_cross_entropy equals linear + cross_entropy with label smoothi
 
 TEST_CASE("gru_sequence equals torch::gru, gradients too", "[translation]") {
   torch::manual_seed(5);
-  const int64_t H = GENERATE(19, 64);  // 19: no vector width divides it
+  const int64_t H = GENERATE(19, 64); // 19: no vector width divides it
   const int64_t B = 5, T = 7, E = 11;
   auto x = torch::randn({B, T, E}, torch::requires_grad());
   auto h0 = torch::randn({B, H}, torch::requires_grad());
@@ -274,11 +293,13 @@ TEST_CASE("gru_sequence equals torch::gru, gradients too", "[translation]") {
 
   // The reference: ATen's own GRU in float64.
   std::vector<torch::Tensor> ref_leaves;
-  for (const auto& t : leaves) ref_leaves.push_back(t.detach().to(torch::kDouble).requires_grad_());
-  auto ref = std::get<0>(torch::gru(ref_leaves[0], ref_leaves[1].unsqueeze(0),
-                                    {ref_leaves[2], ref_leaves[3], ref_leaves[4], ref_leaves[5]},
-                                    /*has_biases=*/true, /*num_layers=*/1, /*dropout=*/0.0, /*train=*/true,
-                                    /*bidirectional=*/false, /*batch_first=*/true));
+  for (const auto& t : leaves)
+    ref_leaves.push_back(t.detach().to(torch::kDouble).requires_grad_());
+  auto ref = std::get<0>(torch::gru(
+      ref_leaves[0], ref_leaves[1].unsqueeze(0),
+      {ref_leaves[2], ref_leaves[3], ref_leaves[4], ref_leaves[5]},
+      /*has_biases=*/true, /*num_layers=*/1, /*dropout=*/0.0, /*train=*/true,
+      /*bidirectional=*/false, /*batch_first=*/true));
   auto want = torch::autograd::grad({ref}, ref_leaves, {grad.to(torch::kDouble)});
   CHECK(torch::allclose(out.to(torch::kDouble), ref, 1e-5, 1e-6));
   for (size_t i = 0; i < leaves.size(); ++i) {
@@ -290,13 +311,17 @@ TEST_CASE("gru_sequence equals torch::gru, gradients too", "[translation]") {
   auto empty = gru_sequence(torch::zeros({B, 0, 3 * H}), h0, w_hh, b_hh);
   CHECK(empty.sizes() == torch::IntArrayRef({B, 0, H}));
 
-  CHECK_THROWS_WITH(gru_sequence(torch::zeros({B, T, 3 * H + 1}), h0, w_hh, b_hh),
-                    ContainsSubstring("gru_sequence: shapes disagree"));
-  CHECK_THROWS_WITH(gru_sequence(torch::zeros({B, T, 3 * H}, torch::kDouble), h0, w_hh, b_hh),
-                    ContainsSubstring("float32 CPU tensors expected"));
+  CHECK_THROWS_WITH(
+      gru_sequence(torch::zeros({B, T, 3 * H + 1}), h0, w_hh, b_hh),
+      ContainsSubstring("gru_sequence: shapes disagree"));
+  CHECK_THROWS_WITH(
+      gru_sequence(torch::zeros({B, T, 3 * H}, torch::kDouble), h0, w_hh, b_hh),
+      ContainsSubstring("float32 CPU tensors expected"));
 }
 
-TEST_CASE("FusedAdam takes torch::optim::Adam's steps, and their checkpoints are interchangeable", "[translation]") {
+TEST_CASE(
+    "FusedAdam takes torch::optim::Adam's steps, and their checkpoints are interchangeable",
+    "[translation]") {
   torch::manual_seed(2);
   const double weight_decay = GENERATE(0.0, 0.01);
   // Sizes that no vector width divides, one over the parallel grain, and a parameter without
@@ -305,29 +330,33 @@ TEST_CASE("FusedAdam takes torch::optim::Adam's steps, and their checkpoints are
   auto make = [&] {
     std::vector<torch::Tensor> params;
     torch::manual_seed(3);
-    for (const auto& s : shapes) params.push_back(torch::randn(s).requires_grad_());
+    for (const auto& s : shapes)
+      params.push_back(torch::randn(s).requires_grad_());
     return params;
   };
   auto ours = make(), theirs = make();
-  const auto options = torch::optim::AdamOptions(1e-2).betas({0.9, 0.98}).eps(1e-9).weight_decay(weight_decay);
+  const auto options =
+      torch::optim::AdamOptions(1e-2).betas({0.9, 0.98}).eps(1e-9).weight_decay(weight_decay);
   FusedAdam fused(ours, options);
   torch::optim::Adam adam(theirs, options);
   auto take_step = [&](int step) {
     for (size_t i = 0; i + 1 < shapes.size(); ++i) {
       torch::manual_seed(100 + step * 10 + static_cast<int>(i));
-      auto g = torch::randn(shapes[i]) * (i == 0 ? 1e-3 : 1.0);  // small gradients: eps matters less than v
+      auto g = torch::randn(shapes[i]) *
+               (i == 0 ? 1e-3 : 1.0); // small gradients: eps matters less than v
       ours[i].mutable_grad() = g.clone();
       theirs[i].mutable_grad() = g.clone();
     }
     fused.step();
     adam.step();
   };
-  for (int step = 0; step < 6; ++step) take_step(step);
+  for (int step = 0; step < 6; ++step)
+    take_step(step);
   for (size_t i = 0; i < shapes.size(); ++i) {
     CAPTURE(i);
     CHECK(torch::allclose(ours[i], theirs[i], 1e-5, 1e-7));
   }
-  CHECK(torch::equal(ours.back(), theirs.back()));  // no gradient, no step
+  CHECK(torch::equal(ours.back(), theirs.back())); // no gradient, no step
 
   // FusedAdam's state saved, loaded into a fresh Adam: both go on alike.
   torch::serialize::OutputArchive out;
@@ -337,7 +366,8 @@ TEST_CASE("FusedAdam takes torch::optim::Adam's steps, and their checkpoints are
   torch::serialize::InputArchive in;
   in.load_from(buffer);
   std::vector<torch::Tensor> copies;
-  for (const auto& p : ours) copies.push_back(p.detach().clone().requires_grad_());
+  for (const auto& p : ours)
+    copies.push_back(p.detach().clone().requires_grad_());
   torch::optim::Adam reloaded(copies, options);
   reloaded.load(in);
   for (size_t i = 0; i + 1 < shapes.size(); ++i) {

@@ -13,10 +13,11 @@ namespace torchattn {
 /// What load_state_dict found. Names are the destination module's (after `prefix` is removed
 /// from the source names).
 struct StateDictReport {
-  std::vector<std::string> missing;      ///< in the destination, not in the source
-  std::vector<std::string> unexpected;   ///< in the source, not in the destination
-  std::vector<std::string> mismatched;   ///< in both, with another shape or dtype: "name: expected [..] float, got [..] double"
-  std::vector<std::string> loaded;       ///< copied
+  std::vector<std::string> missing;    ///< in the destination, not in the source
+  std::vector<std::string> unexpected; ///< in the source, not in the destination
+  std::vector<std::string> mismatched; ///< in both, with another shape or dtype: "name: expected
+                                       ///< [..] float, got [..] double"
+  std::vector<std::string> loaded;     ///< copied
   bool ok() const { return missing.empty() && unexpected.empty() && mismatched.empty(); }
 };
 
@@ -33,17 +34,15 @@ struct StateDictReport {
 /// torchattn::nn::MultiheadAttention mha(torchattn::nn::MultiheadAttentionOptions(64, 4));
 /// torchattn::load_state_dict(*mha, scripted);
 /// ```
-StateDictReport load_state_dict(torch::nn::Module& dst,
-                                const torch::jit::Module& src,
-                                const std::string& prefix = "",
-                                bool strict = true);
+StateDictReport load_state_dict(
+    torch::nn::Module& dst, const torch::jit::Module& src, const std::string& prefix = "",
+    bool strict = true);
 
 /// The same from a TorchScript file. A missing file, or one that is not a TorchScript
 /// archive, gives an error naming the path.
-StateDictReport load_state_dict(torch::nn::Module& dst,
-                                const std::string& path,
-                                const std::string& prefix = "",
-                                bool strict = true);
+StateDictReport load_state_dict(
+    torch::nn::Module& dst, const std::string& path, const std::string& prefix = "",
+    bool strict = true);
 
 /// Writes the parameters and buffers of `module` as a TorchScript module whose state dict has
 /// the same names, for Python: `torch.jit.load(path).state_dict()` loads into the matching

@@ -31,19 +31,16 @@ namespace torchattn::ops {
 /// Example:
 /// ```
 /// auto q = torch::randn({32, 12, 256}), k = torch::randn({32, 15, 256});
-/// auto scores = torchattn::ops::additive_attention_scores(q, k, torch::randn({256}));  // [32, 12, 15]
+/// auto scores = torchattn::ops::additive_attention_scores(q, k, torch::randn({256}));  // [32, 12,
+/// 15]
 /// ```
 torch::Tensor additive_attention_scores(
-    const torch::Tensor& query,
-    const torch::Tensor& key,
-    const torch::Tensor& score_weight);
+    const torch::Tensor& query, const torch::Tensor& key, const torch::Tensor& score_weight);
 
 /// The backward of additive_attention_scores: gradients of query, key and score_weight from
 /// grad_scores [..., Lq, Lk]. Recomputes the energies. Not differentiable.
 std::tuple<torch::Tensor, torch::Tensor, torch::Tensor> _additive_attention_scores_backward(
-    const torch::Tensor& grad_scores,
-    const torch::Tensor& query,
-    const torch::Tensor& key,
+    const torch::Tensor& grad_scores, const torch::Tensor& query, const torch::Tensor& key,
     const torch::Tensor& score_weight);
 
 } // namespace torchattn::ops

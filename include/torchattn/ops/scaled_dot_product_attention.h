@@ -17,7 +17,8 @@
 ///     -> (Tensor grad_query, Tensor grad_key, Tensor grad_value)
 /// ```
 ///
-/// Kernels: src/ops/cpu/, src/ops/autograd/ and src/ops/meta/scaled_dot_product_attention_kernel.cpp.
+/// Kernels: src/ops/cpu/, src/ops/autograd/ and
+/// src/ops/meta/scaled_dot_product_attention_kernel.cpp.
 
 #include <torch/types.h>
 
@@ -50,13 +51,9 @@ namespace torchattn::ops {
 ///                                                          /*is_causal=*/true);
 /// ```
 torch::Tensor scaled_dot_product_attention(
-    const torch::Tensor& query,
-    const torch::Tensor& key,
-    const torch::Tensor& value,
-    const c10::optional<torch::Tensor>& attn_mask = c10::nullopt,
-    double dropout_p = 0.0,
-    bool is_causal = false,
-    c10::optional<double> scale = c10::nullopt);
+    const torch::Tensor& query, const torch::Tensor& key, const torch::Tensor& value,
+    const c10::optional<torch::Tensor>& attn_mask = c10::nullopt, double dropout_p = 0.0,
+    bool is_causal = false, c10::optional<double> scale = c10::nullopt);
 
 /// The fused forward on its own, for callers that merge partial results (ring attention,
 /// split-K decoding): the output and each row's softmax statistics of the scaled, masked
@@ -72,26 +69,16 @@ torch::Tensor scaled_dot_product_attention(
 /// auto lse = row_max + row_log_sum;  // [B, H, Lq]
 /// ```
 std::tuple<torch::Tensor, torch::Tensor, torch::Tensor> _scaled_dot_product_attention_forward(
-    const torch::Tensor& query,
-    const torch::Tensor& key,
-    const torch::Tensor& value,
-    const c10::optional<torch::Tensor>& attn_mask,
-    bool is_causal,
-    double scale);
+    const torch::Tensor& query, const torch::Tensor& key, const torch::Tensor& value,
+    const c10::optional<torch::Tensor>& attn_mask, bool is_causal, double scale);
 
 /// The fused backward: gradients of query, key and value from grad_output and what
 /// _scaled_dot_product_attention_forward returned for the same arguments. Its statistics are
 /// checked (shapes, and values the forward can produce). Not differentiable.
 std::tuple<torch::Tensor, torch::Tensor, torch::Tensor> _scaled_dot_product_attention_backward(
-    const torch::Tensor& grad_output,
-    const torch::Tensor& query,
-    const torch::Tensor& key,
-    const torch::Tensor& value,
-    const c10::optional<torch::Tensor>& attn_mask,
-    const torch::Tensor& output,
-    const torch::Tensor& row_max,
-    const torch::Tensor& row_log_sum,
-    bool is_causal,
-    double scale);
+    const torch::Tensor& grad_output, const torch::Tensor& query, const torch::Tensor& key,
+    const torch::Tensor& value, const c10::optional<torch::Tensor>& attn_mask,
+    const torch::Tensor& output, const torch::Tensor& row_max, const torch::Tensor& row_log_sum,
+    bool is_causal, double scale);
 
 } // namespace torchattn::ops

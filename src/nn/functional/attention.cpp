@@ -2,8 +2,8 @@
 #include <torchattn/ops/attention.h>
 
 #include "detail/checks.h"
-#include "detail/math_attention.h"
 #include "detail/compat.h"
+#include "detail/math_attention.h"
 
 #include <torch/torch.h>
 
@@ -23,16 +23,13 @@ std::atomic<int64_t> g_math_path_max_scores{48 * 48};
 /// than float32/float64. On other devices, without masks, LibTorch 2.1+'s own
 /// at::scaled_dot_product_attention.
 torch::Tensor fused_attention(
-    const torch::Tensor& query,
-    const torch::Tensor& key,
-    const torch::Tensor& value,
-    const MaskArgs& masks,
-    const std::vector<int64_t>& scores_shape,
-    double scale) {
+    const torch::Tensor& query, const torch::Tensor& key, const torch::Tensor& value,
+    const MaskArgs& masks, const std::vector<int64_t>& scores_shape, double scale) {
   // query [..., Lq, E], key [..., Lk, E], value [..., Lk, Ev] -> out [..., Lq, Ev]
   const auto lead_dims = static_cast<int64_t>(scores_shape.size()) - 2;
   const auto dtype = query.scalar_type();
-  const bool mask_grad = (masks.attn_mask.defined() && masks.attn_mask.requires_grad()) ||
+  const bool mask_grad =
+      (masks.attn_mask.defined() && masks.attn_mask.requires_grad()) ||
       (masks.key_padding_mask.defined() && masks.key_padding_mask.requires_grad());
   if (masks.need_weights || masks.dropout_p > 0.0 || mask_grad || lead_dims > 2) {
     return {};
@@ -96,29 +93,27 @@ int64_t math_path_max_scores() {
 }
 
 std::tuple<torch::Tensor, torch::Tensor> dot_product_attention(
-    const torch::Tensor& query,
-    const torch::Tensor& key,
-    const torch::Tensor& value,
+    const torch::Tensor& query, const torch::Tensor& key, const torch::Tensor& value,
     const DotProductAttentionFuncOptions& options) {
   // query [..., Lq, E], key [..., Lk, E], value [..., Lk, Ev] -> out [..., Lq, Ev]
   const auto masks = MaskArgs::from(options);
   const auto scores_shape =
       detail::check_inputs("dot_product_attention", query, key, value, masks, /*same_qk_dim=*/true);
-  if (auto out = fused_attention(query, key, value, masks, scores_shape, /*scale=*/1.0); out.defined()) {
+  if (auto out = fused_attention(query, key, value, masks, scores_shape, /*scale=*/1.0);
+      out.defined()) {
     return {out, torch::Tensor()};
   }
   return detail::softmax_attend(query.matmul(key.transpose(-2, -1)), value, masks);
 }
 
 std::tuple<torch::Tensor, torch::Tensor> scaled_dot_product_attention(
-    const torch::Tensor& query,
-    const torch::Tensor& key,
-    const torch::Tensor& value,
+    const torch::Tensor& query, const torch::Tensor& key, const torch::Tensor& value,
     const ScaledDotProductAttentionFuncOptions& options) {
   // query [..., Lq, E], key [..., Lk, E], value [..., Lk, Ev] -> out [..., Lq, Ev]
   constexpr const char* fn = "scaled_dot_product_attention";
   const auto masks = MaskArgs::from(options);
-  const auto scores_shape = detail::check_inputs(fn, query, key, value, masks, /*same_qk_dim=*/true);
+  const auto scores_shape =
+      detail::check_inputs(fn, query, key, value, masks, /*same_qk_dim=*/true);
   const double scale = detail::resolve_scale(fn, options.scale(), query);
   if (auto out = fused_attention(query, key, value, masks, scores_shape, scale); out.defined()) {
     return {out, torch::Tensor()};
@@ -128,20 +123,19 @@ std::tuple<torch::Tensor, torch::Tensor> scaled_dot_product_attention(
 }
 
 std::tuple<torch::Tensor, torch::Tensor> cosine_attention(
-    const torch::Tensor& query,
-    const torch::Tensor& key,
-    const torch::Tensor& value,
+    const torch::Tensor& query, const torch::Tensor& key, const torch::Tensor& value,
     const CosineAttentionFuncOptions& options) {
   // query [..., Lq, E], key [..., Lk, E], value [..., Lk, Ev] -> out [..., Lq, Ev]
   constexpr const char* fn = "cosine_attention";
   const auto masks = MaskArgs::from(options);
-  const auto scores_shape = detail::check_inputs(fn, query, key, value, masks, /*same_qk_dim=*/true);
+  const auto scores_shape =
+      detail::check_inputs(fn, query, key, value, masks, /*same_qk_dim=*/true);
   TORCH_CHECK(options.eps() > 0.0, fn, ": eps is ", options.eps(), ", expected a positive number");
   const auto& tau = options.temperature();
   if (tau.defined()) {
     TORCH_CHECK(
-        tau.scalar_type() == query.scalar_type(), fn, ": temperature has dtype ",
-        tau.scalar_type(), ", expected ", query.scalar_type(), " like query");
+        tau.scalar_type() == query.scalar_type(), fn, ": temperature has dtype ", tau.scalar_type(),
+        ", expected ", query.scalar_type(), " like query");
     TORCH_CHECK(
         tau.device() == query.device(), fn, ": temperature is on ", tau.device(), ", expected ",
         query.device(), " like query");
@@ -175,13 +169,9 @@ std::tuple<torch::Tensor, torch::Tensor> cosine_attention(
 }
 
 std::tuple<torch::Tensor, torch::Tensor> additive_attention(
-    const torch::Tensor& query,
-    const torch::Tensor& key,
-    const torch::Tensor& value,
-    const torch::Tensor& query_weight,
-    const torch::Tensor& key_weight,
-    const torch::Tensor& score_weight,
-    const AdditiveAttentionFuncOptions& options) {
+    const torch::Tensor& query, const torch::Tensor& key, const torch::Tensor& value,
+    const torch::Tensor& query_weight, const torch::Tensor& key_weight,
+    const torch::Tensor& score_weight, const AdditiveAttentionFuncOptions& options) {
   // query [..., Lq, Eq], key [..., Lk, Ek], value [..., Lk, Ev] -> out [..., Lq, Ev]
   constexpr const char* fn = "additive_attention";
   const auto masks = MaskArgs::from(options);
@@ -203,7 +193,7 @@ std::tuple<torch::Tensor, torch::Tensor> additive_attention(
   }
   auto q = torch::linear(query, query_weight, options.query_bias()); // [..., Lq, D]
   auto k = torch::linear(key, key_weight, options.key_bias());       // [..., Lk, D]
-  torch::Tensor scores; // [..., Lq, Lk]
+  torch::Tensor scores;                                              // [..., Lq, Lk]
   // The fused score never forms the [..., Lq, Lk, D] energies; like the fused SDPA path it is
   // taken when the weights are not returned, so need_weights(true) keeps double backward.
   if (!masks.need_weights && q.device().is_cpu() &&
@@ -221,11 +211,8 @@ std::tuple<torch::Tensor, torch::Tensor> additive_attention(
 }
 
 std::tuple<torch::Tensor, torch::Tensor> general_attention(
-    const torch::Tensor& query,
-    const torch::Tensor& key,
-    const torch::Tensor& value,
-    const torch::Tensor& weight,
-    const GeneralAttentionFuncOptions& options) {
+    const torch::Tensor& query, const torch::Tensor& key, const torch::Tensor& value,
+    const torch::Tensor& weight, const GeneralAttentionFuncOptions& options) {
   // query [..., Lq, Eq], key [..., Lk, Ek], value [..., Lk, Ev] -> out [..., Lq, Ev]
   constexpr const char* fn = "general_attention";
   const auto masks = MaskArgs::from(options);

@@ -32,7 +32,8 @@ Projections projections_of(const Options& o) {
   const bool separate = o.use_separate_proj_weight();
   const auto packed = separate ? std::vector<torch::Tensor>{} : o.in_proj_weight().chunk(3);
   const torch::Tensor* own[3] = {&o.q_proj_weight(), &o.k_proj_weight(), &o.v_proj_weight()};
-  const auto biases = o.in_proj_bias().defined() ? o.in_proj_bias().chunk(3) : std::vector<torch::Tensor>{};
+  const auto biases =
+      o.in_proj_bias().defined() ? o.in_proj_bias().chunk(3) : std::vector<torch::Tensor>{};
   for (int i = 0; i < 3; ++i) {
     p.weight[i] = separate ? *own[i] : packed[i];
     p.bias[i] = biases.empty() ? torch::Tensor() : biases[i];
@@ -41,10 +42,14 @@ Projections projections_of(const Options& o) {
 }
 
 /// Checks the parameters of `o` for embedding size E; returns the projections.
-Projections check_parameters(const Options& o, int64_t e, int64_t kdim, int64_t vdim, bool static_kv) {
+Projections check_parameters(
+    const Options& o, int64_t e, int64_t kdim, int64_t vdim, bool static_kv) {
   const int64_t h = o.num_heads();
-  TORCH_CHECK(h > 0 && e % h == 0, fn, ": embed_dim (", e, ") must be divisible by num_heads (", h, ")");
-  TORCH_CHECK(o.out_proj_weight().defined(), fn, ": out_proj_weight is undefined, expected [", e, ", ", e, "]");
+  TORCH_CHECK(
+      h > 0 && e % h == 0, fn, ": embed_dim (", e, ") must be divisible by num_heads (", h, ")");
+  TORCH_CHECK(
+      o.out_proj_weight().defined(), fn, ": out_proj_weight is undefined, expected [", e, ", ", e,
+      "]");
   const auto& like = o.out_proj_weight();
   detail::check_param(fn, "out_proj_weight", like, like, {e, e}, "[E, E]");
   if (o.out_proj_bias().defined()) {
@@ -62,7 +67,8 @@ Projections check_parameters(const Options& o, int64_t e, int64_t kdim, int64_t 
   if (o.in_proj_bias().defined()) {
     detail::check_param(fn, "in_proj_bias", o.in_proj_bias(), like, {3 * e}, "[3E]");
   }
-  TORCH_CHECK(o.bias_k().defined() == o.bias_v().defined(), fn, ": bias_k and bias_v come together");
+  TORCH_CHECK(
+      o.bias_k().defined() == o.bias_v().defined(), fn, ": bias_k and bias_v come together");
   if (o.bias_k().defined()) {
     detail::check_param(fn, "bias_k", o.bias_k(), like, {1, 1, e}, "[1, 1, E]");
     detail::check_param(fn, "bias_v", o.bias_v(), like, {1, 1, e}, "[1, 1, E]");
@@ -72,10 +78,13 @@ Projections check_parameters(const Options& o, int64_t e, int64_t kdim, int64_t 
 }
 
 /// Checks query, key and value; the query's layout is [L, E] unbatched, else 3-D.
-void check_inputs(const torch::Tensor& query, const torch::Tensor& key, const torch::Tensor& value,
-                  const Options& o, bool static_kv) {
+void check_inputs(
+    const torch::Tensor& query, const torch::Tensor& key, const torch::Tensor& value,
+    const Options& o, bool static_kv) {
   const int64_t e = o.embed_dim_to_check();
-  TORCH_CHECK(query.defined() && key.defined() && value.defined(), fn, ": query, key and value must be defined");
+  TORCH_CHECK(
+      query.defined() && key.defined() && value.defined(), fn,
+      ": query, key and value must be defined");
   TORCH_CHECK(
       query.dim() == 2 || query.dim() == 3, fn, ": query has ", query.dim(), " dims ",
       shape_str(query.sizes()), ", expected 3 ", o.batch_first() ? "[B, L, E]" : "[L, B, E]",
@@ -116,7 +125,8 @@ std::pair<torch::Tensor, torch::Tensor> prepare_masks(
   if (mask.defined()) {
     detail::check_mask_dtype(fn, "attn_mask", mask, query);
     const bool ok2 = mask.dim() == 2 && mask.size(0) == l && mask.size(1) == s;
-    const bool ok3 = mask.dim() == 3 && mask.size(0) == b * h && mask.size(1) == l && mask.size(2) == s;
+    const bool ok3 =
+        mask.dim() == 3 && mask.size(0) == b * h && mask.size(1) == l && mask.size(2) == s;
     TORCH_CHECK(
         ok2 || ok3, fn, ": attn_mask has shape ", shape_str(mask.sizes()), ", expected [", l, ", ",
         s, "] [L, S] or [", b * h, ", ", l, ", ", s, "] [", batched ? "B*num_heads" : "num_heads",
@@ -133,7 +143,8 @@ std::pair<torch::Tensor, torch::Tensor> prepare_masks(
     TORCH_CHECK(
         ok, fn, ": key_padding_mask has shape ", shape_str(kpm.sizes()), ", expected ",
         batched ? shape_str({b, s}) + " [B, S]" : shape_str({s}) + " [S]");
-    if (!batched) kpm = kpm.unsqueeze(0);
+    if (!batched)
+      kpm = kpm.unsqueeze(0);
   }
   if (o.is_causal()) {
     auto causal = detail::causal_masked(l, s, /*offset=*/0, query.options());
@@ -151,8 +162,9 @@ std::pair<torch::Tensor, torch::Tensor> prepare_masks(
 /// Checks the already projected keys and values [B, H, S, E / H].
 void check_static(const Options& o, int64_t b, int64_t e) {
   const int64_t h = o.num_heads();
-  for (const auto& [name, t] : {std::pair<const char*, const torch::Tensor&>{"static_k", o.static_k()},
-                                {"static_v", o.static_v()}}) {
+  for (const auto& [name, t] :
+       {std::pair<const char*, const torch::Tensor&>{"static_k", o.static_k()},
+        {"static_v", o.static_v()}}) {
     TORCH_CHECK(t.defined(), fn, ": static_k and static_v come together; ", name, " is undefined");
     TORCH_CHECK(
         t.dim() == 4 && t.size(0) == b && t.size(1) == h && t.size(3) == e / h, fn, ": ", name,
@@ -202,10 +214,11 @@ std::tuple<torch::Tensor, torch::Tensor> score_heads(
 }
 
 /// Appends bias_k/bias_v and the zero key, converts the masks to the functionals' convention,
-/// attends per head and projects out: q [B, H, L, hd], k/v [B, H, S, hd] -> (out [B, L, E], weights)
+/// attends per head and projects out: q [B, H, L, hd], k/v [B, H, S, hd] -> (out [B, L, E],
+/// weights)
 std::tuple<torch::Tensor, torch::Tensor> attend_heads(
-    const Options& o, const torch::Tensor& q, torch::Tensor k, torch::Tensor v,
-    torch::Tensor mask, torch::Tensor kpm) {
+    const Options& o, const torch::Tensor& q, torch::Tensor k, torch::Tensor v, torch::Tensor mask,
+    torch::Tensor kpm) {
   const int64_t b = q.size(0), h = o.num_heads(), l = q.size(2), hd = q.size(3);
   int64_t extra = 0;
   if (o.bias_k().defined()) {
@@ -229,7 +242,8 @@ std::tuple<torch::Tensor, torch::Tensor> attend_heads(
     mask = mask.logical_not();
   }
   auto [out, weights] = score_heads(o, q, k, v, mask, kpm);
-  out = torch::linear(out.transpose(1, 2).reshape({b, l, h * hd}), o.out_proj_weight(), o.out_proj_bias());
+  out = torch::linear(
+      out.transpose(1, 2).reshape({b, l, h * hd}), o.out_proj_weight(), o.out_proj_bias());
   if (weights.defined() && o.average_attn_weights()) {
     weights = weights.mean(1);
   }
@@ -239,7 +253,8 @@ std::tuple<torch::Tensor, torch::Tensor> attend_heads(
 } // namespace
 
 torch::Tensor project_heads(
-    const torch::Tensor& x, const torch::Tensor& weight, const torch::Tensor& bias, int64_t num_heads) {
+    const torch::Tensor& x, const torch::Tensor& weight, const torch::Tensor& bias,
+    int64_t num_heads) {
   // x [B, L, E_in] -> [B, H, L, E / H]
   return torch::linear(x, weight, bias)
       .view({x.size(0), x.size(1), num_heads, weight.size(0) / num_heads})
@@ -247,9 +262,7 @@ torch::Tensor project_heads(
 }
 
 std::tuple<torch::Tensor, torch::Tensor> multi_head_attention_forward(
-    const torch::Tensor& query,
-    const torch::Tensor& key,
-    const torch::Tensor& value,
+    const torch::Tensor& query, const torch::Tensor& key, const torch::Tensor& value,
     const MultiheadAttentionForwardFuncOptions& options) {
   // batch_first: query [B, L, E], key [B, S, kdim], value [B, S, vdim] -> out [B, L, E]
   const auto& o = options;
@@ -260,7 +273,8 @@ std::tuple<torch::Tensor, torch::Tensor> multi_head_attention_forward(
   const bool batched = query.dim() == 3;
   // Everything below is batch-first: [B, L, E].
   auto to_bf = [&](const torch::Tensor& t) {
-    if (!batched) return t.unsqueeze(0);
+    if (!batched)
+      return t.unsqueeze(0);
     return o.batch_first() ? t : t.transpose(0, 1);
   };
   auto q_in = to_bf(query);
@@ -294,7 +308,8 @@ std::tuple<torch::Tensor, torch::Tensor> multi_head_attention_forward(
   auto [out, weights] = attend_heads(o, q, k, v, mask, kpm);
   if (!batched) {
     out = out.squeeze(0);
-    if (weights.defined()) weights = weights.squeeze(0);
+    if (weights.defined())
+      weights = weights.squeeze(0);
   } else if (!o.batch_first()) {
     out = out.transpose(0, 1);
   }

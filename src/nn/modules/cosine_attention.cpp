@@ -28,7 +28,8 @@ void CosineAttentionImpl::reset() {
   TORCH_CHECK(
       options.num_heads() >= 1, name, ": num_heads is ", options.num_heads(),
       ", expected at least 1");
-  TORCH_CHECK(options.eps() > 0.0, name, ": eps is ", options.eps(), ", expected a positive number");
+  TORCH_CHECK(
+      options.eps() > 0.0, name, ": eps is ", options.eps(), ", expected a positive number");
   if (options.max_temperature().has_value()) {
     const double max = *options.max_temperature();
     TORCH_CHECK(
@@ -44,9 +45,9 @@ void CosineAttentionImpl::reset() {
 }
 
 void CosineAttentionImpl::pretty_print(std::ostream& stream) const {
-  stream << std::boolalpha << "torchattn::nn::CosineAttention(temperature="
-         << options.temperature() << ", learnable=" << options.learnable()
-         << ", num_heads=" << options.num_heads() << ", max_temperature=";
+  stream << std::boolalpha << "torchattn::nn::CosineAttention(temperature=" << options.temperature()
+         << ", learnable=" << options.learnable() << ", num_heads=" << options.num_heads()
+         << ", max_temperature=";
   detail::print_optional(stream, options.max_temperature());
   stream << ", eps=" << options.eps() << ", dropout=" << options.dropout() << ")";
 }
@@ -57,20 +58,15 @@ torch::Tensor CosineAttentionImpl::temperature() const {
 }
 
 std::tuple<torch::Tensor, torch::Tensor> CosineAttentionImpl::forward(
-    const torch::Tensor& query,
-    const torch::Tensor& key,
-    const torch::Tensor& value,
-    const torch::Tensor& attn_mask,
-    const torch::Tensor& key_padding_mask,
-    bool need_weights,
+    const torch::Tensor& query, const torch::Tensor& key, const torch::Tensor& value,
+    const torch::Tensor& attn_mask, const torch::Tensor& key_padding_mask, bool need_weights,
     bool is_causal) {
   // query [..., H, Lq, E], key [..., H, Lk, E], value [..., H, Lk, Ev] -> out [..., H, Lq, Ev]
   return F::cosine_attention(
       query, key, value,
       detail::with_masks(
-          F::CosineAttentionFuncOptions().temperature(temperature()).eps(options.eps()),
-          attn_mask, key_padding_mask, is_causal,
-          is_training() ? options.dropout() : 0.0, need_weights));
+          F::CosineAttentionFuncOptions().temperature(temperature()).eps(options.eps()), attn_mask,
+          key_padding_mask, is_causal, is_training() ? options.dropout() : 0.0, need_weights));
 }
 
 } // namespace torchattn::nn

@@ -23,19 +23,14 @@ void DotProductAttentionImpl::pretty_print(std::ostream& stream) const {
 }
 
 std::tuple<torch::Tensor, torch::Tensor> DotProductAttentionImpl::forward(
-    const torch::Tensor& query,
-    const torch::Tensor& key,
-    const torch::Tensor& value,
-    const torch::Tensor& attn_mask,
-    const torch::Tensor& key_padding_mask,
-    bool need_weights,
+    const torch::Tensor& query, const torch::Tensor& key, const torch::Tensor& value,
+    const torch::Tensor& attn_mask, const torch::Tensor& key_padding_mask, bool need_weights,
     bool is_causal) {
   // query [..., Lq, E], key [..., Lk, E], value [..., Lk, Ev] -> out [..., Lq, Ev]
   return F::dot_product_attention(
       query, key, value,
       detail::with_masks(
-          F::DotProductAttentionFuncOptions(),
-          attn_mask, key_padding_mask, is_causal,
+          F::DotProductAttentionFuncOptions(), attn_mask, key_padding_mask, is_causal,
           is_training() ? options.dropout() : 0.0, need_weights));
 }
 

@@ -41,8 +41,7 @@ void MultiheadAttentionImpl::reset() {
   const int64_t e = options.embed_dim(), h = options.num_heads();
   TORCH_CHECK(e > 0, kName, ": embed_dim is ", e, ", expected > 0");
   TORCH_CHECK(h > 0, kName, ": num_heads is ", h, ", expected > 0");
-  TORCH_CHECK(
-      e % h == 0, kName, ": embed_dim (", e, ") must be divisible by num_heads (", h, ")");
+  TORCH_CHECK(e % h == 0, kName, ": embed_dim (", e, ") must be divisible by num_heads (", h, ")");
   TORCH_CHECK(options.kdim() > 0, kName, ": kdim is ", options.kdim(), ", expected > 0");
   TORCH_CHECK(options.vdim() > 0, kName, ": vdim is ", options.vdim(), ", expected > 0");
   detail::check_dropout_option("MultiheadAttention", options.dropout());
@@ -58,8 +57,8 @@ void MultiheadAttentionImpl::reset() {
     v_proj_weight = register_parameter("v_proj_weight", torch::empty({e, options.vdim()}));
     in_proj_weight = torch::Tensor();
   }
-  in_proj_bias = options.bias() ? register_parameter("in_proj_bias", torch::empty({3 * e}))
-                                : torch::Tensor();
+  in_proj_bias =
+      options.bias() ? register_parameter("in_proj_bias", torch::empty({3 * e})) : torch::Tensor();
   out_proj = register_module(
       "out_proj", torch::nn::Linear(torch::nn::LinearOptions(e, e).bias(options.bias())));
   if (options.add_bias_kv()) {
@@ -69,8 +68,8 @@ void MultiheadAttentionImpl::reset() {
     bias_k = bias_v = torch::Tensor();
   }
   logit_scale = options.score() == AttentionScore::Cosine
-      ? register_parameter("logit_scale", torch::empty({h, 1, 1}))
-      : torch::Tensor();
+                    ? register_parameter("logit_scale", torch::empty({h, 1, 1}))
+                    : torch::Tensor();
   reset_parameters();
 }
 
@@ -108,8 +107,7 @@ void MultiheadAttentionImpl::pretty_print(std::ostream& stream) const {
 functional::MultiheadAttentionForwardFuncOptions MultiheadAttentionImpl::func_options() const {
   auto o = F::MultiheadAttentionForwardFuncOptions(
                options.embed_dim(), options.num_heads(), in_proj_weight, in_proj_bias, bias_k,
-               bias_v, options.add_zero_attn(), options.dropout(), out_proj->weight,
-               out_proj->bias)
+               bias_v, options.add_zero_attn(), options.dropout(), out_proj->weight, out_proj->bias)
                .training(is_training())
                .batch_first(options.batch_first())
                .score(options.score())
@@ -124,14 +122,9 @@ functional::MultiheadAttentionForwardFuncOptions MultiheadAttentionImpl::func_op
 }
 
 std::tuple<torch::Tensor, torch::Tensor> MultiheadAttentionImpl::forward(
-    const torch::Tensor& query,
-    const torch::Tensor& key,
-    const torch::Tensor& value,
-    const torch::Tensor& key_padding_mask,
-    bool need_weights,
-    const torch::Tensor& attn_mask,
-    bool average_attn_weights,
-    bool is_causal) {
+    const torch::Tensor& query, const torch::Tensor& key, const torch::Tensor& value,
+    const torch::Tensor& key_padding_mask, bool need_weights, const torch::Tensor& attn_mask,
+    bool average_attn_weights, bool is_causal) {
   // batch_first: query [B, L, E], key [B, S, kdim], value [B, S, vdim] -> out [B, L, E]
   return F::multi_head_attention_forward(
       query, key, value,
@@ -183,7 +176,8 @@ void MultiheadAttentionImpl::check_cache(
   const auto& v = cache.value;
   TORCH_CHECK(
       k.defined() == v.defined(), fn, ": the cache has ", k.defined() ? "a key" : "a value",
-      " but no ", k.defined() ? "value" : "key", "; expected both (from project_memory or an "
+      " but no ", k.defined() ? "value" : "key",
+      "; expected both (from project_memory or an "
       "earlier step) or neither (an empty cache)");
   TORCH_CHECK(
       k.defined() || !cache.is_static, fn,
@@ -193,8 +187,8 @@ void MultiheadAttentionImpl::check_cache(
   }
   const int64_t h = options.num_heads();
   const auto b = options.batch_first() ? query.size(0) : query.size(1);
-  for (const auto& [name, t] : {std::pair<const char*, const torch::Tensor&>{"cache.key", k},
-                                {"cache.value", v}}) {
+  for (const auto& [name, t] :
+       {std::pair<const char*, const torch::Tensor&>{"cache.key", k}, {"cache.value", v}}) {
     TORCH_CHECK(
         t.dim() == 4 && t.size(1) == h && t.size(3) == head_dim_, fn, ": ", name, " has shape ",
         shape_str(t.sizes()), ", expected [B, ", h, ", S, ", head_dim_,
@@ -210,11 +204,8 @@ void MultiheadAttentionImpl::check_cache(
 }
 
 std::tuple<torch::Tensor, torch::Tensor> MultiheadAttentionImpl::forward_step(
-    const torch::Tensor& query,
-    MultiheadAttentionCache& cache,
-    const torch::Tensor& key_padding_mask,
-    bool need_weights,
-    bool average_attn_weights) {
+    const torch::Tensor& query, MultiheadAttentionCache& cache,
+    const torch::Tensor& key_padding_mask, bool need_weights, bool average_attn_weights) {
   // query [B, T, E] (batch_first) or [T, B, E] -> out in the same layout
   constexpr const char* fn = "MultiheadAttention::forward_step";
   TORCH_CHECK(
@@ -222,8 +213,10 @@ std::tuple<torch::Tensor, torch::Tensor> MultiheadAttentionImpl::forward_step(
       ": query has shape ", query.defined() ? detail::shape_str(query.sizes()) : "undefined",
       ", expected ", options.batch_first() ? "[B, T, " : "[T, B, ", options.embed_dim(), "]");
   TORCH_CHECK(
-      cache.is_static || (options.kdim() == options.embed_dim() && options.vdim() == options.embed_dim()),
-      fn, ": self-attention steps need kdim == vdim == embed_dim; for cross-attention pass a "
+      cache.is_static ||
+          (options.kdim() == options.embed_dim() && options.vdim() == options.embed_dim()),
+      fn,
+      ": self-attention steps need kdim == vdim == embed_dim; for cross-attention pass a "
       "cache from project_memory");
   detail::check_like_parameters(fn, "query", query, out_proj->weight);
   check_cache(fn, cache, query);

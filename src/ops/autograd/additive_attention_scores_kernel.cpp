@@ -66,9 +66,7 @@ torch::Tensor additive_scores_autograd(
 }
 
 std::tuple<torch::Tensor, torch::Tensor, torch::Tensor> additive_scores_backward_autograd(
-    const torch::Tensor& grad_scores,
-    const torch::Tensor& query,
-    const torch::Tensor& key,
+    const torch::Tensor& grad_scores, const torch::Tensor& query, const torch::Tensor& key,
     const torch::Tensor& score_weight) {
   auto g = AdditiveAttentionScoresBackward::apply(grad_scores, query, key, score_weight);
   return {g[0], g[1], g[2]};
@@ -86,6 +84,7 @@ bool additive_attention_scores_autograd_registered() {
 
 TORCH_LIBRARY_IMPL(torchattn, Autograd, m) {
   m.impl("additive_attention_scores", TORCH_FN(torchattn::ops::additive_scores_autograd));
-  m.impl("_additive_attention_scores_backward",
-         TORCH_FN(torchattn::ops::additive_scores_backward_autograd));
+  m.impl(
+      "_additive_attention_scores_backward",
+      TORCH_FN(torchattn::ops::additive_scores_backward_autograd));
 }

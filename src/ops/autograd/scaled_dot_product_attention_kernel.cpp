@@ -50,8 +50,8 @@ class ScaledDotProductAttentionForward
     : public torch::autograd::Function<ScaledDotProductAttentionForward> {
  public:
   static tensor_list forward(
-      AutogradContext* ctx, const torch::Tensor& q, const torch::Tensor& k,
-      const torch::Tensor& v, const OptionalTensor& mask, bool is_causal, double scale) {
+      AutogradContext* ctx, const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v,
+      const OptionalTensor& mask, bool is_causal, double scale) {
     at::AutoDispatchBelowADInplaceOrView guard;
     auto [out, row_max, row_log_sum] =
         _scaled_dot_product_attention_forward(q, k, v, mask, is_causal, scale);
@@ -77,12 +77,8 @@ class ScaledDotProductAttentionForward
 };
 
 std::tuple<torch::Tensor, torch::Tensor, torch::Tensor> forward_autograd(
-    const torch::Tensor& query,
-    const torch::Tensor& key,
-    const torch::Tensor& value,
-    const c10::optional<torch::Tensor>& attn_mask,
-    bool is_causal,
-    double scale) {
+    const torch::Tensor& query, const torch::Tensor& key, const torch::Tensor& value,
+    const c10::optional<torch::Tensor>& attn_mask, bool is_causal, double scale) {
   // query [B, H, Lq, E], key [B, H, Lk, E], value [B, H, Lk, Ev]
   //   -> out [B, H, Lq, Ev], row_max [B, H, Lq], row_log_sum [B, H, Lq]
   TORCH_CHECK(
@@ -96,16 +92,10 @@ std::tuple<torch::Tensor, torch::Tensor, torch::Tensor> forward_autograd(
 }
 
 std::tuple<torch::Tensor, torch::Tensor, torch::Tensor> backward_autograd(
-    const torch::Tensor& grad_out,
-    const torch::Tensor& query,
-    const torch::Tensor& key,
-    const torch::Tensor& value,
-    const c10::optional<torch::Tensor>& attn_mask,
-    const torch::Tensor& out,
-    const torch::Tensor& row_max,
-    const torch::Tensor& row_log_sum,
-    bool is_causal,
-    double scale) {
+    const torch::Tensor& grad_out, const torch::Tensor& query, const torch::Tensor& key,
+    const torch::Tensor& value, const c10::optional<torch::Tensor>& attn_mask,
+    const torch::Tensor& out, const torch::Tensor& row_max, const torch::Tensor& row_log_sum,
+    bool is_causal, double scale) {
   auto g = ScaledDotProductAttentionBackward::apply(
       grad_out, query, key, value, attn_mask, out, row_max, row_log_sum, is_causal, scale);
   return {g[0], g[1], g[2]};

@@ -51,7 +51,7 @@ Fn* for_capability(Fn* avx512, Fn* avx2, Fn* fallback) {
   }
 
 /// The build of kernel `name` that runs now.
-#define TORCHATTN_CAPABILITY_KERNEL(name)                                                 \
-  ::torchattn::ops::cpu::for_capability(                                                  \
-      &::torchattn::ops::cpu::AVX512::name, &::torchattn::ops::cpu::AVX2::name,           \
+#define TORCHATTN_CAPABILITY_KERNEL(name)                                       \
+  ::torchattn::ops::cpu::for_capability(                                        \
+      &::torchattn::ops::cpu::AVX512::name, &::torchattn::ops::cpu::AVX2::name, \
       &::torchattn::ops::cpu::DEFAULT::name)

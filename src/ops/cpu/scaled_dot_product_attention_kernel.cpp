@@ -32,8 +32,9 @@ bool any_empty(std::initializer_list<torch::Tensor> tensors) {
 }
 
 /// The masked, scaled scores [B, H, Lq, Lk] by the math path, for inputs with no elements.
-torch::Tensor empty_scores(const torch::Tensor& query, const torch::Tensor& key,
-                           const torch::Tensor& mask, bool is_causal, double scale) {
+torch::Tensor empty_scores(
+    const torch::Tensor& query, const torch::Tensor& key, const torch::Tensor& mask, bool is_causal,
+    double scale) {
   const torch::Tensor no_padding;
   const torchattn::detail::MaskArgs masks{mask, no_padding, is_causal, 0.0, false};
   return torchattn::detail::mask_scores((query * scale).matmul(key.transpose(-2, -1)), masks);
@@ -65,8 +66,9 @@ Tensors3 empty_backward(
   auto p = (s - row_max.unsqueeze(-1) - row_log_sum.unsqueeze(-1)).exp().masked_fill(dead, 0.0);
   auto delta = (grad_out * out).sum(-1, /*keepdim=*/true);
   auto ds = p * (grad_out.matmul(value.transpose(-2, -1)) - delta);
-  return {ds.matmul(key) * scale, ds.transpose(-2, -1).matmul(query) * scale,
-          p.transpose(-2, -1).matmul(grad_out)};
+  return {
+      ds.matmul(key) * scale, ds.transpose(-2, -1).matmul(query) * scale,
+      p.transpose(-2, -1).matmul(grad_out)};
 }
 
 /// Checks the softmax statistics that backward is given: the forward's shapes, and values the
@@ -96,12 +98,8 @@ void check_softmax_stats(
 }
 
 Tensors3 forward_cpu(
-    const torch::Tensor& query,
-    const torch::Tensor& key,
-    const torch::Tensor& value,
-    const c10::optional<torch::Tensor>& attn_mask,
-    bool is_causal,
-    double scale) {
+    const torch::Tensor& query, const torch::Tensor& key, const torch::Tensor& value,
+    const c10::optional<torch::Tensor>& attn_mask, bool is_causal, double scale) {
   // query [B, H, Lq, E], key [B, H, Lk, E], value [B, H, Lk, Ev]
   //   -> out [B, H, Lq, Ev], row_max [B, H, Lq], row_log_sum [B, H, Lq]
   auto [mask, resolved] = torchattn::detail::check_sdpa_args(
@@ -110,41 +108,35 @@ Tensors3 forward_cpu(
   if (any_empty({query, key, value})) {
     return empty_forward(query, key, value, mask, is_causal, resolved);
   }
-  auto out = torch::empty({query.size(0), query.size(1), query.size(2), value.size(3)},
-                          query.options());
+  auto out =
+      torch::empty({query.size(0), query.size(1), query.size(2), value.size(3)}, query.options());
   auto row_max = torch::empty({query.size(0), query.size(1), query.size(2)}, query.options());
   auto row_log_sum = torch::empty_like(row_max);
-  TORCHATTN_CAPABILITY_KERNEL(flash_attention_forward)(
-      query, key, value, mask, cpu::FlashArgs{is_causal, resolved}, out, row_max, row_log_sum);
+  TORCHATTN_CAPABILITY_KERNEL(flash_attention_forward)
+  (query, key, value, mask, cpu::FlashArgs{is_causal, resolved}, out, row_max, row_log_sum);
   return {out, row_max, row_log_sum};
 }
 
 Tensors3 backward_cpu(
-    const torch::Tensor& grad_out,
-    const torch::Tensor& query,
-    const torch::Tensor& key,
-    const torch::Tensor& value,
-    const c10::optional<torch::Tensor>& attn_mask,
-    const torch::Tensor& out,
-    const torch::Tensor& row_max,
-    const torch::Tensor& row_log_sum,
-    bool is_causal,
-    double scale) {
+    const torch::Tensor& grad_out, const torch::Tensor& query, const torch::Tensor& key,
+    const torch::Tensor& value, const c10::optional<torch::Tensor>& attn_mask,
+    const torch::Tensor& out, const torch::Tensor& row_max, const torch::Tensor& row_log_sum,
+    bool is_causal, double scale) {
   // grad_out [B, H, Lq, Ev] -> grad_query, grad_key, grad_value shaped as query, key, value
   constexpr const char* fn = "torchattn::_scaled_dot_product_attention_backward";
   auto [mask, resolved] = torchattn::detail::check_sdpa_backward_args(
       fn, grad_out, query, key, value, attn_mask, out, row_max, row_log_sum, scale);
   check_softmax_stats(fn, row_max, row_log_sum, query);
   if (any_empty({query, key, value})) {
-    return empty_backward(grad_out, query, key, value, mask, out, row_max, row_log_sum, is_causal,
-                          resolved);
+    return empty_backward(
+        grad_out, query, key, value, mask, out, row_max, row_log_sum, is_causal, resolved);
   }
   auto gq = torch::empty_like(query, torch::MemoryFormat::Contiguous);
   auto gk = torch::empty_like(key, torch::MemoryFormat::Contiguous);
   auto gv = torch::empty_like(value, torch::MemoryFormat::Contiguous);
-  TORCHATTN_CAPABILITY_KERNEL(flash_attention_backward)(
-      grad_out, query, key, value, mask, out, row_max, row_log_sum,
-      cpu::FlashArgs{is_causal, resolved}, gq, gk, gv);
+  TORCHATTN_CAPABILITY_KERNEL(flash_attention_backward)
+  (grad_out, query, key, value, mask, out, row_max, row_log_sum,
+   cpu::FlashArgs{is_causal, resolved}, gq, gk, gv);
   return {gq, gk, gv};
 }
 

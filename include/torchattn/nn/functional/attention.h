@@ -39,9 +39,7 @@ int64_t math_path_max_scores();
 /// auto [out, w] = torchattn::nn::functional::dot_product_attention(q, k, v);
 /// ```
 std::tuple<torch::Tensor, torch::Tensor> dot_product_attention(
-    const torch::Tensor& query,
-    const torch::Tensor& key,
-    const torch::Tensor& value,
+    const torch::Tensor& query, const torch::Tensor& key, const torch::Tensor& value,
     const DotProductAttentionFuncOptions& options = {});
 
 /// softmax(Q Kᵀ · scale) V with scale = 1/√E unless given; mirrors
@@ -56,9 +54,7 @@ std::tuple<torch::Tensor, torch::Tensor> dot_product_attention(
 ///     torchattn::nn::functional::ScaledDotProductAttentionFuncOptions().is_causal(true));
 /// ```
 std::tuple<torch::Tensor, torch::Tensor> scaled_dot_product_attention(
-    const torch::Tensor& query,
-    const torch::Tensor& key,
-    const torch::Tensor& value,
+    const torch::Tensor& query, const torch::Tensor& key, const torch::Tensor& value,
     const ScaledDotProductAttentionFuncOptions& options = {});
 
 /// softmax(τ · cos(Q, K)) V, with q and k normalised as `torch.nn.functional.normalize`
@@ -73,9 +69,7 @@ std::tuple<torch::Tensor, torch::Tensor> scaled_dot_product_attention(
 ///     torchattn::nn::functional::CosineAttentionFuncOptions().temperature(tau));
 /// ```
 std::tuple<torch::Tensor, torch::Tensor> cosine_attention(
-    const torch::Tensor& query,
-    const torch::Tensor& key,
-    const torch::Tensor& value,
+    const torch::Tensor& query, const torch::Tensor& key, const torch::Tensor& value,
     const CosineAttentionFuncOptions& options = {});
 
 /// Bahdanau attention: score(q, k) = vᵀ tanh(W_q q + b_q + W_k k + b_k) + b_v.
@@ -90,13 +84,9 @@ std::tuple<torch::Tensor, torch::Tensor> cosine_attention(
 ///     torchattn::nn::functional::AdditiveAttentionFuncOptions().query_bias(bq).key_bias(bk));
 /// ```
 std::tuple<torch::Tensor, torch::Tensor> additive_attention(
-    const torch::Tensor& query,
-    const torch::Tensor& key,
-    const torch::Tensor& value,
-    const torch::Tensor& query_weight,
-    const torch::Tensor& key_weight,
-    const torch::Tensor& score_weight,
-    const AdditiveAttentionFuncOptions& options = {});
+    const torch::Tensor& query, const torch::Tensor& key, const torch::Tensor& value,
+    const torch::Tensor& query_weight, const torch::Tensor& key_weight,
+    const torch::Tensor& score_weight, const AdditiveAttentionFuncOptions& options = {});
 
 /// Luong "general" attention: score(q, k) = qᵀ W k with weight W [Eq, Ek].
 ///
@@ -107,10 +97,7 @@ std::tuple<torch::Tensor, torch::Tensor> additive_attention(
 /// auto [out, w] = torchattn::nn::functional::general_attention(q, k, v, weight);
 /// ```
 std::tuple<torch::Tensor, torch::Tensor> general_attention(
-    const torch::Tensor& query,
-    const torch::Tensor& key,
-    const torch::Tensor& value,
-    const torch::Tensor& weight,
-    const GeneralAttentionFuncOptions& options = {});
+    const torch::Tensor& query, const torch::Tensor& key, const torch::Tensor& value,
+    const torch::Tensor& weight, const GeneralAttentionFuncOptions& options = {});
 
 } // namespace torchattn::nn::functional

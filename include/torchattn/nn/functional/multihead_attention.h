@@ -18,21 +18,15 @@ namespace torchattn::nn::functional {
 /// ```
 /// namespace F = torchattn::nn::functional;
 /// auto [out, weights] = F::multi_head_attention_forward(x, x, x,
-///     F::MultiheadAttentionForwardFuncOptions(512, 8, w_in, b_in, {}, {}, false, 0.0, w_out, b_out)
+///     F::MultiheadAttentionForwardFuncOptions(512, 8, w_in, b_in, {}, {}, false, 0.0, w_out,
+///     b_out)
 ///         .batch_first(true).is_causal(true).need_weights(false));
 /// ```
 struct MultiheadAttentionForwardFuncOptions {
   MultiheadAttentionForwardFuncOptions(
-      int64_t embed_dim_to_check,
-      int64_t num_heads,
-      torch::Tensor in_proj_weight,
-      torch::Tensor in_proj_bias,
-      torch::Tensor bias_k,
-      torch::Tensor bias_v,
-      bool add_zero_attn,
-      double dropout_p,
-      torch::Tensor out_proj_weight,
-      torch::Tensor out_proj_bias)
+      int64_t embed_dim_to_check, int64_t num_heads, torch::Tensor in_proj_weight,
+      torch::Tensor in_proj_bias, torch::Tensor bias_k, torch::Tensor bias_v, bool add_zero_attn,
+      double dropout_p, torch::Tensor out_proj_weight, torch::Tensor out_proj_bias)
       : embed_dim_to_check_(embed_dim_to_check),
         num_heads_(num_heads),
         in_proj_weight_(std::move(in_proj_weight)),
@@ -106,15 +100,14 @@ struct MultiheadAttentionForwardFuncOptions {
 /// weights: [B, L, S'] averaged over heads, or [B, H, L, S'] (S' counts added bias/zero keys);
 /// undefined unless need_weights.
 std::tuple<torch::Tensor, torch::Tensor> multi_head_attention_forward(
-    const torch::Tensor& query,
-    const torch::Tensor& key,
-    const torch::Tensor& value,
+    const torch::Tensor& query, const torch::Tensor& key, const torch::Tensor& value,
     const MultiheadAttentionForwardFuncOptions& options);
 
 /// One projection split into heads: x [B, L, E_in], weight [E, E_in], bias [E] or undefined
 /// -> [B, H, L, E / H]. What multi_head_attention_forward does to query, key and value, for
 /// callers that project a cache themselves.
 torch::Tensor project_heads(
-    const torch::Tensor& x, const torch::Tensor& weight, const torch::Tensor& bias, int64_t num_heads);
+    const torch::Tensor& x, const torch::Tensor& weight, const torch::Tensor& bias,
+    int64_t num_heads);
 
 } // namespace torchattn::nn::functional

@@ -1,11 +1,11 @@
 #pragma once
 
-#include <torchattn/nn/modules/common.h>
-#include <torchattn/nn/options/attention.h>
-#include <torch/nn/modules/linear.h>
 #include <torch/nn/cloneable.h>
+#include <torch/nn/modules/linear.h>
 #include <torch/nn/pimpl.h>
 #include <torch/types.h>
+#include <torchattn/nn/modules/common.h>
+#include <torchattn/nn/options/attention.h>
 
 #include <ostream>
 #include <tuple>
@@ -40,13 +40,9 @@ class AdditiveAttentionImpl : public torch::nn::Cloneable<AdditiveAttentionImpl>
   // query [..., Lq, Eq], key [..., Lk, Ek], value [..., Lk, Ev]
   //   -> output [..., Lq, Ev], weights [..., Lq, Lk] (when need_weights)
   std::tuple<torch::Tensor, torch::Tensor> forward(
-      const torch::Tensor& query,
-      const torch::Tensor& key,
-      const torch::Tensor& value,
-      const torch::Tensor& attn_mask = {},
-      const torch::Tensor& key_padding_mask = {},
-      bool need_weights = false,
-      bool is_causal = false);
+      const torch::Tensor& query, const torch::Tensor& key, const torch::Tensor& value,
+      const torch::Tensor& attn_mask = {}, const torch::Tensor& key_padding_mask = {},
+      bool need_weights = false, bool is_causal = false);
 
   /// The options this module was constructed with.
   AdditiveAttentionOptions options;

@@ -36,13 +36,9 @@ class CosineAttentionImpl : public torch::nn::Cloneable<CosineAttentionImpl> {
   // query [..., Lq, Eq], key [..., Lk, Ek], value [..., Lk, Ev]
   //   -> output [..., Lq, Ev], weights [..., Lq, Lk] (when need_weights)
   std::tuple<torch::Tensor, torch::Tensor> forward(
-      const torch::Tensor& query,
-      const torch::Tensor& key,
-      const torch::Tensor& value,
-      const torch::Tensor& attn_mask = {},
-      const torch::Tensor& key_padding_mask = {},
-      bool need_weights = false,
-      bool is_causal = false);
+      const torch::Tensor& query, const torch::Tensor& key, const torch::Tensor& value,
+      const torch::Tensor& attn_mask = {}, const torch::Tensor& key_padding_mask = {},
+      bool need_weights = false, bool is_causal = false);
 
   /// The options this module was constructed with.
   CosineAttentionOptions options;

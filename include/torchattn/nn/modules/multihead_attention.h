@@ -84,13 +84,9 @@ class MultiheadAttentionImpl : public torch::nn::Cloneable<MultiheadAttentionImp
   // unbatched:   query [L, E],    key [S, kdim],    value [S, vdim]    -> out [L, E]
   // weights: [B, L, S'] averaged over heads, or [B, H, L, S'] (S' counts added bias/zero keys)
   std::tuple<torch::Tensor, torch::Tensor> forward(
-      const torch::Tensor& query,
-      const torch::Tensor& key,
-      const torch::Tensor& value,
-      const torch::Tensor& key_padding_mask = {},
-      bool need_weights = true,
-      const torch::Tensor& attn_mask = {},
-      bool average_attn_weights = true,
+      const torch::Tensor& query, const torch::Tensor& key, const torch::Tensor& value,
+      const torch::Tensor& key_padding_mask = {}, bool need_weights = true,
+      const torch::Tensor& attn_mask = {}, bool average_attn_weights = true,
       bool is_causal = false);
 
   /// Projects a fixed memory (keys [B, S, kdim], values [B, S, vdim] batch-first, or
@@ -104,10 +100,8 @@ class MultiheadAttentionImpl : public torch::nn::Cloneable<MultiheadAttentionImp
   /// equals `forward` over the whole prefix with `is_causal`, row for row.
   /// `key_padding_mask` is [B, cache.size() after appending]. Weights [B, T, S'] or per head.
   std::tuple<torch::Tensor, torch::Tensor> forward_step(
-      const torch::Tensor& query,
-      MultiheadAttentionCache& cache,
-      const torch::Tensor& key_padding_mask = {},
-      bool need_weights = false,
+      const torch::Tensor& query, MultiheadAttentionCache& cache,
+      const torch::Tensor& key_padding_mask = {}, bool need_weights = false,
       bool average_attn_weights = true);
 
   /// The options this module was constructed with.
@@ -127,16 +121,15 @@ class MultiheadAttentionImpl : public torch::nn::Cloneable<MultiheadAttentionImp
 
  protected:
   FORWARD_HAS_DEFAULT_ARGS(
-      {3, torch::nn::AnyValue(torch::Tensor())},
-      {4, torch::nn::AnyValue(true)},
-      {5, torch::nn::AnyValue(torch::Tensor())},
-      {6, torch::nn::AnyValue(true)},
+      {3, torch::nn::AnyValue(torch::Tensor())}, {4, torch::nn::AnyValue(true)},
+      {5, torch::nn::AnyValue(torch::Tensor())}, {6, torch::nn::AnyValue(true)},
       {7, torch::nn::AnyValue(false)})
 
  private:
   // Checks a forward_step cache against this module and the query: both tensors or neither,
   // [B, num_heads, S, head_dim], the query's batch, the parameters' dtype and device.
-  void check_cache(const char* fn, const MultiheadAttentionCache& cache, const torch::Tensor& query) const;
+  void check_cache(
+      const char* fn, const MultiheadAttentionCache& cache, const torch::Tensor& query) const;
   // [B, L, E] -> [B, H, L, head_dim] projections of query (i = 0), key (1) or value (2).
   torch::Tensor project(const torch::Tensor& x, int i) const;
   // The functional's options with this module's parameters and options.

@@ -26,11 +26,11 @@
 ///
 /// A query row whose keys are all masked has zero output and zero weights (PyTorch gives
 /// NaN there), and its gradients are zero.
-#define TORCHATTN_ATTENTION_FUNC_ARGS                     \
-  TORCH_ARG(torch::Tensor, attn_mask) = {};               \
-  TORCH_ARG(torch::Tensor, key_padding_mask) = {};        \
-  TORCH_ARG(bool, is_causal) = false;                     \
-  TORCH_ARG(double, dropout_p) = 0.0;                     \
+#define TORCHATTN_ATTENTION_FUNC_ARGS              \
+  TORCH_ARG(torch::Tensor, attn_mask) = {};        \
+  TORCH_ARG(torch::Tensor, key_padding_mask) = {}; \
+  TORCH_ARG(bool, is_causal) = false;              \
+  TORCH_ARG(double, dropout_p) = 0.0;              \
   TORCH_ARG(bool, need_weights) = false
 
 namespace torchattn::nn {
@@ -104,7 +104,8 @@ struct GeneralAttentionFuncOptions {
 ///
 /// Example:
 /// ```
-/// torchattn::nn::DotProductAttention attn(torchattn::nn::DotProductAttentionOptions().dropout(0.1));
+/// torchattn::nn::DotProductAttention
+/// attn(torchattn::nn::DotProductAttentionOptions().dropout(0.1));
 /// ```
 struct DotProductAttentionOptions {
   /// Dropout probability on the attention weights, in training mode only. Default: 0.

@@ -46,8 +46,8 @@ scalar_t energy_dot(const scalar_t* q, const scalar_t* k, const scalar_t* w, int
 // With t = tanh(q_d + k_d) and u = g w_d (1 - t^2): dq_d += u, dk_d += u, dw_d += g t.
 template <typename scalar_t>
 void energy_backward(
-    const scalar_t* q, const scalar_t* k, const scalar_t* w, scalar_t g, scalar_t* dq,
-    scalar_t* dk, scalar_t* dw, int64_t D) {
+    const scalar_t* q, const scalar_t* k, const scalar_t* w, scalar_t g, scalar_t* dq, scalar_t* dk,
+    scalar_t* dw, int64_t D) {
   using Vec = Vectorized<scalar_t>;
   const Vec gv(g), one(scalar_t(1));
   int64_t d = 0;
@@ -99,8 +99,8 @@ void backward_impl(
   // partials are added afterwards; grad_weight has one partial per task.
   const int64_t threads = at::get_num_threads();
   const int64_t blocks = N == 0 || N >= 2 * threads
-      ? 1
-      : std::max<int64_t>(1, std::min(Lq, (2 * threads + N - 1) / N));
+                             ? 1
+                             : std::max<int64_t>(1, std::min(Lq, (2 * threads + N - 1) / N));
   const int64_t rows = (Lq + blocks - 1) / blocks;
   const int64_t tasks = N * blocks;
   at::Tensor key_partials =
@@ -123,10 +123,11 @@ void backward_impl(
         for (int64_t j = 0; j < Lk; ++j) {
           const scalar_t gij = g[r * Lk + j];
           if (gij == scalar_t(0)) {
-            continue;  // a masked score, or one that does not reach the loss
+            continue; // a masked score, or one that does not reach the loss
           }
-          energy_backward(q + r * D, k + (b * Lk + j) * D, w, gij, dq + r * D,
-                          dk + (task * Lk + j) * D, dw + task * D, D);
+          energy_backward(
+              q + r * D, k + (b * Lk + j) * D, w, gij, dq + r * D, dk + (task * Lk + j) * D,
+              dw + task * D, D);
         }
       }
     }

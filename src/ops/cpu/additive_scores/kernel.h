@@ -18,12 +18,8 @@ using AdditiveScoresForwardFn = void(
 // grad_weight, preallocated (any contents) with the shapes of query, key and weight. The
 // energies are recomputed; entries whose gradient is exactly zero (masked scores) are skipped.
 using AdditiveScoresBackwardFn = void(
-    const at::Tensor& grad_scores,
-    const at::Tensor& query,
-    const at::Tensor& key,
-    const at::Tensor& weight,
-    at::Tensor& grad_query,
-    at::Tensor& grad_key,
+    const at::Tensor& grad_scores, const at::Tensor& query, const at::Tensor& key,
+    const at::Tensor& weight, at::Tensor& grad_query, at::Tensor& grad_key,
     at::Tensor& grad_weight);
 
 TORCHATTN_DECLARE_CAPABILITY_KERNEL(additive_scores_forward, AdditiveScoresForwardFn)

@@ -66,8 +66,9 @@ void row_statistics(const Backward<T>& g, BackwardHead<T>& hd, int64_t bh) {
     // exact arithmetic. A huge scale or huge queries would magnify any residue.
     Vec acc(T(0));
     for (int64_t e = 0; e < d.Ev; ++e) {
-      acc = at::vec::fmadd(Vec(hd.do_rows[i * hd.ld_do + e]),
-                           Vec(o_head[i * g.out.stride(2) + e * g.out.stride(3)]), acc);
+      acc = at::vec::fmadd(
+          Vec(hd.do_rows[i * hd.ld_do + e]), Vec(o_head[i * g.out.stride(2) + e * g.out.stride(3)]),
+          acc);
     }
     T lanes[Vec::size()];
     acc.store(lanes);
@@ -86,7 +87,9 @@ template <typename T>
 void pack_head(const Backward<T>& g, BackwardHead<T>& hd, int64_t bh) {
   const Dims& d = g.d;
   const int64_t PW = panel_width<T>();
-  auto alloc = [](std::unique_ptr<T[]>& buf, int64_t n) { buf.reset(new T[static_cast<size_t>(n)]); };
+  auto alloc = [](std::unique_ptr<T[]>& buf, int64_t n) {
+    buf.reset(new T[static_cast<size_t>(n)]);
+  };
   alloc(hd.k_t, d.E * g.Lk_pad);
   alloc(hd.v_t, d.Ev * g.Lk_pad);
   alloc(hd.delta, d.Lq);
@@ -96,16 +99,18 @@ void pack_head(const Backward<T>& g, BackwardHead<T>& hd, int64_t bh) {
   alloc(hd.dq_acc, g.chunks * d.Lq * g.E_pad);
   const T* k = g.key.template data_ptr<T>() + head_offset(g.key, bh, d.H);
   const T* v = g.value.template data_ptr<T>() + head_offset(g.value, bh, d.H);
-  hd.do_rows = rows_of(g.grad_out.template data_ptr<T>() + head_offset(g.grad_out, bh, d.H), d.Lq,
-                       d.Ev, g.grad_out.stride(2), g.grad_out.stride(3), hd.do_p, hd.ld_do);
+  hd.do_rows = rows_of(
+      g.grad_out.template data_ptr<T>() + head_offset(g.grad_out, bh, d.H), d.Lq, d.Ev,
+      g.grad_out.stride(2), g.grad_out.stride(3), hd.do_p, hd.ld_do);
   hd.k_rows = rows_of(k, d.Lk, d.E, g.key.stride(2), g.key.stride(3), hd.k_p, hd.ld_k);
   // The queries times the scale exactly as the forward (and the math path) scales them, so
   // that backward's scores are the forward's to the bit (the same products, summed in the same
   // order): P then stays exact where one key takes all the weight. dK = dSᵀ (Q scale) takes
   // the same rows, as the math path's gradient does: scaling after the product would overflow
   // where q is huge and the scale tiny, and give inf * 0 at scale 0.
-  pack(g.query.template data_ptr<T>() + head_offset(g.query, bh, d.H), d.Lq, d.E,
-       g.query.stride(2), g.query.stride(3), hd.q_s.get(), g.E_pad, static_cast<T>(g.args.scale));
+  pack(
+      g.query.template data_ptr<T>() + head_offset(g.query, bh, d.H), d.Lq, d.E, g.query.stride(2),
+      g.query.stride(3), hd.q_s.get(), g.E_pad, static_cast<T>(g.args.scale));
   pack_transposed_panels(k, d.Lk, d.E, g.key.stride(2), g.key.stride(3), hd.k_t.get(), PW);
   pack_transposed_panels(v, d.Lk, d.Ev, g.value.stride(2), g.value.stride(3), hd.v_t.get(), PW);
   std::fill(hd.dq_acc.get(), hd.dq_acc.get() + g.chunks * d.Lq * g.E_pad, T(0));
@@ -126,8 +131,9 @@ struct KeyTileBuffers {
 /// epilogue where no mask and no padding column touches the tile, else after masking row by
 /// row.
 template <typename T>
-void probabilities(const Backward<T>& g, const BackwardHead<T>& hd, int64_t bh, T* p, int64_t i0,
-                   int64_t nq, int64_t j0, int64_t nk) {
+void probabilities(
+    const Backward<T>& g, const BackwardHead<T>& hd, int64_t bh, T* p, int64_t i0, int64_t nq,
+    int64_t j0, int64_t nk) {
   using Vec = Vectorized<T>;
   constexpr int64_t W = Vec::size();
   constexpr int64_t BK = block_k<T>();
@@ -139,8 +145,9 @@ void probabilities(const Backward<T>& g, const BackwardHead<T>& hd, int64_t bh, 
   const T* row_m = hd.m.get();
   const T* row_log2_sum = hd.log2_sum.get();
   if (g.mask.data == nullptr && !(g.args.is_causal && j0 + nk - 1 > i0) && nk == nk_pad) {
-    gemm<T>(nq, nk_pad, E, qs, E_pad, 1, k_panels, PW, E * PW, p, BK, /*accumulate=*/false,
-            StoreExp2<T>{row_m + i0, row_log2_sum + i0});
+    gemm<T>(
+        nq, nk_pad, E, qs, E_pad, 1, k_panels, PW, E * PW, p, BK, /*accumulate=*/false,
+        StoreExp2<T>{row_m + i0, row_log2_sum + i0});
     return;
   }
   gemm<T>(nq, nk_pad, E, qs, E_pad, 1, k_panels, PW, E * PW, p, BK, /*accumulate=*/false);
@@ -148,8 +155,9 @@ void probabilities(const Backward<T>& g, const BackwardHead<T>& hd, int64_t bh, 
   for (int64_t r = 0; r < nq; ++r) {
     const int64_t i = i0 + r;
     T* s = p + r * BK;
-    prepare_row<T>(s, nk, nk_pad, g.mask, b, h, i, j0,
-                   g.args.is_causal ? i : std::numeric_limits<int64_t>::max() / 2);
+    prepare_row<T>(
+        s, nk, nk_pad, g.mask, b, h, i, j0,
+        g.args.is_causal ? i : std::numeric_limits<int64_t>::max() / 2);
     const Vec mx(row_m[i]), ls(row_log2_sum[i]);
     for (int64_t j = 0; j < nk_pad; j += W) {
       probability(Vec::loadu(s + j), mx, ls).store(s + j);
@@ -160,8 +168,9 @@ void probabilities(const Backward<T>& g, const BackwardHead<T>& hd, int64_t bh, 
 /// One query tile of a key tile: P, then dV += Pᵀ dO, dS = P (dP - delta) with dP = dO Vᵀ in
 /// registers, dK += dSᵀ (Q scale) and dQ += dS K (scale applied when the head finishes).
 template <typename T>
-void query_tile_gradients(const Backward<T>& g, const BackwardHead<T>& hd, int64_t bh,
-                          const KeyTileBuffers<T>& buf, T* dq, int64_t i0, int64_t j0, int64_t nk) {
+void query_tile_gradients(
+    const Backward<T>& g, const BackwardHead<T>& hd, int64_t bh, const KeyTileBuffers<T>& buf,
+    T* dq, int64_t i0, int64_t j0, int64_t nk) {
   constexpr int64_t BK = block_k<T>();
   const int64_t PW = panel_width<T>();
   const int64_t nq = std::min(kBlockQBackward, g.d.Lq - i0);
@@ -171,18 +180,21 @@ void query_tile_gradients(const Backward<T>& g, const BackwardHead<T>& hd, int64
   const T* qs = hd.q_s.get() + i0 * E_pad;
   probabilities(g, hd, bh, buf.p, i0, nq, j0, nk);
   gemm<T>(nk, Ev_pad, nq, buf.p, 1, BK, doh, hd.ld_do, PW, buf.dv, Ev_pad, /*accumulate=*/true);
-  gemm<T>(nq, nk_pad, Ev, doh, hd.ld_do, 1, hd.v_t.get() + j0 * Ev, PW, Ev * PW, buf.ds, BK,
-          /*accumulate=*/false, StoreSoftmaxGrad<T>{buf.p, hd.delta.get() + i0});
+  gemm<T>(
+      nq, nk_pad, Ev, doh, hd.ld_do, 1, hd.v_t.get() + j0 * Ev, PW, Ev * PW, buf.ds, BK,
+      /*accumulate=*/false, StoreSoftmaxGrad<T>{buf.p, hd.delta.get() + i0});
   gemm<T>(nk, E_pad, nq, buf.ds, 1, BK, qs, E_pad, PW, buf.dk, E_pad, /*accumulate=*/true);
-  gemm<T>(nq, E_pad, nk, buf.ds, BK, 1, hd.k_rows + j0 * hd.ld_k, hd.ld_k, PW, dq + i0 * E_pad,
-          E_pad, /*accumulate=*/true);
+  gemm<T>(
+      nq, E_pad, nk, buf.ds, BK, 1, hd.k_rows + j0 * hd.ld_k, hd.ld_k, PW, dq + i0 * E_pad, E_pad,
+      /*accumulate=*/true);
 }
 
 /// A key tile: its dK and dV over every query tile that sees it, written to grad_key and
 /// grad_value; dQ accumulates into the chunk's accumulator `dq`.
 template <typename T>
-void key_tile(const Backward<T>& g, const BackwardHead<T>& hd, int64_t bh,
-              const KeyTileBuffers<T>& buf, T* dq, int64_t kt) {
+void key_tile(
+    const Backward<T>& g, const BackwardHead<T>& hd, int64_t bh, const KeyTileBuffers<T>& buf,
+    T* dq, int64_t kt) {
   constexpr int64_t BK = block_k<T>();
   const Dims& d = g.d;
   const int64_t j0 = kt * BK;
@@ -225,8 +237,8 @@ void finish_head(const Backward<T>& g, BackwardHead<T>& hd, int64_t bh) {
       row[e * g.grad_query.stride(3)] = sum * scale;
     }
   }
-  for (auto* buf : {&hd.q_s, &hd.do_p, &hd.k_p, &hd.k_t, &hd.v_t, &hd.delta, &hd.m,
-                    &hd.log2_sum, &hd.dq_acc}) {
+  for (auto* buf :
+       {&hd.q_s, &hd.do_p, &hd.k_p, &hd.k_t, &hd.v_t, &hd.delta, &hd.m, &hd.log2_sum, &hd.dq_acc}) {
     buf->reset();
   }
 }
@@ -271,14 +283,30 @@ void backward_impl(
   // accumulator (summed at the end, in chunk order). The split depends on the shape alone,
   // never on the thread count, so that the sums, and so the gradients, are the same bits on
   // any number of threads. At least one chunk, even with no keys: it writes grad_query (zeros).
-  const int64_t chunks = BH == 0 || BH >= kSplitWorkers
-      ? 1
-      : std::max<int64_t>(1, std::min(k_tiles, (kSplitWorkers + BH - 1) / BH));
-  const Backward<T> g{grad_out, query, key, value, out, row_max.data_ptr<T>(),
-                      row_log_sum.data_ptr<T>(), grad_query, grad_key, grad_value,
-                      MaskView(mask), args, d, k_tiles,
-                      (d.Lq + kBlockQBackward - 1) / kBlockQBackward, chunks, round_up(d.E, W),
-                      round_up(d.Ev, W), round_up(d.Lk, panel_width<T>())};
+  const int64_t chunks =
+      BH == 0 || BH >= kSplitWorkers
+          ? 1
+          : std::max<int64_t>(1, std::min(k_tiles, (kSplitWorkers + BH - 1) / BH));
+  const Backward<T> g{
+      grad_out,
+      query,
+      key,
+      value,
+      out,
+      row_max.data_ptr<T>(),
+      row_log_sum.data_ptr<T>(),
+      grad_query,
+      grad_key,
+      grad_value,
+      MaskView(mask),
+      args,
+      d,
+      k_tiles,
+      (d.Lq + kBlockQBackward - 1) / kBlockQBackward,
+      chunks,
+      round_up(d.E, W),
+      round_up(d.Ev, W),
+      round_up(d.Lk, panel_width<T>())};
   std::unique_ptr<BackwardHead<T>[]> heads(new BackwardHead<T>[static_cast<size_t>(BH)]);
   for (int64_t bh = 0; bh < BH; ++bh) {
     heads[bh].chunks_left = chunks;
@@ -294,8 +322,9 @@ void flash_attention_backward(
     const at::Tensor& row_max, const at::Tensor& row_log_sum, const FlashArgs& args,
     at::Tensor& grad_query, at::Tensor& grad_key, at::Tensor& grad_value) {
   AT_DISPATCH_FLOATING_TYPES(query.scalar_type(), "flash_attention_backward", [&] {
-    backward_impl<scalar_t>(grad_out, query, key, value, mask, out, row_max, row_log_sum, args,
-                            grad_query, grad_key, grad_value);
+    backward_impl<scalar_t>(
+        grad_out, query, key, value, mask, out, row_max, row_log_sum, args, grad_query, grad_key,
+        grad_value);
   });
 }
 

@@ -34,7 +34,7 @@ constexpr int kMaxVecs = 2;
 // whole micro-kernel row blocks (252 on AVX-512), so no block is a short tail.
 constexpr int64_t kBlockQBackward = 96;
 constexpr int64_t kBlockQForward = 128; // columns of the transposed score tile: two panels
-constexpr int64_t kBlockKTarget = 256; // rounded down to a multiple of the panel width
+constexpr int64_t kBlockKTarget = 256;  // rounded down to a multiple of the panel width
 
 // Backward splits the key tiles of each head into chunks until there are this many work items
 // (heads x chunks): enough for 16 threads.

@@ -21,8 +21,8 @@ struct StoreAndColumnMax {
   T* colmax;
 
   template <int MR, int NV>
-  void operator()(Vectorized<T> (&acc)[MR][NV], T* c, int64_t ldc, int64_t row0,
-                  int64_t col0) const {
+  void operator()(
+      Vectorized<T> (&acc)[MR][NV], T* c, int64_t ldc, int64_t row0, int64_t col0) const {
     using Vec = Vectorized<T>;
     constexpr int W = Vec::size();
     StoreC{}(acc, c, ldc, row0, col0);
@@ -48,8 +48,8 @@ struct StoreExp2Columns {
   T* colsum;
 
   template <int MR, int NV>
-  void operator()(Vectorized<T> (&acc)[MR][NV], T* c, int64_t ldc, int64_t /*row0*/,
-                  int64_t col0) const {
+  void operator()(
+      Vectorized<T> (&acc)[MR][NV], T* c, int64_t ldc, int64_t /*row0*/, int64_t col0) const {
     using Vec = Vectorized<T>;
     constexpr int W = Vec::size();
 #pragma GCC unroll 4
@@ -79,8 +79,8 @@ struct StoreExp2 {
   const T* log2_sum;
 
   template <int MR, int NV>
-  void operator()(Vectorized<T> (&acc)[MR][NV], T* c, int64_t ldc, int64_t row0,
-                  int64_t /*col0*/) const {
+  void operator()(
+      Vectorized<T> (&acc)[MR][NV], T* c, int64_t ldc, int64_t row0, int64_t /*col0*/) const {
     using Vec = Vectorized<T>;
     constexpr int W = Vec::size();
 #pragma GCC unroll 8
@@ -102,8 +102,8 @@ struct StoreSoftmaxGrad {
   const T* delta;
 
   template <int MR, int NV>
-  void operator()(Vectorized<T> (&acc)[MR][NV], T* c, int64_t ldc, int64_t row0,
-                  int64_t col0) const {
+  void operator()(
+      Vectorized<T> (&acc)[MR][NV], T* c, int64_t ldc, int64_t row0, int64_t col0) const {
     using Vec = Vectorized<T>;
     constexpr int W = Vec::size();
 #pragma GCC unroll 8

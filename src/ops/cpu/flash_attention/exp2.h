@@ -63,8 +63,8 @@ inline Vectorized<float> exp2_vec(const Vectorized<float>& v) {
   p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(kExp2C2));
   p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(kExp2C1));
   p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(kExp2C0));
-  const __m256i e = _mm256_slli_epi32(
-      _mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
+  const __m256i e =
+      _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
   return _mm256_mul_ps(p, _mm256_castsi256_ps(e));
 }
 #endif
@@ -79,8 +79,8 @@ inline Vectorized<T> exp_minus(const Vectorized<T>& s, const Vectorized<T>& m) {
 /// Backward's probability exp(s - m - log_sum) from the forward's row statistics, with
 /// log2_sum = log_sum * log2(e).
 template <typename T>
-inline Vectorized<T> probability(const Vectorized<T>& s, const Vectorized<T>& m,
-                                 const Vectorized<T>& log2_sum) {
+inline Vectorized<T> probability(
+    const Vectorized<T>& s, const Vectorized<T>& m, const Vectorized<T>& log2_sum) {
   return exp2_vec((s - m) * Vectorized<T>(static_cast<T>(kLog2e)) - log2_sum);
 }
 

@@ -111,10 +111,11 @@ QueryTile<T> pack_query_tile(const Forward<T>& f, int64_t item) {
   t.col_max = col_max.data();
   t.col_sum = col_sum.data();
 
-  const T* q_tile = f.query.template data_ptr<T>() + head_offset(f.query, t.bh, d.H) +
-      t.i0 * f.query.stride(2);
-  pack(q_tile, d.E, t.nq, f.query.stride(3), f.query.stride(2), t.q_t, t.nq_pad,
-       static_cast<T>(f.args.scale));
+  const T* q_tile =
+      f.query.template data_ptr<T>() + head_offset(f.query, t.bh, d.H) + t.i0 * f.query.stride(2);
+  pack(
+      q_tile, d.E, t.nq, f.query.stride(3), f.query.stride(2), t.q_t, t.nq_pad,
+      static_cast<T>(f.args.scale));
   return t;
 }
 
@@ -194,21 +195,23 @@ inline void softmax_strip(const QueryTile<T>& t, int64_t nk, int64_t c) {
 
 /// S^T = K Q^T for the key tile [nk] at k_tile and the tile's columns [c0, c1), raw.
 template <typename T, typename Epi = StoreC>
-inline void scores_columns(const Forward<T>& f, const QueryTile<T>& t, const T* k_tile, int64_t nk,
-                           int64_t c0, int64_t c1, Epi epi = Epi()) {
-  gemm<T>(nk, c1 - c0, f.d.E, k_tile, f.key.stride(2), f.key.stride(3), t.q_t + c0, t.nq_pad,
-          panel_width<T>(), t.st + c0, forward_block_q<T>(), /*accumulate=*/false, epi);
+inline void scores_columns(
+    const Forward<T>& f, const QueryTile<T>& t, const T* k_tile, int64_t nk, int64_t c0, int64_t c1,
+    Epi epi = Epi()) {
+  gemm<T>(
+      nk, c1 - c0, f.d.E, k_tile, f.key.stride(2), f.key.stride(3), t.q_t + c0, t.nq_pad,
+      panel_width<T>(), t.st + c0, forward_block_q<T>(), /*accumulate=*/false, epi);
 }
 
 /// Score a masked tile: a mask touches it, so the maxima come after masking, in a pass of
 /// their own.
 template <typename T>
-void score_masked_tile(const Forward<T>& f, const QueryTile<T>& t, const T* k_tile, int64_t j0,
-                       int64_t nk) {
+void score_masked_tile(
+    const Forward<T>& f, const QueryTile<T>& t, const T* k_tile, int64_t j0, int64_t nk) {
   constexpr int64_t W = Vectorized<T>::size();
   scores_columns(f, t, k_tile, nk, 0, t.nq_pad);
-  mask_transposed(t.st, forward_block_q<T>(), nk, t.nq, f.mask, t.b, t.h, t.i0, j0,
-                  f.args.is_causal);
+  mask_transposed(
+      t.st, forward_block_q<T>(), nk, t.nq, f.mask, t.b, t.h, t.i0, j0, f.args.is_causal);
   for (int64_t c = 0; c < t.nq_pad; c += W) {
     max_strip(t.st, nk, c, t.col_max);
     softmax_strip(t, nk, c);
@@ -295,8 +298,9 @@ void forward_tile(const Forward<T>& f, ValueRows<T>* heads, int64_t item) {
   const QueryTile<T> t = pack_query_tile(f, item);
   ValueRows<T>& head = heads[t.bh];
   std::call_once(head.packed, [&] {
-    head.rows = rows_of(f.value.template data_ptr<T>() + head_offset(f.value, t.bh, d.H), d.Lk,
-                        d.Ev, f.value.stride(2), f.value.stride(3), head.copy, head.ld);
+    head.rows = rows_of(
+        f.value.template data_ptr<T>() + head_offset(f.value, t.bh, d.H), d.Lk, d.Ev,
+        f.value.stride(2), f.value.stride(3), head.copy, head.ld);
   });
   const T* k_head = f.key.template data_ptr<T>() + head_offset(f.key, t.bh, d.H);
   // Whether every query has a finite running max, so that unmasked tiles may take exp against
@@ -314,10 +318,11 @@ void forward_tile(const Forward<T>& f, ValueRows<T>* heads, int64_t item) {
       score_lazy_tile(f, t, k_tile, nk);
     }
     // O [nq, ev_pad] += P V, with P read through S^T
-    gemm<T>(t.nq, t.ev_pad, nk, t.st, 1, forward_block_q<T>(), head.rows + j0 * head.ld, head.ld,
-            panel_width<T>(), t.acc, t.ev_pad, /*accumulate=*/true);
-    m_ready = m_ready ||
-        std::all_of(t.m_run, t.m_run + t.nq_pad, [](T m) { return std::isfinite(m); });
+    gemm<T>(
+        t.nq, t.ev_pad, nk, t.st, 1, forward_block_q<T>(), head.rows + j0 * head.ld, head.ld,
+        panel_width<T>(), t.acc, t.ev_pad, /*accumulate=*/true);
+    m_ready =
+        m_ready || std::all_of(t.m_run, t.m_run + t.nq_pad, [](T m) { return std::isfinite(m); });
   }
   finish_rows(f, t);
   if (--head.tiles_left == 0) {
@@ -327,14 +332,22 @@ void forward_tile(const Forward<T>& f, ValueRows<T>* heads, int64_t item) {
 
 template <typename T>
 void forward_impl(
-    const at::Tensor& query, const at::Tensor& key, const at::Tensor& value,
-    const at::Tensor& mask, const FlashArgs& args, at::Tensor& out, at::Tensor& row_max,
-    at::Tensor& row_log_sum) {
+    const at::Tensor& query, const at::Tensor& key, const at::Tensor& value, const at::Tensor& mask,
+    const FlashArgs& args, at::Tensor& out, at::Tensor& row_max, at::Tensor& row_log_sum) {
   // query [B, H, Lq, E], key [B, H, Lk, E], value [B, H, Lk, Ev]
   //   -> out [B, H, Lq, Ev], row_max [B, H, Lq], row_log_sum [B, H, Lq]
   const Dims d = dims_of(query, key, value);
-  const Forward<T> f{query, key, value, out, row_max.data_ptr<T>(), row_log_sum.data_ptr<T>(),
-                     MaskView(mask), args, d, (d.Lq + kBlockQForward - 1) / kBlockQForward};
+  const Forward<T> f{
+      query,
+      key,
+      value,
+      out,
+      row_max.data_ptr<T>(),
+      row_log_sum.data_ptr<T>(),
+      MaskView(mask),
+      args,
+      d,
+      (d.Lq + kBlockQForward - 1) / kBlockQForward};
   std::unique_ptr<ValueRows<T>[]> heads(new ValueRows<T>[static_cast<size_t>(d.BH())]);
   for (int64_t bh = 0; bh < d.BH(); ++bh) {
     heads[bh].tiles_left = f.q_tiles;
@@ -345,9 +358,8 @@ void forward_impl(
 } // namespace
 
 void flash_attention_forward(
-    const at::Tensor& query, const at::Tensor& key, const at::Tensor& value,
-    const at::Tensor& mask, const FlashArgs& args, at::Tensor& out, at::Tensor& row_max,
-    at::Tensor& row_log_sum) {
+    const at::Tensor& query, const at::Tensor& key, const at::Tensor& value, const at::Tensor& mask,
+    const FlashArgs& args, at::Tensor& out, at::Tensor& row_max, at::Tensor& row_log_sum) {
   AT_DISPATCH_FLOATING_TYPES(query.scalar_type(), "flash_attention_forward", [&] {
     forward_impl<scalar_t>(query, key, value, mask, args, out, row_max, row_log_sum);
   });

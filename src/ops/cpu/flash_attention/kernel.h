@@ -24,30 +24,16 @@ struct FlashArgs {
 //      of each row of scaled, masked scores s, m = max s and log Σ exp(s - m), whose sum is the
 //      logsumexp (both -inf on rows with no key to attend, whose output is zero)
 using FlashForwardFn = void(
-    const at::Tensor& query,
-    const at::Tensor& key,
-    const at::Tensor& value,
-    const at::Tensor& mask,
-    const FlashArgs& args,
-    at::Tensor& out,
-    at::Tensor& row_max,
-    at::Tensor& row_log_sum);
+    const at::Tensor& query, const at::Tensor& key, const at::Tensor& value, const at::Tensor& mask,
+    const FlashArgs& args, at::Tensor& out, at::Tensor& row_max, at::Tensor& row_log_sum);
 
 // grad_out [B, H, Lq, Ev] (+ the forward's tensors) -> grad_query, grad_key, grad_value, all
 // preallocated with the shapes of query, key and value.
 using FlashBackwardFn = void(
-    const at::Tensor& grad_out,
-    const at::Tensor& query,
-    const at::Tensor& key,
-    const at::Tensor& value,
-    const at::Tensor& mask,
-    const at::Tensor& out,
-    const at::Tensor& row_max,
-    const at::Tensor& row_log_sum,
-    const FlashArgs& args,
-    at::Tensor& grad_query,
-    at::Tensor& grad_key,
-    at::Tensor& grad_value);
+    const at::Tensor& grad_out, const at::Tensor& query, const at::Tensor& key,
+    const at::Tensor& value, const at::Tensor& mask, const at::Tensor& out,
+    const at::Tensor& row_max, const at::Tensor& row_log_sum, const FlashArgs& args,
+    at::Tensor& grad_query, at::Tensor& grad_key, at::Tensor& grad_value);
 
 TORCHATTN_DECLARE_CAPABILITY_KERNEL(flash_attention_forward, FlashForwardFn)
 TORCHATTN_DECLARE_CAPABILITY_KERNEL(flash_attention_backward, FlashBackwardFn)

@@ -42,7 +42,8 @@ void prepare_row(
   int64_t end = std::min(valid, last_key - j0 + 1);
   end = std::max<int64_t>(end, 0);
   if (mask.data != nullptr) {
-    const int64_t off = b * mask.stride[0] + h * mask.stride[1] + i * mask.stride[2] + j0 * mask.stride[3];
+    const int64_t off =
+        b * mask.stride[0] + h * mask.stride[1] + i * mask.stride[2] + j0 * mask.stride[3];
     const int64_t sk = mask.stride[3];
     if (mask.is_bool) {
       const bool* row = static_cast<const bool*>(mask.data) + off;
@@ -80,8 +81,8 @@ void mask_transposed(
   for (int64_t j = 0; j < nk; ++j) {
     T* row = st + j * ld;
     if (mask.data != nullptr) {
-      const int64_t off = b * mask.stride[0] + h * mask.stride[1] + i0 * mask.stride[2] +
-          (j0 + j) * mask.stride[3];
+      const int64_t off =
+          b * mask.stride[0] + h * mask.stride[1] + i0 * mask.stride[2] + (j0 + j) * mask.stride[3];
       const int64_t si = mask.stride[2];
       if (mask.is_bool) {
         const bool* m = static_cast<const bool*>(mask.data) + off;

@@ -17,8 +17,9 @@ namespace {
 /// (below) also work on the block while it is still in registers; row0 and col0 place it in C.
 struct StoreC {
   template <typename V, int MR, int NV>
-  void operator()(V (&acc)[MR][NV], typename V::value_type* c, int64_t ldc, int64_t /*row0*/,
-                  int64_t /*col0*/) const {
+  void operator()(
+      V (&acc)[MR][NV], typename V::value_type* c, int64_t ldc, int64_t /*row0*/,
+      int64_t /*col0*/) const {
     constexpr int W = V::size();
 #pragma GCC unroll 8
     for (int i = 0; i < MR; ++i) {
@@ -48,8 +49,8 @@ inline void store_block(V (&acc)[MR][NV], typename V::value_type* c, int64_t ldc
 // transposed view) and row k of B at b + k * ldb; `epi` then writes the block.
 template <typename T, int MR, int NV, typename Epi>
 inline void micro_kernel(
-    int64_t K, const T* a, int64_t a_rs, int64_t a_ks, const T* b, int64_t ldb, T* c,
-    int64_t ldc, bool accumulate, const Epi& epi, int64_t row0, int64_t col0) {
+    int64_t K, const T* a, int64_t a_rs, int64_t a_ks, const T* b, int64_t ldb, T* c, int64_t ldc,
+    bool accumulate, const Epi& epi, int64_t row0, int64_t col0) {
   using Vec = Vectorized<T>;
   constexpr int W = Vec::size();
   Vec acc[MR][NV];
@@ -100,43 +101,43 @@ inline void micro_kernel(
 
 template <typename T, int NV, typename Epi, int MR = kMaxRows - 1>
 inline void tail_rows(
-    int64_t rows, int64_t K, const T* a, int64_t a_rs, int64_t a_ks, const T* b, int64_t ldb,
-    T* c, int64_t ldc, bool accumulate, const Epi& epi, int64_t row0, int64_t col0) {
+    int64_t rows, int64_t K, const T* a, int64_t a_rs, int64_t a_ks, const T* b, int64_t ldb, T* c,
+    int64_t ldc, bool accumulate, const Epi& epi, int64_t row0, int64_t col0) {
   if constexpr (MR >= 1) {
     if (rows == MR) {
       micro_kernel<T, MR, NV>(K, a, a_rs, a_ks, b, ldb, c, ldc, accumulate, epi, row0, col0);
     } else {
-      tail_rows<T, NV, Epi, MR - 1>(rows, K, a, a_rs, a_ks, b, ldb, c, ldc, accumulate, epi,
-                                    row0, col0);
+      tail_rows<T, NV, Epi, MR - 1>(
+          rows, K, a, a_rs, a_ks, b, ldb, c, ldc, accumulate, epi, row0, col0);
     }
   }
 }
 
 template <typename T, int NV, typename Epi>
 void column_panel(
-    int64_t M, int64_t K, const T* a, int64_t a_rs, int64_t a_ks, const T* b, int64_t ldb,
-    T* c, int64_t ldc, bool accumulate, const Epi& epi, int64_t col0) {
+    int64_t M, int64_t K, const T* a, int64_t a_rs, int64_t a_ks, const T* b, int64_t ldb, T* c,
+    int64_t ldc, bool accumulate, const Epi& epi, int64_t col0) {
   int64_t i = 0;
   for (; i + kMaxRows <= M; i += kMaxRows) {
-    micro_kernel<T, kMaxRows, NV>(K, a + i * a_rs, a_rs, a_ks, b, ldb, c + i * ldc, ldc,
-                                  accumulate, epi, i, col0);
+    micro_kernel<T, kMaxRows, NV>(
+        K, a + i * a_rs, a_rs, a_ks, b, ldb, c + i * ldc, ldc, accumulate, epi, i, col0);
   }
   if (i < M) {
-    tail_rows<T, NV>(M - i, K, a + i * a_rs, a_rs, a_ks, b, ldb, c + i * ldc, ldc, accumulate,
-                     epi, i, col0);
+    tail_rows<T, NV>(
+        M - i, K, a + i * a_rs, a_rs, a_ks, b, ldb, c + i * ldc, ldc, accumulate, epi, i, col0);
   }
 }
 
 template <typename T, typename Epi, int NV = kMaxVecs>
 inline void dispatch_panel(
-    int nv, int64_t M, int64_t K, const T* a, int64_t a_rs, int64_t a_ks, const T* b,
-    int64_t ldb, T* c, int64_t ldc, bool accumulate, const Epi& epi, int64_t col0) {
+    int nv, int64_t M, int64_t K, const T* a, int64_t a_rs, int64_t a_ks, const T* b, int64_t ldb,
+    T* c, int64_t ldc, bool accumulate, const Epi& epi, int64_t col0) {
   if constexpr (NV >= 1) {
     if (nv == NV) {
       column_panel<T, NV>(M, K, a, a_rs, a_ks, b, ldb, c, ldc, accumulate, epi, col0);
     } else {
-      dispatch_panel<T, Epi, NV - 1>(nv, M, K, a, a_rs, a_ks, b, ldb, c, ldc, accumulate, epi,
-                                     col0);
+      dispatch_panel<T, Epi, NV - 1>(
+          nv, M, K, a, a_rs, a_ks, b, ldb, c, ldc, accumulate, epi, col0);
     }
   }
 }
@@ -173,8 +174,9 @@ void gemm(
   const int64_t vecs = N / W;
   for (int64_t v0 = 0; v0 < vecs; v0 += kMaxVecs) {
     const int nv = static_cast<int>(std::min<int64_t>(kMaxVecs, vecs - v0));
-    dispatch_panel<T>(nv, M, K, a, a_rs, a_ks, b + (v0 / kMaxVecs) * b_panel, ldb, c + v0 * W,
-                      ldc, accumulate, epi, v0 * W);
+    dispatch_panel<T>(
+        nv, M, K, a, a_rs, a_ks, b + (v0 / kMaxVecs) * b_panel, ldb, c + v0 * W, ldc, accumulate,
+        epi, v0 * W);
   }
 }
 

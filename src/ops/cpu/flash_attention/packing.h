@@ -15,7 +15,9 @@ namespace {
 /// dst[r, c] = src[r * rs + c * cs] for r < rows, c < cols, in a [rows, ld] buffer whose
 /// columns [cols, ld) are zero.
 template <typename T>
-void pack(const T* src, int64_t rows, int64_t cols, int64_t rs, int64_t cs, T* dst, int64_t ld, T mul = T(1)) {
+void pack(
+    const T* src, int64_t rows, int64_t cols, int64_t rs, int64_t cs, T* dst, int64_t ld,
+    T mul = T(1)) {
   for (int64_t r = 0; r < rows; ++r) {
     T* d = dst + r * ld;
     const T* s = src + r * rs;
@@ -33,7 +35,8 @@ void pack(const T* src, int64_t rows, int64_t cols, int64_t rs, int64_t cs, T* d
 /// The transpose of src [rows, cols] (element (r, c) at src[r * rs + c * cs]) in panels of
 /// `pw` rows: dst[(r / pw) * cols * pw + c * pw + r % pw], zero for rows up to a multiple of pw.
 template <typename T>
-void pack_transposed_panels(const T* src, int64_t rows, int64_t cols, int64_t rs, int64_t cs, T* dst, int64_t pw) {
+void pack_transposed_panels(
+    const T* src, int64_t rows, int64_t cols, int64_t rs, int64_t cs, T* dst, int64_t pw) {
   const int64_t panels = (rows + pw - 1) / pw;
   for (int64_t p = 0; p < panels; ++p) {
     T* panel = dst + p * cols * pw;
@@ -54,8 +57,9 @@ void pack_transposed_panels(const T* src, int64_t rows, int64_t cols, int64_t rs
 /// itself when its rows are contiguous and a whole number of vectors long, else a zero-padded
 /// copy in `buf`. Returns the rows and sets `ld` to their stride.
 template <typename T>
-const T* rows_of(const T* src, int64_t rows, int64_t cols, int64_t rs, int64_t cs,
-                 std::unique_ptr<T[]>& buf, int64_t& ld) {
+const T* rows_of(
+    const T* src, int64_t rows, int64_t cols, int64_t rs, int64_t cs, std::unique_ptr<T[]>& buf,
+    int64_t& ld) {
   constexpr int W = Vectorized<T>::size();
   if (cs == 1 && cols % W == 0) {
     ld = rs;
