@@ -11,7 +11,7 @@ JOBS ?= $(shell nproc 2>/dev/null || echo 2)
 PYTHON ?= $(shell for p in python3 /usr/bin/python3; do $$p -c 'import torch' >/dev/null 2>&1 && command -v $$p && break; done)
 PYTHON_ARG = $(if $(PYTHON),-DPython3_EXECUTABLE=$(PYTHON))
 
-.PHONY: all deps configure build test test-slow test-asan test-2.6 bench-2.6 demo demo-tatoeba bench bench-translation clean
+.PHONY: all deps configure build test test-slow test-asan test-2.6 bench-2.6 demo demo-tatoeba bench bench-translation bench-translation-build bench-speedups clean
 
 all: build
 
@@ -83,11 +83,17 @@ bench: deps
 
 # Training tokens/s of the translation models against the same models in Python PyTorch, on the
 # default corpus (prepared as by make demo).
-bench-translation: deps
-	@cmake -S . -B $(BUILD_DIR) -G Ninja -DCMAKE_BUILD_TYPE=Release -DTORCHATTN_BUILD_BENCH=ON $(CMAKE_ARGS)
+bench-translation-build: deps
+	@cmake -S . -B $(BUILD_DIR) -G Ninja -DCMAKE_BUILD_TYPE=Release -DTORCHATTN_BUILD_BENCH=ON $(PYTHON_ARG) $(CMAKE_ARGS)
 	@cmake --build $(BUILD_DIR) -j $(JOBS) --target torchattn-translate torchattn-bench-translation
 	@test -s $(BUILD_DIR)/demo/data/train.tsv || $(BUILD_DIR)/examples/translation/torchattn-translate prepare --out $(BUILD_DIR)/demo/data
-	@OMP_NUM_THREADS=2 $(BUILD_DIR)/bench/torchattn-bench-translation --data $(BUILD_DIR)/demo/data --threads 2
+
+bench-translation: bench-translation-build
+	@OMP_NUM_THREADS=2 $(BUILD_DIR)/bench/torchattn-bench-translation --data $(BUILD_DIR)/demo/data --threads 2 --python $(or $(PYTHON),python3)
+
+# What each of the translation example's speed-ups (examples/translation/speedups) buys.
+bench-speedups: bench-translation-build
+	@OMP_NUM_THREADS=2 $(BUILD_DIR)/bench/torchattn-bench-translation --data $(BUILD_DIR)/demo/data --threads 2 --ablation 1 --rounds 2 --steps 30
 
 clean:
 	@rm -rf $(BUILD_DIR)

@@ -4,6 +4,10 @@
 //
 //   torchattn-bench-translation --data DIR [--steps 40] [--warmup 5] [--threads 2] [--rounds 3]
 //                               [--models gru,transformer] [--save-python-model OUT]
+//                               [--ablation 1]
+//
+// --ablation 1 measures what each of the example's speed-ups (examples/translation/speedups)
+// buys instead: the C++ models with all of them, each one off, and none.
 //
 // --save-python-model keeps what the Python GRU learned, after --python-epochs (8) more passes
 // over the batches once its first round is timed: OUT/python_gru.pt (TorchScript) and
@@ -13,8 +17,9 @@
 // DIR is a directory written by `torchattn-translate prepare` (its train.tsv is used).
 
 #include <data.h>
-#include <fused_adam.h>
 #include <model.h>
+#include <speedups/fused_adam.h>
+#include <speedups/speedups.h>
 #include <trainer.h>
 
 #include <fmt/format.h>
@@ -39,15 +44,17 @@ namespace {
 // Trains `steps` steps after `warmup` and returns each timed step's seconds.
 std::vector<double> train_steps(
     Seq2SeqImpl& model, const std::vector<Batch>& batches, int warmup, int steps) {
-  FusedAdam opt(
-      model.parameters(), torch::optim::AdamOptions(1e-3).betas({0.9, 0.98}).eps(1e-9)); // as train
+  const auto adam = torch::optim::AdamOptions(1e-3).betas({0.9, 0.98}).eps(1e-9); // as train
+  std::unique_ptr<torch::optim::Adam> opt =
+      speedups().adam ? std::make_unique<FusedAdam>(model.parameters(), adam)
+                      : std::make_unique<torch::optim::Adam>(model.parameters(), adam);
   model.train();
   auto step = [&](const Batch& b) {
     const auto loss = training_loss(model, b, /*label_smoothing=*/0.1); // what train runs
-    opt.zero_grad();
+    opt->zero_grad();
     loss.backward();
     torch::nn::utils::clip_grad_norm_(model.parameters(), 1.0);
-    opt.step();
+    opt->step();
   };
   for (int i = 0; i < warmup; ++i)
     step(batches[i % batches.size()]);
@@ -83,19 +90,64 @@ std::vector<double> python_steps(const std::string& cmd) {
   return seconds;
 }
 
+/// --ablation: what each speed-up of examples/translation/speedups buys. The C++ models train
+/// with all speed-ups, with each one turned off, and with none, taking turns `rounds` times;
+/// the table gives each configuration's tokens/s (fastest time of each step over the rounds)
+/// and its ratio to all speed-ups on.
+void ablation(
+    const std::vector<std::string>& kinds, const std::vector<Batch>& batches, int64_t src_vocab,
+    int64_t tgt_vocab, int warmup, int steps, int rounds) {
+  const std::vector<std::pair<std::string, std::string>> configs{
+      {"all speed-ups", ""},        {"plain GRU", "gru"},   {"plain loss", "loss"},
+      {"plain dropout", "dropout"}, {"plain Adam", "adam"}, {"no speed-up", "all"}};
+  int64_t tokens = 0;
+  for (int i = 0; i < steps; ++i)
+    tokens += batches[(warmup + i) % batches.size()].target_tokens;
+  fmt::print(
+      "\nWhat each speed-up buys: tokens/s (fastest time of each step over {} rounds, "
+      "configurations alternating)\n| model | configuration | tok/s | all speed-ups / this |\n"
+      "|---|---|---|---|\n",
+      rounds);
+  for (const std::string& kind : kinds) {
+    std::vector<std::vector<double>> best(configs.size(), std::vector<double>(steps, 1e30));
+    for (int round = 0; round < rounds; ++round) {
+      for (size_t c = 0; c < configs.size(); ++c) {
+        if (kind != "gru" && configs[c].second == "gru")
+          continue; // the Transformer has no GRU
+        speedups() = speedups_without(configs[c].second);
+        ModelOptions o;
+        o.kind = kind;
+        o.attention = "additive";
+        o.src_vocab = src_vocab;
+        o.tgt_vocab = tgt_vocab;
+        torch::manual_seed(1);
+        auto model = make_model(o);
+        const auto seconds = train_steps(*model, batches, warmup, steps);
+        for (int i = 0; i < steps; ++i)
+          best[c][i] = std::min(best[c][i], seconds[i]);
+      }
+    }
+    speedups() = Speedups{};
+    auto rate = [&](size_t c) {
+      return static_cast<double>(tokens) / std::accumulate(best[c].begin(), best[c].end(), 0.0);
+    };
+    for (size_t c = 0; c < configs.size(); ++c) {
+      if (kind != "gru" && configs[c].second == "gru")
+        continue;
+      fmt::print(
+          "| {} | {} | {:.0f} | {:.2f} |\n", kind, configs[c].first, rate(c), rate(0) / rate(c));
+    }
+  }
+}
+
 } // namespace
 
 int main(int argc, char** argv) {
   std::map<std::string, std::string> args = {
-      {"--data", ""},
-      {"--steps", "40"},
-      {"--warmup", "5"},
-      {"--threads", "2"},
-      {"--python", "/usr/bin/python3"},
-      {"--save-python-model", ""},
-      {"--python-epochs", "8"},
-      {"--rounds", "3"},
-      {"--models", "gru,transformer"}};
+      {"--data", ""},           {"--steps", "40"},       {"--warmup", "5"},
+      {"--threads", "2"},       {"--python", "python3"}, {"--save-python-model", ""},
+      {"--python-epochs", "8"}, {"--rounds", "3"},       {"--models", "gru,transformer"},
+      {"--ablation", "0"}};
   for (int i = 1; i + 1 < argc; i += 2) {
     if (args.count(argv[i]) == 0) {
       fmt::print(stderr, "unknown option {}\n", argv[i]);
@@ -107,7 +159,7 @@ int main(int argc, char** argv) {
     fmt::print(
         stderr,
         "usage: {} --data DIR [--steps 40] [--warmup 5] [--threads 2] [--python "
-        "/usr/bin/python3]\n",
+        "python3] [--ablation 1]\n",
         argv[0]);
     return 2;
   }
@@ -190,6 +242,11 @@ int main(int argc, char** argv) {
       return 2;
     }
     kinds.push_back(kind);
+  }
+  if (args["--ablation"] != "0") {
+    ablation(kinds, batches, src.size(), tgt.size(), warmup, steps, rounds);
+    std::filesystem::remove(batches_path);
+    return 0;
   }
   for (const std::string& kind : kinds) {
     std::vector<std::vector<double>> ours, theirs;

@@ -58,11 +58,11 @@ int main(int argc, char** argv) {
     auto padding = torch::zeros({2, 6}, torch::kBool);
     padding[1].narrow(0, 4, 2).fill_(true);
 
-    auto scripted = torchattn::load_torchscript(dir + "/block.pt");
+    auto scripted = torchattn::jit::load_torchscript(dir + "/block.pt");
     const auto expected = scripted.forward({x, padding}).toTensor();
     Block block;
     block->eval();
-    const auto report = torchattn::load_state_dict(*block, scripted);
+    const auto report = torchattn::jit::load_state_dict(*block, scripted);
     const auto ours = block->forward(x, padding);
     const double diff = (ours - expected).abs().max().item<double>();
     std::cout << "block.pt: ran the TorchScript model; moved " << report.loaded.size()
@@ -70,11 +70,11 @@ int main(int argc, char** argv) {
               << "\n";
 
     // And back to Python: make_models.py --check loads this into its Block by name.
-    torchattn::save_state_dict(*block, dir + "/block_from_cpp.pt");
+    torchattn::jit::save_state_dict(*block, dir + "/block_from_cpp.pt");
     std::cout << "block_from_cpp.pt: torchattn's Block saved for Python "
                  "(torch.jit.load(...).state_dict())\n";
 
-    auto op_block = torchattn::load_torchscript(dir + "/op_block.pt");
+    auto op_block = torchattn::jit::load_torchscript(dir + "/op_block.pt");
     const auto y = op_block.forward({x, padding}).toTensor();
     std::cout << "op_block.pt: ran torch.ops.torchattn.scaled_dot_product_attention from "
                  "TorchScript, output "

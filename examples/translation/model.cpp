@@ -1,7 +1,8 @@
 #include "model.h"
 
-#include "fused_gru.h"
-#include "fused_loss.h"
+#include "speedups/fused_gru.h"
+#include "speedups/fused_loss.h"
+#include "speedups/speedups.h"
 #include "text.h"
 
 #include <torchattn/torchattn.h>
@@ -48,12 +49,14 @@ double to_double(const std::string& key, const std::string& v) {
       "model option '" + printable(key) + "': '" + printable(v) + "' is not a number");
 }
 
-// Dropout by translate::dropout, active when its module is in training mode.
+// Dropout, active when its module is in training mode. Speed-up: translate::dropout draws
+// the mask in parallel (speedups/fused_loss.h); torch::dropout otherwise.
 struct Dropout {
   double p = 0;
   const torch::nn::Module* owner = nullptr;
   Tensor operator()(const Tensor& x) const {
-    return translate::dropout(x, p, owner->is_training());
+    return speedups().dropout ? translate::dropout(x, p, owner->is_training())
+                              : torch::dropout(x, p, owner->is_training());
   }
 };
 
@@ -109,31 +112,48 @@ class GruSeq2SeqImpl : public Seq2SeqImpl {
   }
 
   // src [B, S], src_pad [B, S] -> (keys [B, S, H], initial hidden [1, B, H])
-  //
-  // The bidirectional GRU as PyTorch runs it on a packed sequence, computed from the padded
-  // batch instead: each direction is one unpacked at::gru call, which projects the inputs of
-  // all steps in one matmul (a packed call projects step by step). The backward direction
-  // reads every sentence reversed within its length, so padding stays behind the real tokens
-  // and never reaches them; outputs at padding are zero, as pad_packed_sequence makes them.
   std::pair<Tensor, Tensor> run_encoder(const Tensor& src, const Tensor& src_pad) {
-    const int64_t B = src.size(0), S = src.size(1), H = options.hidden_dim;
+    const Tensor x = dropout(src_emb(src));
+    auto [outputs, final_state] =
+        speedups().gru ? run_encoder_fused(x, src_pad) : run_encoder_packed(x, src_pad);
+    const Tensor keys = enc_proj(dropout(outputs));
+    return {keys, torch::tanh(init_proj(final_state)).unsqueeze(0)};
+  }
+
+  // The bidirectional GRU as PyTorch users write it: on a packed sequence, so that padding
+  // never reaches the real tokens. x [B, S, E] -> (outputs [B, S, 2H], zero at padding;
+  // final states [B, 2H])
+  std::pair<Tensor, Tensor> run_encoder_packed(const Tensor& x, const Tensor& src_pad) {
+    namespace rnn = torch::nn::utils::rnn;
+    const Tensor lengths = src_pad.logical_not().sum(1).clamp_min(1);
+    auto [packed, h_n] = encoder->forward_with_packed_input(
+        rnn::pack_padded_sequence(x, lengths, /*batch_first=*/true, /*enforce_sorted=*/false));
+    const Tensor outputs = std::get<0>(
+        rnn::pad_packed_sequence(packed, /*batch_first=*/true, 0.0, /*total_length=*/x.size(1)));
+    return {outputs, torch::cat({h_n[0], h_n[1]}, -1)};
+  }
+
+  // Speed-up (speedups/fused_gru.h): the same bidirectional GRU from the padded batch. Each
+  // direction is one fused call that projects the inputs of all steps in one matmul (a packed
+  // call projects step by step). The backward direction reads every sentence reversed within
+  // its length, so padding stays behind the real tokens and never reaches them; outputs at
+  // padding are zero, as pad_packed_sequence makes them.
+  std::pair<Tensor, Tensor> run_encoder_fused(const Tensor& x, const Tensor& src_pad) {
+    const int64_t B = x.size(0), S = x.size(1), H = options.hidden_dim;
     const Tensor lengths = src_pad.logical_not().sum(1, /*keepdim=*/true).clamp_min(1); // [B, 1]
-    const Tensor pos = torch::arange(S, src.options()).unsqueeze(0).expand({B, S});
+    const Tensor pos =
+        torch::arange(S, src_pad.options().dtype(torch::kLong)).unsqueeze(0).expand({B, S});
     const Tensor reverse = torch::where(pos < lengths, lengths - 1 - pos, pos); // its own inverse
     const Tensor last = (lengths - 1).unsqueeze(-1).expand({B, 1, H});
-    const Tensor x = dropout(src_emb(src));
     const Tensor x_rev = x.gather(1, reverse.unsqueeze(-1).expand_as(x));
     const Tensor h0 = torch::zeros({B, H}, x.options());
     const Tensor fwd = run_gru(x, h0, forward_params_);
     const Tensor bwd_rev = run_gru(x_rev, h0, reverse_params_);
     const Tensor bwd = bwd_rev.gather(1, reverse.unsqueeze(-1).expand_as(bwd_rev));
     const Tensor outputs = torch::cat({fwd, bwd}, -1).masked_fill(src_pad.unsqueeze(-1), 0.0);
-    const Tensor keys = enc_proj(dropout(outputs));
     // Final states: the forward direction after the last real token, the backward one after
     // the first (the last step of its reversed pass).
-    const Tensor final_state =
-        torch::cat({fwd.gather(1, last), bwd_rev.gather(1, last)}, -1).squeeze(1);
-    return {keys, torch::tanh(init_proj(final_state)).unsqueeze(0)};
+    return {outputs, torch::cat({fwd.gather(1, last), bwd_rev.gather(1, last)}, -1).squeeze(1)};
   }
 
   // One direction's parameters in run_gru's order (suffix "" or "_reverse").
@@ -153,7 +173,7 @@ class GruSeq2SeqImpl : public Seq2SeqImpl {
   }
 
   // decoder outputs [B, T, H] -> (output layer input [B, T, H], weights [B, T, S] or undefined)
-  std::pair<Tensor, Tensor> attend(
+  std::pair<Tensor, Tensor> attend_encoder(
       const Tensor& h, const Tensor& keys, const Tensor& src_pad, bool need_weights) {
     auto [context, weights] = attention.forward<std::tuple<Tensor, Tensor>>(
         h, keys, keys, Tensor(), src_pad, need_weights, false);
@@ -163,8 +183,11 @@ class GruSeq2SeqImpl : public Seq2SeqImpl {
 
   Tensor features(const Tensor& src, const Tensor& src_pad, const Tensor& tgt_in) override {
     auto [keys, h0] = run_encoder(src, src_pad);
-    const Tensor h = run_gru(dropout(tgt_emb(tgt_in)), h0[0], decoder_params_);
-    return attend(h, keys, src_pad, /*need_weights=*/false).first;
+    const Tensor x = dropout(tgt_emb(tgt_in));
+    // Speed-up (speedups/fused_gru.h): the decoder's recurrence as one fused call.
+    const Tensor h =
+        speedups().gru ? run_gru(x, h0[0], decoder_params_) : std::get<0>(decoder(x, h0));
+    return attend_encoder(h, keys, src_pad, /*need_weights=*/false).first;
   }
 
   torch::nn::Linear output_layer() const override { return out; }
@@ -180,7 +203,7 @@ class GruSeq2SeqImpl : public Seq2SeqImpl {
     auto& state = static_cast<GruState&>(s);
     auto [h, hidden] = decoder(tgt_emb(tokens.unsqueeze(1)), state.hidden);
     state.hidden = hidden;
-    auto [features, weights] = attend(h, state.keys, state.src_pad, attn != nullptr);
+    auto [features, weights] = attend_encoder(h, state.keys, state.src_pad, attn != nullptr);
     if (attn)
       *attn = weights.squeeze(1);
     return torch::log_softmax(out(features).squeeze(1), -1);

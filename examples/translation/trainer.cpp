@@ -2,8 +2,9 @@
 
 #include "bleu.h"
 #include "data.h"
-#include "fused_adam.h"
-#include "fused_loss.h"
+#include "speedups/fused_adam.h"
+#include "speedups/fused_loss.h"
+#include "speedups/speedups.h"
 
 #include <torchattn/jit/state_dict.h>
 
@@ -166,9 +167,18 @@ double evaluate_loss(
 
 Tensor training_loss(Seq2SeqImpl& model, const Batch& b, double label_smoothing) {
   const Tensor h = model.features(b.src, b.src_pad, b.tgt_in);
-  // Only the rows of real target tokens go through the output layer.
-  const Tensor rows = b.tgt_out.reshape(-1).ne(Vocab::kPad).nonzero().squeeze(1);
   const auto out = model.output_layer();
+  if (!speedups().loss) {
+    const Tensor logits = torch::linear(h, out->weight, out->bias);
+    return torch::nn::functional::cross_entropy(
+        logits.reshape({-1, logits.size(-1)}), b.tgt_out.reshape(-1),
+        torch::nn::functional::CrossEntropyFuncOptions()
+            .ignore_index(Vocab::kPad)
+            .label_smoothing(label_smoothing));
+  }
+  // Speed-up (speedups/fused_loss.h): only the rows of real target tokens go through the
+  // output layer, and the layer and the loss are one autograd function.
+  const Tensor rows = b.tgt_out.reshape(-1).ne(Vocab::kPad).nonzero().squeeze(1);
   return linear_cross_entropy(
       h.reshape({-1, h.size(-1)}).index_select(0, rows), out->weight, out->bias,
       b.tgt_out.reshape(-1).index_select(0, rows), label_smoothing, Vocab::kPad);
@@ -214,8 +224,11 @@ TrainSummary run(const TrainConfig& c, bool resuming) {
 
   torch::manual_seed(c.seed);
   auto model = make_model(mo);
-  FusedAdam optimizer(
-      model->parameters(), torch::optim::AdamOptions(c.lr).betas({0.9, 0.98}).eps(1e-9));
+  const auto adam_options = torch::optim::AdamOptions(c.lr).betas({0.9, 0.98}).eps(1e-9);
+  // Speed-up (speedups/fused_adam.h): Adam's step in one pass per parameter, the same state.
+  std::unique_ptr<torch::optim::Adam> optimizer =
+      speedups().adam ? std::make_unique<FusedAdam>(model->parameters(), adam_options)
+                      : std::make_unique<torch::optim::Adam>(model->parameters(), adam_options);
   Progress state;
   if (resuming) {
     fs::path ck = dir / "checkpoint";
@@ -228,7 +241,7 @@ TrainSummary run(const TrainConfig& c, bool resuming) {
     try {
       torch::serialize::InputArchive a;
       a.load_from((ck / "optimizer.pt").string());
-      optimizer.load(a);
+      optimizer->load(a);
     } catch (const c10::Error& e) {
       throw std::runtime_error(
           "'" + (ck / "optimizer.pt").string() + "' is corrupt: " + e.what_without_backtrace());
@@ -310,14 +323,14 @@ TrainSummary run(const TrainConfig& c, bool resuming) {
       const double lr =
           c.lr *
           std::min(s / static_cast<double>(c.warmup), std::sqrt(static_cast<double>(c.warmup) / s));
-      for (auto& g : optimizer.param_groups())
+      for (auto& g : optimizer->param_groups())
         static_cast<torch::optim::AdamOptions&>(g.options()).lr(lr);
       const Batch b = make_batch(pairs, batches[i]);
       const Tensor loss = training_loss(*model, b, c.label_smoothing);
-      optimizer.zero_grad();
+      optimizer->zero_grad();
       loss.backward();
       torch::nn::utils::clip_grad_norm_(model->parameters(), c.clip);
-      optimizer.step();
+      optimizer->step();
       loss_sum += loss.item<double>() * static_cast<double>(b.target_tokens);
       tokens += b.target_tokens;
       const double t = now();
@@ -372,7 +385,7 @@ TrainSummary run(const TrainConfig& c, bool resuming) {
     save_module(*model, tmp / "weights.pt");
     {
       torch::serialize::OutputArchive a;
-      optimizer.save(a);
+      optimizer->save(a);
       save_archive(a, tmp / "optimizer.pt");
     }
     write_key_values((tmp / "progress.txt").string(), to_map(state));
@@ -535,7 +548,7 @@ void import_torchscript(
   const fs::path out(out_dir);
   if (fs::exists(out / "model.pt"))
     throw std::runtime_error("'" + out_dir + "' already holds a model");
-  const auto src = torchattn::load_torchscript(torchscript);
+  const auto src = torchattn::jit::load_torchscript(torchscript);
   std::map<std::string, Tensor> tensors;
   for (const auto& p : src.named_parameters())
     tensors[p.name] = p.value;
@@ -562,7 +575,7 @@ void import_torchscript(
         src_vocab.size(), tgt_vocab.size(), o.src_vocab, o.tgt_vocab));
   }
   auto model = make_model(o);
-  torchattn::load_state_dict(*model, src); // strict: every name, shape and dtype
+  torchattn::jit::load_state_dict(*model, src); // strict: every name, shape and dtype
   fs::create_directories(out);
   src_vocab.save((out / "src.vocab").string());
   tgt_vocab.save((out / "tgt.vocab").string());

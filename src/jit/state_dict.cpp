@@ -8,7 +8,7 @@
 #include <fstream>
 #include <map>
 
-namespace torchattn {
+namespace torchattn::jit {
 namespace {
 
 std::string describe(const torch::Tensor& t) {
@@ -160,4 +160,4 @@ void save_state_dict(const torch::nn::Module& module, const std::string& path) {
       "' to '", path, "'");
 }
 
-} // namespace torchattn
+} // namespace torchattn::jit

@@ -41,11 +41,11 @@ struct TempPath {
 } // namespace
 
 TEST_CASE("a scripted nn.MultiheadAttention loads into MultiheadAttention and agrees", "[jit]") {
-  auto scripted = torchattn::load_torchscript(ts_file("mha_scripted.pt"));
+  auto scripted = torchattn::jit::load_torchscript(ts_file("mha_scripted.pt"));
   scripted.eval();
   tnn::MultiheadAttention mha(tnn::MultiheadAttentionOptions(16, 4).batch_first(true));
   mha->eval();
-  const auto report = torchattn::load_state_dict(*mha, scripted);
+  const auto report = torchattn::jit::load_state_dict(*mha, scripted);
   CHECK(report.ok());
   CHECK(report.loaded.size() == 4); // in_proj_weight, in_proj_bias, out_proj.weight, out_proj.bias
   torch::manual_seed(7);
@@ -61,13 +61,13 @@ TEST_CASE("a scripted nn.MultiheadAttention loads into MultiheadAttention and ag
 }
 
 TEST_CASE("a traced nn.MultiheadAttention with kdim and vdim loads under a prefix", "[jit]") {
-  auto traced = torchattn::load_torchscript(ts_file("mha_traced.pt"));
+  auto traced = torchattn::jit::load_torchscript(ts_file("mha_traced.pt"));
   tnn::MultiheadAttention mha(
       tnn::MultiheadAttentionOptions(16, 2).kdim(12).vdim(10).batch_first(true));
   mha->eval();
   CHECK_THROWS_WITH(
-      torchattn::load_state_dict(*mha, traced), ContainsSubstring("unexpected (6): attn."));
-  const auto report = torchattn::load_state_dict(*mha, traced, "attn.");
+      torchattn::jit::load_state_dict(*mha, traced), ContainsSubstring("unexpected (6): attn."));
+  const auto report = torchattn::jit::load_state_dict(*mha, traced, "attn.");
   CHECK(report.ok());
   torch::manual_seed(8);
   auto q = torch::randn({2, 5, 16}), k = torch::randn({2, 7, 12}), v = torch::randn({2, 7, 10});
@@ -79,7 +79,7 @@ TEST_CASE("a traced nn.MultiheadAttention with kdim and vdim loads under a prefi
 }
 
 TEST_CASE("a scripted model calling torchattn's op runs from C++", "[jit][ops]") {
-  auto m = torchattn::load_torchscript(ts_file("op_model.pt"));
+  auto m = torchattn::jit::load_torchscript(ts_file("op_model.pt"));
   torch::manual_seed(9);
   auto x = torch::randn({2, 70, 16}); // 70 x 70 scores: the fused kernel
   auto out = m.forward({x}).toTensor();
@@ -102,7 +102,7 @@ TEST_CASE("a scripted model calling torchattn's op runs from C++", "[jit][ops]")
 
 #ifdef TORCHATTN_HAS_TRANSLATION_EXAMPLE
 TEST_CASE("the Python GRU seq2seq model loads into the translation example's model", "[jit]") {
-  auto traced = torchattn::load_torchscript(ts_file("seq2seq_gru.pt"));
+  auto traced = torchattn::jit::load_torchscript(ts_file("seq2seq_gru.pt"));
   translate::ModelOptions o;
   o.kind = "gru";
   o.attention = "additive";
@@ -112,7 +112,7 @@ TEST_CASE("the Python GRU seq2seq model loads into the translation example's mod
   o.hidden_dim = 16;
   auto model = translate::make_model(o);
   model->eval();
-  const auto report = torchattn::load_state_dict(*model, traced);
+  const auto report = torchattn::jit::load_state_dict(*model, traced);
   CHECK(report.ok());
   torch::manual_seed(10);
   auto src = torch::randint(4, 40, {3, 6}, torch::kLong);
@@ -126,11 +126,11 @@ TEST_CASE("the Python GRU seq2seq model loads into the translation example's mod
 #endif
 
 TEST_CASE("strict loading lists every missing, unexpected and mismatched name", "[jit][errors]") {
-  auto scripted = torchattn::load_torchscript(ts_file("mha_scripted.pt"));
+  auto scripted = torchattn::jit::load_torchscript(ts_file("mha_scripted.pt"));
   // No bias: in_proj_bias and out_proj.bias are unexpected. kdim 8: separate q/k/v weights.
   tnn::MultiheadAttention other(tnn::MultiheadAttentionOptions(16, 4).bias(false).kdim(8));
   try {
-    torchattn::load_state_dict(*other, scripted);
+    torchattn::jit::load_state_dict(*other, scripted);
     FAIL("no error");
   } catch (const c10::Error& e) {
     const std::string msg = e.what_without_backtrace();
@@ -141,46 +141,48 @@ TEST_CASE("strict loading lists every missing, unexpected and mismatched name", 
   }
   tnn::MultiheadAttention wider(tnn::MultiheadAttentionOptions(32, 4));
   CHECK_THROWS_WITH(
-      torchattn::load_state_dict(*wider, scripted),
+      torchattn::jit::load_state_dict(*wider, scripted),
       ContainsSubstring("mismatched (4): in_proj_bias: expected [96] float, got [48] float"));
   // Nothing is copied by a failed strict load; non-strict copies what matches and reports.
   const auto before = other->out_proj->weight.clone();
-  CHECK_THROWS(torchattn::load_state_dict(*other, scripted));
+  CHECK_THROWS(torchattn::jit::load_state_dict(*other, scripted));
   CHECK(torch::equal(before, other->out_proj->weight));
-  const auto report = torchattn::load_state_dict(*other, scripted, "", /*strict=*/false);
+  const auto report = torchattn::jit::load_state_dict(*other, scripted, "", /*strict=*/false);
   CHECK(report.loaded == std::vector<std::string>{"out_proj.weight"});
   CHECK(report.missing.size() == 3);
   CHECK_FALSE(torch::equal(before, other->out_proj->weight));
   tnn::MultiheadAttention doubles(tnn::MultiheadAttentionOptions(16, 4));
   doubles->to(torch::kDouble);
   CHECK_THROWS_WITH(
-      torchattn::load_state_dict(*doubles, scripted),
+      torchattn::jit::load_state_dict(*doubles, scripted),
       ContainsSubstring("out_proj.weight: expected [16, 16] double, got [16, 16] float"));
 }
 
 TEST_CASE("bad TorchScript files give clear errors", "[jit][errors]") {
   tnn::MultiheadAttention mha(tnn::MultiheadAttentionOptions(16, 4));
   CHECK_THROWS_WITH(
-      torchattn::load_state_dict(*mha, "/nonexistent/model.pt"),
+      torchattn::jit::load_state_dict(*mha, "/nonexistent/model.pt"),
       ContainsSubstring("does not exist"));
   TempPath text("not_an_archive.pt");
   std::ofstream(text.path) << "this is not a zip file";
   CHECK_THROWS_WITH(
-      torchattn::load_torchscript(text.path), ContainsSubstring("is not a TorchScript archive"));
+      torchattn::jit::load_torchscript(text.path),
+      ContainsSubstring("is not a TorchScript archive"));
   TempPath truncated("truncated.pt");
   {
     std::ifstream in(ts_file("mha_scripted.pt"), std::ios::binary);
     std::string bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
     std::ofstream(truncated.path, std::ios::binary) << bytes.substr(0, bytes.size() / 2);
   }
-  CHECK_THROWS_WITH(torchattn::load_torchscript(truncated.path), ContainsSubstring("cannot load"));
+  CHECK_THROWS_WITH(
+      torchattn::jit::load_torchscript(truncated.path), ContainsSubstring("cannot load"));
 }
 
 TEST_CASE("save_state_dict writes a TorchScript module with the same names and tensors", "[jit]") {
   torch::manual_seed(11);
   tnn::MultiheadAttention mha(tnn::MultiheadAttentionOptions(16, 4).add_bias_kv(true));
   TempPath path("saved.pt");
-  torchattn::save_state_dict(*mha, path.path);
+  torchattn::jit::save_state_dict(*mha, path.path);
   auto loaded = torch::jit::load(path.path);
   std::map<std::string, torch::Tensor> tensors;
   for (const auto& p : loaded.named_parameters())
@@ -194,14 +196,24 @@ TEST_CASE("save_state_dict writes a TorchScript module with the same names and t
   }
   // And back: a round trip through the file.
   tnn::MultiheadAttention copy(tnn::MultiheadAttentionOptions(16, 4).add_bias_kv(true));
-  CHECK(torchattn::load_state_dict(*copy, path.path).ok());
+  CHECK(torchattn::jit::load_state_dict(*copy, path.path).ok());
   CHECK(torch::equal(copy->in_proj_weight, mha->in_proj_weight));
   // Nested modules and list indices keep their dotted names (encoder.0.weight).
   torch::nn::Sequential seq(
       torch::nn::Linear(3, 4), torch::nn::LayerNorm(torch::nn::LayerNormOptions({4})));
-  torchattn::save_state_dict(*seq, path.path);
+  torchattn::jit::save_state_dict(*seq, path.path);
   std::set<std::string> names;
   for (const auto& p : torch::jit::load(path.path).named_parameters())
     names.insert(p.name);
   CHECK(names == std::set<std::string>{"0.weight", "0.bias", "1.weight", "1.bias"});
+}
+
+TEST_CASE("the names before torchattn::jit still work, deprecated", "[jit]") {
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wdeprecated-declarations"
+  auto scripted = torchattn::load_torchscript(ts_file("mha_scripted.pt"));
+  torchattn::nn::MultiheadAttention mha(torchattn::nn::MultiheadAttentionOptions(16, 4));
+  torchattn::StateDictReport report = torchattn::load_state_dict(*mha, scripted);
+#pragma GCC diagnostic pop
+  CHECK(report.ok());
 }

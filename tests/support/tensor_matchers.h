@@ -110,7 +110,7 @@ class WorstError {
   std::map<torch::ScalarType, double> worst_;
 };
 
-/// The tolerance the issue sets per dtype: float64 1e-10, float32 1e-5.
+/// The project's tolerance per dtype against a reference: float64 1e-10, float32 1e-5.
 inline double tolerance(torch::ScalarType dtype) {
   return dtype == torch::kDouble ? 1e-10 : 1e-5;
 }

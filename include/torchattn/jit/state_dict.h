@@ -8,7 +8,7 @@
 
 /// Moving weights between TorchScript files (made by PyTorch with torch.jit.script or
 /// torch.jit.trace and saved with torch.jit.save) and C++ modules, by state-dict name.
-namespace torchattn {
+namespace torchattn::jit {
 
 /// What load_state_dict found. Names are the destination module's (after `prefix` is removed
 /// from the source names).
@@ -32,7 +32,7 @@ struct StateDictReport {
 /// ```
 /// auto scripted = torch::jit::load("mha.pt");   // torch.jit.script(nn.MultiheadAttention(...))
 /// torchattn::nn::MultiheadAttention mha(torchattn::nn::MultiheadAttentionOptions(64, 4));
-/// torchattn::load_state_dict(*mha, scripted);
+/// torchattn::jit::load_state_dict(*mha, scripted);
 /// ```
 StateDictReport load_state_dict(
     torch::nn::Module& dst, const torch::jit::Module& src, const std::string& prefix = "",
@@ -55,5 +55,34 @@ void save_state_dict(const torch::nn::Module& module, const std::string& path);
 /// that is not a TorchScript archive, or a model that calls torchattn ops while this process
 /// has none registered (say so, rather than "Unknown builtin op").
 torch::jit::Module load_torchscript(const std::string& path);
+
+} // namespace torchattn::jit
+
+/// The names of torchattn 0.1, before they moved to torchattn::jit; removed in the next release.
+namespace torchattn {
+
+using StateDictReport [[deprecated("use torchattn::jit::StateDictReport")]] = jit::StateDictReport;
+
+[[deprecated("use torchattn::jit::load_state_dict")]] inline jit::StateDictReport load_state_dict(
+    torch::nn::Module& dst, const torch::jit::Module& src, const std::string& prefix = "",
+    bool strict = true) {
+  return jit::load_state_dict(dst, src, prefix, strict);
+}
+
+[[deprecated("use torchattn::jit::load_state_dict")]] inline jit::StateDictReport load_state_dict(
+    torch::nn::Module& dst, const std::string& path, const std::string& prefix = "",
+    bool strict = true) {
+  return jit::load_state_dict(dst, path, prefix, strict);
+}
+
+[[deprecated("use torchattn::jit::save_state_dict")]] inline void save_state_dict(
+    const torch::nn::Module& module, const std::string& path) {
+  jit::save_state_dict(module, path);
+}
+
+[[deprecated("use torchattn::jit::load_torchscript")]] inline torch::jit::Module load_torchscript(
+    const std::string& path) {
+  return jit::load_torchscript(path);
+}
 
 } // namespace torchattn

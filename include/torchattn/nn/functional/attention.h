@@ -74,7 +74,10 @@ std::tuple<torch::Tensor, torch::Tensor> cosine_attention(
 
 /// Bahdanau attention: score(q, k) = vᵀ tanh(W_q q + b_q + W_k k + b_k) + b_v.
 /// Weights are in `torch::nn::Linear` layout: query_weight [D, Eq], key_weight [D, Ek],
-/// score_weight [1, D]. It materialises a [..., Lq, Lk, D] tensor, as the formula requires.
+/// score_weight [1, D]. Where the weights are not returned (need_weights false), on the CPU in
+/// float32/float64, the scores come from the fused op torchattn::additive_attention_scores,
+/// which never forms the [..., Lq, Lk, D] energies; otherwise the composite of ATen ops forms
+/// them (and keeps double backward).
 ///
 /// query [..., Lq, Eq], key [..., Lk, Ek], value [..., Lk, Ev] -> out [..., Lq, Ev]
 ///

@@ -33,8 +33,8 @@ class DotProductAttentionImpl : public torch::nn::Cloneable<DotProductAttentionI
   /// Prints `torchattn::nn::DotProductAttention(option=value, ...)`.
   void pretty_print(std::ostream& stream) const override;
 
-  // query [..., Lq, Eq], key [..., Lk, Ek], value [..., Lk, Ev]
-  //   -> output [..., Lq, Ev], weights [..., Lq, Lk] (when need_weights)
+  /// query [..., Lq, E], key [..., Lk, E], value [..., Lk, Ev]
+  ///   -> output [..., Lq, Ev], weights [..., Lq, Lk] (when need_weights)
   std::tuple<torch::Tensor, torch::Tensor> forward(
       const torch::Tensor& query, const torch::Tensor& key, const torch::Tensor& value,
       const torch::Tensor& attn_mask = {}, const torch::Tensor& key_padding_mask = {},

@@ -79,10 +79,11 @@ class MultiheadAttentionImpl : public torch::nn::Cloneable<MultiheadAttentionImp
   /// Prints `torchattn::nn::MultiheadAttention(embed_dim=..., num_heads=..., ...)`.
   void pretty_print(std::ostream& stream) const override;
 
-  // batch_first: query [B, L, E], key [B, S, kdim], value [B, S, vdim] -> out [B, L, E]
-  // otherwise:   query [L, B, E], key [S, B, kdim], value [S, B, vdim] -> out [L, B, E]
-  // unbatched:   query [L, E],    key [S, kdim],    value [S, vdim]    -> out [L, E]
-  // weights: [B, L, S'] averaged over heads, or [B, H, L, S'] (S' counts added bias/zero keys)
+  /// batch_first: query [B, L, E], key [B, S, kdim], value [B, S, vdim] -> out [B, L, E]
+  /// otherwise:   query [L, B, E], key [S, B, kdim], value [S, B, vdim] -> out [L, B, E]
+  /// unbatched:   query [L, E],    key [S, kdim],    value [S, vdim]    -> out [L, E]
+  /// weights: [B, L, S'] averaged over heads, or [B, H, L, S'] (S' counts added bias/zero
+  /// keys). Runs functional::multi_head_attention_forward with this module's parameters.
   std::tuple<torch::Tensor, torch::Tensor> forward(
       const torch::Tensor& query, const torch::Tensor& key, const torch::Tensor& value,
       const torch::Tensor& key_padding_mask = {}, bool need_weights = true,

@@ -2,10 +2,10 @@
 // written here: each "French" sentence is its English source reversed, with a marker word.
 
 #include <decode.h>
-#include <fused_adam.h>
-#include <fused_gru.h>
-#include <fused_loss.h>
 #include <heatmap.h>
+#include <speedups/fused_adam.h>
+#include <speedups/fused_gru.h>
+#include <speedups/fused_loss.h>
 #include <trainer.h>
 
 #include <catch2/catch_test_macros.hpp>

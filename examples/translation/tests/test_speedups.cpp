@@ -1,0 +1,85 @@
+// The translation example's speed-ups (examples/translation/speedups/) against their plain
+// LibTorch twins inside the models: the same loss and the same gradients with every speed-up
+// on and with every one off. Each speed-up's own test against its twin is in test_training.cpp.
+
+#include <data.h>
+#include <model.h>
+#include <speedups/speedups.h>
+#include <trainer.h>
+
+#include <catch2/catch_test_macros.hpp>
+#include <catch2/matchers/catch_matchers_string.hpp>
+
+#include <torch/torch.h>
+
+#include <string>
+#include <vector>
+
+namespace {
+
+using namespace translate;
+
+/// Restores the process's speed-ups when a test ends.
+struct SpeedupsGuard {
+  Speedups saved = speedups();
+  ~SpeedupsGuard() { speedups() = saved; }
+};
+
+/// Loss and gradients of one training step of `model` on `batch` (dropout 0: the two dropouts
+/// draw different masks).
+std::pair<double, std::vector<torch::Tensor>> step(Seq2SeqImpl& model, const Batch& batch) {
+  model.zero_grad();
+  auto loss = training_loss(model, batch, /*label_smoothing=*/0.1);
+  loss.backward();
+  std::vector<torch::Tensor> grads;
+  for (const auto& p : model.parameters()) {
+    grads.push_back(p.grad().defined() ? p.grad().clone() : torch::zeros_like(p));
+  }
+  return {loss.item<double>(), grads};
+}
+
+} // namespace
+
+TEST_CASE(
+    "the models train the same with the speed-ups and with their plain twins", "[translation]") {
+  SpeedupsGuard guard;
+  std::vector<EncodedPair> pairs{
+      {{5, 6, 7, 8, 2}, {9, 10, 2}}, {{5, 7, 2}, {11, 12, 13, 14, 2}}, {{8, 8, 6, 2}, {9, 2}}};
+  const Batch batch = make_batch(pairs, {0, 1, 2});
+  for (const std::string kind : {"gru", "transformer"}) {
+    ModelOptions o;
+    o.kind = kind;
+    o.src_vocab = 20;
+    o.tgt_vocab = 20;
+    o.embed_dim = o.hidden_dim = 16;
+    o.ff_dim = 32;
+    o.heads = 2;
+    o.dropout = 0.0;
+    torch::manual_seed(4);
+    auto model = make_model(o);
+    model->train();
+    speedups() = Speedups{};
+    auto [fast_loss, fast_grads] = step(*model, batch);
+    speedups() = speedups_without("all");
+    auto [plain_loss, plain_grads] = step(*model, batch);
+    CAPTURE(kind);
+    CHECK(std::abs(fast_loss - plain_loss) <= 1e-5 * std::abs(plain_loss));
+    REQUIRE(fast_grads.size() == plain_grads.size());
+    for (size_t i = 0; i < fast_grads.size(); ++i) {
+      CAPTURE(i);
+      CHECK(torch::allclose(fast_grads[i], plain_grads[i], 1e-4, 1e-6));
+    }
+  }
+}
+
+TEST_CASE("TORCHATTN_TRANSLATE_PLAIN names speed-ups, and refuses unknown ones", "[translation]") {
+  const auto s = speedups_without("gru,adam");
+  CHECK_FALSE(s.gru);
+  CHECK(s.loss);
+  CHECK(s.dropout);
+  CHECK_FALSE(s.adam);
+  const auto none = speedups_without("all");
+  CHECK_FALSE((none.gru || none.loss || none.dropout || none.adam));
+  CHECK_THROWS_WITH(
+      speedups_without("gru,fast"), Catch::Matchers::ContainsSubstring("unknown speed-up 'fast'"));
+}
