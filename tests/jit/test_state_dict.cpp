@@ -101,7 +101,9 @@ TEST_CASE("a scripted model calling torchattn's op runs from C++", "[jit][ops]")
 }
 
 #ifdef TORCHATTN_HAS_TRANSLATION_EXAMPLE
-TEST_CASE("the Python GRU seq2seq model loads into the translation example's model", "[jit]") {
+TEST_CASE(
+    "the Python GRU seq2seq model loads into the translation example's model",
+    "[jit][translation]") {
   auto traced = torchattn::jit::load_torchscript(ts_file("seq2seq_gru.pt"));
   translate::ModelOptions o;
   o.kind = "gru";

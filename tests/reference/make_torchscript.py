@@ -15,7 +15,8 @@ Files (all float32, fixed seeds):
   mha_scripted.pt   torch.jit.script(nn.MultiheadAttention(16, 4, batch_first=True))
   mha_traced.pt     torch.jit.trace of an nn.MultiheadAttention(16, 2, kdim=12, vdim=10) wrapper
   op_model.pt       a scripted module that calls torch.ops.torchattn.scaled_dot_product_attention
-  seq2seq_gru.pt    torch.jit.trace of bench/translation_models.py's GruSeq2Seq (vocab 40/50, 16 dims)
+  seq2seq_gru.pt    torch.jit.trace of bench/translation_models.py's GruSeq2Seq (vocab 40/50, 16 dims):
+                    the translation example's test (tests/jit, tagged [translation])
 """
 
 import argparse
