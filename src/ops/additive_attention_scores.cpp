@@ -38,10 +38,6 @@ std::tuple<torch::Tensor, torch::Tensor, torch::Tensor> _additive_attention_scor
   return op.call(grad_scores, query, key, score_weight);
 }
 
-namespace detail {
-bool additive_attention_scores_registered() {
-  return true;
-}
-} // namespace detail
-
 } // namespace torchattn::ops
+
+TORCHATTN_REGISTRATION_ANCHOR(additive_attention_scores_registered)

@@ -16,3 +16,11 @@ bool additive_attention_scores_autograd_registered();
 bool additive_attention_scores_meta_registered();
 
 } // namespace torchattn::ops::detail
+
+/// Defines the anchor `name` (declared above) of the file that registers; use at file scope.
+#define TORCHATTN_REGISTRATION_ANCHOR(name) \
+  namespace torchattn::ops::detail {        \
+  bool name() {                             \
+    return true;                            \
+  }                                         \
+  }

@@ -98,12 +98,6 @@ torch::Tensor scaled_dot_product_attention_composite(
 
 } // namespace
 
-namespace detail {
-bool scaled_dot_product_attention_registered() {
-  return true;
-}
-} // namespace detail
-
 } // namespace torchattn::ops
 
 TORCH_LIBRARY_IMPL(torchattn, CompositeImplicitAutograd, m) {
@@ -111,3 +105,5 @@ TORCH_LIBRARY_IMPL(torchattn, CompositeImplicitAutograd, m) {
       "scaled_dot_product_attention",
       TORCH_FN(torchattn::ops::scaled_dot_product_attention_composite));
 }
+
+TORCHATTN_REGISTRATION_ANCHOR(scaled_dot_product_attention_registered)

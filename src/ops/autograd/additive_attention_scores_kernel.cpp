@@ -74,12 +74,6 @@ std::tuple<torch::Tensor, torch::Tensor, torch::Tensor> additive_scores_backward
 
 } // namespace
 
-namespace detail {
-bool additive_attention_scores_autograd_registered() {
-  return true;
-}
-} // namespace detail
-
 } // namespace torchattn::ops
 
 TORCH_LIBRARY_IMPL(torchattn, Autograd, m) {
@@ -88,3 +82,5 @@ TORCH_LIBRARY_IMPL(torchattn, Autograd, m) {
       "_additive_attention_scores_backward",
       TORCH_FN(torchattn::ops::additive_scores_backward_autograd));
 }
+
+TORCHATTN_REGISTRATION_ANCHOR(additive_attention_scores_autograd_registered)

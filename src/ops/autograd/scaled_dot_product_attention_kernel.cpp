@@ -103,15 +103,11 @@ std::tuple<torch::Tensor, torch::Tensor, torch::Tensor> backward_autograd(
 
 } // namespace
 
-namespace detail {
-bool scaled_dot_product_attention_autograd_registered() {
-  return true;
-}
-} // namespace detail
-
 } // namespace torchattn::ops
 
 TORCH_LIBRARY_IMPL(torchattn, Autograd, m) {
   m.impl("_scaled_dot_product_attention_forward", TORCH_FN(torchattn::ops::forward_autograd));
   m.impl("_scaled_dot_product_attention_backward", TORCH_FN(torchattn::ops::backward_autograd));
 }
+
+TORCHATTN_REGISTRATION_ANCHOR(scaled_dot_product_attention_autograd_registered)

@@ -58,12 +58,6 @@ std::tuple<torch::Tensor, torch::Tensor, torch::Tensor> additive_scores_backward
 
 } // namespace
 
-namespace detail {
-bool additive_attention_scores_cpu_registered() {
-  return true;
-}
-} // namespace detail
-
 } // namespace torchattn::ops
 
 TORCH_LIBRARY_IMPL(torchattn, CPU, m) {
@@ -72,3 +66,5 @@ TORCH_LIBRARY_IMPL(torchattn, CPU, m) {
       "_additive_attention_scores_backward",
       TORCH_FN(torchattn::ops::additive_scores_backward_cpu));
 }
+
+TORCHATTN_REGISTRATION_ANCHOR(additive_attention_scores_cpu_registered)

@@ -142,15 +142,11 @@ Tensors3 backward_cpu(
 
 } // namespace
 
-namespace detail {
-bool scaled_dot_product_attention_cpu_registered() {
-  return true;
-}
-} // namespace detail
-
 } // namespace torchattn::ops
 
 TORCH_LIBRARY_IMPL(torchattn, CPU, m) {
   m.impl("_scaled_dot_product_attention_forward", TORCH_FN(torchattn::ops::forward_cpu));
   m.impl("_scaled_dot_product_attention_backward", TORCH_FN(torchattn::ops::backward_cpu));
 }
+
+TORCHATTN_REGISTRATION_ANCHOR(scaled_dot_product_attention_cpu_registered)

@@ -33,12 +33,6 @@ std::tuple<torch::Tensor, torch::Tensor, torch::Tensor> additive_scores_backward
 
 } // namespace
 
-namespace detail {
-bool additive_attention_scores_meta_registered() {
-  return true;
-}
-} // namespace detail
-
 } // namespace torchattn::ops
 
 TORCH_LIBRARY_IMPL(torchattn, Meta, m) {
@@ -47,3 +41,5 @@ TORCH_LIBRARY_IMPL(torchattn, Meta, m) {
       "_additive_attention_scores_backward",
       TORCH_FN(torchattn::ops::additive_scores_backward_meta));
 }
+
+TORCHATTN_REGISTRATION_ANCHOR(additive_attention_scores_meta_registered)

@@ -45,15 +45,11 @@ std::tuple<torch::Tensor, torch::Tensor, torch::Tensor> backward_meta(
 
 } // namespace
 
-namespace detail {
-bool scaled_dot_product_attention_meta_registered() {
-  return true;
-}
-} // namespace detail
-
 } // namespace torchattn::ops
 
 TORCH_LIBRARY_IMPL(torchattn, Meta, m) {
   m.impl("_scaled_dot_product_attention_forward", TORCH_FN(torchattn::ops::forward_meta));
   m.impl("_scaled_dot_product_attention_backward", TORCH_FN(torchattn::ops::backward_meta));
 }
+
+TORCHATTN_REGISTRATION_ANCHOR(scaled_dot_product_attention_meta_registered)
