@@ -8,7 +8,11 @@ CMAKE_ARGS ?=
 JOBS ?= $(shell nproc 2>/dev/null || echo 2)
 # The first python3 that imports torch (Debian's python3-torch), for the Python-side tests; the
 # python3 first on PATH may be another interpreter.
-PYTHON ?= $(shell for p in python3 /usr/bin/python3; do $$p -c 'import torch' >/dev/null 2>&1 && command -v $$p && break; done)
+# Looked up once, at its first use: after `deps` has installed python3-torch, and not again for
+# each recipe that names it (importing torch takes seconds).
+ifeq ($(origin PYTHON),undefined)
+PYTHON = $(eval PYTHON := $(shell for p in python3 /usr/bin/python3; do $$p -c 'import torch' >/dev/null 2>&1 && command -v $$p && break; done))$(PYTHON)
+endif
 PYTHON_ARG = $(if $(PYTHON),-DPython3_EXECUTABLE=$(PYTHON))
 
 .PHONY: all deps configure build test test-slow test-asan test-2.6 bench-2.6 demo demo-tatoeba bench bench-translation bench-translation-build bench-speedups clean

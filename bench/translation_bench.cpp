@@ -44,10 +44,8 @@ namespace {
 // Trains `steps` steps after `warmup` and returns each timed step's seconds.
 std::vector<double> train_steps(
     Seq2SeqImpl& model, const std::vector<Batch>& batches, int warmup, int steps) {
-  const auto adam = torch::optim::AdamOptions(1e-3).betas({0.9, 0.98}).eps(1e-9); // as train
-  std::unique_ptr<torch::optim::Adam> opt =
-      speedups().adam ? std::make_unique<FusedAdam>(model.parameters(), adam)
-                      : std::make_unique<torch::optim::Adam>(model.parameters(), adam);
+  auto opt = make_adam( // as train
+      model.parameters(), torch::optim::AdamOptions(1e-3).betas({0.9, 0.98}).eps(1e-9));
   model.train();
   auto step = [&](const Batch& b) {
     const auto loss = training_loss(model, b, /*label_smoothing=*/0.1); // what train runs
@@ -100,6 +98,10 @@ void ablation(
   const std::vector<std::pair<std::string, std::string>> configs{
       {"all speed-ups", ""},        {"plain GRU", "gru"},   {"plain loss", "loss"},
       {"plain dropout", "dropout"}, {"plain Adam", "adam"}, {"no speed-up", "all"}};
+  // The Transformer has no GRU.
+  auto applies = [&](const std::string& kind, size_t c) {
+    return kind == "gru" || configs[c].second != "gru";
+  };
   int64_t tokens = 0;
   for (int i = 0; i < steps; ++i)
     tokens += batches[(warmup + i) % batches.size()].target_tokens;
@@ -112,8 +114,8 @@ void ablation(
     std::vector<std::vector<double>> best(configs.size(), std::vector<double>(steps, 1e30));
     for (int round = 0; round < rounds; ++round) {
       for (size_t c = 0; c < configs.size(); ++c) {
-        if (kind != "gru" && configs[c].second == "gru")
-          continue; // the Transformer has no GRU
+        if (!applies(kind, c))
+          continue;
         speedups() = speedups_without(configs[c].second);
         ModelOptions o;
         o.kind = kind;
@@ -132,7 +134,7 @@ void ablation(
       return static_cast<double>(tokens) / std::accumulate(best[c].begin(), best[c].end(), 0.0);
     };
     for (size_t c = 0; c < configs.size(); ++c) {
-      if (kind != "gru" && configs[c].second == "gru")
+      if (!applies(kind, c))
         continue;
       fmt::print(
           "| {} | {} | {:.0f} | {:.2f} |\n", kind, configs[c].first, rate(c), rate(0) / rate(c));

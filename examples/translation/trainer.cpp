@@ -224,11 +224,9 @@ TrainSummary run(const TrainConfig& c, bool resuming) {
 
   torch::manual_seed(c.seed);
   auto model = make_model(mo);
-  const auto adam_options = torch::optim::AdamOptions(c.lr).betas({0.9, 0.98}).eps(1e-9);
   // Speed-up (speedups/fused_adam.h): Adam's step in one pass per parameter, the same state.
-  std::unique_ptr<torch::optim::Adam> optimizer =
-      speedups().adam ? std::make_unique<FusedAdam>(model->parameters(), adam_options)
-                      : std::make_unique<torch::optim::Adam>(model->parameters(), adam_options);
+  auto optimizer =
+      make_adam(model->parameters(), torch::optim::AdamOptions(c.lr).betas({0.9, 0.98}).eps(1e-9));
   Progress state;
   if (resuming) {
     fs::path ck = dir / "checkpoint";

@@ -74,11 +74,27 @@ void check_dropout(const char* fn, const char* name, double p) {
 
 namespace {
 
-void check_tensor(const char* fn, const char* name, const torch::Tensor& t, const char* layout) {
-  TORCH_CHECK(t.defined(), fn, ": ", name, " is undefined, expected a tensor ", layout);
+/// Which dtypes an operand may have: any floating dtype (the functionals' math path), or the
+/// fused kernels' float32 and float64.
+enum class Dtypes { Floating, FloatOrDouble };
+
+/// An operand: defined, `dims` dims exactly (`exact_dims`) or at least, of `dtypes`. `layout`
+/// names its dims in messages, e.g. "[B, H, Lq, E]".
+void check_operand(
+    const char* fn, const char* name, const torch::Tensor& t, const char* layout, int64_t dims,
+    bool exact_dims, Dtypes dtypes) {
   TORCH_CHECK(
-      t.dim() >= 2, fn, ": ", name, " has ", t.dim(), " dims ", shape_str(t.sizes()),
-      ", expected at least 2 ", layout);
+      t.defined(), fn, ": ", name, " is undefined, expected a ",
+      exact_dims ? c10::str(dims, "-D ") : std::string(), "tensor ", layout);
+  TORCH_CHECK(
+      exact_dims ? t.dim() == dims : t.dim() >= dims, fn, ": ", name, " has ", t.dim(), " dims ",
+      shape_str(t.sizes()), ", expected ", exact_dims ? "" : "at least ", dims, " ", layout);
+  if (dtypes == Dtypes::FloatOrDouble) {
+    TORCH_CHECK(
+        t.scalar_type() == torch::kFloat || t.scalar_type() == torch::kDouble, fn, ": ", name,
+        " has dtype ", t.scalar_type(), ", expected Float or Double");
+    return;
+  }
   TORCH_CHECK(
       t.is_floating_point(), fn, ": ", name, " has dtype ", t.scalar_type(),
       ", expected a floating dtype");
@@ -127,9 +143,9 @@ void check_key_padding_mask(
 std::vector<int64_t> check_inputs(
     const char* fn, const torch::Tensor& query, const torch::Tensor& key,
     const torch::Tensor& value, const MaskArgs& masks, bool same_qk_dim) {
-  check_tensor(fn, "query", query, "[..., Lq, E]");
-  check_tensor(fn, "key", key, "[..., Lk, E]");
-  check_tensor(fn, "value", value, "[..., Lk, Ev]");
+  check_operand(fn, "query", query, "[..., Lq, E]", 2, /*exact_dims=*/false, Dtypes::Floating);
+  check_operand(fn, "key", key, "[..., Lk, E]", 2, /*exact_dims=*/false, Dtypes::Floating);
+  check_operand(fn, "value", value, "[..., Lk, Ev]", 2, /*exact_dims=*/false, Dtypes::Floating);
   check_like(fn, "key", key, query);
   check_like(fn, "value", value, query);
   if (same_qk_dim) {
@@ -198,31 +214,17 @@ void check_features(
       dim, " of ", weight_name, " ", shape_str(weight.sizes()), " ", layout);
 }
 
-namespace {
-
-// A 4-D operand of the scaled_dot_product_attention ops.
-void check_op_operand(
-    const char* fn, const char* name, const torch::Tensor& t, const char* desc,
-    const torch::Tensor& query) {
-  TORCH_CHECK(t.defined(), fn, ": ", name, " is undefined, expected a 4-D tensor ", desc);
-  TORCH_CHECK(
-      t.dim() == 4, fn, ": ", name, " has ", t.dim(), " dims ", shape_str(t.sizes()),
-      ", expected 4 ", desc);
-  TORCH_CHECK(
-      t.scalar_type() == torch::kFloat || t.scalar_type() == torch::kDouble, fn, ": ", name,
-      " has dtype ", t.scalar_type(), ", expected Float or Double");
-  check_like(fn, name, t, query);
-}
-
-} // namespace
-
 std::tuple<torch::Tensor, double> check_sdpa_args(
     const char* fn, const torch::Tensor& query, const torch::Tensor& key,
     const torch::Tensor& value, const c10::optional<torch::Tensor>& attn_mask, double dropout_p,
     c10::optional<double> scale) {
-  check_op_operand(fn, "query", query, "[B, H, Lq, E]", query);
-  check_op_operand(fn, "key", key, "[B, H, Lk, E]", query);
-  check_op_operand(fn, "value", value, "[B, H, Lk, Ev]", query);
+  for (const auto& [name, t, layout] :
+       {std::tuple<const char*, const torch::Tensor&, const char*>{"query", query, "[B, H, Lq, E]"},
+        {"key", key, "[B, H, Lk, E]"},
+        {"value", value, "[B, H, Lk, Ev]"}}) {
+    check_operand(fn, name, t, layout, 4, /*exact_dims=*/true, Dtypes::FloatOrDouble);
+    check_like(fn, name, t, query);
+  }
   const int64_t B = query.size(0), H = query.size(1), Lq = query.size(2), E = query.size(3);
   const int64_t Lk = key.size(2);
   TORCH_CHECK(
@@ -285,13 +287,7 @@ void check_additive_args(
   for (const auto& [name, t, desc] :
        {std::tuple<const char*, const torch::Tensor&, const char*>{"query", query, "[..., Lq, D]"},
         {"key", key, "[..., Lk, D]"}}) {
-    TORCH_CHECK(t.defined(), fn, ": ", name, " is undefined, expected a tensor ", desc);
-    TORCH_CHECK(
-        t.dim() >= 2, fn, ": ", name, " has ", t.dim(), " dims ", shape_str(t.sizes()),
-        ", expected at least 2 ", desc);
-    TORCH_CHECK(
-        t.scalar_type() == torch::kFloat || t.scalar_type() == torch::kDouble, fn, ": ", name,
-        " has dtype ", t.scalar_type(), ", expected Float or Double");
+    check_operand(fn, name, t, desc, 2, /*exact_dims=*/false, Dtypes::FloatOrDouble);
   }
   check_like(fn, "key", key, query);
   const int64_t D = query.size(-1);

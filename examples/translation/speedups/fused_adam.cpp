@@ -1,5 +1,7 @@
 #include "fused_adam.h"
 
+#include "speedups.h"
+
 #include <ATen/Parallel.h>
 #include <torch/optim/adam.h>
 #include <torch/types.h>
@@ -119,6 +121,14 @@ torch::Tensor FusedAdam::step(LossClosure closure) {
     }
   }
   return loss;
+}
+
+std::unique_ptr<torch::optim::Adam> make_adam(
+    const std::vector<torch::Tensor>& parameters, const torch::optim::AdamOptions& options) {
+  if (speedups().adam) {
+    return std::make_unique<FusedAdam>(parameters, options);
+  }
+  return std::make_unique<torch::optim::Adam>(parameters, options);
 }
 
 } // namespace translate

@@ -11,6 +11,9 @@
 
 #include <torch/optim/adam.h>
 
+#include <memory>
+#include <vector>
+
 namespace translate {
 
 class FusedAdam : public torch::optim::Adam {
@@ -18,5 +21,10 @@ class FusedAdam : public torch::optim::Adam {
   using torch::optim::Adam::Adam;
   torch::Tensor step(LossClosure closure = nullptr) override;
 };
+
+/// The trainer's optimizer: FusedAdam, or torch::optim::Adam where the adam speed-up is off
+/// (speedups/speedups.h).
+std::unique_ptr<torch::optim::Adam> make_adam(
+    const std::vector<torch::Tensor>& parameters, const torch::optim::AdamOptions& options);
 
 } // namespace translate

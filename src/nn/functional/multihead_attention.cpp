@@ -78,7 +78,7 @@ Projections check_parameters(
 }
 
 /// Checks query, key and value; the query's layout is [L, E] unbatched, else 3-D.
-void check_inputs(
+void check_mha_inputs(
     const torch::Tensor& query, const torch::Tensor& key, const torch::Tensor& value,
     const Options& o, bool static_kv) {
   const int64_t e = o.embed_dim_to_check();
@@ -267,7 +267,7 @@ std::tuple<torch::Tensor, torch::Tensor> multi_head_attention_forward(
   // batch_first: query [B, L, E], key [B, S, kdim], value [B, S, vdim] -> out [B, L, E]
   const auto& o = options;
   const bool static_kv = o.static_k().defined() || o.static_v().defined();
-  check_inputs(query, key, value, o, static_kv);
+  check_mha_inputs(query, key, value, o, static_kv);
   const int64_t e = o.embed_dim_to_check(), h = o.num_heads();
   const auto proj = check_parameters(o, e, key.size(-1), value.size(-1), static_kv);
   const bool batched = query.dim() == 3;
