@@ -218,4 +218,5 @@ TEST_CASE("the names before torchattn::jit still work, deprecated", "[jit]") {
   torchattn::StateDictReport report = torchattn::load_state_dict(*mha, scripted);
 #pragma GCC diagnostic pop
   CHECK(report.ok());
+  CHECK(report.loaded.size() == mha->named_parameters().size());
 }

@@ -133,6 +133,20 @@ TEST_CASE("the forward op is differentiable, with the public op's gradients", "[
   for (int i = 0; i < 3; ++i) {
     CHECK_THAT(grads[i], AllClose(want_grads[i], 0.0, 0.0));
   }
+  // Both share the autograd kernel: the gradients against the math path too (need_weights
+  // takes it), so that a fault in that kernel cannot hide behind the comparison above.
+  namespace F = torchattn::nn::functional;
+  auto math = std::get<0>(F::scaled_dot_product_attention(
+      q, k, v,
+      F::ScaledDotProductAttentionFuncOptions()
+          .attn_mask(mask)
+          .is_causal(true)
+          .scale(0.25)
+          .need_weights(true)));
+  auto math_grads = torch::autograd::grad({math}, {q, k, v}, {g});
+  for (int i = 0; i < 3; ++i) {
+    CHECK_THAT(grads[i], AllClose(math_grads[i], 1e-10, 1e-10));
+  }
   // The statistics are the row's logsumexp, apart: against the math path's.
   auto s = (q.detach() * 0.25)
                .matmul(k.detach().transpose(-2, -1))
