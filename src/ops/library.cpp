@@ -23,7 +23,9 @@ bool ops_registered() {
          scaled_dot_product_attention_meta_registered() && additive_attention_scores_registered() &&
          additive_attention_scores_cpu_registered() &&
          additive_attention_scores_autograd_registered() &&
-         additive_attention_scores_meta_registered();
+         additive_attention_scores_meta_registered() && flex_attention_registered() &&
+         flex_attention_cpu_registered() && flex_attention_autograd_registered() &&
+         flex_attention_meta_registered();
 }
 
 } // namespace torchattn::ops

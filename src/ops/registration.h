@@ -14,6 +14,10 @@ bool additive_attention_scores_registered();
 bool additive_attention_scores_cpu_registered();
 bool additive_attention_scores_autograd_registered();
 bool additive_attention_scores_meta_registered();
+bool flex_attention_registered();
+bool flex_attention_cpu_registered();
+bool flex_attention_autograd_registered();
+bool flex_attention_meta_registered();
 
 } // namespace torchattn::ops::detail
 

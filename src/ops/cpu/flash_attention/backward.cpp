@@ -1,10 +1,12 @@
 // The fused attention kernel's backward: recomputes the scores per tile from the forward's row
 // statistics (no buffer grows with Lq x Lk) and accumulates dQ, dK and dV.
 //
-// The steps, per work item (a head, or a chunk of its key tiles, backward_item): pack a head
+// The steps, per work item (a kv head, or a chunk of its key tiles, backward_item): pack a head
 // (once per head: operands in the micro-kernel's layouts and each row's delta and statistics);
-// a key tile (for each of its query tiles: P, dV, dS, dK and dQ); finish a head (dQ summed
-// over the chunks in a fixed order, buffers freed).
+// a key tile (for each query head of its group and each query tile that sees it: P, dV, dS,
+// dK and dQ); finish a head (dQ summed over the chunks in a fixed order, buffers freed).
+// Under grouped-query attention a work item holds every query head that reads its kv head, so
+// that dK and dV are summed over the group in a fixed order, by one thread.
 //
 // Compiled once per CPU capability (see ops/cpu/vectorized.h).
 
@@ -13,7 +15,7 @@
 #include "ops/cpu/vectorized.h"
 
 #include "ops/cpu/flash_attention/epilogues.h"
-#include "ops/cpu/flash_attention/masks.h"
+#include "ops/cpu/flash_attention/modifiers.h"
 #include "ops/cpu/flash_attention/packing.h"
 
 namespace torchattn::ops::cpu {
@@ -30,27 +32,35 @@ struct Backward {
   const at::Tensor& out;
   const T* row_max;
   const T* row_log_sum;
-  at::Tensor& grad_query;
-  at::Tensor& grad_key;
-  at::Tensor& grad_value;
-  MaskView mask;
+  FlashGrads& grads;
+  Modifiers<T> mods;
   FlashArgs args;
   Dims d;
   int64_t k_tiles, q_tiles, chunks, E_pad, Ev_pad, Lk_pad;
+  int64_t group;  // query heads per kv head
+  int64_t n_diag; // Lq + Lk - 1 diagonals
 };
 
-/// Per head, packed by the first chunk that needs it and freed by the last, which also writes
-/// grad_query: q times the scale and grad_out as rows, keys as rows and in transposed panels,
-/// values in transposed panels, delta = rowsum(grad_out * out), the row statistics and one
-/// grad_query accumulator per chunk.
+/// Per query head, packed by the first chunk that needs it and freed by the last, which also
+/// writes grad_query: q times the scale and grad_out as rows, delta = rowsum(grad_out * out),
+/// the row statistics, and per chunk a grad_query accumulator and the sums of dS along each
+/// diagonal (when ALiBi or the position table need their gradients).
 template <typename T>
 struct BackwardHead {
   std::once_flag packed;
+  std::unique_ptr<T[]> q_s, do_p, delta, m, log2_sum, dq_acc, diag_acc;
+  const T* do_rows = nullptr; // do_p or grad_out itself
+  int64_t ld_do = 0;
+};
+
+/// Per kv head, likewise: keys as rows and in transposed panels, values in transposed panels.
+template <typename T>
+struct BackwardKV {
+  std::once_flag packed;
   std::atomic<int64_t> chunks_left{0};
-  std::unique_ptr<T[]> q_s, do_p, k_p, k_t, v_t, delta, m, log2_sum, dq_acc;
-  const T* do_rows = nullptr; // do_p or grad_out itself; likewise k_rows
-  const T* k_rows = nullptr;
-  int64_t ld_do = 0, ld_k = 0;
+  std::unique_ptr<T[]> k_p, k_t, v_t;
+  const T* k_rows = nullptr; // k_p or key itself
+  int64_t ld_k = 0;
 };
 
 /// Each row's delta and statistics in backward's form.
@@ -82,27 +92,24 @@ void row_statistics(const Backward<T>& g, BackwardHead<T>& hd, int64_t bh) {
   }
 }
 
-/// Pack a head.
+/// Pack a query head.
 template <typename T>
 void pack_head(const Backward<T>& g, BackwardHead<T>& hd, int64_t bh) {
   const Dims& d = g.d;
-  const int64_t PW = panel_width<T>();
   auto alloc = [](std::unique_ptr<T[]>& buf, int64_t n) {
-    buf.reset(new T[static_cast<size_t>(n)]);
+    buf.reset(new T[static_cast<size_t>(n)]());
   };
-  alloc(hd.k_t, d.E * g.Lk_pad);
-  alloc(hd.v_t, d.Ev * g.Lk_pad);
   alloc(hd.delta, d.Lq);
   alloc(hd.q_s, d.Lq * g.E_pad);
   alloc(hd.m, d.Lq);
   alloc(hd.log2_sum, d.Lq);
   alloc(hd.dq_acc, g.chunks * d.Lq * g.E_pad);
-  const T* k = g.key.template data_ptr<T>() + head_offset(g.key, bh, d.H);
-  const T* v = g.value.template data_ptr<T>() + head_offset(g.value, bh, d.H);
+  if (g.grads.grad_diagonal.defined()) {
+    alloc(hd.diag_acc, g.chunks * g.n_diag);
+  }
   hd.do_rows = rows_of(
       g.grad_out.template data_ptr<T>() + head_offset(g.grad_out, bh, d.H), d.Lq, d.Ev,
       g.grad_out.stride(2), g.grad_out.stride(3), hd.do_p, hd.ld_do);
-  hd.k_rows = rows_of(k, d.Lk, d.E, g.key.stride(2), g.key.stride(3), hd.k_p, hd.ld_k);
   // The queries times the scale exactly as the forward (and the math path) scales them, so
   // that backward's scores are the forward's to the bit (the same products, summed in the same
   // order): P then stays exact where one key takes all the weight. dK = dSᵀ (Q scale) takes
@@ -111,159 +118,256 @@ void pack_head(const Backward<T>& g, BackwardHead<T>& hd, int64_t bh) {
   pack(
       g.query.template data_ptr<T>() + head_offset(g.query, bh, d.H), d.Lq, d.E, g.query.stride(2),
       g.query.stride(3), hd.q_s.get(), g.E_pad, static_cast<T>(g.args.scale));
-  pack_transposed_panels(k, d.Lk, d.E, g.key.stride(2), g.key.stride(3), hd.k_t.get(), PW);
-  pack_transposed_panels(v, d.Lk, d.Ev, g.value.stride(2), g.value.stride(3), hd.v_t.get(), PW);
-  std::fill(hd.dq_acc.get(), hd.dq_acc.get() + g.chunks * d.Lq * g.E_pad, T(0));
   row_statistics(g, hd, bh);
 }
 
-/// The tile buffers of one thread: P and dS [kBlockQBackward, BK], dK [BK, E_pad] and dV
-/// [BK, Ev_pad].
+/// Pack a kv head.
+template <typename T>
+void pack_kv(const Backward<T>& g, BackwardKV<T>& kvh, int64_t kv) {
+  const Dims& d = g.d;
+  const int64_t PW = panel_width<T>();
+  kvh.k_t.reset(new T[static_cast<size_t>(d.E * g.Lk_pad)]);
+  kvh.v_t.reset(new T[static_cast<size_t>(d.Ev * g.Lk_pad)]);
+  const T* k = g.key.template data_ptr<T>() + kv_offset(g.key, kv);
+  const T* v = g.value.template data_ptr<T>() + kv_offset(g.value, kv);
+  kvh.k_rows = rows_of(k, d.Lk, d.E, g.key.stride(2), g.key.stride(3), kvh.k_p, kvh.ld_k);
+  pack_transposed_panels(k, d.Lk, d.E, g.key.stride(2), g.key.stride(3), kvh.k_t.get(), PW);
+  pack_transposed_panels(v, d.Lk, d.Ev, g.value.stride(2), g.value.stride(3), kvh.v_t.get(), PW);
+}
+
+/// The tile buffers of one thread: P, dS and tanh of the soft-capped scores
+/// [kBlockQBackward, BK], dK [BK, E_pad], dV [BK, Ev_pad], and the tile's diagonal terms and
+/// their dS sums [kBlockQBackward + BK].
 template <typename T>
 struct KeyTileBuffers {
   T* p;
   T* ds;
+  T* th;
   T* dk;
   T* dv;
+  T* diag;
+  T* diag_ds;
 };
 
-/// P = exp(S - max - log_sum) for queries [i0, i0 + nq) and keys [j0, j0 + nk): in the GEMM's
-/// epilogue where no mask and no padding column touches the tile, else after masking row by
-/// row.
+/// A query tile against a key tile: which heads and rows, and which keys.
+struct TilePos {
+  int64_t bh, b, h, i0, nq, j0, nk, nk_pad;
+};
+
+/// P = exp(S - max - log_sum) for the tile: in the GEMM's epilogue where nothing modifies or
+/// masks it and no padding column touches it, else after modify_row, row by row. Returns
+/// whether the scores were modified (then dS needs the modifiers' gradients).
 template <typename T>
-void probabilities(
-    const Backward<T>& g, const BackwardHead<T>& hd, int64_t bh, T* p, int64_t i0, int64_t nq,
-    int64_t j0, int64_t nk) {
+bool probabilities(
+    const Backward<T>& g, const BackwardHead<T>& hd, const KeyTileBuffers<T>& buf,
+    const BackwardKV<T>& kvh, const TilePos& tp, TileKind kind) {
   using Vec = Vectorized<T>;
   constexpr int64_t W = Vec::size();
   constexpr int64_t BK = block_k<T>();
   const int64_t PW = panel_width<T>();
   const int64_t E = g.d.E, E_pad = g.E_pad;
-  const int64_t nk_pad = round_up(nk, W);
-  const T* qs = hd.q_s.get() + i0 * E_pad;
-  const T* k_panels = hd.k_t.get() + j0 * E;
+  const T* qs = hd.q_s.get() + tp.i0 * E_pad;
+  const T* k_panels = kvh.k_t.get() + tp.j0 * E;
   const T* row_m = hd.m.get();
   const T* row_log2_sum = hd.log2_sum.get();
-  if (g.mask.data == nullptr && !(g.args.is_causal && j0 + nk - 1 > i0) && nk == nk_pad) {
+  if (kind == TileKind::full && !g.mods.modifies_scores() && tp.nk == tp.nk_pad) {
     gemm<T>(
-        nq, nk_pad, E, qs, E_pad, 1, k_panels, PW, E * PW, p, BK, /*accumulate=*/false,
-        StoreExp2<T>{row_m + i0, row_log2_sum + i0});
-    return;
+        tp.nq, tp.nk_pad, E, qs, E_pad, 1, k_panels, PW, E * PW, buf.p, BK, /*accumulate=*/false,
+        StoreExp2<T>{row_m + tp.i0, row_log2_sum + tp.i0});
+    return false;
   }
-  gemm<T>(nq, nk_pad, E, qs, E_pad, 1, k_panels, PW, E * PW, p, BK, /*accumulate=*/false);
-  const int64_t b = bh / g.d.H, h = bh % g.d.H;
-  for (int64_t r = 0; r < nq; ++r) {
-    const int64_t i = i0 + r;
-    T* s = p + r * BK;
-    prepare_row<T>(
-        s, nk, nk_pad, g.mask, b, h, i, j0,
-        g.args.is_causal ? i : std::numeric_limits<int64_t>::max() / 2);
+  gemm<T>(tp.nq, tp.nk_pad, E, qs, E_pad, 1, k_panels, PW, E * PW, buf.p, BK, false);
+  if (g.mods.has_diagonal()) {
+    // Row r, column c has d = j0 + c - i0 - r: index v = c - r + nq - 1.
+    g.mods.diagonal_terms(tp.h, tp.j0 - tp.i0 - (tp.nq - 1), tp.nq + tp.nk_pad - 1, buf.diag);
+  }
+  for (int64_t r = 0; r < tp.nq; ++r) {
+    const int64_t i = tp.i0 + r;
+    T* s = buf.p + r * BK;
+    const T* diag = g.mods.has_diagonal() ? buf.diag + (tp.nq - 1 - r) : nullptr;
+    modify_row<T>(g.mods, s, buf.th + r * BK, diag, tp.nk, tp.nk_pad, tp.b, tp.h, i, tp.j0);
     const Vec mx(row_m[i]), ls(row_log2_sum[i]);
-    for (int64_t j = 0; j < nk_pad; j += W) {
+    for (int64_t j = 0; j < tp.nk_pad; j += W) {
       probability(Vec::loadu(s + j), mx, ls).store(s + j);
+    }
+  }
+  return true;
+}
+
+/// The gradients of the score modifiers from dS: the bias's (dS itself), the sums along each
+/// diagonal (ALiBi's and the table's) into `diag_acc`, then dS through the soft-cap.
+template <typename T>
+void modifier_gradients(
+    const Backward<T>& g, const KeyTileBuffers<T>& buf, const TilePos& tp, T* diag_acc) {
+  using Vec = Vectorized<T>;
+  constexpr int64_t BK = block_k<T>();
+  if (g.grads.grad_bias.defined()) {
+    T* gb = g.grads.grad_bias.template data_ptr<T>() + (tp.bh * g.d.Lq + tp.i0) * g.d.Lk + tp.j0;
+    for (int64_t r = 0; r < tp.nq; ++r) {
+      std::copy(buf.ds + r * BK, buf.ds + r * BK + tp.nk, gb + r * g.d.Lk);
+    }
+  }
+  if (diag_acc != nullptr) {
+    const int64_t n = tp.nq + tp.nk - 1;
+    std::fill(buf.diag_ds, buf.diag_ds + n, T(0));
+    for (int64_t r = 0; r < tp.nq; ++r) {
+      add_to(buf.diag_ds + (tp.nq - 1 - r), buf.ds + r * BK, tp.nk);
+    }
+    // v indexes d = j0 - i0 - (nq - 1) + v, which sits at d + Lq - 1 in diag_acc.
+    add_to(diag_acc + (tp.j0 - tp.i0 - (tp.nq - 1) + g.d.Lq - 1), buf.diag_ds, n);
+  }
+  if (g.mods.softcap > 0) {
+    const Vec one(T(1));
+    for (int64_t r = 0; r < tp.nq; ++r) {
+      T* ds = buf.ds + r * BK;
+      const T* th = buf.th + r * BK;
+      for (int64_t j = 0; j < tp.nk_pad; j += Vec::size()) {
+        const Vec t = Vec::loadu(th + j);
+        (Vec::loadu(ds + j) * (one - t * t)).store(ds + j);
+      }
     }
   }
 }
 
 /// One query tile of a key tile: P, then dV += Pᵀ dO, dS = P (dP - delta) with dP = dO Vᵀ in
-/// registers, dK += dSᵀ (Q scale) and dQ += dS K (scale applied when the head finishes).
+/// registers, the modifiers' gradients, dK += dSᵀ (Q scale) and dQ += dS K (scale applied when
+/// the head finishes).
 template <typename T>
 void query_tile_gradients(
-    const Backward<T>& g, const BackwardHead<T>& hd, int64_t bh, const KeyTileBuffers<T>& buf,
-    T* dq, int64_t i0, int64_t j0, int64_t nk) {
+    const Backward<T>& g, const BackwardHead<T>& hd, const BackwardKV<T>& kvh,
+    const KeyTileBuffers<T>& buf, int64_t chunk, const TilePos& tp, TileKind kind) {
   constexpr int64_t BK = block_k<T>();
   const int64_t PW = panel_width<T>();
-  const int64_t nq = std::min(kBlockQBackward, g.d.Lq - i0);
-  const int64_t nk_pad = round_up(nk, Vectorized<T>::size());
   const int64_t E_pad = g.E_pad, Ev_pad = g.Ev_pad, Ev = g.d.Ev;
-  const T* doh = hd.do_rows + i0 * hd.ld_do;
-  const T* qs = hd.q_s.get() + i0 * E_pad;
-  probabilities(g, hd, bh, buf.p, i0, nq, j0, nk);
-  gemm<T>(nk, Ev_pad, nq, buf.p, 1, BK, doh, hd.ld_do, PW, buf.dv, Ev_pad, /*accumulate=*/true);
+  const T* doh = hd.do_rows + tp.i0 * hd.ld_do;
+  const T* qs = hd.q_s.get() + tp.i0 * E_pad;
+  T* dq = hd.dq_acc.get() + chunk * g.d.Lq * E_pad;
+  const bool modified = probabilities(g, hd, buf, kvh, tp, kind);
+  gemm<T>(tp.nk, Ev_pad, tp.nq, buf.p, 1, BK, doh, hd.ld_do, PW, buf.dv, Ev_pad, true);
   gemm<T>(
-      nq, nk_pad, Ev, doh, hd.ld_do, 1, hd.v_t.get() + j0 * Ev, PW, Ev * PW, buf.ds, BK,
-      /*accumulate=*/false, StoreSoftmaxGrad<T>{buf.p, hd.delta.get() + i0});
-  gemm<T>(nk, E_pad, nq, buf.ds, 1, BK, qs, E_pad, PW, buf.dk, E_pad, /*accumulate=*/true);
+      tp.nq, tp.nk_pad, Ev, doh, hd.ld_do, 1, kvh.v_t.get() + tp.j0 * Ev, PW, Ev * PW, buf.ds, BK,
+      /*accumulate=*/false, StoreSoftmaxGrad<T>{buf.p, hd.delta.get() + tp.i0});
+  if (modified) {
+    T* diag_acc = hd.diag_acc ? hd.diag_acc.get() + chunk * g.n_diag : nullptr;
+    modifier_gradients(g, buf, tp, diag_acc);
+  }
+  gemm<T>(tp.nk, E_pad, tp.nq, buf.ds, 1, BK, qs, E_pad, PW, buf.dk, E_pad, true);
   gemm<T>(
-      nq, E_pad, nk, buf.ds, BK, 1, hd.k_rows + j0 * hd.ld_k, hd.ld_k, PW, dq + i0 * E_pad, E_pad,
-      /*accumulate=*/true);
+      tp.nq, E_pad, tp.nk, buf.ds, BK, 1, kvh.k_rows + tp.j0 * kvh.ld_k, kvh.ld_k, PW,
+      dq + tp.i0 * E_pad, E_pad, /*accumulate=*/true);
 }
 
-/// A key tile: its dK and dV over every query tile that sees it, written to grad_key and
-/// grad_value; dQ accumulates into the chunk's accumulator `dq`.
+/// A key tile of kv head `kv`: its dK and dV over every query head of the group and every
+/// query tile that sees it, written to grad_key and grad_value.
 template <typename T>
 void key_tile(
-    const Backward<T>& g, const BackwardHead<T>& hd, int64_t bh, const KeyTileBuffers<T>& buf,
-    T* dq, int64_t kt) {
+    const Backward<T>& g, BackwardHead<T>* heads, const BackwardKV<T>& kvh,
+    const KeyTileBuffers<T>& buf, int64_t kv, int64_t chunk, int64_t kt) {
   constexpr int64_t BK = block_k<T>();
   const Dims& d = g.d;
   const int64_t j0 = kt * BK;
   const int64_t nk = std::min(BK, d.Lk - j0);
   std::fill(buf.dk, buf.dk + BK * g.E_pad, T(0));
   std::fill(buf.dv, buf.dv + BK * g.Ev_pad, T(0));
-  // Causal: queries before j0 see none of these keys.
-  const int64_t qt_begin = g.args.is_causal ? std::min(j0, d.Lq) / kBlockQBackward : 0;
-  for (int64_t qt = qt_begin; qt < g.q_tiles; ++qt) {
-    query_tile_gradients(g, hd, bh, buf, dq, qt * kBlockQBackward, j0, nk);
-  }
-  T* gk_head = g.grad_key.template data_ptr<T>() + head_offset(g.grad_key, bh, d.H);
-  T* gv_head = g.grad_value.template data_ptr<T>() + head_offset(g.grad_value, bh, d.H);
-  for (int64_t r = 0; r < nk; ++r) {
-    T* gk_row = gk_head + (j0 + r) * g.grad_key.stride(2);
-    for (int64_t e = 0; e < d.E; ++e) {
-      gk_row[e * g.grad_key.stride(3)] = buf.dk[r * g.E_pad + e];
+  const int64_t b = kv / (d.H / g.group);
+  for (int64_t q_head = 0; q_head < g.group; ++q_head) {
+    const int64_t h = (kv % (d.H / g.group)) * g.group + q_head;
+    const int64_t bh = b * d.H + h;
+    for (int64_t qt = 0; qt < g.q_tiles; ++qt) {
+      const int64_t i0 = qt * kBlockQBackward;
+      const TilePos tp{bh,
+                       b,
+                       h,
+                       i0,
+                       std::min(kBlockQBackward, d.Lq - i0),
+                       j0,
+                       nk,
+                       round_up(nk, Vectorized<T>::size())};
+      const TileKind kind = g.mods.classify(b, h, i0, tp.nq, j0, nk);
+      if (kind != TileKind::empty) {
+        query_tile_gradients(g, heads[bh], kvh, buf, chunk, tp, kind);
+      }
     }
-    T* gv_row = gv_head + (j0 + r) * g.grad_value.stride(2);
+  }
+  at::Tensor& gk = g.grads.grad_key;
+  at::Tensor& gv = g.grads.grad_value;
+  T* gk_head = gk.template data_ptr<T>() + kv_offset(gk, kv);
+  T* gv_head = gv.template data_ptr<T>() + kv_offset(gv, kv);
+  for (int64_t r = 0; r < nk; ++r) {
+    T* gk_row = gk_head + (j0 + r) * gk.stride(2);
+    for (int64_t e = 0; e < d.E; ++e) {
+      gk_row[e * gk.stride(3)] = buf.dk[r * g.E_pad + e];
+    }
+    T* gv_row = gv_head + (j0 + r) * gv.stride(2);
     for (int64_t e = 0; e < d.Ev; ++e) {
-      gv_row[e * g.grad_value.stride(3)] = buf.dv[r * g.Ev_pad + e];
+      gv_row[e * gv.stride(3)] = buf.dv[r * g.Ev_pad + e];
     }
   }
 }
 
-/// Finish a head: grad_query = scale * the chunks' accumulators summed in chunk order; the
-/// head's buffers freed.
+/// Finish a query head: grad_query = scale * the chunks' accumulators summed in chunk order,
+/// likewise the diagonal sums; the head's buffers freed.
 template <typename T>
 void finish_head(const Backward<T>& g, BackwardHead<T>& hd, int64_t bh) {
   const Dims& d = g.d;
   const T scale = static_cast<T>(g.args.scale);
-  T* gq_head = g.grad_query.template data_ptr<T>() + head_offset(g.grad_query, bh, d.H);
+  at::Tensor& gq = g.grads.grad_query;
+  T* gq_head = gq.template data_ptr<T>() + head_offset(gq, bh, d.H);
   for (int64_t i = 0; i < d.Lq; ++i) {
-    T* row = gq_head + i * g.grad_query.stride(2);
+    T* row = gq_head + i * gq.stride(2);
     for (int64_t e = 0; e < d.E; ++e) {
       T sum = 0;
       for (int64_t c = 0; c < g.chunks; ++c) {
         sum += hd.dq_acc[(c * d.Lq + i) * g.E_pad + e];
       }
-      row[e * g.grad_query.stride(3)] = sum * scale;
+      row[e * gq.stride(3)] = sum * scale;
     }
   }
-  for (auto* buf :
-       {&hd.q_s, &hd.do_p, &hd.k_p, &hd.k_t, &hd.v_t, &hd.delta, &hd.m, &hd.log2_sum, &hd.dq_acc}) {
+  if (hd.diag_acc) {
+    T* out = g.grads.grad_diagonal.template data_ptr<T>() + bh * g.n_diag;
+    for (int64_t c = 0; c < g.chunks; ++c) {
+      add_to(out, hd.diag_acc.get() + c * g.n_diag, g.n_diag);
+    }
+  }
+  for (auto* buf : {&hd.q_s, &hd.do_p, &hd.delta, &hd.m, &hd.log2_sum, &hd.dq_acc, &hd.diag_acc}) {
     buf->reset();
   }
 }
 
-/// One work item: a chunk of one head's key tiles, interleaved so that each chunk gets early
-/// (long) and late causal tiles.
+/// One work item: a chunk of one kv head's key tiles, interleaved so that each chunk gets
+/// early (long) and late causal tiles.
 template <typename T>
-void backward_item(const Backward<T>& g, BackwardHead<T>* heads, int64_t item) {
+void backward_item(const Backward<T>& g, BackwardHead<T>* heads, BackwardKV<T>* kvs, int64_t item) {
   constexpr int64_t BK = block_k<T>();
-  const int64_t bh = item / g.chunks;
+  const int64_t kv = item / g.chunks;
   const int64_t chunk = item % g.chunks;
-  BackwardHead<T>& hd = heads[bh];
-  std::call_once(hd.packed, [&] { pack_head(g, hd, bh); });
-  thread_local std::vector<T> probs, dscores, dk, dv;
+  const int64_t first_bh = (kv / (g.d.H / g.group)) * g.d.H + (kv % (g.d.H / g.group)) * g.group;
+  BackwardKV<T>& kvh = kvs[kv];
+  std::call_once(kvh.packed, [&] { pack_kv(g, kvh, kv); });
+  for (int64_t q_head = 0; q_head < g.group; ++q_head) {
+    const int64_t bh = first_bh + q_head;
+    std::call_once(heads[bh].packed, [&] { pack_head(g, heads[bh], bh); });
+  }
+  thread_local std::vector<T> probs, dscores, tanhs, dk, dv, diag, diag_ds;
   probs.resize(static_cast<size_t>(kBlockQBackward * BK));
   dscores.resize(static_cast<size_t>(kBlockQBackward * BK));
+  tanhs.resize(static_cast<size_t>(kBlockQBackward * BK));
   dk.resize(static_cast<size_t>(BK * g.E_pad));
   dv.resize(static_cast<size_t>(BK * g.Ev_pad));
-  const KeyTileBuffers<T> buf{probs.data(), dscores.data(), dk.data(), dv.data()};
-  T* dq = hd.dq_acc.get() + chunk * g.d.Lq * g.E_pad;
+  diag.resize(static_cast<size_t>(kBlockQBackward + BK));
+  diag_ds.resize(static_cast<size_t>(kBlockQBackward + BK));
+  const KeyTileBuffers<T> buf{probs.data(), dscores.data(), tanhs.data(),  dk.data(),
+                              dv.data(),    diag.data(),    diag_ds.data()};
   for (int64_t kt = chunk; kt < g.k_tiles; kt += g.chunks) {
-    key_tile(g, hd, bh, buf, dq, kt);
+    key_tile(g, heads, kvh, buf, kv, chunk, kt);
   }
-  if (--hd.chunks_left == 0) {
-    finish_head(g, hd, bh);
+  if (--kvh.chunks_left == 0) {
+    for (int64_t q_head = 0; q_head < g.group; ++q_head) {
+      finish_head(g, heads[first_bh + q_head], first_bh + q_head);
+    }
+    for (auto* b : {&kvh.k_p, &kvh.k_t, &kvh.v_t}) {
+      b->reset();
+    }
   }
 }
 
@@ -272,21 +376,22 @@ void backward_impl(
     const at::Tensor& grad_out, const at::Tensor& query, const at::Tensor& key,
     const at::Tensor& value, const at::Tensor& mask, const at::Tensor& out,
     const at::Tensor& row_max, const at::Tensor& row_log_sum, const FlashArgs& args,
-    at::Tensor& grad_query, at::Tensor& grad_key, at::Tensor& grad_value) {
-  // grad_out [B, H, Lq, Ev] -> grad_query [B, H, Lq, E], grad_key [B, H, Lk, E],
-  //                            grad_value [B, H, Lk, Ev]
+    FlashGrads& grads) {
+  // grad_out [B, H, Lq, Ev] -> grad_query [B, H, Lq, E], grad_key [B, H_kv, Lk, E],
+  //                            grad_value [B, H_kv, Lk, Ev]
   constexpr int64_t W = Vectorized<T>::size();
   const Dims d = dims_of(query, key, value);
-  const int64_t BH = d.BH();
+  const int64_t kv_heads = d.B * key.size(1);
   const int64_t k_tiles = (d.Lk + block_k<T>() - 1) / block_k<T>();
-  // With few heads, each head's key tiles are split into chunks, each with its own grad_query
-  // accumulator (summed at the end, in chunk order). The split depends on the shape alone,
-  // never on the thread count, so that the sums, and so the gradients, are the same bits on
-  // any number of threads. At least one chunk, even with no keys: it writes grad_query (zeros).
+  // With few kv heads, each one's key tiles are split into chunks, each with its own
+  // grad_query accumulators (summed at the end, in chunk order). The split depends on the
+  // shape alone, never on the thread count, so that the sums, and so the gradients, are the
+  // same bits on any number of threads. At least one chunk, even with no keys: it writes
+  // grad_query (zeros).
   const int64_t chunks =
-      BH == 0 || BH >= kSplitWorkers
+      kv_heads == 0 || kv_heads >= kSplitWorkers
           ? 1
-          : std::max<int64_t>(1, std::min(k_tiles, (kSplitWorkers + BH - 1) / BH));
+          : std::max<int64_t>(1, std::min(k_tiles, (kSplitWorkers + kv_heads - 1) / kv_heads));
   const Backward<T> g{
       grad_out,
       query,
@@ -295,10 +400,8 @@ void backward_impl(
       out,
       row_max.data_ptr<T>(),
       row_log_sum.data_ptr<T>(),
-      grad_query,
-      grad_key,
-      grad_value,
-      MaskView(mask),
+      grads,
+      Modifiers<T>(mask, args, d),
       args,
       d,
       k_tiles,
@@ -306,12 +409,16 @@ void backward_impl(
       chunks,
       round_up(d.E, W),
       round_up(d.Ev, W),
-      round_up(d.Lk, panel_width<T>())};
-  std::unique_ptr<BackwardHead<T>[]> heads(new BackwardHead<T>[static_cast<size_t>(BH)]);
-  for (int64_t bh = 0; bh < BH; ++bh) {
-    heads[bh].chunks_left = chunks;
+      round_up(d.Lk, panel_width<T>()),
+      d.H / key.size(1),
+      d.Lq + d.Lk - 1};
+  std::unique_ptr<BackwardHead<T>[]> heads(new BackwardHead<T>[static_cast<size_t>(d.BH())]);
+  std::unique_ptr<BackwardKV<T>[]> kvs(new BackwardKV<T>[static_cast<size_t>(kv_heads)]);
+  for (int64_t kv = 0; kv < kv_heads; ++kv) {
+    kvs[kv].chunks_left = chunks;
   }
-  parallel_items(BH * chunks, [&](int64_t item) { backward_item(g, heads.get(), item); });
+  parallel_items(
+      kv_heads * chunks, [&](int64_t item) { backward_item(g, heads.get(), kvs.get(), item); });
 }
 
 } // namespace
@@ -320,11 +427,10 @@ void flash_attention_backward(
     const at::Tensor& grad_out, const at::Tensor& query, const at::Tensor& key,
     const at::Tensor& value, const at::Tensor& mask, const at::Tensor& out,
     const at::Tensor& row_max, const at::Tensor& row_log_sum, const FlashArgs& args,
-    at::Tensor& grad_query, at::Tensor& grad_key, at::Tensor& grad_value) {
+    FlashGrads& grads) {
   AT_DISPATCH_FLOATING_TYPES(query.scalar_type(), "flash_attention_backward", [&] {
     backward_impl<scalar_t>(
-        grad_out, query, key, value, mask, out, row_max, row_log_sum, args, grad_query, grad_key,
-        grad_value);
+        grad_out, query, key, value, mask, out, row_max, row_log_sum, args, grads);
   });
 }
 

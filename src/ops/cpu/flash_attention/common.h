@@ -72,6 +72,12 @@ inline int64_t head_offset(const at::Tensor& t, int64_t bh, int64_t H) {
   return (bh / H) * t.stride(0) + (bh % H) * t.stride(1);
 }
 
+/// Element offset of [b, h, 0, 0] in a 4-D tensor for its flat head index b * size(1) + h (key
+/// and value under grouped-query attention have fewer heads than query).
+inline int64_t kv_offset(const at::Tensor& t, int64_t head) {
+  return (head / t.size(1)) * t.stride(0) + (head % t.size(1)) * t.stride(1);
+}
+
 /// Runs fn(item, scratch) for item in [0, count) on every thread, taking items in order from a
 /// shared counter so that uneven items (causal tiles) balance.
 template <typename Fn>

@@ -22,7 +22,7 @@
 #include "ops/cpu/vectorized.h"
 
 #include "ops/cpu/flash_attention/epilogues.h"
-#include "ops/cpu/flash_attention/masks.h"
+#include "ops/cpu/flash_attention/modifiers.h"
 #include "ops/cpu/flash_attention/packing.h"
 
 namespace torchattn::ops::cpu {
@@ -45,10 +45,11 @@ struct Forward {
   at::Tensor& out;
   T* row_max;
   T* row_log_sum;
-  MaskView mask;
+  Modifiers<T> mods;
   FlashArgs args;
   Dims d;
   int64_t q_tiles;
+  int64_t group; // query heads per kv head
 };
 
 /// A head's values as rows: the tensor itself when its rows are contiguous whole vectors, else
@@ -75,6 +76,7 @@ struct QueryTile {
   T* l_run;
   T* col_max;
   T* col_sum;
+  T* rdiag;
 };
 
 /// Pack the query tile: the tile of item `item` (largest causal tiles, the last queries, first),
@@ -95,11 +97,12 @@ QueryTile<T> pack_query_tile(const Forward<T>& f, int64_t item) {
   t.nq_pad = round_up(t.nq, W);
   t.ev_pad = round_up(d.Ev, W);
 
-  thread_local std::vector<T> q_t, scores, acc, m_run, l_run, col_max, col_sum;
+  thread_local std::vector<T> q_t, scores, acc, m_run, l_run, col_max, col_sum, rdiag;
   q_t.resize(static_cast<size_t>(d.E * BQ));
   scores.resize(static_cast<size_t>(BK * BQ));
   col_max.resize(static_cast<size_t>(BQ));
   col_sum.resize(static_cast<size_t>(BQ));
+  rdiag.resize(static_cast<size_t>(BQ + BK));
   acc.assign(static_cast<size_t>(BQ * t.ev_pad), T(0));
   m_run.assign(static_cast<size_t>(BQ), neg_inf<T>());
   l_run.assign(static_cast<size_t>(BQ), T(0));
@@ -110,6 +113,7 @@ QueryTile<T> pack_query_tile(const Forward<T>& f, int64_t item) {
   t.l_run = l_run.data();
   t.col_max = col_max.data();
   t.col_sum = col_sum.data();
+  t.rdiag = rdiag.data();
 
   const T* q_tile =
       f.query.template data_ptr<T>() + head_offset(f.query, t.bh, d.H) + t.i0 * f.query.stride(2);
@@ -203,15 +207,23 @@ inline void scores_columns(
       panel_width<T>(), t.st + c0, forward_block_q<T>(), /*accumulate=*/false, epi);
 }
 
-/// Score a masked tile: a mask touches it, so the maxima come after masking, in a pass of
-/// their own.
+/// Score a modified tile: a modifier or mask touches it, so the maxima come after, in a pass
+/// of their own.
 template <typename T>
 void score_masked_tile(
     const Forward<T>& f, const QueryTile<T>& t, const T* k_tile, int64_t j0, int64_t nk) {
   constexpr int64_t W = Vectorized<T>::size();
   scores_columns(f, t, k_tile, nk, 0, t.nq_pad);
-  mask_transposed(
-      t.st, forward_block_q<T>(), nk, t.nq, f.mask, t.b, t.h, t.i0, j0, f.args.is_causal);
+  const T* rdiag = nullptr;
+  if (f.mods.has_diagonal()) {
+    // S^T[j, c] has d = j0 + j - i0 - c; v = c - j + nk - 1 runs down the diagonals.
+    const int64_t n = t.nq_pad + nk - 1;
+    f.mods.diagonal_terms(t.h, j0 - t.i0 - (t.nq_pad - 1), n, t.rdiag);
+    std::reverse(t.rdiag, t.rdiag + n);
+    rdiag = t.rdiag;
+  }
+  modify_transposed(
+      f.mods, t.st, forward_block_q<T>(), nk, t.nq, t.nq_pad, rdiag, t.b, t.h, t.i0, j0);
   for (int64_t c = 0; c < t.nq_pad; c += W) {
     max_strip(t.st, nk, c, t.col_max);
     softmax_strip(t, nk, c);
@@ -296,21 +308,26 @@ void forward_tile(const Forward<T>& f, ValueRows<T>* heads, int64_t item) {
   constexpr int64_t BK = forward_block_k();
   const Dims& d = f.d;
   const QueryTile<T> t = pack_query_tile(f, item);
-  ValueRows<T>& head = heads[t.bh];
+  const int64_t kv = t.b * (d.H / f.group) + t.h / f.group;
+  ValueRows<T>& head = heads[kv];
   std::call_once(head.packed, [&] {
     head.rows = rows_of(
-        f.value.template data_ptr<T>() + head_offset(f.value, t.bh, d.H), d.Lk, d.Ev,
-        f.value.stride(2), f.value.stride(3), head.copy, head.ld);
+        f.value.template data_ptr<T>() + kv_offset(f.value, kv), d.Lk, d.Ev, f.value.stride(2),
+        f.value.stride(3), head.copy, head.ld);
   });
-  const T* k_head = f.key.template data_ptr<T>() + head_offset(f.key, t.bh, d.H);
+  const T* k_head = f.key.template data_ptr<T>() + kv_offset(f.key, kv);
   // Whether every query has a finite running max, so that unmasked tiles may take exp against
   // it (lazy rescaling).
   bool m_ready = false;
-  const int64_t j_end = f.args.is_causal ? std::min(d.Lk, t.i0 + t.nq) : d.Lk;
-  for (int64_t j0 = 0; j0 < j_end; j0 += BK) {
-    const int64_t nk = std::min(BK, j_end - j0);
+  const bool modified = f.mods.modifies_scores();
+  for (int64_t j0 = 0; j0 < d.Lk; j0 += BK) {
+    const int64_t nk = std::min(BK, d.Lk - j0);
+    const TileKind kind = f.mods.classify(t.b, t.h, t.i0, t.nq, j0, nk);
+    if (kind == TileKind::empty) {
+      continue;
+    }
     const T* k_tile = k_head + j0 * f.key.stride(2);
-    if (f.mask.data != nullptr || (f.args.is_causal && j0 + nk - 1 > t.i0)) {
+    if (modified || kind == TileKind::partial) {
       score_masked_tile(f, t, k_tile, j0, nk);
     } else if (!m_ready) {
       score_first_tile(f, t, k_tile, nk);
@@ -344,13 +361,15 @@ void forward_impl(
       out,
       row_max.data_ptr<T>(),
       row_log_sum.data_ptr<T>(),
-      MaskView(mask),
+      Modifiers<T>(mask, args, d),
       args,
       d,
-      (d.Lq + kBlockQForward - 1) / kBlockQForward};
-  std::unique_ptr<ValueRows<T>[]> heads(new ValueRows<T>[static_cast<size_t>(d.BH())]);
-  for (int64_t bh = 0; bh < d.BH(); ++bh) {
-    heads[bh].tiles_left = f.q_tiles;
+      (d.Lq + kBlockQForward - 1) / kBlockQForward,
+      d.H / key.size(1)};
+  const int64_t kv_heads = d.B * key.size(1);
+  std::unique_ptr<ValueRows<T>[]> heads(new ValueRows<T>[static_cast<size_t>(kv_heads)]);
+  for (int64_t kv = 0; kv < kv_heads; ++kv) {
+    heads[kv].tiles_left = f.q_tiles * f.group;
   }
   parallel_items(d.BH() * f.q_tiles, [&](int64_t item) { forward_tile(f, heads.get(), item); });
 }
