@@ -11,6 +11,7 @@
 /// ```
 
 #include <torchattn/nn/functional/attention.h>
+#include <torchattn/nn/functional/flex_attention.h>
 #include <torchattn/nn/functional/multihead_attention.h>
 #include <torchattn/nn/modules/additive_attention.h>
 #include <torchattn/nn/modules/cosine_attention.h>
@@ -19,6 +20,7 @@
 #include <torchattn/nn/modules/multihead_attention.h>
 #include <torchattn/nn/modules/scaled_dot_product_attention.h>
 #include <torchattn/nn/options/attention.h>
+#include <torchattn/nn/options/flex_attention.h>
 #include <torchattn/nn/options/multihead_attention.h>
 #include <torchattn/ops/attention.h>
 #include <torchattn/version.h>

@@ -339,7 +339,7 @@ torch::Tensor flex_scores(
   return s.masked_fill(flex_allowed(rows, Lq, Lk, a, c).logical_not(), -kInf);
 }
 
-std::tuple<torch::Tensor, torch::Tensor> math_flex_attention(
+std::tuple<torch::Tensor, torch::Tensor, torch::Tensor> math_flex_attention(
     const torch::Tensor& query, const torch::Tensor& key, const torch::Tensor& value,
     const FlexArgs& args, const CheckedFlex& checked) {
   // query [B, H, Lq, E], key [B, H_kv, Lk, E], value [B, H_kv, Lk, Ev]
@@ -354,7 +354,7 @@ std::tuple<torch::Tensor, torch::Tensor> math_flex_attention(
   auto safe = s.masked_fill(dead, 0.0);
   auto weights = torch::softmax(safe, -1).masked_fill(dead, 0.0);
   auto lse = torch::logsumexp(safe, -1, /*keepdim=*/true).masked_fill(dead, -kInf).squeeze(-1);
-  return {weights.matmul(v), lse};
+  return {weights.matmul(v), lse, weights};
 }
 
 } // namespace torchattn::detail

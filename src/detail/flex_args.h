@@ -69,9 +69,9 @@ torch::Tensor flex_scores(
     int64_t Lq, const FlexArgs& args, const CheckedFlex& checked);
 
 /// flex_attention by ATen ops (differentiable in everything, to any order; O(Lq·Lk) memory):
-/// (out [B, H, Lq, Ev], lse [B, H, Lq]); a row with no key to attend has zero output and
-/// lse -inf.
-std::tuple<torch::Tensor, torch::Tensor> math_flex_attention(
+/// (out [B, H, Lq, Ev], lse [B, H, Lq], weights [B, H, Lq, Lk]); a row with no key to attend
+/// has zero output and weights, and lse -inf.
+std::tuple<torch::Tensor, torch::Tensor, torch::Tensor> math_flex_attention(
     const torch::Tensor& query, const torch::Tensor& key, const torch::Tensor& value,
     const FlexArgs& args, const CheckedFlex& checked);
 

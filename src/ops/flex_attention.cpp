@@ -102,7 +102,9 @@ std::tuple<torch::Tensor, torch::Tensor> flex_attention_composite(
   const auto checked = torchattn::detail::check_flex_args(
       "torchattn::flex_attention", query, key, value, args, scale, enable_gqa);
   if (!(query.device().is_cpu() || query.device().is_meta())) {
-    return torchattn::detail::math_flex_attention(query, key, value, args, checked);
+    auto [out, lse, weights] =
+        torchattn::detail::math_flex_attention(query, key, value, args, checked);
+    return {out, lse};
   }
   // An additive attn_mask that requires grad is a bias: its gradient is fused.
   const bool mask_is_bias = attn_mask.has_value() && attn_mask->defined() &&

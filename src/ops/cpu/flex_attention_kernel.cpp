@@ -58,7 +58,7 @@ cpu::FlashArgs flash_args(const FlexArgs& a, const CheckedFlex& c) {
 Tensors3 empty_forward(
     const torch::Tensor& query, const torch::Tensor& key, const torch::Tensor& value,
     const FlexArgs& a, const CheckedFlex& c) {
-  auto [out, lse] = torchattn::detail::math_flex_attention(query, key, value, a, c);
+  auto [out, lse, weights] = torchattn::detail::math_flex_attention(query, key, value, a, c);
   return {out, lse, lse.eq(-kInf).to(lse.scalar_type()) * -kInf};
 }
 
@@ -147,7 +147,7 @@ Tensors6 backward_cpu(
     grads.grad_bias = torch::zeros({B, H, Lq, Lk}, query.options());
   }
   if (want_table || want_alibi) {
-    grads.grad_diagonal = torch::zeros({B, H, Lq + Lk - 1}, query.options());
+    grads.grad_diagonal = torch::zeros({B, H, Lq + Lk - 1}, query.options().dtype(torch::kDouble));
   }
   TORCHATTN_CAPABILITY_KERNEL(flash_attention_backward)
   (grad_out, query, key, value, c.mask4d, out, row_max, row_log_sum, flash_args(a, c), grads);
@@ -158,11 +158,13 @@ Tensors6 backward_cpu(
   if (want_table || want_alibi) {
     auto diag = grads.grad_diagonal.sum(0); // [H, Lq + Lk - 1], diagonal j - i = d at d + Lq - 1
     if (want_table) {
-      g_table = torch::zeros_like(a.position_bias).index_add_(1, a.position_buckets, diag);
+      g_table = torch::zeros_like(a.position_bias, torch::kDouble)
+                    .index_add_(1, a.position_buckets, diag)
+                    .to(query.scalar_type());
     }
     if (want_alibi) {
-      auto d = torch::arange(-(Lq - 1), Lk, query.options());
-      g_alibi = (diag * d).sum(1);
+      auto d = torch::arange(-(Lq - 1), Lk, diag.options());
+      g_alibi = (diag * d).sum(1).to(query.scalar_type());
     }
   }
   return {gq, gk, gv, g_bias, g_table, g_alibi};

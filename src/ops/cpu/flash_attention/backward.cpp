@@ -48,7 +48,8 @@ struct Backward {
 template <typename T>
 struct BackwardHead {
   std::once_flag packed;
-  std::unique_ptr<T[]> q_s, do_p, delta, m, log2_sum, dq_acc, diag_acc;
+  std::unique_ptr<T[]> q_s, do_p, delta, m, log2_sum, dq_acc;
+  std::unique_ptr<double[]> diag_acc; // float64: long sums whose terms cancel (rows of dS sum to 0)
   const T* do_rows = nullptr; // do_p or grad_out itself
   int64_t ld_do = 0;
 };
@@ -105,7 +106,7 @@ void pack_head(const Backward<T>& g, BackwardHead<T>& hd, int64_t bh) {
   alloc(hd.log2_sum, d.Lq);
   alloc(hd.dq_acc, g.chunks * d.Lq * g.E_pad);
   if (g.grads.grad_diagonal.defined()) {
-    alloc(hd.diag_acc, g.chunks * g.n_diag);
+    hd.diag_acc.reset(new double[static_cast<size_t>(g.chunks * g.n_diag)]());
   }
   hd.do_rows = rows_of(
       g.grad_out.template data_ptr<T>() + head_offset(g.grad_out, bh, d.H), d.Lq, d.Ev,
@@ -198,7 +199,7 @@ bool probabilities(
 /// diagonal (ALiBi's and the table's) into `diag_acc`, then dS through the soft-cap.
 template <typename T>
 void modifier_gradients(
-    const Backward<T>& g, const KeyTileBuffers<T>& buf, const TilePos& tp, T* diag_acc) {
+    const Backward<T>& g, const KeyTileBuffers<T>& buf, const TilePos& tp, double* diag_acc) {
   using Vec = Vectorized<T>;
   constexpr int64_t BK = block_k<T>();
   if (g.grads.grad_bias.defined()) {
@@ -214,7 +215,10 @@ void modifier_gradients(
       add_to(buf.diag_ds + (tp.nq - 1 - r), buf.ds + r * BK, tp.nk);
     }
     // v indexes d = j0 - i0 - (nq - 1) + v, which sits at d + Lq - 1 in diag_acc.
-    add_to(diag_acc + (tp.j0 - tp.i0 - (tp.nq - 1) + g.d.Lq - 1), buf.diag_ds, n);
+    double* acc = diag_acc + (tp.j0 - tp.i0 - (tp.nq - 1) + g.d.Lq - 1);
+    for (int64_t v = 0; v < n; ++v) {
+      acc[v] += static_cast<double>(buf.diag_ds[v]);
+    }
   }
   if (g.mods.softcap > 0) {
     const Vec one(T(1));
@@ -248,7 +252,7 @@ void query_tile_gradients(
       tp.nq, tp.nk_pad, Ev, doh, hd.ld_do, 1, kvh.v_t.get() + tp.j0 * Ev, PW, Ev * PW, buf.ds, BK,
       /*accumulate=*/false, StoreSoftmaxGrad<T>{buf.p, hd.delta.get() + tp.i0});
   if (modified) {
-    T* diag_acc = hd.diag_acc ? hd.diag_acc.get() + chunk * g.n_diag : nullptr;
+    double* diag_acc = hd.diag_acc ? hd.diag_acc.get() + chunk * g.n_diag : nullptr;
     modifier_gradients(g, buf, tp, diag_acc);
   }
   gemm<T>(tp.nk, E_pad, tp.nq, buf.ds, 1, BK, qs, E_pad, PW, buf.dk, E_pad, true);
@@ -324,14 +328,17 @@ void finish_head(const Backward<T>& g, BackwardHead<T>& hd, int64_t bh) {
     }
   }
   if (hd.diag_acc) {
-    T* out = g.grads.grad_diagonal.template data_ptr<T>() + bh * g.n_diag;
+    double* out = g.grads.grad_diagonal.template data_ptr<double>() + bh * g.n_diag;
     for (int64_t c = 0; c < g.chunks; ++c) {
-      add_to(out, hd.diag_acc.get() + c * g.n_diag, g.n_diag);
+      for (int64_t v = 0; v < g.n_diag; ++v) {
+        out[v] += hd.diag_acc[c * g.n_diag + v];
+      }
     }
   }
-  for (auto* buf : {&hd.q_s, &hd.do_p, &hd.delta, &hd.m, &hd.log2_sum, &hd.dq_acc, &hd.diag_acc}) {
+  for (auto* buf : {&hd.q_s, &hd.do_p, &hd.delta, &hd.m, &hd.log2_sum, &hd.dq_acc}) {
     buf->reset();
   }
+  hd.diag_acc.reset();
 }
 
 /// One work item: a chunk of one kv head's key tiles, interleaved so that each chunk gets
