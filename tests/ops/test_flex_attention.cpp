@@ -154,8 +154,9 @@ using Result = std::vector<torch::Tensor>;
 
 /// `probe`: a zero [B, H, Lq, Lk] added to the bias, whose gradient (dS itself) is returned
 /// last, for the conditioning of the reduced gradients.
-Result run(const Case& c, const std::vector<torch::Tensor>& inputs, torch::ScalarType dtype,
-           bool fused, bool probe = false) {
+Result run(
+    const Case& c, const std::vector<torch::Tensor>& inputs, torch::ScalarType dtype, bool fused,
+    bool probe = false) {
   auto leaf = [&](const torch::Tensor& t) {
     return t.defined() ? t.to(dtype).detach().requires_grad_(true) : t;
   };
@@ -169,8 +170,8 @@ Result run(const Case& c, const std::vector<torch::Tensor>& inputs, torch::Scala
   if (o.attn_mask().defined() && o.attn_mask().is_floating_point()) {
     o.attn_mask(o.attn_mask().to(dtype));
   }
-  auto zero = probe ? torch::zeros({c.B, c.H, c.Lq, c.Lk}, dtype).requires_grad_(true)
-                    : torch::Tensor();
+  auto zero =
+      probe ? torch::zeros({c.B, c.H, c.Lq, c.Lk}, dtype).requires_grad_(true) : torch::Tensor();
   auto total_bias = probe ? (bias.defined() ? bias + zero : zero) : bias;
   o.bias(total_bias).position_bias(table).alibi_slopes(alibi).need_weights(!fused);
   auto r = F::flex_attention(q, k, v, o);
@@ -205,7 +206,7 @@ double max_diff(const torch::Tensor& a, const torch::Tensor& b) {
   return (x - y).abs().masked_fill(both_inf, 0.0).max().item<double>();
 }
 
-constexpr const char* kNames[] = {"output",   "lse",      "grad_query", "grad_key",
+constexpr const char* kNames[] = {"output",     "lse",       "grad_query", "grad_key",
                                   "grad_value", "grad_bias", "grad_table", "grad_alibi"};
 
 void check_case(const Case& c, torch::ScalarType dtype) {
@@ -263,12 +264,14 @@ void sweep(int cases, unsigned seed) {
 
 } // namespace
 
-TEST_CASE("flex_attention: fused equals the math path over 520 random modifier combinations",
-          "[ops][flex]") {
+TEST_CASE(
+    "flex_attention: fused equals the math path over 520 random modifier combinations",
+    "[ops][flex]") {
   sweep(520, 16);
 }
 
-TEST_CASE("flex_attention: fused equals the math path over 3000 more combinations",
-          "[ops][flex][.slow]") {
+TEST_CASE(
+    "flex_attention: fused equals the math path over 3000 more combinations",
+    "[ops][flex][.slow]") {
   sweep(3000, 1616);
 }

@@ -14,13 +14,15 @@ import torch
 
 class Model(torch.nn.Module):
     """A projection, our fused attention (causal, with a padding mask), the fused forward op's
-    statistics and the fused additive scores."""
+    statistics, the fused additive scores and flex_attention (GQA, window, soft-cap, learnable
+    ALiBi slopes)."""
 
     def __init__(self, embed=32, heads=4):
         super().__init__()
         self.heads = heads
         self.qkv = torch.nn.Linear(embed, 3 * embed)
         self.score_weight = torch.nn.Parameter(torch.randn(embed // heads))
+        self.slopes = torch.nn.Parameter(torch.rand(heads))
 
     def forward(self, x, keep):
         b, l, e = x.shape
@@ -29,7 +31,10 @@ class Model(torch.nn.Module):
         _, row_max, row_log_sum = torch.ops.torchattn._scaled_dot_product_attention_forward(
             q, k, v, None, False, 0.5)
         scores = torch.ops.torchattn.additive_attention_scores(q, k, self.score_weight)
-        return out.sum(-1) + scores.mean(-1) + (row_max + row_log_sum)
+        flex, lse = torch.ops.torchattn.flex_attention(
+            q, k[:, :2], v[:, :2], causal="top_left", window_left=8, softcap=5.0,
+            alibi_slopes=self.slopes, enable_gqa=True)
+        return out.sum(-1) + scores.mean(-1) + (row_max + row_log_sum) + flex.sum(-1) + lse
 
 
 def check(name, got, want, tol):
@@ -53,7 +58,8 @@ def main():
 
     exported = torch.export.export(model, (x, keep))
     graph = str(exported.graph)
-    for op in ("torchattn._scaled_dot_product_attention_forward", "torchattn.additive_attention_scores"):
+    for op in ("torchattn._scaled_dot_product_attention_forward", "torchattn.additive_attention_scores",
+               "torchattn._flex_attention_forward"):
         if op not in graph:
             sys.exit(f"torch.export: {op} is not in the exported graph:\n{graph}")
     check("torch.export: exported program against eager", exported.module()(x, keep), want, 0.0)
@@ -66,6 +72,13 @@ def main():
     x1 = x.clone().requires_grad_()
     model(x1, keep).sum().backward()
     check("torch.compile: grad of x against eager", x2.grad, x1.grad, 1e-5)
+    # The slopes' gradient comes from the fused backward op (its Meta kernel under compile).
+    model.zero_grad()
+    model(x, keep).sum().backward()
+    eager_slopes = model.slopes.grad.clone()
+    model.zero_grad()
+    compiled(x, keep).sum().backward()
+    check("torch.compile: grad of the ALiBi slopes against eager", model.slopes.grad, eager_slopes, 1e-4)
     print("ok")
 
 

@@ -32,6 +32,51 @@ def check(name, got, want, tol):
         sys.exit(f"{name}: max |diff| {err} exceeds {tol}")
 
 
+def math_flex(q, k, v, slopes, bias, window_left, softcap):
+    """flex_attention's formula, top-left causal, for query [B, H, L, E] and GQA key/value."""
+    h, hkv, lq, lk = q.shape[1], k.shape[1], q.shape[2], k.shape[2]
+    k, v = k.repeat_interleave(h // hkv, 1), v.repeat_interleave(h // hkv, 1)
+    s = q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])
+    s = softcap * torch.tanh(s / softcap)
+    i, j = torch.arange(lq).view(-1, 1), torch.arange(lk).view(1, -1)
+    s = s + slopes.view(1, -1, 1, 1) * (j - i) + bias
+    allowed = (j <= i) & (j >= i - window_left)
+    return torch.softmax(s.masked_fill(~allowed, float("-inf")), -1) @ v
+
+
+def check_flex():
+    """flex_attention with keyword modifiers, its gradients (query, key, value, bias, slopes),
+    and inside a scripted function."""
+    flex = torch.ops.torchattn.flex_attention
+    for dtype, tol in ((torch.float32, 1e-5), (torch.float64, 1e-10)):
+        q = torch.randn(2, 4, 150, 16, dtype=dtype, requires_grad=True)
+        k = torch.randn(2, 2, 150, 16, dtype=dtype, requires_grad=True)
+        v = torch.randn(2, 2, 150, 8, dtype=dtype, requires_grad=True)
+        slopes = torch.rand(4, dtype=dtype, requires_grad=True)
+        bias = torch.randn(1, 4, 150, 150, dtype=dtype, requires_grad=True)
+        out, lse = flex(q, k, v, bias=bias, causal="top_left", window_left=40, softcap=5.0,
+                        alibi_slopes=slopes, enable_gqa=True)
+        want = math_flex(q, k, v, slopes, bias, 40, 5.0)
+        check(f"{dtype} flex_attention output", out, want, tol)
+        grad = torch.randn_like(out)
+        wrt = (q, k, v, bias, slopes)
+        for n, a, b in zip(("q", "k", "v", "bias", "slopes"), torch.autograd.grad(out, wrt, grad),
+                           torch.autograd.grad(want, wrt, grad)):
+            check(f"{dtype} flex_attention grad_{n}", a, b, tol * 100 * (1 + b.abs().max().item()))
+
+    @torch.jit.script
+    def local(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        return torch.ops.torchattn.flex_attention(q, k, v, causal="top_left", window_left=3)[0]
+
+    buffer = io.BytesIO()
+    torch.jit.save(local, buffer)
+    buffer.seek(0)
+    q = torch.randn(1, 2, 9, 8)
+    zero = torch.zeros(2)
+    check("flex_attention scripted, saved and loaded", torch.jit.load(buffer)(q, q, q),
+          math_flex(q, q, q, zero, 0.0, 3, 1e9), 1e-5)
+
+
 def main():
     torch.ops.load_library(sys.argv[1])
     torch.manual_seed(0)
@@ -92,6 +137,8 @@ def main():
         for n, a, b in zip("qkw", torch.autograd.grad(got, (q, k, w), grad),
                            torch.autograd.grad(want, (q, k, w), grad)):
             check(f"{dtype} additive grad_{n}", a, b, tol * 10)
+
+    check_flex()
 
     @torch.jit.script
     def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:

@@ -77,9 +77,10 @@ FlexAttentionOutput flex_attention_varlen(
     const FlexAttentionFuncOptions& options) {
   // query [T, H, E], key [Tk, H_kv, E], value [Tk, H_kv, Ev] -> output [T, H, Ev], lse [H, T]
   constexpr const char* fn = "torchattn::nn::functional::flex_attention_varlen";
-  for (const auto& [name, t] : {std::pair<const char*, const torch::Tensor&>{"query", query},
-                                {"key", key},
-                                {"value", value}}) {
+  for (const auto& [name, t] :
+       {std::pair<const char*, const torch::Tensor&>{"query", query},
+        {"key", key},
+        {"value", value}}) {
     TORCH_CHECK(
         t.defined() && t.dim() == 3, fn, ": ", name, " has shape ",
         t.defined() ? detail::shape_str(t.sizes()) : "undefined",
@@ -98,15 +99,16 @@ FlexAttentionOutput flex_attention_varlen(
             (cu.size(0) == 1 || cu.diff().ge(0).all().item<bool>()),
         fn, ": ", name, " is ", cu, " expected non-decreasing offsets from 0 to ", T);
     // Token t belongs to sequence s where cu[s] <= t < cu[s + 1].
-    return torch::searchsorted(cu, torch::arange(T, cu.options()), /*out_int32=*/false,
-                               /*right=*/true) -
+    return torch::searchsorted(
+               cu, torch::arange(T, cu.options()), /*out_int32=*/false,
+               /*right=*/true) -
            1;
   };
   const bool aligned = options.causal() != "none" || options.window_left() >= 0 ||
                        options.window_right() >= 0 || options.prefix_lengths().defined();
   TORCH_CHECK(
-      !aligned || (cu_seqlens_q.sizes() == cu_seqlens_k.sizes() &&
-                   cu_seqlens_q.equal(cu_seqlens_k)),
+      !aligned ||
+          (cu_seqlens_q.sizes() == cu_seqlens_k.sizes() && cu_seqlens_q.equal(cu_seqlens_k)),
       fn, ": causal masks, windows and prefixes need cu_seqlens_q equal to cu_seqlens_k");
   auto opts = options;
   opts.q_doc_ids(doc_ids("cu_seqlens_q", cu_seqlens_q, query.size(0)));
@@ -149,8 +151,10 @@ BlockMask create_block_mask(
     }
   });
   return block_mask_from_dense(
-      dense.permute({0, 1, 2, 4, 3, 5}).reshape({B, H, nqb * S, nkb * S}).narrow(2, 0, Lq).narrow(
-          3, 0, Lk),
+      dense.permute({0, 1, 2, 4, 3, 5})
+          .reshape({B, H, nqb * S, nkb * S})
+          .narrow(2, 0, Lq)
+          .narrow(3, 0, Lk),
       block_size);
 }
 
@@ -228,7 +232,8 @@ torch::Tensor t5_position_buckets(
     int64_t Lq, int64_t Lk, int64_t num_buckets, int64_t max_distance, bool bidirectional) {
   constexpr const char* fn = "torchattn::nn::functional::t5_position_buckets";
   TORCH_CHECK(
-      num_buckets >= (bidirectional ? 4 : 2) && max_distance > num_buckets / (bidirectional ? 4 : 2),
+      num_buckets >= (bidirectional ? 4 : 2) &&
+          max_distance > num_buckets / (bidirectional ? 4 : 2),
       fn, ": num_buckets ", num_buckets, " and max_distance ", max_distance,
       ", expected at least 4 (2 unidirectional) buckets and max_distance above the exact range");
   // HuggingFace's T5Attention._relative_position_bucket, op for op (float32 logs), so that

@@ -22,9 +22,9 @@ using MaskMod = std::function<bool(int64_t b, int64_t h, int64_t q, int64_t kv)>
 /// `block_size` x `block_size`; PyTorch's `BlockMask`. Build it once with create_block_mask
 /// and reuse it across layers and steps. B or H of size 1 broadcast.
 struct BlockMask {
-  torch::Tensor kinds;  ///< uint8 [B, H, ceil(Lq / S), ceil(Lk / S)]: 0 empty, 1 partial, 2 full
-  torch::Tensor index;  ///< int64, same shape: a partial block's index in `masks`, else -1
-  torch::Tensor masks;  ///< bool [P, S, S]: the partial blocks, true = may attend
+  torch::Tensor kinds; ///< uint8 [B, H, ceil(Lq / S), ceil(Lk / S)]: 0 empty, 1 partial, 2 full
+  torch::Tensor index; ///< int64, same shape: a partial block's index in `masks`, else -1
+  torch::Tensor masks; ///< bool [P, S, S]: the partial blocks, true = may attend
   int64_t block_size = 128;
   int64_t Lq = 0, Lk = 0;
 

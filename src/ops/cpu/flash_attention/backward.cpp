@@ -50,7 +50,7 @@ struct BackwardHead {
   std::once_flag packed;
   std::unique_ptr<T[]> q_s, do_p, delta, m, log2_sum, dq_acc;
   std::unique_ptr<double[]> diag_acc; // float64: long sums whose terms cancel (rows of dS sum to 0)
-  const T* do_rows = nullptr; // do_p or grad_out itself
+  const T* do_rows = nullptr;         // do_p or grad_out itself
   int64_t ld_do = 0;
 };
 
