@@ -59,7 +59,7 @@ def main():
     exported = torch.export.export(model, (x, keep))
     graph = str(exported.graph)
     for op in ("torchattn._scaled_dot_product_attention_forward", "torchattn.additive_attention_scores",
-               "torchattn._flex_attention_forward"):
+               "torchattn.flex_attention"):
         if op not in graph:
             sys.exit(f"torch.export: {op} is not in the exported graph:\n{graph}")
     check("torch.export: exported program against eager", exported.module()(x, keep), want, 0.0)

@@ -197,7 +197,7 @@ void softcap_scores(T* s, int64_t n, T c, T inv_c, T* t = nullptr) {
   const Vec vc(c), vinv(inv_c);
   int64_t j = 0;
   for (; j + W <= n; j += W) {
-    const Vec th = (Vec::loadu(s + j) * vinv).tanh();
+    const Vec th = tanh_vec(Vec::loadu(s + j) * vinv);
     if (t != nullptr) {
       th.store(t + j);
     }

@@ -1,0 +1,34 @@
+#!/usr/bin/env python3
+"""The README's C++ examples are the code that runs: every block of an example file between
+`// [readme: NAME]` and `// [readme: end]` must appear, dedented, verbatim in one of the
+README's ```cpp blocks.
+
+    check_readme_examples.py README.md examples/flex_attention/flex_attention.cpp
+"""
+import re
+import sys
+import textwrap
+
+
+def main():
+    readme, *sources = sys.argv[1:]
+    blocks = re.findall(r"```cpp\n(.*?)```", open(readme, encoding="utf-8").read(), re.S)
+    missing = 0
+    for path in sources:
+        text = open(path, encoding="utf-8").read()
+        found = re.findall(r"// \[readme: ([^\]]+)\]\n(.*?)^\s*// \[readme: end\]", text, re.S | re.M)
+        if not found:
+            print(f"{path}: no [readme: ...] blocks")
+            return 1
+        for name, body in found:
+            snippet = textwrap.dedent(body)
+            if not any(snippet in b for b in blocks):
+                print(f"{path}: block '{name}' is not in {readme} as written:\n{snippet}")
+                missing += 1
+            else:
+                print(f"{path}: '{name}' ok")
+    return 1 if missing else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
