@@ -39,6 +39,8 @@ struct Backward {
   int64_t k_tiles, q_tiles, chunks, E_pad, Ev_pad, Lk_pad;
   int64_t group;  // query heads per kv head
   int64_t n_diag; // Lq + Lk - 1 diagonals
+  int64_t bk;     // keys per tile, at most block_k<T>() (the buffers' leading dimension)
+  BufferPool<T>* pool;
 };
 
 /// Per query head, packed by the first chunk that needs it and freed by the last, which also
@@ -97,14 +99,12 @@ void row_statistics(const Backward<T>& g, BackwardHead<T>& hd, int64_t bh) {
 template <typename T>
 void pack_head(const Backward<T>& g, BackwardHead<T>& hd, int64_t bh) {
   const Dims& d = g.d;
-  auto alloc = [](std::unique_ptr<T[]>& buf, int64_t n) {
-    buf.reset(new T[static_cast<size_t>(n)]());
-  };
-  alloc(hd.delta, d.Lq);
-  alloc(hd.q_s, d.Lq * g.E_pad);
-  alloc(hd.m, d.Lq);
-  alloc(hd.log2_sum, d.Lq);
-  alloc(hd.dq_acc, g.chunks * d.Lq * g.E_pad);
+  hd.delta = g.pool->take(d.Lq);
+  hd.q_s = g.pool->take(d.Lq * g.E_pad);
+  hd.m = g.pool->take(d.Lq);
+  hd.log2_sum = g.pool->take(d.Lq);
+  hd.dq_acc = g.pool->take(g.chunks * d.Lq * g.E_pad);
+  std::fill(hd.dq_acc.get(), hd.dq_acc.get() + g.chunks * d.Lq * g.E_pad, T(0));
   if (g.grads.grad_diagonal.defined()) {
     hd.diag_acc.reset(new double[static_cast<size_t>(g.chunks * g.n_diag)]());
   }
@@ -127,8 +127,8 @@ template <typename T>
 void pack_kv(const Backward<T>& g, BackwardKV<T>& kvh, int64_t kv) {
   const Dims& d = g.d;
   const int64_t PW = panel_width<T>();
-  kvh.k_t.reset(new T[static_cast<size_t>(d.E * g.Lk_pad)]);
-  kvh.v_t.reset(new T[static_cast<size_t>(d.Ev * g.Lk_pad)]);
+  kvh.k_t = g.pool->take(d.E * g.Lk_pad);
+  kvh.v_t = g.pool->take(d.Ev * g.Lk_pad);
   const T* k = g.key.template data_ptr<T>() + kv_offset(g.key, kv);
   const T* v = g.value.template data_ptr<T>() + kv_offset(g.value, kv);
   kvh.k_rows = rows_of(k, d.Lk, d.E, g.key.stride(2), g.key.stride(3), kvh.k_p, kvh.ld_k);
@@ -269,16 +269,18 @@ void key_tile(
     const KeyTileBuffers<T>& buf, int64_t kv, int64_t chunk, int64_t kt) {
   constexpr int64_t BK = block_k<T>();
   const Dims& d = g.d;
-  const int64_t j0 = kt * BK;
-  const int64_t nk = std::min(BK, d.Lk - j0);
-  std::fill(buf.dk, buf.dk + BK * g.E_pad, T(0));
-  std::fill(buf.dv, buf.dv + BK * g.Ev_pad, T(0));
+  const int64_t j0 = kt * g.bk;
+  const int64_t nk = std::min(g.bk, d.Lk - j0);
+  std::fill(buf.dk, buf.dk + nk * g.E_pad, T(0));
+  std::fill(buf.dv, buf.dv + nk * g.Ev_pad, T(0));
   const int64_t b = kv / (d.H / g.group);
+  // Only the queries that may see these keys: query tiles start at the first of them.
+  int64_t i_begin, i_end;
+  g.mods.query_range(b, j0, j0 + nk - 1, i_begin, i_end);
   for (int64_t q_head = 0; q_head < g.group; ++q_head) {
     const int64_t h = (kv % (d.H / g.group)) * g.group + q_head;
     const int64_t bh = b * d.H + h;
-    for (int64_t qt = 0; qt < g.q_tiles; ++qt) {
-      const int64_t i0 = qt * kBlockQBackward;
+    for (int64_t i0 = i_begin; i0 < i_end; i0 += kBlockQBackward) {
       const TilePos tp{bh,
                        b,
                        h,
@@ -297,15 +299,11 @@ void key_tile(
   at::Tensor& gv = g.grads.grad_value;
   T* gk_head = gk.template data_ptr<T>() + kv_offset(gk, kv);
   T* gv_head = gv.template data_ptr<T>() + kv_offset(gv, kv);
+  // grad_key and grad_value are allocated contiguous by the op.
   for (int64_t r = 0; r < nk; ++r) {
-    T* gk_row = gk_head + (j0 + r) * gk.stride(2);
-    for (int64_t e = 0; e < d.E; ++e) {
-      gk_row[e * gk.stride(3)] = buf.dk[r * g.E_pad + e];
-    }
-    T* gv_row = gv_head + (j0 + r) * gv.stride(2);
-    for (int64_t e = 0; e < d.Ev; ++e) {
-      gv_row[e * gv.stride(3)] = buf.dv[r * g.Ev_pad + e];
-    }
+    std::copy(buf.dk + r * g.E_pad, buf.dk + r * g.E_pad + d.E, gk_head + (j0 + r) * gk.stride(2));
+    std::copy(
+        buf.dv + r * g.Ev_pad, buf.dv + r * g.Ev_pad + d.Ev, gv_head + (j0 + r) * gv.stride(2));
   }
 }
 
@@ -335,9 +333,12 @@ void finish_head(const Backward<T>& g, BackwardHead<T>& hd, int64_t bh) {
       }
     }
   }
-  for (auto* buf : {&hd.q_s, &hd.do_p, &hd.delta, &hd.m, &hd.log2_sum, &hd.dq_acc}) {
-    buf->reset();
+  for (auto* buf : {&hd.delta, &hd.m, &hd.log2_sum}) {
+    g.pool->give(d.Lq, *buf);
   }
+  g.pool->give(d.Lq * g.E_pad, hd.q_s);
+  g.pool->give(g.chunks * d.Lq * g.E_pad, hd.dq_acc);
+  hd.do_p.reset();
   hd.diag_acc.reset();
 }
 
@@ -372,9 +373,9 @@ void backward_item(const Backward<T>& g, BackwardHead<T>* heads, BackwardKV<T>* 
     for (int64_t q_head = 0; q_head < g.group; ++q_head) {
       finish_head(g, heads[first_bh + q_head], first_bh + q_head);
     }
-    for (auto* b : {&kvh.k_p, &kvh.k_t, &kvh.v_t}) {
-      b->reset();
-    }
+    kvh.k_p.reset();
+    g.pool->give(g.d.E * g.Lk_pad, kvh.k_t);
+    g.pool->give(g.d.Ev * g.Lk_pad, kvh.v_t);
   }
 }
 
@@ -387,9 +388,14 @@ void backward_impl(
   // grad_out [B, H, Lq, Ev] -> grad_query [B, H, Lq, E], grad_key [B, H_kv, Lk, E],
   //                            grad_value [B, H_kv, Lk, Ev]
   constexpr int64_t W = Vectorized<T>::size();
+  TORCH_INTERNAL_ASSERT(
+      grads.grad_key.stride(3) == 1 && grads.grad_value.stride(3) == 1,
+      "flash_attention_backward: grad_key and grad_value must have contiguous rows");
   const Dims d = dims_of(query, key, value);
   const int64_t kv_heads = d.B * key.size(1);
-  const int64_t k_tiles = (d.Lk + block_k<T>() - 1) / block_k<T>();
+  const Modifiers<T> mods(mask, args, d);
+  const int64_t bk = mods.backward_block_k(block_k<T>(), panel_width<T>());
+  const int64_t k_tiles = (d.Lk + bk - 1) / bk;
   // With few kv heads, each one's key tiles are split into chunks, each with its own
   // grad_query accumulators (summed at the end, in chunk order). The split depends on the
   // shape alone, never on the thread count, so that the sums, and so the gradients, are the
@@ -399,6 +405,7 @@ void backward_impl(
       kv_heads == 0 || kv_heads >= kSplitWorkers
           ? 1
           : std::max<int64_t>(1, std::min(k_tiles, (kSplitWorkers + kv_heads - 1) / kv_heads));
+  BufferPool<T> pool;
   const Backward<T> g{
       grad_out,
       query,
@@ -408,7 +415,7 @@ void backward_impl(
       row_max.data_ptr<T>(),
       row_log_sum.data_ptr<T>(),
       grads,
-      Modifiers<T>(mask, args, d),
+      mods,
       args,
       d,
       k_tiles,
@@ -418,7 +425,9 @@ void backward_impl(
       round_up(d.Ev, W),
       round_up(d.Lk, panel_width<T>()),
       d.H / key.size(1),
-      d.Lq + d.Lk - 1};
+      d.Lq + d.Lk - 1,
+      bk,
+      &pool};
   std::unique_ptr<BackwardHead<T>[]> heads(new BackwardHead<T>[static_cast<size_t>(d.BH())]);
   std::unique_ptr<BackwardKV<T>[]> kvs(new BackwardKV<T>[static_cast<size_t>(kv_heads)]);
   for (int64_t kv = 0; kv < kv_heads; ++kv) {

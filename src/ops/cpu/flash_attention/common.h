@@ -78,6 +78,37 @@ inline int64_t kv_offset(const at::Tensor& t, int64_t head) {
   return (head / t.size(1)) * t.stride(0) + (head % t.size(1)) * t.stride(1);
 }
 
+/// Buffers reused across the heads of one call: a head's buffers go back when it finishes,
+/// so a call touches fresh pages (each a page fault, then zeroing by the OS) for the few
+/// heads in flight, not for every head. Buffers of one size are interchangeable.
+template <typename T>
+class BufferPool {
+ public:
+  std::unique_ptr<T[]> take(int64_t n) {
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      auto& list = free_[n];
+      if (!list.empty()) {
+        auto p = std::move(list.back());
+        list.pop_back();
+        return p;
+      }
+    }
+    return std::unique_ptr<T[]>(new T[static_cast<size_t>(n)]);
+  }
+
+  void give(int64_t n, std::unique_ptr<T[]>& p) {
+    if (p) {
+      std::lock_guard<std::mutex> lock(mutex_);
+      free_[n].push_back(std::move(p));
+    }
+  }
+
+ private:
+  std::mutex mutex_;
+  std::map<int64_t, std::vector<std::unique_ptr<T[]>>> free_;
+};
+
 /// Runs fn(item, scratch) for item in [0, count) on every thread, taking items in order from a
 /// shared counter so that uneven items (causal tiles) balance.
 template <typename Fn>

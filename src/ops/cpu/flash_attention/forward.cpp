@@ -320,8 +320,11 @@ void forward_tile(const Forward<T>& f, ValueRows<T>* heads, int64_t item) {
   // it (lazy rescaling).
   bool m_ready = false;
   const bool modified = f.mods.modifies_scores();
-  for (int64_t j0 = 0; j0 < d.Lk; j0 += BK) {
-    const int64_t nk = std::min(BK, d.Lk - j0);
+  // Only the keys these queries may see: key tiles start at the first of them.
+  int64_t j_begin, j_end;
+  f.mods.key_range(t.b, t.i0, t.i0 + t.nq, j_begin, j_end);
+  for (int64_t j0 = j_begin; j0 < j_end; j0 += BK) {
+    const int64_t nk = std::min(BK, j_end - j0);
     const TileKind kind = f.mods.classify(t.b, t.h, t.i0, t.nq, j0, nk);
     if (kind == TileKind::empty) {
       continue;

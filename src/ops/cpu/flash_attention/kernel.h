@@ -55,8 +55,8 @@ inline FlashArgs plain_args(bool is_causal, double scale) {
 
 /// Backward's outputs: the gradients of query, key and value, preallocated with their shapes;
 /// grad_bias [B, H, Lq, Lk] contiguous, zeros, when the bias needs its gradient (the caller
-/// reduces it over broadcast dims); grad_diagonal float64 [B, H, Lq + Lk - 1], zeros, the sums of dS
-/// along each diagonal j - i (at j - i + Lq - 1), when the ALiBi slopes or the position table
+/// reduces it over broadcast dims); grad_diagonal float64 [B, H, Lq + Lk - 1], zeros, the sums of
+/// dS along each diagonal j - i (at j - i + Lq - 1), when the ALiBi slopes or the position table
 /// need theirs.
 struct FlashGrads {
   at::Tensor& grad_query;

@@ -104,6 +104,62 @@ struct Modifiers {
     }
   }
 
+  /// The keys [begin, end) that queries [i0, i1) of batch b may see by causal, window and
+  /// prefix: lo of the first query to hi of the last (both never decrease with i).
+  void key_range(int64_t b, int64_t i0, int64_t i1, int64_t& begin, int64_t& end) const {
+    begin = 0;
+    end = Lk;
+    if (has_interval() && i1 > i0) {
+      int64_t lo, hi;
+      interval(b, i0, lo, hi);
+      begin = std::min(lo, Lk);
+      interval(b, i1 - 1, lo, hi);
+      end = std::max(begin, std::min(hi + 1, Lk));
+    }
+  }
+
+  /// The queries [begin, end) of batch b that may see some key of [j0, j1] by causal, window
+  /// and prefix: from the first with hi >= j0 to the last with lo <= j1 (binary searches, as
+  /// lo and hi never decrease with i).
+  void query_range(int64_t b, int64_t j0, int64_t j1, int64_t& begin, int64_t& end) const {
+    begin = 0;
+    end = Lq;
+    if (!has_interval()) {
+      return;
+    }
+    auto first = [&](auto&& pred) { // first i in [0, Lq) with pred(i), else Lq
+      int64_t lo_i = 0, hi_i = Lq;
+      while (lo_i < hi_i) {
+        const int64_t mid = (lo_i + hi_i) / 2;
+        if (pred(mid)) {
+          hi_i = mid;
+        } else {
+          lo_i = mid + 1;
+        }
+      }
+      return lo_i;
+    };
+    begin = first([&](int64_t i) {
+      int64_t lo, hi;
+      interval(b, i, lo, hi);
+      return hi >= j0;
+    });
+    end = std::max(begin, first([&](int64_t i) {
+                     int64_t lo, hi;
+                     interval(b, i, lo, hi);
+                     return lo > j1;
+                   }));
+  }
+
+  /// Keys per backward tile: fewer for a narrow band (a sliding window), where most of a wide
+  /// tile's rows would be masked; a whole number of panels of `panel`.
+  int64_t backward_block_k(int64_t widest, int64_t panel) const {
+    const int64_t left = wl >= 0 ? wl : Lk, right = causal ? 0 : (wr >= 0 ? wr : Lk);
+    const int64_t band = left + right + 1;
+    const int64_t target = band <= 1024 ? 64 : band <= 4096 ? 128 : widest;
+    return std::max(panel, std::min(widest, target / panel * panel));
+  }
+
   uint8_t block_kind(int64_t b, int64_t h, int64_t qb, int64_t kb) const {
     return kinds[b * kinds_b + h * kinds_h + qb * nkb + kb];
   }
@@ -113,17 +169,15 @@ struct Modifiers {
     const int64_t j1 = j0 + nk - 1;
     bool full = mask.data == nullptr;
     if (has_interval()) {
-      bool any = false, all = true;
-      for (int64_t i = i0; i < i0 + nq; ++i) {
-        int64_t lo, hi;
-        interval(b, i, lo, hi);
-        any = any || std::max(lo, j0) <= std::min(hi, j1);
-        all = all && lo <= j0 && hi >= j1;
-      }
-      if (!any) {
+      // lo and hi never decrease with i (each by at most 1 per row), so the first and last
+      // rows bound the tile: all rows cover it, or none reaches it, or it is partial.
+      int64_t lo_first, hi_first, lo_last, hi_last;
+      interval(b, i0, lo_first, hi_first);
+      interval(b, i0 + nq - 1, lo_last, hi_last);
+      if (hi_last < j0 || lo_first > j1) {
         return TileKind::empty;
       }
-      full = full && all;
+      full = full && lo_last <= j0 && hi_first >= j1;
     }
     if (q_doc != nullptr) {
       const int64_t* qd = q_doc + b * q_doc_b;
@@ -152,25 +206,18 @@ struct Modifiers {
     return full ? TileKind::full : TileKind::partial;
   }
 
-  /// Whether documents and the block mask let query i see key j.
-  bool element_allowed(int64_t b, int64_t h, int64_t i, int64_t j) const {
-    if (q_doc != nullptr && q_doc[b * q_doc_b + i] != k_doc[b * k_doc_b + j]) {
-      return false;
-    }
-    if (kinds != nullptr) {
-      const int64_t qb = i / bs, kb = j / bs;
-      const uint8_t k = block_kind(b, h, qb, kb);
-      if (k != 2) {
-        return k == 1 &&
-               block_masks
-                   [(block_index[b * kinds_b + h * kinds_h + qb * nkb + kb] * bs + i % bs) * bs +
-                    j % bs];
-      }
+  /// Whether the block mask lets query i see key j.
+  bool block_allowed(int64_t b, int64_t h, int64_t i, int64_t j) const {
+    const int64_t qb = i / bs, kb = j / bs;
+    const uint8_t k = block_kind(b, h, qb, kb);
+    if (k != 2) {
+      return k == 1 &&
+             block_masks
+                 [(block_index[b * kinds_b + h * kinds_h + qb * nkb + kb] * bs + i % bs) * bs +
+                  j % bs];
     }
     return true;
   }
-
-  bool checks_elements() const { return q_doc != nullptr || kinds != nullptr; }
 
   /// ALiBi and table terms of the diagonals d = dmin + v, v in [0, n): slope * d +
   /// table[h, bucket(d)], with d clamped to the valid range (padding rows and columns read a
@@ -253,9 +300,16 @@ void modify_row(
   }
   const int64_t first = std::min(std::max<int64_t>(lo - j0, 0), nk);
   std::fill(s, s + first, neg_inf<T>());
-  if (mods.checks_elements()) {
+  if (mods.q_doc != nullptr) {
+    const int64_t qd = mods.q_doc[b * mods.q_doc_b + i];
+    const int64_t* kd = mods.k_doc + b * mods.k_doc_b + j0;
     for (int64_t j = first; j < nk; ++j) {
-      if (!mods.element_allowed(b, h, i, j0 + j)) {
+      s[j] = kd[j] == qd ? s[j] : neg_inf<T>();
+    }
+  }
+  if (mods.kinds != nullptr) {
+    for (int64_t j = first; j < nk; ++j) {
+      if (!mods.block_allowed(b, h, i, j0 + j)) {
         s[j] = neg_inf<T>();
       }
     }
@@ -287,14 +341,45 @@ void modify_transposed(
     }
   }
   mask_transposed(st, ld, nk, nq, mods.mask, b, h, i0, j0, /*causal=*/false);
-  if (mods.has_interval() || mods.checks_elements()) {
-    for (int64_t c = 0; c < nq; ++c) {
-      const int64_t i = i0 + c;
-      int64_t lo = 0, hi = mods.Lk - 1;
-      mods.interval(b, i, lo, hi);
-      for (int64_t j = 0; j < nk; ++j) {
-        const int64_t jj = j0 + j;
-        if (jj < lo || jj > hi || !mods.element_allowed(b, h, i, jj)) {
+  if (mods.has_interval()) {
+    // Key j0 + j is seen by the queries c in [first, last): those with hi >= j0 + j, a suffix,
+    // and lo <= j0 + j, a prefix (lo and hi never decrease with the query); both bounds
+    // move forward with j.
+    int64_t first = 0, last = 0;
+    for (int64_t j = 0; j < nk; ++j) {
+      const int64_t jj = j0 + j;
+      int64_t lo, hi;
+      for (; first < nq; ++first) {
+        mods.interval(b, i0 + first, lo, hi);
+        if (hi >= jj) {
+          break;
+        }
+      }
+      for (last = std::max(last, first); last < nq; ++last) {
+        mods.interval(b, i0 + last, lo, hi);
+        if (lo > jj) {
+          break;
+        }
+      }
+      T* row = st + j * ld;
+      std::fill(row, row + first, neg_inf<T>());
+      std::fill(row + last, row + nq, neg_inf<T>());
+    }
+  }
+  if (mods.q_doc != nullptr) {
+    const int64_t* qd = mods.q_doc + b * mods.q_doc_b + i0;
+    const int64_t* kd = mods.k_doc + b * mods.k_doc_b + j0;
+    for (int64_t j = 0; j < nk; ++j) {
+      T* row = st + j * ld;
+      for (int64_t c = 0; c < nq; ++c) {
+        row[c] = qd[c] == kd[j] ? row[c] : neg_inf<T>();
+      }
+    }
+  }
+  if (mods.kinds != nullptr) {
+    for (int64_t j = 0; j < nk; ++j) {
+      for (int64_t c = 0; c < nq; ++c) {
+        if (!mods.block_allowed(b, h, i0 + c, j0 + j)) {
           st[j * ld + c] = neg_inf<T>();
         }
       }
