@@ -100,7 +100,8 @@ std::tuple<torch::Tensor, torch::Tensor> flex_attention_composite(
   //   -> output [B, H, Lq, Ev], lse [B, H, Lq]
   const auto args = TORCHATTN_FLEX_ARGS_VALUE;
   const auto checked = torchattn::detail::check_flex_args(
-      "torchattn::flex_attention", query, key, value, args, scale, enable_gqa);
+      "torchattn::flex_attention", query, key, value, args, scale, enable_gqa,
+      /*read_values=*/!query.is_meta());
   if (!(query.device().is_cpu() || query.device().is_meta())) {
     auto [out, lse, weights] =
         torchattn::detail::math_flex_attention(query, key, value, args, checked);
