@@ -16,6 +16,7 @@
 #include <torchattn/nn/modules/additive_attention.h>
 #include <torchattn/nn/modules/cosine_attention.h>
 #include <torchattn/nn/modules/dot_product_attention.h>
+#include <torchattn/nn/modules/flex_attention.h>
 #include <torchattn/nn/modules/general_attention.h>
 #include <torchattn/nn/modules/multihead_attention.h>
 #include <torchattn/nn/modules/scaled_dot_product_attention.h>

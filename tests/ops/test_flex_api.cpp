@@ -14,6 +14,7 @@
 #include <ATen/Parallel.h>
 
 #include <cmath>
+#include <sstream>
 #include <string>
 
 namespace {
@@ -330,4 +331,51 @@ TEST_CASE("flex_attention refuses double backward", "[ops][flex][errors]") {
   CHECK_THAT(
       error_of([&] { g.sum().backward(); }),
       ContainsSubstring("flex_attention: double backward is not supported by the fused kernel"));
+}
+
+TEST_CASE("FlexAttention module: its parameters learn through the fused kernel", "[nn][flex]") {
+  torch::manual_seed(6);
+  torchattn::nn::FlexAttention attn(torchattn::nn::FlexAttentionOptions(4)
+                                        .causal("top_left")
+                                        .window_left(40)
+                                        .softcap(20.0)
+                                        .learnable_alibi(true)
+                                        .position_buckets(16)
+                                        .max_distance(64));
+  auto params = attn->named_parameters();
+  REQUIRE(params.contains("position_bias"));
+  REQUIRE(params.contains("alibi_slopes"));
+  CHECK(attn->position_bias.sizes() == torch::IntArrayRef({4, 16}));
+  CHECK_THAT(attn->alibi_slopes, AllClose(F::alibi_slopes(4), 0, 0));
+  auto q = torch::randn({2, 4, 150, 8}), k = torch::randn({2, 4, 150, 8});
+  auto v = torch::randn({2, 4, 150, 8});
+  auto [out, lse] = attn(q, k, v);
+  // The same through the functional's math path, with the module's parameters.
+  auto want = F::flex_attention(
+      q, k, v,
+      F::FlexAttentionFuncOptions()
+          .causal("top_left")
+          .window_left(40)
+          .softcap(20.0)
+          .alibi_slopes(attn->alibi_slopes)
+          .position_bias(attn->position_bias)
+          .position_buckets(F::t5_position_buckets(150, 150, 16, 64))
+          .need_weights(true));
+  CHECK_THAT(out, AllClose(want.output, 1e-5, 1e-5));
+  CHECK_THAT(lse, AllClose(want.lse, 1e-5, 1e-5));
+  out.pow(2).sum().backward();
+  auto g_table = attn->position_bias.grad().clone(), g_slopes = attn->alibi_slopes.grad().clone();
+  attn->zero_grad();
+  want.output.pow(2).sum().backward();
+  CHECK_THAT(g_table, AllClose(attn->position_bias.grad(), 1e-4, 1e-5));
+  CHECK_THAT(g_slopes, AllClose(attn->alibi_slopes.grad(), 1e-4, 1e-4));
+  std::ostringstream printed;
+  printed << *attn;
+  CHECK_THAT(
+      printed.str(),
+      ContainsSubstring("torchattn::nn::FlexAttention(num_heads=4, causal=top_left"));
+  CHECK_THAT(
+      error_of(
+          [] { torchattn::nn::FlexAttention(torchattn::nn::FlexAttentionOptions(2).causal("x")); }),
+      ContainsSubstring("FlexAttention: causal is \"x\""));
 }

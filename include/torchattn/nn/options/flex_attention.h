@@ -79,4 +79,39 @@ struct FlexAttentionFuncOptions {
 
 } // namespace functional
 
+/// Options for `FlexAttention`: the modifiers a model keeps, with its learnable ones as
+/// parameters (the per-call ones, documents and masks, are forward's arguments).
+///
+/// Example:
+/// ```
+/// torchattn::nn::FlexAttention t5(torchattn::nn::FlexAttentionOptions(8)
+///     .position_buckets(32).max_distance(128));   // T5's learnable relative positions
+/// ```
+struct FlexAttentionOptions {
+  /* implicit */ FlexAttentionOptions(int64_t num_heads) : num_heads_(num_heads) {}
+  /// Heads of the query (H).
+  TORCH_ARG(int64_t, num_heads);
+  /// "none", "top_left" or "bottom_right". Default: "none".
+  TORCH_ARG(std::string, causal) = "none";
+  /// Sliding window; -1: unbounded. Default: -1.
+  TORCH_ARG(int64_t, window_left) = -1;
+  TORCH_ARG(int64_t, window_right) = -1;
+  /// Soft-cap of the scaled dot product; 0: none. Default: 0.
+  TORCH_ARG(double, softcap) = 0.0;
+  /// ALiBi with the standard slopes (a buffer `alibi_slopes` [H]). Default: false.
+  TORCH_ARG(bool, alibi) = false;
+  /// ALiBi slopes as a parameter, initialised to the standard ones. Default: false.
+  TORCH_ARG(bool, learnable_alibi) = false;
+  /// T5 relative-position buckets; > 0 adds the parameter `position_bias` [H, buckets]
+  /// (normal, std 0.02). Default: 0 (none).
+  TORCH_ARG(int64_t, position_buckets) = 0;
+  /// T5's max_distance and bidirectional. Default: 128, true.
+  TORCH_ARG(int64_t, max_distance) = 128;
+  TORCH_ARG(bool, bidirectional) = true;
+  /// Default: 1/√E.
+  TORCH_ARG(c10::optional<double>, scale) = c10::nullopt;
+  /// Key and value may have fewer heads, dividing H. Default: false.
+  TORCH_ARG(bool, enable_gqa) = false;
+};
+
 } // namespace torchattn::nn
