@@ -379,3 +379,38 @@ TEST_CASE("FlexAttention module: its parameters learn through the fused kernel",
           [] { torchattn::nn::FlexAttention(torchattn::nn::FlexAttentionOptions(2).causal("x")); }),
       ContainsSubstring("FlexAttention: causal is \"x\""));
 }
+
+TEST_CASE("MultiheadAttention runs flex_attention's modifiers per head", "[nn][flex][mha]") {
+  torch::manual_seed(7);
+  auto flex_options = F::FlexAttentionFuncOptions()
+                          .causal("top_left")
+                          .window_left(5)
+                          .softcap(4.0)
+                          .alibi_slopes(F::alibi_slopes(4));
+  torchattn::nn::MultiheadAttention mha(
+      torchattn::nn::MultiheadAttentionOptions(16, 4).batch_first(true).flex(flex_options));
+  mha->eval();
+  auto x = torch::randn({2, 12, 16});
+  auto pad =
+      torch::zeros({2, 12}, torch::kBool).index_put_({1, torch::indexing::Slice(10, 12)}, true);
+  auto [out, weights] = mha(x, x, x, pad, /*need_weights=*/false);
+  // By hand: the projections, flex_attention on the math path with the padding as a mask, the
+  // output projection.
+  auto qkv = torch::linear(x, mha->in_proj_weight, mha->in_proj_bias).chunk(3, -1);
+  auto heads = [](const torch::Tensor& t) { return t.view({2, 12, 4, 4}).transpose(1, 2); };
+  auto keep = pad.logical_not().view({2, 1, 1, 12});
+  auto r = F::flex_attention(
+      heads(qkv[0]), heads(qkv[1]), heads(qkv[2]),
+      F::FlexAttentionFuncOptions(flex_options).attn_mask(keep).need_weights(true));
+  auto want = torch::linear(
+      r.output.transpose(1, 2).reshape({2, 12, 16}), mha->out_proj->weight, mha->out_proj->bias);
+  CHECK_THAT(out, AllClose(want, 1e-5, 1e-5));
+  mha->train();
+  CHECK_THAT(
+      error_of([&] {
+        torchattn::nn::MultiheadAttention(
+            torchattn::nn::MultiheadAttentionOptions(16, 4).dropout(0.1).flex(flex_options))(
+            x, x, x);
+      }),
+      ContainsSubstring("MultiheadAttention: dropout 0.1 with flex modifiers, expected 0"));
+}

@@ -1,6 +1,8 @@
 #include <torchattn/nn/functional/attention.h>
 #include <torchattn/nn/functional/multihead_attention.h>
 
+#include <torchattn/nn/functional/flex_attention.h>
+
 #include "detail/checks.h"
 #include "detail/mask_args.h"
 #include "detail/math_attention.h"
@@ -196,6 +198,23 @@ std::tuple<torch::Tensor, torch::Tensor> score_heads(
   auto masked = [&](auto func_options) {
     return detail::with_masks(func_options, mask, kpm, /*is_causal=*/false, p, o.need_weights());
   };
+  if (o.flex().has_value()) {
+    TORCH_CHECK(
+        o.score() == AttentionScore::ScaledDotProduct, fn,
+        ": flex modifiers need the scaled dot-product score");
+    TORCH_CHECK(
+        p == 0.0, fn, ": dropout ", p,
+        " with flex modifiers, expected 0 (flex_attention does not fuse dropout; train with "
+        "dropout 0 or call eval())");
+    auto f = *o.flex();
+    TORCH_CHECK(
+        !f.attn_mask().defined() && !f.enable_gqa(), fn,
+        ": flex holds an attn_mask or enable_gqa, expected neither (give masks to forward)");
+    const detail::MaskArgs masks{mask, kpm, false, 0.0, false};
+    auto r = flex_attention(
+        q, k, v, f.attn_mask(detail::combined_mask(masks, 4)).need_weights(o.need_weights()));
+    return {r.output, r.weights};
+  }
   switch (o.score()) {
     case AttentionScore::DotProduct:
       return dot_product_attention(q, k, v, masked(DotProductAttentionFuncOptions()));

@@ -111,7 +111,8 @@ functional::MultiheadAttentionForwardFuncOptions MultiheadAttentionImpl::func_op
                .training(is_training())
                .batch_first(options.batch_first())
                .score(options.score())
-               .logit_scale(logit_scale);
+               .logit_scale(logit_scale)
+               .flex(options.flex());
   if (!same_embed_dim_) {
     o.use_separate_proj_weight(true)
         .q_proj_weight(q_proj_weight)

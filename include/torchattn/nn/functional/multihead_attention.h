@@ -86,6 +86,9 @@ struct MultiheadAttentionForwardFuncOptions {
   /// [H, 1, 1] log temperatures for AttentionScore::Cosine, clamped at log 100. Default:
   /// undefined.
   TORCH_ARG(torch::Tensor, logit_scale) = {};
+  /// flex_attention's modifiers for every head (see MultiheadAttentionOptions::flex). Default:
+  /// none.
+  TORCH_ARG(c10::optional<FlexAttentionFuncOptions>, flex) = c10::nullopt;
 };
 
 /// Multi-head attention: projections, masks, the score's attention per head and the output

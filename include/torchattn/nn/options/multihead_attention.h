@@ -1,5 +1,8 @@
 #pragma once
 
+#include <torchattn/nn/options/flex_attention.h>
+
+#include <c10/util/Optional.h>
 #include <torch/arg.h>
 #include <torch/types.h>
 
@@ -49,6 +52,11 @@ struct MultiheadAttentionOptions {
   TORCH_ARG(bool, batch_first) = false;
   /// The score function of every head. Default: AttentionScore::ScaledDotProduct.
   TORCH_ARG(AttentionScore, score) = AttentionScore::ScaledDotProduct;
+  /// flex_attention's modifiers for every head (causal alignment, windows, documents, ALiBi,
+  /// soft-cap, position table, bias; no GQA here), fused forward and backward; the scaled
+  /// dot-product score only, without dropout. forward's masks combine with them (give
+  /// attn_mask to forward, not here). Default: none.
+  TORCH_ARG(c10::optional<functional::FlexAttentionFuncOptions>, flex) = c10::nullopt;
 };
 
 } // namespace torchattn::nn

@@ -267,7 +267,6 @@ template <typename T>
 void key_tile(
     const Backward<T>& g, BackwardHead<T>* heads, const BackwardKV<T>& kvh,
     const KeyTileBuffers<T>& buf, int64_t kv, int64_t chunk, int64_t kt) {
-  constexpr int64_t BK = block_k<T>();
   const Dims& d = g.d;
   const int64_t j0 = kt * g.bk;
   const int64_t nk = std::min(g.bk, d.Lk - j0);
