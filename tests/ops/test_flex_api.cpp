@@ -104,9 +104,9 @@ TEST_CASE("flex_attention names the argument in every error", "[ops][flex][error
       {O().attn_mask(torch::ones({6, 9}).requires_grad_(true)).bias(torch::ones({6, 9})),
        "attn_mask requires grad and bias is given"},
   };
-  for (const auto& [options, message] : cases) {
-    INFO(message);
-    CHECK_THAT(error_of([&] { flex(q, k, v, options); }), ContainsSubstring(message));
+  for (const auto& c : cases) {
+    INFO(c.second);
+    CHECK_THAT(error_of([&] { flex(q, k, v, c.first); }), ContainsSubstring(c.second));
   }
   // Shapes of the operands, GQA.
   CHECK_THAT(

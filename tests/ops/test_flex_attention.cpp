@@ -15,6 +15,8 @@
 
 #include <catch2/catch_test_macros.hpp>
 
+#include <torch/torch.h>
+
 #include <fmt/format.h>
 
 #include <random>

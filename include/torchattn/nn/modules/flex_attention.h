@@ -4,6 +4,7 @@
 #include <torchattn/nn/options/flex_attention.h>
 
 #include <torch/nn/cloneable.h>
+#include <torch/nn/modules/common.h>
 #include <torch/nn/modules/container/any_value.h>
 #include <torch/nn/pimpl.h>
 #include <torch/types.h>
