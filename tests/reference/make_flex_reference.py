@@ -55,18 +55,18 @@ def t5_buckets(lq, lk, num_buckets=32, max_distance=128, bidirectional=True):
 
 # name: (B, H, H_kv, Lq, Lk, E, modifiers); the C++ test applies the same modifiers by name.
 CASES = {
-    "alibi": (1, 2, 2, 150, 150, 8, {"alibi": True}),
-    "softcap": (1, 2, 2, 150, 150, 8, {"softcap": 2.0}),
-    "bias": (2, 1, 1, 100, 140, 8, {"bias": True}),
-    "t5_table": (1, 2, 2, 150, 150, 8, {"t5": True}),
-    "clipped_table": (1, 2, 2, 130, 170, 8, {"clipped": 16}),
-    "sliding_window": (1, 1, 1, 300, 300, 8, {"causal": "top_left", "window_left": 64}),
-    "documents": (2, 1, 1, 200, 200, 8, {"documents": True}),
-    "prefix_lm": (2, 1, 1, 160, 160, 8, {"causal": "top_left", "prefix": [40, 100]}),
-    "causal_top_left": (1, 2, 2, 150, 150, 8, {"causal": "top_left"}),
-    "causal_bottom_right": (1, 1, 1, 90, 300, 8, {"causal": "bottom_right"}),
-    "gqa": (1, 4, 2, 150, 150, 8, {"causal": "top_left"}),
-    "combined": (1, 4, 2, 200, 200, 8, {"softcap": 5.0, "alibi": True, "causal": "top_left",
+    "alibi": (1, 2, 2, 150, 150, 4, {"alibi": True}),
+    "softcap": (1, 2, 2, 150, 150, 4, {"softcap": 2.0}),
+    "bias": (1, 1, 1, 100, 140, 4, {"bias": True}),
+    "t5_table": (1, 2, 2, 150, 150, 4, {"t5": True}),
+    "clipped_table": (1, 2, 2, 130, 170, 4, {"clipped": 16}),
+    "sliding_window": (1, 1, 1, 300, 300, 4, {"causal": "top_left", "window_left": 64}),
+    "documents": (2, 1, 1, 200, 200, 4, {"documents": True}),
+    "prefix_lm": (2, 1, 1, 160, 160, 4, {"causal": "top_left", "prefix": [40, 100]}),
+    "causal_top_left": (1, 2, 2, 150, 150, 4, {"causal": "top_left"}),
+    "causal_bottom_right": (1, 1, 1, 90, 300, 4, {"causal": "bottom_right"}),
+    "gqa": (1, 4, 2, 150, 150, 4, {"causal": "top_left"}),
+    "combined": (1, 4, 2, 200, 200, 4, {"softcap": 5.0, "alibi": True, "causal": "top_left",
                                         "window_left": 96, "documents": True}),
 }
 
