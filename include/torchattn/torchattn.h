@@ -13,16 +13,22 @@
 #include <torchattn/nn/functional/attention.h>
 #include <torchattn/nn/functional/flex_attention.h>
 #include <torchattn/nn/functional/multihead_attention.h>
+#include <torchattn/nn/functional/rotary_embedding.h>
+#include <torchattn/nn/kv_cache.h>
 #include <torchattn/nn/modules/additive_attention.h>
 #include <torchattn/nn/modules/cosine_attention.h>
 #include <torchattn/nn/modules/dot_product_attention.h>
 #include <torchattn/nn/modules/flex_attention.h>
 #include <torchattn/nn/modules/general_attention.h>
+#include <torchattn/nn/modules/grouped_query_attention.h>
 #include <torchattn/nn/modules/multihead_attention.h>
+#include <torchattn/nn/modules/rotary_embedding.h>
 #include <torchattn/nn/modules/scaled_dot_product_attention.h>
 #include <torchattn/nn/options/attention.h>
 #include <torchattn/nn/options/flex_attention.h>
+#include <torchattn/nn/options/grouped_query_attention.h>
 #include <torchattn/nn/options/multihead_attention.h>
+#include <torchattn/nn/options/rotary_embedding.h>
 #include <torchattn/ops/attention.h>
 #include <torchattn/version.h>
 

@@ -1,5 +1,7 @@
 // The op flex_attention: its schemas, its C++ entry points, and the composite that checks the
 // arguments and routes them, once for every dispatch key:
+//   - the decoding kernel (decode_attention's forward op) for a few queries per head with only
+//     causal and window masks and no gradient, on the CPU;
 //   - the fused kernel's forward op (CPU, Meta);
 //   - the math path (ATen ops) on devices the fused kernel does not run on.
 // Being CompositeImplicitAutograd, the public op traces into these routes under torch.export
@@ -11,6 +13,7 @@
 //   ops/autograd/flex_attention_kernel.cpp   saves statistics, calls backward
 //   ops/meta/flex_attention_kernel.cpp       shapes only
 
+#include <torchattn/ops/decode_attention.h>
 #include <torchattn/ops/flex_attention.h>
 
 #include "detail/checks.h"
@@ -93,6 +96,21 @@ namespace {
 
 constexpr double kInf = std::numeric_limits<double>::infinity();
 
+/// Whether a forward goes to the decoding kernel: on the CPU, up to kDecodeMaxQueries queries
+/// per head, no gradient (the decoding kernel is forward only), and no modifier but causal
+/// and window_left.
+bool decodes(
+    const torch::Tensor& query, const torch::Tensor& key, const torch::Tensor& value,
+    const torchattn::detail::FlexArgs& a) {
+  const bool grad = torch::GradMode::is_enabled() &&
+                    (query.requires_grad() || key.requires_grad() || value.requires_grad());
+  const bool plain = !a.attn_mask.defined() && !a.bias.defined() && a.window_right == -1 &&
+                     !a.q_doc_ids.defined() && !a.prefix_lengths.defined() &&
+                     !a.block_kinds.defined() && a.softcap == 0.0 && !a.alibi_slopes.defined() &&
+                     !a.position_bias.defined();
+  return query.device().is_cpu() && query.size(2) <= kDecodeMaxQueries && !grad && plain;
+}
+
 std::tuple<torch::Tensor, torch::Tensor> flex_attention_composite(
     const torch::Tensor& query, const torch::Tensor& key, const torch::Tensor& value,
     TORCHATTN_FLEX_PARAMS, c10::optional<double> scale, bool enable_gqa) {
@@ -106,6 +124,15 @@ std::tuple<torch::Tensor, torch::Tensor> flex_attention_composite(
     auto [out, lse, weights] =
         torchattn::detail::math_flex_attention(query, key, value, args, checked);
     return {out, lse};
+  }
+  if (decodes(query, key, value, args)) {
+    // A few queries per head (decoding) with causal and window masks only: the decoding
+    // kernel, with the keys split across threads.
+    const auto zeros = torch::zeros({query.size(0)}, query.options().dtype(torch::kLong));
+    const auto start = checked.causal == 2 ? c10::nullopt : c10::optional<torch::Tensor>(zeros);
+    return _decode_attention_forward(
+        query, key, value, c10::nullopt, start, /*is_causal=*/checked.causal != 0, window_left,
+        checked.scale);
   }
   // An additive attn_mask that requires grad is a bias: its gradient is fused.
   const bool mask_is_bias = attn_mask.has_value() && attn_mask->defined() &&

@@ -25,7 +25,9 @@ bool ops_registered() {
          additive_attention_scores_autograd_registered() &&
          additive_attention_scores_meta_registered() && flex_attention_registered() &&
          flex_attention_cpu_registered() && flex_attention_autograd_registered() &&
-         flex_attention_meta_registered();
+         flex_attention_meta_registered() && decode_attention_registered() &&
+         decode_attention_cpu_registered() && decode_attention_autograd_registered() &&
+         decode_attention_meta_registered();
 }
 
 } // namespace torchattn::ops

@@ -18,6 +18,10 @@ bool flex_attention_registered();
 bool flex_attention_cpu_registered();
 bool flex_attention_autograd_registered();
 bool flex_attention_meta_registered();
+bool decode_attention_registered();
+bool decode_attention_cpu_registered();
+bool decode_attention_autograd_registered();
+bool decode_attention_meta_registered();
 
 } // namespace torchattn::ops::detail
 

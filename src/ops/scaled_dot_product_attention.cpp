@@ -1,5 +1,7 @@
 // The op scaled_dot_product_attention: its schemas, its C++ entry points, and the composite
 // that checks the arguments and routes them, once for every dispatch key:
+//   - the decoding kernel (decode_attention's forward op) for a few queries per head without
+//     mask or gradient, on the CPU;
 //   - the fused kernel's forward op (CPU, Meta) when nothing needs the math path;
 //   - the math path (ATen ops) for dropout, for masks that require grad, and on devices the
 //     fused kernel does not run on.
@@ -11,6 +13,7 @@
 //   ops/autograd/scaled_dot_product_attention_kernel.cpp   saves statistics, calls backward
 //   ops/meta/scaled_dot_product_attention_kernel.cpp       shapes only
 
+#include <torchattn/ops/decode_attention.h>
 #include <torchattn/ops/scaled_dot_product_attention.h>
 
 #include "detail/checks.h"
@@ -19,6 +22,7 @@
 
 #include <ATen/core/dispatch/Dispatcher.h>
 #include <torch/library.h>
+#include <torch/torch.h>
 
 TORCH_LIBRARY_FRAGMENT(torchattn, m) {
   m.def(
@@ -79,6 +83,16 @@ bool fused_device(const c10::Device& device) {
   return device.is_cpu() || device.is_meta();
 }
 
+/// Whether a forward goes to the decoding kernel: on the CPU, up to kDecodeMaxQueries queries
+/// per head, no mask and no gradient (the decoding kernel is forward only).
+bool decodes(
+    const torch::Tensor& query, const torch::Tensor& key, const torch::Tensor& value,
+    const torch::Tensor& mask) {
+  const bool grad = torch::GradMode::is_enabled() &&
+                    (query.requires_grad() || key.requires_grad() || value.requires_grad());
+  return query.device().is_cpu() && query.size(2) <= kDecodeMaxQueries && !mask.defined() && !grad;
+}
+
 torch::Tensor scaled_dot_product_attention_composite(
     const torch::Tensor& query, const torch::Tensor& key, const torch::Tensor& value,
     const c10::optional<torch::Tensor>& attn_mask, double dropout_p, bool is_causal,
@@ -91,6 +105,15 @@ torch::Tensor scaled_dot_product_attention_composite(
       !fused_device(query.device())) {
     return torchattn::detail::math_scaled_dot_product_attention(
         query, key, value, mask, dropout_p, is_causal, resolved);
+  }
+  if (decodes(query, key, value, mask)) {
+    // A few queries per head (decoding): the decoding kernel, with the keys split across
+    // threads. top-left causal: query i stands at position i.
+    const auto start = is_causal ? c10::optional<torch::Tensor>(torch::zeros(
+                                       {query.size(0)}, query.options().dtype(torch::kLong)))
+                                 : c10::nullopt;
+    return std::get<0>(_decode_attention_forward(
+        query, key, value, c10::nullopt, start, is_causal, /*window_left=*/-1, resolved));
   }
   return std::get<0>(
       _scaled_dot_product_attention_forward(query, key, value, attn_mask, is_causal, resolved));

@@ -4,6 +4,7 @@
 
 #include <torchattn/ops/additive_attention_scores.h>
 #include <torchattn/ops/capability.h>
+#include <torchattn/ops/decode_attention.h>
 #include <torchattn/ops/flex_attention.h>
 #include <torchattn/ops/scaled_dot_product_attention.h>
 

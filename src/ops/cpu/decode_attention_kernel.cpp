@@ -1,0 +1,60 @@
+// CPU kernel of _decode_attention_forward: checks, then the vector build of the decoding
+// kernel (ops/cpu/flash_decoding/) that the CPU runs.
+
+#include <torchattn/ops/decode_attention.h>
+
+#include "detail/decode_args.h"
+#include "ops/cpu/flash_decoding/kernel.h"
+#include "ops/registration.h"
+
+#include <torch/library.h>
+#include <torch/torch.h>
+
+namespace torchattn::ops {
+
+namespace {
+
+/// t itself when its last dim is contiguous (the kernel reads any other strides), else a copy.
+torch::Tensor unit_last_stride(const torch::Tensor& t) {
+  return t.size(-1) <= 1 || t.stride(-1) == 1 ? t : t.contiguous();
+}
+
+std::tuple<torch::Tensor, torch::Tensor> forward_cpu(
+    const torch::Tensor& query, const torch::Tensor& key, const torch::Tensor& value,
+    const c10::optional<torch::Tensor>& kv_lengths, const c10::optional<torch::Tensor>& q_start,
+    bool is_causal, int64_t window_left, double scale) {
+  // query [B, H, Lq, E], key [B, H_kv, Lk, E], value [B, H_kv, Lk, Ev]
+  //   -> output [B, H, Lq, Ev], lse [B, H, Lq]
+  torchattn::detail::check_decode_args(
+      "torchattn::_decode_attention_forward", query, key, value, kv_lengths, q_start, window_left,
+      scale);
+  auto out =
+      torch::empty({query.size(0), query.size(1), query.size(2), value.size(3)}, query.options());
+  auto lse = torch::empty({query.size(0), query.size(1), query.size(2)}, query.options());
+  if (out.numel() == 0) {
+    return {out, lse.fill_(-std::numeric_limits<double>::infinity())};
+  }
+  cpu::DecodeArgs args;
+  args.scale = scale;
+  args.causal = is_causal;
+  args.window_left = window_left;
+  if (kv_lengths.has_value() && kv_lengths->defined()) {
+    args.kv_len = kv_lengths->contiguous();
+  }
+  if (q_start.has_value() && q_start->defined()) {
+    args.q_start = q_start->contiguous();
+  }
+  const auto k = unit_last_stride(key), v = unit_last_stride(value);
+  TORCHATTN_CAPABILITY_KERNEL(flash_decode)(query, k, v, args, out, lse);
+  return {out, lse};
+}
+
+} // namespace
+
+} // namespace torchattn::ops
+
+TORCH_LIBRARY_IMPL(torchattn, CPU, m) {
+  m.impl("_decode_attention_forward", TORCH_FN(torchattn::ops::forward_cpu));
+}
+
+TORCHATTN_REGISTRATION_ANCHOR(decode_attention_cpu_registered)
