@@ -54,75 +54,70 @@ std::vector<Hypothesis> greedy_decode(
   return out;
 }
 
-Hypothesis beam_search(
-    Seq2SeqImpl& model, const Tensor& src, int64_t beam, int64_t max_len, double alpha,
-    bool keep_attention) {
-  TORCH_CHECK(
-      src.dim() == 2 && src.size(0) == 1, "beam_search: src must be [1, S], got ", src.sizes());
-  TORCH_CHECK(beam >= 1, "beam_search: beam must be at least 1, got ", beam);
-  torch::NoGradGuard no_grad;
-  auto state = model.encode(src, src.eq(Vocab::kPad));
-  struct Beam {
-    std::vector<int64_t> tokens;
-    std::vector<Tensor> attention;
-    double log_prob = 0;
-  };
-  std::vector<Beam> alive(1);
+namespace {
+
+struct Beam {
+  std::vector<int64_t> tokens;
+  std::vector<Tensor> attention;
+  double log_prob = 0;
+};
+
+/// One sentence's search: its live beams, the finished ones, and whether it is done.
+struct Search {
+  std::vector<Beam> alive = std::vector<Beam>(1);
   std::vector<Beam> finished;
+  bool done = false;
+};
+
+/// Advances one sentence by a step from its rows `logp` [n, V] (and `attn` [n, S]); returns
+/// the rows (of logp) its surviving beams came from.
+std::vector<int64_t> advance(
+    Search& s, const Tensor& logp, const Tensor& attn, int64_t beam, bool keep_attention) {
+  const int64_t V = logp.size(1);
+  std::vector<double> prior;
+  for (auto& b : s.alive)
+    prior.push_back(b.log_prob);
+  const Tensor scores = logp + torch::tensor(prior, torch::kDouble).unsqueeze(1);
+  const int64_t k = std::min<int64_t>(2 * beam, scores.numel());
+  auto [top, idx] = scores.flatten().topk(k);
+  std::vector<Beam> next;
+  std::vector<int64_t> origin;
+  for (int64_t c = 0; c < k && static_cast<int64_t>(next.size()) < beam; ++c) {
+    const int64_t flat = idx[c].item<int64_t>();
+    const int64_t from = flat / V, token = flat % V;
+    Beam b = s.alive[from];
+    b.tokens.push_back(token);
+    b.log_prob = top[c].item<double>();
+    if (keep_attention)
+      b.attention.push_back(attn[from]);
+    if (token == Vocab::kEos) {
+      s.finished.push_back(std::move(b));
+      if (static_cast<int64_t>(s.finished.size()) >= beam)
+        break;
+    } else {
+      next.push_back(std::move(b));
+      origin.push_back(from);
+    }
+  }
+  if (static_cast<int64_t>(s.finished.size()) >= beam) {
+    s.alive.clear();
+    origin.clear();
+  } else {
+    s.alive = std::move(next);
+  }
+  s.done = s.alive.empty();
+  return origin;
+}
+
+/// The best finished (or, at max_len, live) hypothesis by log_prob / length^alpha.
+Hypothesis best_of(Search& s, double alpha, bool keep_attention) {
+  for (auto& b : s.alive)
+    s.finished.push_back(std::move(b));
   auto normalised = [&](const Beam& b) {
     return b.log_prob / std::pow(static_cast<double>(std::max<size_t>(b.tokens.size(), 1)), alpha);
   };
-  for (int64_t t = 0; t < max_len && !alive.empty(); ++t) {
-    std::vector<int64_t> last;
-    for (const auto& b : alive)
-      last.push_back(b.tokens.empty() ? Vocab::kBos : b.tokens.back());
-    Tensor attn;
-    const Tensor logp =
-        model.step(*state, torch::tensor(last, torch::kLong), keep_attention ? &attn : nullptr)
-            .to(torch::kDouble);
-    const int64_t V = logp.size(1);
-    const Tensor scores = logp + torch::tensor(
-                                     [&] {
-                                       std::vector<double> s;
-                                       for (auto& b : alive)
-                                         s.push_back(b.log_prob);
-                                       return s;
-                                     }(),
-                                     torch::kDouble)
-                                     .unsqueeze(1);
-    const int64_t k = std::min<int64_t>(2 * beam, scores.numel());
-    auto [top, idx] = scores.flatten().topk(k);
-    std::vector<Beam> next;
-    std::vector<int64_t> origin;
-    for (int64_t c = 0; c < k && static_cast<int64_t>(next.size()) < beam; ++c) {
-      const int64_t flat = idx[c].item<int64_t>();
-      const int64_t from = flat / V, token = flat % V;
-      Beam b = alive[from];
-      b.tokens.push_back(token);
-      b.log_prob = top[c].item<double>();
-      if (keep_attention)
-        b.attention.push_back(attn[from]);
-      if (token == Vocab::kEos) {
-        finished.push_back(std::move(b));
-        if (static_cast<int64_t>(finished.size()) >= beam)
-          break;
-      } else {
-        next.push_back(std::move(b));
-        origin.push_back(from);
-      }
-    }
-    if (static_cast<int64_t>(finished.size()) >= beam) {
-      alive.clear();
-      break;
-    }
-    alive = std::move(next);
-    if (!alive.empty())
-      state->select(torch::tensor(origin, torch::kLong));
-  }
-  for (auto& b : alive)
-    finished.push_back(std::move(b));
   const auto best = std::max_element(
-      finished.begin(), finished.end(),
+      s.finished.begin(), s.finished.end(),
       [&](const Beam& a, const Beam& b) { return normalised(a) < normalised(b); });
   Hypothesis h;
   h.tokens = best->tokens;
@@ -130,6 +125,58 @@ Hypothesis beam_search(
   if (keep_attention && !best->attention.empty())
     h.attention = torch::stack(best->attention);
   return h;
+}
+
+} // namespace
+
+std::vector<Hypothesis> beam_search_batch(
+    Seq2SeqImpl& model, const Tensor& src, int64_t beam, int64_t max_len, double alpha,
+    bool keep_attention) {
+  TORCH_CHECK(src.dim() == 2, "beam_search_batch: src must be [N, S], got ", src.sizes());
+  TORCH_CHECK(beam >= 1, "beam_search: beam must be at least 1, got ", beam);
+  torch::NoGradGuard no_grad;
+  const int64_t N = src.size(0);
+  auto state = model.encode(src, src.eq(Vocab::kPad));
+  std::vector<Search> searches(static_cast<size_t>(N));
+  for (int64_t t = 0; t < max_len; ++t) {
+    // The state's rows: the live beams of every sentence that is not done, in order.
+    std::vector<int64_t> last;
+    for (const auto& s : searches)
+      for (const auto& b : s.alive)
+        last.push_back(b.tokens.empty() ? Vocab::kBos : b.tokens.back());
+    if (last.empty())
+      break;
+    Tensor attn;
+    const Tensor logp =
+        model.step(*state, torch::tensor(last, torch::kLong), keep_attention ? &attn : nullptr)
+            .to(torch::kDouble);
+    std::vector<int64_t> rows;
+    int64_t row = 0;
+    for (auto& s : searches) {
+      const auto n = static_cast<int64_t>(s.alive.size());
+      if (n == 0)
+        continue;
+      for (int64_t from : advance(
+               s, logp.narrow(0, row, n), keep_attention ? attn.narrow(0, row, n) : Tensor(), beam,
+               keep_attention))
+        rows.push_back(row + from);
+      row += n;
+    }
+    if (!rows.empty())
+      state->select(torch::tensor(rows, torch::kLong));
+  }
+  std::vector<Hypothesis> out;
+  for (auto& s : searches)
+    out.push_back(best_of(s, alpha, keep_attention));
+  return out;
+}
+
+Hypothesis beam_search(
+    Seq2SeqImpl& model, const Tensor& src, int64_t beam, int64_t max_len, double alpha,
+    bool keep_attention) {
+  TORCH_CHECK(
+      src.dim() == 2 && src.size(0) == 1, "beam_search: src must be [1, S], got ", src.sizes());
+  return beam_search_batch(model, src, beam, max_len, alpha, keep_attention)[0];
 }
 
 std::vector<Translator::Result> Translator::translate(
@@ -193,10 +240,24 @@ std::vector<Translator::Result> Translator::translate(
         finish(order[j], std::move(hyps[j - start]));
     }
   } else {
-    for (size_t i : order) {
-      const auto ids = src_vocab.encode(results[i].source_tokens);
-      const Tensor src = torch::tensor(ids, torch::kLong).unsqueeze(0);
-      finish(i, beam_search(*model, src, o.beam, max_out(ids.size()), o.alpha, need_attention));
+    // Sentences of one source length decode together (no padding, so each equals its own
+    // search): every step is one batch of all their live beams.
+    constexpr size_t kSentences = 16;
+    for (size_t start = 0; start < order.size();) {
+      const size_t len = results[order[start]].source_tokens.size();
+      size_t end = start;
+      while (end < order.size() && end - start < kSentences &&
+             results[order[end]].source_tokens.size() == len)
+        ++end;
+      std::vector<Tensor> rows;
+      for (size_t j = start; j < end; ++j)
+        rows.push_back(
+            torch::tensor(src_vocab.encode(results[order[j]].source_tokens), torch::kLong));
+      auto hyps = beam_search_batch(
+          *model, torch::stack(rows), o.beam, max_out(len), o.alpha, need_attention);
+      for (size_t j = start; j < end; ++j)
+        finish(order[j], std::move(hyps[j - start]));
+      start = end;
     }
   }
   return results;

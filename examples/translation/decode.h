@@ -31,6 +31,12 @@ Hypothesis beam_search(
     Seq2SeqImpl& model, const torch::Tensor& src, int64_t beam, int64_t max_len, double alpha,
     bool keep_attention);
 
+/// Beam search for N sentences src [N, S] at once: every step decodes the live beams of all
+/// of them as one batch (at most N x beam rows). Each sentence's result is beam_search's.
+std::vector<Hypothesis> beam_search_batch(
+    Seq2SeqImpl& model, const torch::Tensor& src, int64_t beam, int64_t max_len, double alpha,
+    bool keep_attention);
+
 /// A trained model with its vocabularies, as `train --out DIR` writes it.
 struct Translator {
   ModelOptions options;

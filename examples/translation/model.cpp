@@ -313,10 +313,7 @@ struct TransformerState : DecoderState {
     src_pad = src_pad.index_select(0, index);
     for (auto* caches : {&self_caches, &cross_caches}) {
       for (auto& c : *caches) {
-        if (c.key.defined()) {
-          c.key = c.key.index_select(0, index);
-          c.value = c.value.index_select(0, index);
-        }
+        c.reorder(index);
       }
     }
   }

@@ -322,6 +322,36 @@ TEST_CASE("MultiheadAttention validates its options and inputs", "[nn][mha][erro
           "(convert the input, or the module with ->to(Double))"));
 }
 
+TEST_CASE(
+    "the key/value cache appends in place and reorders beams like index_select",
+    "[nn][mha][cache]") {
+  torch::manual_seed(15);
+  tnn::MultiheadAttention attn(tnn::MultiheadAttentionOptions(16, 4).batch_first(true));
+  attn->eval();
+  torch::NoGradGuard no_grad;
+  auto x = torch::randn({3, 12, 16});
+  tnn::MultiheadAttentionCache cache;
+  for (int64_t t = 0; t < 6; ++t) {
+    attn->forward_step(x.slice(1, t, t + 1), cache);
+  }
+  // The steps appended into one buffer: key and value view it, no copy per step.
+  CHECK(cache.buffer.max_length() == 6);
+  CHECK(cache.key.data_ptr() == cache.buffer.key().data_ptr());
+  // Beam search: the same rows as index_select on a cache set by hand.
+  auto rows = torch::tensor({2, 0, 0}, torch::kLong);
+  tnn::MultiheadAttentionCache by_hand{
+      cache.key.index_select(0, rows).clone(), cache.value.index_select(0, rows).clone()};
+  cache.reorder(rows);
+  CHECK(torch::equal(cache.key, by_hand.key));
+  for (int64_t t = 6; t < 12; ++t) {
+    auto [a, wa] = attn->forward_step(x.slice(1, t, t + 1), cache);
+    auto [b, wb] = attn->forward_step(x.slice(1, t, t + 1), by_hand);
+    CHECK(torch::equal(a, b));
+  }
+  CHECK(cache.size() == 12);
+  CHECK(by_hand.size() == 12);
+}
+
 TEST_CASE("the key/value cache decodes like full recomputation over 50 steps", "[nn][mha][cache]") {
   torch::manual_seed(14);
   const int64_t B = 2, E = 16, H = 4, steps = 50, S = 7;

@@ -188,6 +188,30 @@ TEST_CASE("beam search with one beam is greedy search", "[translation]") {
   CHECK(t.translate(sentences, beam4).size() == sentences.size());
 }
 
+TEST_CASE("batched beam search gives each sentence its own search's result", "[translation]") {
+  const std::string kind = GENERATE("gru", "transformer");
+  TempDir dir("beam_batch_" + kind);
+  write_toy_corpus(dir.path, 300, 4);
+  TrainConfig c = toy_config(dir.path, kind);
+  train(c);
+  const Translator t = load_translator(c.out_dir);
+  // Same-length sentences (the translator batches those), beams finishing at different steps.
+  const std::vector<std::string> sentences = {
+      "red cat sees dog", "tom likes big mary", "blue dog sees tom", "small cat likes cat"};
+  std::vector<torch::Tensor> rows;
+  for (const auto& s : sentences)
+    rows.push_back(torch::tensor(t.src_vocab.encode(tokenize(s)), torch::kLong));
+  const auto batch = beam_search_batch(*t.model, torch::stack(rows), 4, 40, 1.0, true);
+  REQUIRE(batch.size() == sentences.size());
+  for (size_t i = 0; i < sentences.size(); ++i) {
+    INFO(sentences[i]);
+    const Hypothesis alone = beam_search(*t.model, rows[i].unsqueeze(0), 4, 40, 1.0, true);
+    CHECK(batch[i].tokens == alone.tokens);
+    CHECK(std::abs(batch[i].log_prob - alone.log_prob) < 1e-4);
+    CHECK(batch[i].attention.sizes() == alone.attention.sizes());
+  }
+}
+
 TEST_CASE("broken model directories give clear errors", "[translation]") {
   TempDir dir("broken");
   write_toy_corpus(dir.path, 100, 5);

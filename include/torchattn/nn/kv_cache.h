@@ -31,7 +31,8 @@ namespace torchattn::nn {
 class KVCache {
  public:
   /// `capacity`: positions reserved at the first append (it doubles when needed). Default: 256.
-  explicit KVCache(int64_t capacity = 256);
+  explicit KVCache(int64_t capacity);
+  KVCache() : KVCache(256) {}
 
   /// Appends key [B, H_kv, T, E] and value [B, H_kv, T, Ev] at each row's length: row b takes
   /// the first counts[b] of the T new positions (int64 [B], each in [0, T]; default all T).

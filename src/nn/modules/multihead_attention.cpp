@@ -204,6 +204,22 @@ void MultiheadAttentionImpl::check_cache(
       v.size(2), "; expected the same");
 }
 
+void MultiheadAttentionCache::reorder(const torch::Tensor& rows) {
+  if (!key.defined()) {
+    return;
+  }
+  const bool in_buffer = !buffer.empty() && buffer.max_length() == key.size(2) &&
+                         buffer.key().data_ptr() == key.data_ptr();
+  if (is_static || !in_buffer) {
+    key = key.index_select(0, rows.to(key.device()));
+    value = value.index_select(0, rows.to(value.device()));
+    return;
+  }
+  buffer.reorder(rows);
+  key = buffer.key();
+  value = buffer.value();
+}
+
 std::tuple<torch::Tensor, torch::Tensor> MultiheadAttentionImpl::forward_step(
     const torch::Tensor& query, MultiheadAttentionCache& cache,
     const torch::Tensor& key_padding_mask, bool need_weights, bool average_attn_weights) {
@@ -227,10 +243,31 @@ std::tuple<torch::Tensor, torch::Tensor> MultiheadAttentionImpl::forward_step(
   if (!cache.is_static) {
     auto k = project(x, 1), v = project(x, 2);
     const int64_t past = cache.size();
-    cache.key = past == 0 ? k : torch::cat({cache.key, k}, 2);
-    cache.value = past == 0 ? v : torch::cat({cache.value, v}, 2);
-    // Step query i sits at position past + i and may not see later positions.
-    mask = detail::causal_masked(t, past + t, /*offset=*/past, x.options());
+    auto& buffer = cache.buffer;
+    if (torch::GradMode::is_enabled() && (k.requires_grad() || v.requires_grad())) {
+      // Differentiable steps: concatenate, so that gradients reach every earlier step.
+      buffer.clear();
+      cache.key = past == 0 ? k : torch::cat({cache.key, k}, 2);
+      cache.value = past == 0 ? v : torch::cat({cache.value, v}, 2);
+    } else {
+      const bool in_buffer = past > 0 && !buffer.empty() && buffer.max_length() == past &&
+                             buffer.key().data_ptr() == cache.key.data_ptr() &&
+                             buffer.value().data_ptr() == cache.value.data_ptr();
+      if (!in_buffer) { // a new cache, or key and value set by hand
+        buffer.clear();
+        if (past > 0) {
+          buffer.append(cache.key, cache.value);
+        }
+      }
+      buffer.append(k, v);
+      cache.key = buffer.key();
+      cache.value = buffer.value();
+    }
+    // Step query i sits at position past + i and may not see later positions. One query sees
+    // them all: without a mask it goes to the decoding kernel.
+    if (t > 1) {
+      mask = detail::causal_masked(t, past + t, /*offset=*/past, x.options());
+    }
   }
   TORCH_CHECK(cache.size() > 0, fn, ": the cache is empty; use project_memory for cross-attention");
   torch::Tensor kpm = key_padding_mask;

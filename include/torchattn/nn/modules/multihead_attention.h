@@ -1,6 +1,7 @@
 #pragma once
 
 #include <torchattn/nn/functional/multihead_attention.h>
+#include <torchattn/nn/kv_cache.h>
 #include <torchattn/nn/options/multihead_attention.h>
 
 #include <torch/nn/cloneable.h>
@@ -20,6 +21,12 @@ namespace torchattn::nn {
 /// each decoder step appends its own (self-attention), or a memory is projected once and
 /// reused (cross-attention, `is_static`). Shapes [B, H, S, head_dim].
 ///
+/// A self-attention cache appends into `buffer` (a KVCache: preallocated, its capacity
+/// doubling, so a step copies only its own keys and values), and `key` and `value` are views
+/// of it. Setting `key` and `value` by hand still works: a step that finds them changed
+/// starts the buffer again from them. For beam search use reorder(), which copies only the
+/// rows that change.
+///
 /// Example:
 /// ```
 /// torchattn::nn::MultiheadAttentionCache self_cache;
@@ -34,8 +41,12 @@ struct MultiheadAttentionCache {
   torch::Tensor value;
   /// A projected memory: forward_step attends to it and never appends.
   bool is_static = false;
+  /// Where a self-attention cache's steps append; key and value view it.
+  KVCache buffer{};
   /// The number of cached positions S.
   int64_t size() const { return key.defined() ? key.size(2) : 0; }
+  /// Beam search: row b becomes what row rows[b] was (int64 [B']).
+  void reorder(const torch::Tensor& rows);
 };
 
 /// Multi-head attention with the parameters, state-dict names, initialisation and forward
