@@ -14,9 +14,10 @@ namespace torchattn::ops::cpu {
 namespace CPU_CAPABILITY {
 namespace {
 
-// Keys per block: the block's key and value rows stay in L1 (32 rows x E = 128 floats x 2 =
-// 32 KiB) while every query row of the group reads them.
-constexpr int64_t kDecodeKeys = 32;
+// Keys per block: the block's key and value rows (64 x E = 128 floats x 2 = 64 KiB) stay in
+// L2 while every query row of the group reads them. Against PyTorch 2.6's sdpa in one run
+// (H = 32, Lk = 32768), 64 read 4-10% faster than 32 and as fast as 128.
+constexpr int64_t kDecodeKeys = 64;
 // Query rows scored together: their accumulators and one key vector stay in registers.
 constexpr int64_t kDecodeRows = 4;
 
