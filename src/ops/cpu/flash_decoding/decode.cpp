@@ -26,9 +26,9 @@ namespace {
 // fewest keys worth an item of its own (merging costs a row of Ev per item).
 constexpr int64_t kItemsPerThread = 4;
 constexpr int64_t kMinChunk = 256;
-// How many blocks ahead of the one being computed the cache rows are prefetched (128 keys,
-// 128 KiB of keys and values: far enough for memory's latency, near enough for L2).
-constexpr int64_t kPrefetchBlocks = 2;
+// How many rows ahead of the one being read each stream prefetches (64 KiB of keys or values:
+// far enough for memory's latency, near enough for L2).
+constexpr int64_t kPrefetchRows = 128;
 
 /// One work item: keys [begin, end) of the kv head `group` (b * H_kv + g).
 struct Item {
@@ -90,7 +90,7 @@ void split_items(Decode<T>& d) {
   for (int64_t group = 0; group < groups; ++group) {
     const int64_t b = group / d.Hkv, span = std::max<int64_t>(0, hi[b] - lo[b]);
     const int64_t n = (span + chunk - 1) / chunk;
-    const int64_t step = n == 0 ? 0 : round_up((span + n - 1) / n, kDecodeKeys);
+    const int64_t step = n == 0 ? 0 : round_up((span + n - 1) / n, 64);
     for (int64_t begin = lo[b]; begin < hi[b]; begin += step) {
       d.items.push_back({group, begin, std::min(hi[b], begin + step)});
     }
@@ -109,19 +109,20 @@ void softmax_block(Decode<T>& d, const Item& it, int64_t item, int64_t j0, int64
   using Vec = Vectorized<T>;
   constexpr int64_t W = Vec::size();
   const int64_t b = it.group / d.Hkv;
+  const int64_t nv = round_up(nb, W); // the block's scores in whole vectors
   for (int64_t r = 0; r < d.R; ++r) {
     T* sr = s + r * kDecodeKeys;
     const int64_t i = r % d.Lq;
     const int64_t lo = std::clamp<int64_t>(d.first[b * d.Lq + i] - j0, 0, nb);
     const int64_t hi = std::clamp<int64_t>(d.end[b * d.Lq + i] - j0, lo, nb);
     std::fill(sr, sr + lo, neg_inf<T>());
-    std::fill(sr + hi, sr + kDecodeKeys, neg_inf<T>());
+    std::fill(sr + hi, sr + nv, neg_inf<T>());
     if (lo == hi) {
-      std::fill(sr, sr + kDecodeKeys, T(0));
+      std::fill(sr, sr + nv, T(0));
       continue;
     }
     Vec bm(neg_inf<T>());
-    for (int64_t j = 0; j < kDecodeKeys; j += W) {
+    for (int64_t j = 0; j < nv; j += W) {
       bm = max_fast(bm, Vec::loadu(sr + j));
     }
     T& m = d.max[item * d.R + r];
@@ -132,7 +133,7 @@ void softmax_block(Decode<T>& d, const Item& it, int64_t item, int64_t j0, int64
       if (std::any_of(sr + lo, sr + hi, [](T x) { return std::isnan(x); })) {
         l = std::numeric_limits<T>::quiet_NaN();
       }
-      std::fill(sr, sr + kDecodeKeys, T(0));
+      std::fill(sr, sr + nv, T(0));
       continue;
     }
     if (m_new > m) {
@@ -145,7 +146,7 @@ void softmax_block(Decode<T>& d, const Item& it, int64_t item, int64_t j0, int64
       m = m_new;
     }
     Vec total(T(0));
-    for (int64_t j = 0; j < kDecodeKeys; j += W) {
+    for (int64_t j = 0; j < nv; j += W) {
       const Vec p = exp_minus(Vec::loadu(sr + j), Vec(m));
       p.store(sr + j);
       total = total + p;
@@ -165,13 +166,11 @@ void decode_item(Decode<T>& d, int64_t item, T* s) {
   T* acc = d.acc.data() + item * d.R * d.Evp;
   for (int64_t j0 = it.begin; j0 < it.end; j0 += kDecodeKeys) {
     const int64_t nb = std::min(kDecodeKeys, it.end - j0);
-    const int64_t ahead = j0 + kPrefetchBlocks * kDecodeKeys;
-    Prefetch<T> pk, pv;
-    if (ahead < it.end) {
-      const int64_t n = std::min(kDecodeKeys, it.end - ahead);
-      pk = {k + ahead * d.k_sl, d.k_sl, n, d.E * int64_t(sizeof(T))};
-      pv = {v + ahead * d.v_sl, d.v_sl, n, d.Ev * int64_t(sizeof(T))};
-    }
+    // Row j of the block prefetches row j + kPrefetchRows of its stream.
+    const int64_t ahead = j0 + kPrefetchRows;
+    const int64_t n_ahead = std::clamp<int64_t>(it.end - ahead, 0, nb);
+    const Prefetch<T> pk{k + ahead * d.k_sl, d.k_sl, n_ahead, d.E * int64_t(sizeof(T))};
+    const Prefetch<T> pv{v + ahead * d.v_sl, d.v_sl, n_ahead, d.Ev * int64_t(sizeof(T))};
     // The first run of rows prefetches. (Not `r0 == 0 ? pk : none` in the lambda: GCC 12
     // loses the conditional's value there and drops the prefetches.)
     for_row_runs(d.R, [&](int64_t r0, auto rows) {

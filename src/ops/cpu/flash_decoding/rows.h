@@ -14,10 +14,11 @@ namespace torchattn::ops::cpu {
 namespace CPU_CAPABILITY {
 namespace {
 
-// Keys per block: the block's key and value rows (64 x E = 128 floats x 2 = 64 KiB) stay in
-// L2 while every query row of the group reads them. Against PyTorch 2.6's sdpa in one run
-// (H = 32, Lk = 32768), 64 read 4-10% faster than 32 and as fast as 128.
-constexpr int64_t kDecodeKeys = 64;
+// Keys per block. A block's keys are read as one stream, then its values as another: 1024 rows
+// of 512 bytes each before switching. Blocks of 32 or 64 keys, alternating between the two
+// streams every 16-32 KiB, read the cache about 25% slower (a loop that only loads showed the
+// same). Scores of a block: 4 KiB per query row.
+constexpr int64_t kDecodeKeys = 1024;
 // Query rows scored together: their accumulators and one key vector stay in registers.
 constexpr int64_t kDecodeRows = 4;
 
