@@ -3,10 +3,12 @@
 // pass over it:
 //   - the keys of each kv head are split into chunks, and chunks of every head are the work
 //     items of all threads, so one head (B x H_kv = 1) still uses every core;
-//   - an item reads a block of 1024 keys as one stream, then its values as another, scoring all
-//     query rows of its kv head (the H / H_kv query heads of the group times Lq) against each
-//     64-key sub-block while it is in L1, with an online softmax per block, and accumulating
-//     P V the same way: each cache row is read from memory once;
+//   - an item reads a block of 1024 keys as one stream, then its values as another, scoring
+//     all query rows of its kv head (the H / H_kv query heads of the group times Lq) against
+//     each key, with an online softmax per block, and accumulating P V the same way: each
+//     cache row is read from memory once (64-key sub-blocks, which would keep a block's rows
+//     in L1 for the second run of query rows, read 4-6% slower for one row and no faster for
+//     GQA 32/8);
 //   - the items' partial results (their running max, sum and P V) are merged per row by their
 //     logsumexp, as FlashAttention's split-KV decoding does.
 // Per-row cache lengths and query positions come from DecodeArgs (see kernel.h).
@@ -30,9 +32,6 @@ constexpr int64_t kMinChunk = 256;
 // How many rows ahead of the one being read each stream prefetches (64 KiB of keys or values:
 // far enough for memory's latency, near enough for L2).
 constexpr int64_t kPrefetchRows = 128;
-// Keys per sub-block: 64 rows of keys or values (32 KiB at E = 128) stay in L1 while every
-// run of query rows reads them.
-constexpr int64_t kSubKeys = 64;
 
 /// One work item: keys [begin, end) of the kv head `group` (b * H_kv + g).
 struct Item {
@@ -159,17 +158,6 @@ void softmax_block(Decode<T>& d, const Item& it, int64_t item, int64_t j0, int64
   }
 }
 
-/// The prefetches of n rows from `from` on: row j asks for row from + j + kPrefetchRows of the
-/// stream `base` (row stride `stride`, `cols` elements), none at or past `end`.
-template <typename T>
-Prefetch<T> prefetch_of(
-    const T* base, int64_t stride, int64_t cols, int64_t from, int64_t n, int64_t end) {
-  const int64_t ahead = from + kPrefetchRows;
-  return {
-      base + ahead * stride, stride, std::clamp<int64_t>(end - ahead, 0, n),
-      cols * int64_t(sizeof(T))};
-}
-
 /// One item: every row of its group against its keys, block by block.
 template <typename T>
 void decode_item(Decode<T>& d, int64_t item, T* s) {
@@ -181,37 +169,30 @@ void decode_item(Decode<T>& d, int64_t item, T* s) {
   T* acc = d.acc.data() + item * d.R * d.Evp;
   for (int64_t j0 = it.begin; j0 < it.end; j0 += kDecodeKeys) {
     const int64_t nb = std::min(kDecodeKeys, it.end - j0);
-    // The keys of the block, then its values, each a sequential stream; every query row of
-    // the group works on a sub-block while it is in L1.
-    for (int64_t c0 = 0; c0 < nb; c0 += kSubKeys) {
-      const int64_t nc = std::min(kSubKeys, nb - c0);
-      const auto pk = prefetch_of(k, d.k_sl, d.E, j0 + c0, nc, it.end);
-      // The first run of rows prefetches. (Not `r0 == 0 ? pk : none` in the lambda: GCC 12
-      // loses the conditional's value there and drops the prefetches.)
-      for_row_runs(d.R, [&](int64_t r0, auto rows) {
-        Prefetch<T> pf;
-        if (r0 == 0) {
-          pf = pk;
-        }
-        score_rows<T, decltype(rows)::value>(
-            q + r0 * d.Ep, d.Ep, k + (j0 + c0) * d.k_sl, d.k_sl, nc, d.E, s + r0 * kDecodeKeys + c0,
-            pf);
-      });
-    }
+    // Row j of the block prefetches row j + kPrefetchRows of its stream.
+    const int64_t ahead = j0 + kPrefetchRows;
+    const int64_t n_ahead = std::clamp<int64_t>(it.end - ahead, 0, nb);
+    const Prefetch<T> pk{k + ahead * d.k_sl, d.k_sl, n_ahead, d.E * int64_t(sizeof(T))};
+    const Prefetch<T> pv{v + ahead * d.v_sl, d.v_sl, n_ahead, d.Ev * int64_t(sizeof(T))};
+    // The first run of rows prefetches. (Not `r0 == 0 ? pk : none` in the lambda: GCC 12
+    // loses the conditional's value there and drops the prefetches.)
+    for_row_runs(d.R, [&](int64_t r0, auto rows) {
+      Prefetch<T> pf;
+      if (r0 == 0) {
+        pf = pk;
+      }
+      score_rows<T, decltype(rows)::value>(
+          q + r0 * d.Ep, d.Ep, k + j0 * d.k_sl, d.k_sl, nb, d.E, s + r0 * kDecodeKeys, pf);
+    });
     softmax_block(d, it, item, j0, nb, s);
-    for (int64_t c0 = 0; c0 < nb; c0 += kSubKeys) {
-      const int64_t nc = std::min(kSubKeys, nb - c0);
-      const auto pv = prefetch_of(v, d.v_sl, d.Ev, j0 + c0, nc, it.end);
-      for_row_runs(d.R, [&](int64_t r0, auto rows) {
-        Prefetch<T> pf;
-        if (r0 == 0) {
-          pf = pv;
-        }
-        accumulate_rows<T, decltype(rows)::value>(
-            s + r0 * kDecodeKeys + c0, v + (j0 + c0) * d.v_sl, d.v_sl, nc, d.Ev, acc + r0 * d.Evp,
-            d.Evp, pf);
-      });
-    }
+    for_row_runs(d.R, [&](int64_t r0, auto rows) {
+      Prefetch<T> pf;
+      if (r0 == 0) {
+        pf = pv;
+      }
+      accumulate_rows<T, decltype(rows)::value>(
+          s + r0 * kDecodeKeys, v + j0 * d.v_sl, d.v_sl, nb, d.Ev, acc + r0 * d.Evp, d.Evp, pf);
+    });
   }
 }
 
