@@ -180,6 +180,34 @@ TEST_CASE("small Lq in sdpa and flex_attention takes the decoding kernel", "[ops
   CHECK_THAT(dec, AllClose(tiled.detach(), 1e-5, 1e-5));
 }
 
+TEST_CASE("decode_attention with empty dims equals the math path", "[ops][decode]") {
+  // E = 0 (scores 0: uniform weights over the keys a query sees), Lk = 0 (no key: zeros,
+  // lse -inf), Ev = 0 and Lq = 0.
+  for (auto [Lq, Lk, E, Ev] : std::vector<std::array<int64_t, 4>>{
+           {2, 30, 0, 8}, {2, 0, 8, 8}, {2, 30, 8, 0}, {0, 30, 8, 8}}) {
+    INFO("Lq=" << Lq << " Lk=" << Lk << " E=" << E << " Ev=" << Ev);
+    auto q = torch::randn({2, 4, Lq, E}, torch::kDouble);
+    auto k = torch::randn({2, 2, Lk, E}, torch::kDouble),
+         v = torch::randn({2, 2, Lk, Ev}, torch::kDouble);
+    auto len = torch::tensor({Lk, Lk / 2}, torch::kLong);
+    auto [out, lse] = torchattn::ops::decode_attention(
+        q, k, v, len, c10::nullopt, true, -1, 1.0 / std::sqrt(std::max<int64_t>(E, 1)));
+    Case c{2, 4, 2, Lq, Lk, E, Ev};
+    auto mask = dense_mask(c, len, len - Lq);
+    CHECK(out.sizes() == torch::IntArrayRef({2, 4, Lq, Ev}));
+    // Where a row sees no key: lse -inf, in any case.
+    CHECK(torch::equal(lse.isinf(), mask.logical_not().all(-1).expand({2, 4, Lq})));
+    if (E == 0) { // scores 0, uniform weights: the mean of the values seen
+      auto w = torch::ones({2, 1, Lq, Lk}, torch::kDouble).masked_fill(mask.logical_not(), 0.0);
+      auto mean = w.matmul(v.repeat_interleave(2, 1)) / w.sum(-1, true);
+      CHECK_THAT(out, AllClose(mean, 1e-12, 1e-12));
+    } else {
+      auto [ref_out, ref_lse] = reference(q, k, v, mask);
+      CHECK_THAT(out, AllClose(ref_out, 1e-12, 1e-12));
+    }
+  }
+}
+
 TEST_CASE("decode_attention with gradients takes the tiled kernel", "[ops][decode]") {
   torch::manual_seed(5);
   auto q = torch::randn({2, 4, 2, 16}, torch::kDouble).requires_grad_();

@@ -10,6 +10,8 @@
 #include <torch/library.h>
 #include <torch/torch.h>
 
+#include <limits>
+
 namespace torchattn::ops {
 
 namespace {
@@ -17,6 +19,25 @@ namespace {
 /// t itself when its last dim is contiguous (the kernel reads any other strides), else a copy.
 torch::Tensor unit_last_stride(const torch::Tensor& t) {
   return t.size(-1) <= 1 || t.stride(-1) == 1 ? t : t.contiguous();
+}
+
+/// The forward where query, key or value has no elements (E, Ev or Lk is 0), by ATen, which
+/// costs nothing at these sizes: scores are 0 where E = 0; rows with no key get zeros and
+/// lse -inf.
+std::tuple<torch::Tensor, torch::Tensor> empty_forward(
+    const torch::Tensor& query, const torch::Tensor& key, const torch::Tensor& value,
+    const c10::optional<torch::Tensor>& kv_lengths, const c10::optional<torch::Tensor>& q_start,
+    bool is_causal, int64_t window_left, double scale) {
+  const int64_t G = query.size(1) / key.size(1);
+  const auto k = key.repeat_interleave(G, 1), v = value.repeat_interleave(G, 1);
+  const auto mask =
+      torchattn::detail::decode_mask(query, key, kv_lengths, q_start, is_causal, window_left);
+  const double inf = std::numeric_limits<double>::infinity();
+  auto s = (query * scale).matmul(k.transpose(-2, -1)).masked_fill(mask.logical_not(), -inf);
+  auto lse = s.logsumexp(-1);
+  auto dead = lse.eq(-inf).unsqueeze(-1);
+  auto p = (s - lse.unsqueeze(-1).masked_fill(dead, 0.0)).exp().masked_fill(dead, 0.0);
+  return {p.matmul(v), lse};
 }
 
 std::tuple<torch::Tensor, torch::Tensor> forward_cpu(
@@ -31,8 +52,8 @@ std::tuple<torch::Tensor, torch::Tensor> forward_cpu(
   auto out =
       torch::empty({query.size(0), query.size(1), query.size(2), value.size(3)}, query.options());
   auto lse = torch::empty({query.size(0), query.size(1), query.size(2)}, query.options());
-  if (out.numel() == 0) {
-    return {out, lse.fill_(-std::numeric_limits<double>::infinity())};
+  if (out.numel() == 0 || query.numel() == 0 || key.numel() == 0) {
+    return empty_forward(query, key, value, kv_lengths, q_start, is_causal, window_left, scale);
   }
   cpu::DecodeArgs args;
   args.scale = scale;
