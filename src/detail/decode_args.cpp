@@ -1,5 +1,7 @@
 #include "detail/decode_args.h"
 
+#include <torchattn/ops/decode_attention.h>
+
 #include "detail/checks.h"
 #include "detail/flex_args.h"
 
@@ -48,6 +50,12 @@ double check_decode_args(
         "], expected lengths in [0, ", key.size(2), "] (Lk, the keys given)");
   }
   return checked.scale;
+}
+
+bool decodable(const torch::Tensor& query, const torch::Tensor& key, const torch::Tensor& value) {
+  const bool grad = torch::GradMode::is_enabled() &&
+                    (query.requires_grad() || key.requires_grad() || value.requires_grad());
+  return query.size(2) <= torchattn::ops::kDecodeMaxQueries && !grad;
 }
 
 torch::Tensor decode_mask(

@@ -18,6 +18,11 @@ double check_decode_args(
     const c10::optional<torch::Tensor>& q_start, int64_t window_left, c10::optional<double> scale,
     bool read_values = true);
 
+/// Whether a forward may take the decoding kernel, on a device it runs on: at most
+/// ops::kDecodeMaxQueries queries per head, and no gradient needed (the kernel is forward
+/// only). decode_attention, scaled_dot_product_attention and flex_attention route with it.
+bool decodable(const torch::Tensor& query, const torch::Tensor& key, const torch::Tensor& value);
+
 /// decode_attention's masks as bool [B, 1, Lq, Lk], true where a query sees a key.
 torch::Tensor decode_mask(
     const torch::Tensor& query, const torch::Tensor& key,

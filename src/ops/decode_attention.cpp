@@ -55,18 +55,6 @@ std::tuple<torch::Tensor, torch::Tensor> _decode_attention_forward(
 
 namespace {
 
-bool needs_grad(std::initializer_list<torch::Tensor> tensors) {
-  if (!torch::GradMode::is_enabled()) {
-    return false;
-  }
-  for (const auto& t : tensors) {
-    if (t.requires_grad()) {
-      return true;
-    }
-  }
-  return false;
-}
-
 std::tuple<torch::Tensor, torch::Tensor> decode_attention_composite(
     const torch::Tensor& query, const torch::Tensor& key, const torch::Tensor& value,
     const c10::optional<torch::Tensor>& kv_lengths, const c10::optional<torch::Tensor>& q_start,
@@ -77,9 +65,8 @@ std::tuple<torch::Tensor, torch::Tensor> decode_attention_composite(
   const double resolved = torchattn::detail::check_decode_args(
       fn, query, key, value, kv_lengths, q_start, window_left, scale,
       /*read_values=*/!query.is_meta());
-  const bool decoding = (query.device().is_cpu() || query.device().is_meta()) &&
-                        query.size(2) <= kDecodeMaxQueries && !needs_grad({query, key, value});
-  if (decoding) {
+  if ((query.device().is_cpu() || query.device().is_meta()) &&
+      torchattn::detail::decodable(query, key, value)) {
     return _decode_attention_forward(
         query, key, value, kv_lengths, q_start, is_causal, window_left, resolved);
   }

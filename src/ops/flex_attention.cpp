@@ -17,6 +17,7 @@
 #include <torchattn/ops/flex_attention.h>
 
 #include "detail/checks.h"
+#include "detail/decode_args.h"
 #include "detail/flex_args.h"
 #include "ops/flex_attention_params.h"
 #include "ops/registration.h"
@@ -102,13 +103,11 @@ constexpr double kInf = std::numeric_limits<double>::infinity();
 bool decodes(
     const torch::Tensor& query, const torch::Tensor& key, const torch::Tensor& value,
     const torchattn::detail::FlexArgs& a) {
-  const bool grad = torch::GradMode::is_enabled() &&
-                    (query.requires_grad() || key.requires_grad() || value.requires_grad());
   const bool plain = !a.attn_mask.defined() && !a.bias.defined() && a.window_right == -1 &&
                      !a.q_doc_ids.defined() && !a.prefix_lengths.defined() &&
                      !a.block_kinds.defined() && a.softcap == 0.0 && !a.alibi_slopes.defined() &&
                      !a.position_bias.defined();
-  return query.device().is_cpu() && query.size(2) <= kDecodeMaxQueries && !grad && plain;
+  return query.device().is_cpu() && plain && torchattn::detail::decodable(query, key, value);
 }
 
 std::tuple<torch::Tensor, torch::Tensor> flex_attention_composite(

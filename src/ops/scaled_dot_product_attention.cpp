@@ -17,6 +17,7 @@
 #include <torchattn/ops/scaled_dot_product_attention.h>
 
 #include "detail/checks.h"
+#include "detail/decode_args.h"
 #include "detail/math_attention.h"
 #include "ops/registration.h"
 
@@ -88,9 +89,8 @@ bool fused_device(const c10::Device& device) {
 bool decodes(
     const torch::Tensor& query, const torch::Tensor& key, const torch::Tensor& value,
     const torch::Tensor& mask) {
-  const bool grad = torch::GradMode::is_enabled() &&
-                    (query.requires_grad() || key.requires_grad() || value.requires_grad());
-  return query.device().is_cpu() && query.size(2) <= kDecodeMaxQueries && !mask.defined() && !grad;
+  return query.device().is_cpu() && !mask.defined() &&
+         torchattn::detail::decodable(query, key, value);
 }
 
 torch::Tensor scaled_dot_product_attention_composite(

@@ -204,13 +204,16 @@ void MultiheadAttentionImpl::check_cache(
       v.size(2), "; expected the same");
 }
 
+bool MultiheadAttentionCache::views_buffer() const {
+  return key.defined() && !buffer.empty() && buffer.max_length() == key.size(2) &&
+         buffer.key().data_ptr() == key.data_ptr() && buffer.value().data_ptr() == value.data_ptr();
+}
+
 void MultiheadAttentionCache::reorder(const torch::Tensor& rows) {
   if (!key.defined()) {
     return;
   }
-  const bool in_buffer = !buffer.empty() && buffer.max_length() == key.size(2) &&
-                         buffer.key().data_ptr() == key.data_ptr();
-  if (is_static || !in_buffer) {
+  if (is_static || !views_buffer()) {
     key = key.index_select(0, rows.to(key.device()));
     value = value.index_select(0, rows.to(value.device()));
     return;
@@ -250,10 +253,7 @@ std::tuple<torch::Tensor, torch::Tensor> MultiheadAttentionImpl::forward_step(
       cache.key = past == 0 ? k : torch::cat({cache.key, k}, 2);
       cache.value = past == 0 ? v : torch::cat({cache.value, v}, 2);
     } else {
-      const bool in_buffer = past > 0 && !buffer.empty() && buffer.max_length() == past &&
-                             buffer.key().data_ptr() == cache.key.data_ptr() &&
-                             buffer.value().data_ptr() == cache.value.data_ptr();
-      if (!in_buffer) { // a new cache, or key and value set by hand
+      if (!cache.views_buffer()) { // a new cache, or key and value set by hand
         buffer.clear();
         if (past > 0) {
           buffer.append(cache.key, cache.value);

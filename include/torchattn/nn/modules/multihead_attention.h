@@ -47,6 +47,8 @@ struct MultiheadAttentionCache {
   int64_t size() const { return key.defined() ? key.size(2) : 0; }
   /// Beam search: row b becomes what row rows[b] was (int64 [B']).
   void reorder(const torch::Tensor& rows);
+  /// Whether key and value are the views of `buffer` (not set by hand since a step).
+  bool views_buffer() const;
 };
 
 /// Multi-head attention with the parameters, state-dict names, initialisation and forward
