@@ -35,6 +35,52 @@ void check_like(
       query.device(), " like query");
 }
 
+torch::ScalarType stats_dtype(torch::ScalarType dtype) {
+  return dtype == torch::kBFloat16 || dtype == torch::kHalf ? torch::kFloat : dtype;
+}
+
+void check_fused_dtype(const char* fn, const char* name, const torch::Tensor& t) {
+  const auto dt = t.scalar_type();
+  TORCH_CHECK(
+      dt == torch::kFloat || dt == torch::kDouble || dt == torch::kBFloat16 || dt == torch::kHalf,
+      fn, ": ", name, " has dtype ", dt, ", expected Float, Double, BFloat16 or Half");
+}
+
+void check_output_like(
+    const char* fn, const char* name, const torch::Tensor& t, const torch::Tensor& query,
+    torch::IntArrayRef shape) {
+  TORCH_CHECK(t.defined(), fn, ": ", name, " is undefined, expected ", shape_str(shape));
+  const auto dtype = query.scalar_type(), wide = stats_dtype(dtype);
+  TORCH_CHECK(
+      t.sizes() == shape && (t.scalar_type() == dtype || t.scalar_type() == wide), fn, ": ", name,
+      " has shape ", shape_str(t.sizes()), " and dtype ", t.scalar_type(), ", expected ",
+      shape_str(shape), " and ", dtype, dtype == wide ? std::string() : c10::str(" or ", wide));
+  TORCH_CHECK(
+      t.device() == query.device(), fn, ": ", name, " is on ", t.device(), ", expected ",
+      query.device(), " like query");
+}
+
+void check_softmax_stats_shape(
+    const char* fn, const torch::Tensor& row_max, const torch::Tensor& row_log_sum,
+    const torch::Tensor& query) {
+  const auto stats_shape = query.sizes().slice(0, 3);
+  const auto dtype = stats_dtype(query.scalar_type());
+  for (const auto& [name, t] :
+       {std::pair<const char*, const torch::Tensor&>{"row_max", row_max},
+        {"row_log_sum", row_log_sum}}) {
+    TORCH_CHECK(
+        t.defined(), fn, ": ", name, " is undefined, expected [B, H, Lq] from the forward op");
+    TORCH_CHECK(
+        t.sizes() == stats_shape && t.scalar_type() == dtype && t.is_contiguous(), fn, ": ", name,
+        " has shape ", shape_str(t.sizes()), " and dtype ", t.scalar_type(),
+        ", expected a contiguous ", shape_str(stats_shape), " ", dtype,
+        " tensor from the forward op");
+    TORCH_CHECK(
+        t.device() == query.device(), fn, ": ", name, " is on ", t.device(), ", expected ",
+        query.device(), " like query");
+  }
+}
+
 void check_like_parameters(
     const char* fn, const char* name, const torch::Tensor& t, const torch::Tensor& like) {
   TORCH_CHECK(
@@ -75,8 +121,8 @@ void check_dropout(const char* fn, const char* name, double p) {
 namespace {
 
 /// Which dtypes an operand may have: any floating dtype (the functionals' math path), or the
-/// fused kernels' float32 and float64.
-enum class Dtypes { Floating, FloatOrDouble };
+/// fused kernels' float32, float64, bfloat16 and float16.
+enum class Dtypes { Floating, Fused };
 
 /// An operand: defined, `dims` dims exactly (`exact_dims`) or at least, of `dtypes`. `layout`
 /// names its dims in messages, e.g. "[B, H, Lq, E]".
@@ -89,23 +135,13 @@ void check_operand(
   TORCH_CHECK(
       exact_dims ? t.dim() == dims : t.dim() >= dims, fn, ": ", name, " has ", t.dim(), " dims ",
       shape_str(t.sizes()), ", expected ", exact_dims ? "" : "at least ", dims, " ", layout);
-  if (dtypes == Dtypes::FloatOrDouble) {
-    TORCH_CHECK(
-        t.scalar_type() == torch::kFloat || t.scalar_type() == torch::kDouble, fn, ": ", name,
-        " has dtype ", t.scalar_type(), ", expected Float or Double");
+  if (dtypes == Dtypes::Fused) {
+    check_fused_dtype(fn, name, t);
     return;
   }
   TORCH_CHECK(
       t.is_floating_point(), fn, ": ", name, " has dtype ", t.scalar_type(),
       ", expected a floating dtype");
-#if TORCH_VERSION_MAJOR < 2
-  // LibTorch 1.x has no CPU kernels for Half matmul, softmax or tanh.
-  TORCH_CHECK(
-      !(t.scalar_type() == torch::kHalf && t.device().is_cpu()), fn, ": ", name,
-      " has dtype Half, which LibTorch ", TORCH_VERSION,
-      " cannot multiply on the CPU; expected Float, Double or BFloat16 (Half needs LibTorch 2.x "
-      "or another device)");
-#endif
 }
 
 // Broadcasts the leading (batch/head) dims of two tensors, or reports which ones clash.
@@ -222,7 +258,7 @@ std::tuple<torch::Tensor, double> check_sdpa_args(
        {std::tuple<const char*, const torch::Tensor&, const char*>{"query", query, "[B, H, Lq, E]"},
         {"key", key, "[B, H, Lk, E]"},
         {"value", value, "[B, H, Lk, Ev]"}}) {
-    check_operand(fn, name, t, layout, 4, /*exact_dims=*/true, Dtypes::FloatOrDouble);
+    check_operand(fn, name, t, layout, 4, /*exact_dims=*/true, Dtypes::Fused);
     check_like(fn, name, t, query);
   }
   const int64_t B = query.size(0), H = query.size(1), Lq = query.size(2), E = query.size(3);
@@ -255,29 +291,9 @@ std::tuple<torch::Tensor, double> check_sdpa_backward_args(
     const torch::Tensor& row_max, const torch::Tensor& row_log_sum, double scale) {
   auto checked = check_sdpa_args(fn, query, key, value, attn_mask, /*dropout_p=*/0.0, scale);
   const std::vector<int64_t> out_shape{query.size(0), query.size(1), query.size(2), value.size(3)};
-  for (const auto& [name, t] :
-       {std::pair<const char*, const torch::Tensor&>{"grad_output", grad_output},
-        {"output", output}}) {
-    TORCH_CHECK(t.defined(), fn, ": ", name, " is undefined, expected ", shape_str(out_shape));
-    TORCH_CHECK(
-        t.sizes() == torch::IntArrayRef(out_shape) && t.scalar_type() == query.scalar_type(), fn,
-        ": ", name, " has shape ", shape_str(t.sizes()), " and dtype ", t.scalar_type(),
-        ", expected ", shape_str(out_shape), " and ", query.scalar_type());
-    check_like(fn, name, t, query);
-  }
-  const auto stats_shape = query.sizes().slice(0, 3);
-  for (const auto& [name, t] :
-       {std::pair<const char*, const torch::Tensor&>{"row_max", row_max},
-        {"row_log_sum", row_log_sum}}) {
-    TORCH_CHECK(
-        t.defined(), fn, ": ", name, " is undefined, expected [B, H, Lq] from the forward op");
-    TORCH_CHECK(
-        t.sizes() == stats_shape && t.scalar_type() == query.scalar_type() && t.is_contiguous(), fn,
-        ": ", name, " has shape ", shape_str(t.sizes()), " and dtype ", t.scalar_type(),
-        ", expected a contiguous ", shape_str(stats_shape), " ", query.scalar_type(),
-        " tensor from the forward op");
-    check_like(fn, name, t, query);
-  }
+  check_output_like(fn, "grad_output", grad_output, query, out_shape);
+  check_output_like(fn, "output", output, query, out_shape);
+  check_softmax_stats_shape(fn, row_max, row_log_sum, query);
   return checked;
 }
 
@@ -287,7 +303,7 @@ void check_additive_args(
   for (const auto& [name, t, desc] :
        {std::tuple<const char*, const torch::Tensor&, const char*>{"query", query, "[..., Lq, D]"},
         {"key", key, "[..., Lk, D]"}}) {
-    check_operand(fn, name, t, desc, 2, /*exact_dims=*/false, Dtypes::FloatOrDouble);
+    check_operand(fn, name, t, desc, 2, /*exact_dims=*/false, Dtypes::Fused);
   }
   check_like(fn, "key", key, query);
   const int64_t D = query.size(-1);

@@ -27,6 +27,27 @@ bool broadcastable(torch::IntArrayRef shape, torch::IntArrayRef target);
 void check_like(
     const char* fn, const char* name, const torch::Tensor& t, const torch::Tensor& query);
 
+/// The dtype of the softmax statistics (row max, log-sum, logsumexp) for inputs of `dtype`:
+/// float32 for bfloat16 and float16, else `dtype` itself.
+torch::ScalarType stats_dtype(torch::ScalarType dtype);
+
+/// Checks that an operand of a fused op has a dtype its kernels compute: Float, Double,
+/// BFloat16 or Half.
+void check_fused_dtype(const char* fn, const char* name, const torch::Tensor& t);
+
+/// Checks an output-shaped tensor a backward op is given (grad_output, output): `shape`, on
+/// query's device, in query's dtype or stats_dtype(query) (a forward op's float32 output for
+/// bfloat16 and float16 inputs).
+void check_output_like(
+    const char* fn, const char* name, const torch::Tensor& t, const torch::Tensor& query,
+    torch::IntArrayRef shape);
+
+/// Checks the softmax statistics a backward op is given: contiguous [B, H, Lq] in
+/// stats_dtype(query), on query's device.
+void check_softmax_stats_shape(
+    const char* fn, const torch::Tensor& row_max, const torch::Tensor& row_log_sum,
+    const torch::Tensor& query);
+
 /// Checks that a module's input has the dtype and device of its parameters (`like`).
 void check_like_parameters(
     const char* fn, const char* name, const torch::Tensor& t, const torch::Tensor& like);

@@ -1,4 +1,5 @@
 #include "detail/flex_args.h"
+#include "detail/compat.h"
 
 #include "detail/checks.h"
 
@@ -44,9 +45,7 @@ void check_qkv(
     TORCH_CHECK(
         t.dim() == 4, fn, ": ", name, " has ", t.dim(), " dims ", shape_str(t.sizes()),
         ", expected 4 ", layout);
-    TORCH_CHECK(
-        t.scalar_type() == torch::kFloat || t.scalar_type() == torch::kDouble, fn, ": ", name,
-        " has dtype ", t.scalar_type(), ", expected Float or Double");
+    check_fused_dtype(fn, name, t);
     check_like(fn, name, t, query);
   }
   const int64_t B = query.size(0), H = query.size(1), E = query.size(3), Hkv = key.size(1);
@@ -240,28 +239,9 @@ CheckedFlex check_flex_backward_args(
     double scale) {
   auto c = check_flex_args(fn, query, key, value, args, scale, /*enable_gqa=*/true);
   const std::vector<int64_t> out_shape{query.size(0), query.size(1), query.size(2), value.size(3)};
-  for (const auto& [name, t] :
-       {std::pair<const char*, const torch::Tensor&>{"grad_output", grad_output},
-        {"output", output}}) {
-    TORCH_CHECK(
-        t.defined() && t.sizes() == torch::IntArrayRef(out_shape) &&
-            t.scalar_type() == query.scalar_type(),
-        fn, ": ", name, " has shape ", t.defined() ? shape_str(t.sizes()) : "undefined",
-        ", expected ", shape_str(out_shape), " ", query.scalar_type());
-    check_like(fn, name, t, query);
-  }
-  const auto stats = query.sizes().slice(0, 3);
-  for (const auto& [name, t] :
-       {std::pair<const char*, const torch::Tensor&>{"row_max", row_max},
-        {"row_log_sum", row_log_sum}}) {
-    TORCH_CHECK(
-        t.defined() && t.sizes() == stats && t.scalar_type() == query.scalar_type() &&
-            t.is_contiguous(),
-        fn, ": ", name, " has shape ", t.defined() ? shape_str(t.sizes()) : "undefined",
-        ", expected a contiguous ", shape_str(stats), " ", query.scalar_type(),
-        " tensor from the forward op");
-    check_like(fn, name, t, query);
-  }
+  check_output_like(fn, "grad_output", grad_output, query, out_shape);
+  check_output_like(fn, "output", output, query, out_shape);
+  check_softmax_stats_shape(fn, row_max, row_log_sum, query);
   return c;
 }
 
@@ -317,9 +297,9 @@ torch::Tensor flex_scores(
   // query_rows [B, H, R, E], key [B, H_kv, Lk, E] -> scores [B, H, R, Lk]
   const int64_t H = query_rows.size(1), Lk = key.size(2);
   auto k = key.size(1) == H ? key : key.repeat_interleave(H / key.size(1), 1);
-  auto s = (query_rows * c.scale).matmul(k.transpose(-2, -1));
+  auto s = detail::matmul(query_rows * c.scale, k.transpose(-2, -1));
   if (a.softcap > 0) {
-    s = torch::tanh(s / a.softcap) * a.softcap;
+    s = detail::tanh(s / a.softcap) * a.softcap;
   }
   auto d = torch::arange(Lk, rows.options()).view({1, -1}) - rows.view({-1, 1}); // j - i
   if (a.alibi_slopes.defined()) {
@@ -352,9 +332,9 @@ std::tuple<torch::Tensor, torch::Tensor, torch::Tensor> math_flex_attention(
   // before the softmax (its backward stays finite) and zero weights after.
   auto dead = s.eq(-kInf).all(-1, /*keepdim=*/true);
   auto safe = s.masked_fill(dead, 0.0);
-  auto weights = torch::softmax(safe, -1).masked_fill(dead, 0.0);
-  auto lse = torch::logsumexp(safe, -1, /*keepdim=*/true).masked_fill(dead, -kInf).squeeze(-1);
-  return {weights.matmul(v), lse, weights};
+  auto weights = detail::softmax(safe, -1).masked_fill(dead, 0.0);
+  auto lse = detail::logsumexp(safe, -1, /*keepdim=*/true).masked_fill(dead, -kInf).squeeze(-1);
+  return {detail::matmul(weights, v), lse, weights};
 }
 
 } // namespace torchattn::detail

@@ -1,4 +1,5 @@
 #include "detail/math_attention.h"
+#include "detail/compat.h"
 
 #include <torch/torch.h>
 
@@ -91,14 +92,14 @@ std::tuple<torch::Tensor, torch::Tensor> softmax_attend(
     // reach the gradients too. Such rows get finite scores before the softmax (so its
     // backward stays finite) and zero weights after it (so the gradient into them is zero).
     auto dead = scores.eq(-kInf).all(-1, /*keepdim=*/true);
-    weights = torch::softmax(scores.masked_fill(dead, 0.0), -1).masked_fill(dead, 0.0);
+    weights = detail::softmax(scores.masked_fill(dead, 0.0), -1).masked_fill(dead, 0.0);
   } else {
-    weights = torch::softmax(scores, -1);
+    weights = detail::softmax(scores, -1);
   }
   if (masks.dropout_p > 0.0) {
     weights = torch::dropout(weights, masks.dropout_p, /*train=*/true);
   }
-  auto out = weights.matmul(value);
+  auto out = detail::matmul(weights, value);
   if (!masks.need_weights) {
     weights = torch::Tensor();
   }
@@ -112,7 +113,7 @@ torch::Tensor math_scaled_dot_product_attention(
   const torch::Tensor no_padding;
   const MaskArgs masks{mask4d, no_padding, is_causal, dropout_p, /*need_weights=*/false};
   // Scaling q (Lq x E) costs less than scaling the scores (Lq x Lk).
-  auto scores = (query * scale).matmul(key.transpose(-2, -1));
+  auto scores = detail::matmul(query * scale, key.transpose(-2, -1));
   return std::get<0>(softmax_attend(std::move(scores), value, masks));
 }
 

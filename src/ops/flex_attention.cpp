@@ -146,7 +146,8 @@ std::tuple<torch::Tensor, torch::Tensor> flex_attention_composite(
       window_left, window_right, q_doc_ids, kv_doc_ids, prefix_lengths, block_kinds, block_index,
       block_masks, softcap, alibi_slopes, position_bias, position_buckets, checked.scale);
   auto lse = (row_max + row_log_sum).masked_fill(row_max.eq(-kInf), -kInf);
-  return {out, lse};
+  // bfloat16 and float16: the float32 output rounded once, here.
+  return {out.to(query.scalar_type()), lse};
 }
 
 torch::Tensor flex_attention_weights_composite(
@@ -162,11 +163,11 @@ torch::Tensor flex_attention_weights_composite(
   const int64_t Lq = query.size(2);
   TORCH_CHECK(
       lse.defined() && lse.sizes() == query.sizes().slice(0, 3) &&
-          lse.scalar_type() == query.scalar_type(),
+          lse.scalar_type() == torchattn::detail::stats_dtype(query.scalar_type()),
       fn, ": lse has shape ",
       lse.defined() ? torchattn::detail::shape_str(lse.sizes()) : "undefined", ", expected ",
-      torchattn::detail::shape_str(query.sizes().slice(0, 3)), " ", query.scalar_type(),
-      " from flex_attention");
+      torchattn::detail::shape_str(query.sizes().slice(0, 3)), " ",
+      torchattn::detail::stats_dtype(query.scalar_type()), " from flex_attention");
   TORCH_CHECK(
       rows.defined() && rows.dim() == 1 && rows.scalar_type() == torch::kLong, fn,
       ": rows has shape ",
@@ -179,7 +180,10 @@ torch::Tensor flex_attention_weights_composite(
       torchattn::detail::flex_scores(query.index_select(2, rows), rows, key, Lq, args, checked);
   auto l = lse.index_select(2, rows).unsqueeze(-1);
   // exp(s - lse) is the softmax where the row has a key; a row with none has weights 0.
-  return (s - l.masked_fill(l.eq(-kInf), 0.0)).exp().masked_fill(l.eq(-kInf), 0.0);
+  return (s - l.masked_fill(l.eq(-kInf), 0.0))
+      .exp()
+      .masked_fill(l.eq(-kInf), 0.0)
+      .to(query.scalar_type());
 }
 
 } // namespace

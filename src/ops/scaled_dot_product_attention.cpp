@@ -115,8 +115,10 @@ torch::Tensor scaled_dot_product_attention_composite(
     return std::get<0>(_decode_attention_forward(
         query, key, value, c10::nullopt, start, is_causal, /*window_left=*/-1, resolved));
   }
-  return std::get<0>(
-      _scaled_dot_product_attention_forward(query, key, value, attn_mask, is_causal, resolved));
+  // bfloat16 and float16: the float32 output rounded once, here.
+  return std::get<0>(_scaled_dot_product_attention_forward(
+                         query, key, value, attn_mask, is_causal, resolved))
+      .to(query.scalar_type());
 }
 
 } // namespace

@@ -179,8 +179,8 @@ TEST_CASE("the additive score op validates its arguments", "[ops][additive][erro
           fn +
           "key has shape [5, 8], expected [..., Lk, 8] with the leading dims of query [2, 3, 8]"));
   CHECK_THROWS_WITH(
-      torchattn::ops::additive_attention_scores(q.to(torch::kHalf), k, w),
-      ContainsSubstring(fn + "query has dtype Half, expected Float or Double"));
+      torchattn::ops::additive_attention_scores(q.to(torch::kInt), k, w),
+      ContainsSubstring(fn + "query has dtype Int, expected Float, Double, BFloat16 or Half"));
   CHECK_THROWS_WITH(
       torchattn::ops::additive_attention_scores(q, k.to(torch::kDouble), w),
       ContainsSubstring(fn + "key has dtype Double, expected Float like query"));

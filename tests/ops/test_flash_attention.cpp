@@ -347,7 +347,7 @@ TEST_CASE("the op validates its arguments", "[ops][errors]") {
           fn + "value has shape [2, 3, 4, 6], expected [2, 3, 5, Ev] [B, H, Lk, Ev]"));
   CHECK_THROWS_WITH(
       torchattn::ops::scaled_dot_product_attention(q.to(torch::kInt), k, v),
-      ContainsSubstring(fn + "query has dtype Int, expected Float or Double"));
+      ContainsSubstring(fn + "query has dtype Int, expected Float, Double, BFloat16 or Half"));
   CHECK_THROWS_WITH(
       torchattn::ops::scaled_dot_product_attention(q, k.to(torch::kDouble), v),
       ContainsSubstring(fn + "key has dtype Double, expected Float like query"));

@@ -126,8 +126,8 @@ TEST_CASE("flex_attention names the argument in every error", "[ops][flex][error
       }),
       ContainsSubstring("value has shape [2, 4, 8, 5], expected [2, 4, 9, Ev]"));
   CHECK_THAT(
-      error_of([&] { flex(q.to(torch::kHalf), k, v); }),
-      ContainsSubstring("query has dtype Half, expected Float or Double"));
+      error_of([&] { flex(q.to(torch::kInt), k, v); }),
+      ContainsSubstring("query has dtype Int, expected Float, Double, BFloat16 or Half"));
   // Block masks.
   auto wrong =
       F::create_block_mask([](int64_t, int64_t, int64_t, int64_t) { return true; }, 1, 1, 6, 20, 4);

@@ -16,11 +16,17 @@ using detail::MaskArgs;
 
 namespace {
 
+/// Whether the fused ops compute `dtype`: float32, float64, bfloat16 and float16.
+bool fused_dtype(torch::ScalarType dtype) {
+  return dtype == torch::kFloat || dtype == torch::kDouble || dtype == torch::kBFloat16 ||
+         dtype == torch::kHalf;
+}
+
 std::atomic<int64_t> g_math_path_max_scores{48 * 48};
 
 /// softmax(q kᵀ · scale) v by the fused op, or undefined where the op does not apply: weights
-/// requested, dropout, a mask that requires grad, more than two leading dims, a dtype other
-/// than float32/float64. On other devices, without masks, LibTorch 2.1+'s own
+/// requested, dropout, a mask that requires grad, more than two leading dims, a dtype the
+/// fused ops do not compute (see fused_dtype). On other devices, without masks, LibTorch 2.1+'s own
 /// at::scaled_dot_product_attention.
 torch::Tensor fused_attention(
     const torch::Tensor& query, const torch::Tensor& key, const torch::Tensor& value,
@@ -59,7 +65,7 @@ torch::Tensor fused_attention(
     return detail::aten_sdpa(to4d(query), to4d(key), to4d(value), masks.is_causal, scale)
         .reshape(out_shape);
   }
-  if (dtype != torch::kFloat && dtype != torch::kDouble) {
+  if (!fused_dtype(dtype)) {
     return {};
   }
   // Small score matrices cost little memory, and there the math path's few large batched
@@ -103,7 +109,7 @@ std::tuple<torch::Tensor, torch::Tensor> dot_product_attention(
       out.defined()) {
     return {out, torch::Tensor()};
   }
-  return detail::softmax_attend(query.matmul(key.transpose(-2, -1)), value, masks);
+  return detail::softmax_attend(detail::matmul(query, key.transpose(-2, -1)), value, masks);
 }
 
 std::tuple<torch::Tensor, torch::Tensor> scaled_dot_product_attention(
@@ -119,7 +125,7 @@ std::tuple<torch::Tensor, torch::Tensor> scaled_dot_product_attention(
     return {out, torch::Tensor()};
   }
   // Scaling q (Lq x E) costs less than scaling the scores (Lq x Lk).
-  return detail::softmax_attend((query * scale).matmul(key.transpose(-2, -1)), value, masks);
+  return detail::softmax_attend(detail::matmul(query * scale, key.transpose(-2, -1)), value, masks);
 }
 
 std::tuple<torch::Tensor, torch::Tensor> cosine_attention(
@@ -161,7 +167,7 @@ std::tuple<torch::Tensor, torch::Tensor> cosine_attention(
       return {out, torch::Tensor()};
     }
   }
-  auto scores = q.matmul(k.transpose(-2, -1));
+  auto scores = detail::matmul(q, k.transpose(-2, -1));
   if (tau.defined()) {
     scores = scores * tau;
   }
@@ -191,21 +197,20 @@ std::tuple<torch::Tensor, torch::Tensor> additive_attention(
   if (options.score_bias().defined()) {
     detail::check_param(fn, "score_bias", options.score_bias(), query, {1}, "[1]");
   }
-  auto q = torch::linear(query, query_weight, options.query_bias()); // [..., Lq, D]
-  auto k = torch::linear(key, key_weight, options.key_bias());       // [..., Lk, D]
-  torch::Tensor scores;                                              // [..., Lq, Lk]
+  auto q = detail::linear(query, query_weight, options.query_bias()); // [..., Lq, D]
+  auto k = detail::linear(key, key_weight, options.key_bias());       // [..., Lk, D]
+  torch::Tensor scores;                                               // [..., Lq, Lk]
   // The fused score never forms the [..., Lq, Lk, D] energies; like the fused SDPA path it is
   // taken when the weights are not returned, so need_weights(true) keeps double backward.
-  if (!masks.need_weights && q.device().is_cpu() &&
-      (q.scalar_type() == torch::kFloat || q.scalar_type() == torch::kDouble) &&
+  if (!masks.need_weights && q.device().is_cpu() && fused_dtype(q.scalar_type()) &&
       q.dim() == k.dim() && q.sizes().slice(0, q.dim() - 2) == k.sizes().slice(0, k.dim() - 2)) {
     scores = ops::additive_attention_scores(q, k, score_weight.view({d}));
     if (options.score_bias().defined()) {
       scores = scores + options.score_bias();
     }
   } else {
-    auto energy = torch::tanh(q.unsqueeze(-2) + k.unsqueeze(-3)); // [..., Lq, Lk, D]
-    scores = torch::linear(energy, score_weight, options.score_bias()).squeeze(-1);
+    auto energy = detail::tanh(q.unsqueeze(-2) + k.unsqueeze(-3)); // [..., Lq, Lk, D]
+    scores = detail::linear(energy, score_weight, options.score_bias()).squeeze(-1);
   }
   return detail::softmax_attend(std::move(scores), value, masks);
 }
@@ -221,7 +226,8 @@ std::tuple<torch::Tensor, torch::Tensor> general_attention(
   detail::check_features(fn, "key", key, "weight", weight, 1, "[Eq, Ek]");
   detail::check_param(fn, "weight", weight, query, {query.size(-1), key.size(-1)}, "[Eq, Ek]");
   // (q W) kᵀ: projecting the Lq queries is cheaper than the Lk keys in decoding (Lq = 1).
-  return detail::softmax_attend(query.matmul(weight).matmul(key.transpose(-2, -1)), value, masks);
+  return detail::softmax_attend(
+      detail::matmul(detail::matmul(query, weight), key.transpose(-2, -1)), value, masks);
 }
 
 } // namespace torchattn::nn::functional

@@ -4,6 +4,7 @@
 #include <torchattn/nn/functional/flex_attention.h>
 
 #include "detail/checks.h"
+#include "detail/compat.h"
 #include "detail/mask_args.h"
 #include "detail/math_attention.h"
 
@@ -261,7 +262,7 @@ std::tuple<torch::Tensor, torch::Tensor> attend_heads(
     mask = mask.logical_not();
   }
   auto [out, weights] = score_heads(o, q, k, v, mask, kpm);
-  out = torch::linear(
+  out = detail::linear(
       out.transpose(1, 2).reshape({b, l, h * hd}), o.out_proj_weight(), o.out_proj_bias());
   if (weights.defined() && o.average_attn_weights()) {
     weights = weights.mean(1);
@@ -275,7 +276,7 @@ torch::Tensor project_heads(
     const torch::Tensor& x, const torch::Tensor& weight, const torch::Tensor& bias,
     int64_t num_heads) {
   // x [B, L, E_in] -> [B, H, L, E / H]
-  return torch::linear(x, weight, bias)
+  return detail::linear(x, weight, bias)
       .view({x.size(0), x.size(1), num_heads, weight.size(0) / num_heads})
       .transpose(1, 2);
 }
@@ -313,7 +314,7 @@ std::tuple<torch::Tensor, torch::Tensor> multi_head_attention_forward(
         "), expected ", b, " like query ", shape_str(query.sizes()));
     if (!o.use_separate_proj_weight() && query.is_same(key) && key.is_same(value)) {
       // Self-attention: one [3E, E] matmul instead of three, as PyTorch does.
-      auto qkv = torch::linear(q_in, o.in_proj_weight(), o.in_proj_bias())
+      auto qkv = detail::linear(q_in, o.in_proj_weight(), o.in_proj_bias())
                      .view({b, l, 3, h, e / h})
                      .permute({2, 0, 3, 1, 4});
       q = qkv[0], k = qkv[1], v = qkv[2];

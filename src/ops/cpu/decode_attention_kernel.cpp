@@ -49,6 +49,16 @@ std::tuple<torch::Tensor, torch::Tensor> forward_cpu(
   torchattn::detail::check_decode_args(
       "torchattn::_decode_attention_forward", query, key, value, kv_lengths, q_start, window_left,
       scale);
+  const auto dtype = query.scalar_type();
+  if (dtype == torch::kBFloat16 || dtype == torch::kHalf) {
+    // bfloat16 and float16 in float32: the operands converted, the output rounded back, the
+    // lse float32. This reads the cache three times over (converting it, then the kernel); a
+    // kernel that reads bfloat16 itself is to come.
+    auto [out, lse] = forward_cpu(
+        query.to(torch::kFloat), key.to(torch::kFloat), value.to(torch::kFloat), kv_lengths,
+        q_start, is_causal, window_left, scale);
+    return {out.to(dtype), lse};
+  }
   auto out =
       torch::empty({query.size(0), query.size(1), query.size(2), value.size(3)}, query.options());
   auto lse = torch::empty({query.size(0), query.size(1), query.size(2)}, query.options());

@@ -4,6 +4,7 @@
 
 #include <torchattn/ops/flex_attention.h>
 
+#include "detail/checks.h"
 #include "detail/flex_args.h"
 #include "ops/cpu/flash_attention/kernel.h"
 #include "ops/flex_attention_params.h"
@@ -59,7 +60,8 @@ Tensors3 empty_forward(
     const torch::Tensor& query, const torch::Tensor& key, const torch::Tensor& value,
     const FlexArgs& a, const CheckedFlex& c) {
   auto [out, lse, weights] = torchattn::detail::math_flex_attention(query, key, value, a, c);
-  return {out, lse, lse.eq(-kInf).to(lse.scalar_type()) * -kInf};
+  const auto dtype = torchattn::detail::stats_dtype(query.scalar_type());
+  return {out.to(dtype), lse.to(dtype), lse.eq(-kInf).to(dtype) * -kInf};
 }
 
 Tensors3 forward_cpu(
@@ -73,9 +75,10 @@ Tensors3 forward_cpu(
   if (any_empty(query, key, value)) {
     return empty_forward(query, key, value, a, c);
   }
-  auto out =
-      torch::empty({query.size(0), query.size(1), query.size(2), value.size(3)}, query.options());
-  auto row_max = torch::empty({query.size(0), query.size(1), query.size(2)}, query.options());
+  // bfloat16 and float16 give their output in float32 (see _flex_attention_forward).
+  const auto opts = query.options().dtype(torchattn::detail::stats_dtype(query.scalar_type()));
+  auto out = torch::empty({query.size(0), query.size(1), query.size(2), value.size(3)}, opts);
+  auto row_max = torch::empty({query.size(0), query.size(1), query.size(2)}, opts);
   auto row_log_sum = torch::empty_like(row_max);
   TORCHATTN_CAPABILITY_KERNEL(flash_attention_forward)
   (query, key, value, c.mask4d, flash_args(a, c), out, row_max, row_log_sum);
@@ -144,7 +147,8 @@ Tensors6 backward_cpu(
   const bool want_table = modifier_grads[1] && a.position_bias.defined();
   const bool want_alibi = modifier_grads[2] && a.alibi_slopes.defined();
   if (want_bias) {
-    grads.grad_bias = torch::zeros({B, H, Lq, Lk}, query.options());
+    grads.grad_bias = torch::zeros(
+        {B, H, Lq, Lk}, query.options().dtype(torchattn::detail::stats_dtype(query.scalar_type())));
   }
   if (want_table || want_alibi) {
     grads.grad_diagonal = torch::zeros({B, H, Lq + Lk - 1}, query.options().dtype(torch::kDouble));
@@ -153,7 +157,7 @@ Tensors6 backward_cpu(
   (grad_out, query, key, value, c.mask4d, out, row_max, row_log_sum, flash_args(a, c), grads);
   torch::Tensor g_bias, g_table, g_alibi;
   if (want_bias) {
-    g_bias = grads.grad_bias.sum_to_size(a.bias.sizes());
+    g_bias = grads.grad_bias.sum_to_size(a.bias.sizes()).to(query.scalar_type());
   }
   if (want_table || want_alibi) {
     auto diag = grads.grad_diagonal.sum(0); // [H, Lq + Lk - 1], diagonal j - i = d at d + Lq - 1

@@ -20,6 +20,7 @@ namespace torchattn::ops {
 namespace {
 
 using Tensors3 = std::tuple<torch::Tensor, torch::Tensor, torch::Tensor>;
+using torchattn::detail::stats_dtype;
 constexpr double kNegInf = -std::numeric_limits<double>::infinity();
 
 bool any_empty(std::initializer_list<torch::Tensor> tensors) {
@@ -75,10 +76,9 @@ Tensors3 empty_backward(
 /// forward can produce (a row's log Σ exp(s - max) is at least 0, as the max term alone is 1;
 /// a fully masked row has both -inf). Anything else would give silently wrong gradients.
 void check_softmax_stats(
-    const char* fn, const torch::Tensor& row_max, const torch::Tensor& row_log_sum,
-    const torch::Tensor& query) {
+    const char* fn, const torch::Tensor& row_max, const torch::Tensor& row_log_sum) {
   // One pass over the rows, no temporaries: this runs on every backward.
-  AT_DISPATCH_FLOATING_TYPES(query.scalar_type(), "check_softmax_stats", [&] {
+  AT_DISPATCH_FLOATING_TYPES(row_max.scalar_type(), "check_softmax_stats", [&] {
     const scalar_t* mx = row_max.data_ptr<scalar_t>();
     const scalar_t* ls = row_log_sum.data_ptr<scalar_t>();
     const scalar_t ninf = -std::numeric_limits<scalar_t>::infinity();
@@ -106,11 +106,17 @@ Tensors3 forward_cpu(
       "torchattn::_scaled_dot_product_attention_forward", query, key, value, attn_mask,
       /*dropout_p=*/0.0, scale);
   if (any_empty({query, key, value})) {
-    return empty_forward(query, key, value, mask, is_causal, resolved);
+    // In float32 for bfloat16 and float16 (LibTorch 1.x cannot multiply Half on the CPU).
+    const auto f = [](const torch::Tensor& t) { return t.to(stats_dtype(t.scalar_type())); };
+    auto [out, row_max, row_log_sum] = empty_forward(
+        f(query), f(key), f(value), mask.is_floating_point() ? f(mask) : mask, is_causal, resolved);
+    return {out, row_max, row_log_sum};
   }
-  auto out =
-      torch::empty({query.size(0), query.size(1), query.size(2), value.size(3)}, query.options());
-  auto row_max = torch::empty({query.size(0), query.size(1), query.size(2)}, query.options());
+  // bfloat16 and float16 give their output in float32, the kernel's accumulator unrounded
+  // (see _scaled_dot_product_attention_forward).
+  const auto opts = query.options().dtype(stats_dtype(query.scalar_type()));
+  auto out = torch::empty({query.size(0), query.size(1), query.size(2), value.size(3)}, opts);
+  auto row_max = torch::empty({query.size(0), query.size(1), query.size(2)}, opts);
   auto row_log_sum = torch::empty_like(row_max);
   TORCHATTN_CAPABILITY_KERNEL(flash_attention_forward)
   (query, key, value, mask, cpu::plain_args(is_causal, resolved), out, row_max, row_log_sum);
@@ -126,10 +132,14 @@ Tensors3 backward_cpu(
   constexpr const char* fn = "torchattn::_scaled_dot_product_attention_backward";
   auto [mask, resolved] = torchattn::detail::check_sdpa_backward_args(
       fn, grad_out, query, key, value, attn_mask, out, row_max, row_log_sum, scale);
-  check_softmax_stats(fn, row_max, row_log_sum, query);
+  check_softmax_stats(fn, row_max, row_log_sum);
   if (any_empty({query, key, value})) {
-    return empty_backward(
-        grad_out, query, key, value, mask, out, row_max, row_log_sum, is_causal, resolved);
+    const auto f = [](const torch::Tensor& t) { return t.to(stats_dtype(t.scalar_type())); };
+    auto [gq, gk, gv] = empty_backward(
+        f(grad_out), f(query), f(key), f(value), mask.is_floating_point() ? f(mask) : mask, f(out),
+        row_max, row_log_sum, is_causal, resolved);
+    const auto dtype = query.scalar_type();
+    return {gq.to(dtype), gk.to(dtype), gv.to(dtype)};
   }
   auto gq = torch::empty_like(query, torch::MemoryFormat::Contiguous);
   auto gk = torch::empty_like(key, torch::MemoryFormat::Contiguous);

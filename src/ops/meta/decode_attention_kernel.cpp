@@ -1,6 +1,7 @@
 // Meta (shape-only) kernel of _decode_attention_forward: the same checks as the CPU kernel,
 // outputs without data, for torch.export, torch.compile and fake tensors.
 
+#include "detail/checks.h"
 #include "detail/decode_args.h"
 #include "ops/registration.h"
 
@@ -23,7 +24,10 @@ std::tuple<torch::Tensor, torch::Tensor> forward_meta(
       scale, /*read_values=*/false);
   auto out =
       at::empty({query.size(0), query.size(1), query.size(2), value.size(3)}, query.options());
-  return {out, at::empty({query.size(0), query.size(1), query.size(2)}, query.options())};
+  return {
+      out, at::empty(
+               {query.size(0), query.size(1), query.size(2)},
+               query.options().dtype(torchattn::detail::stats_dtype(query.scalar_type())))};
 }
 
 } // namespace

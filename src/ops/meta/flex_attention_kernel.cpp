@@ -2,6 +2,7 @@
 // CPU kernels where they need no data, outputs without data. torch.export, torch.compile and
 // fake tensors trace the op through these.
 
+#include "detail/checks.h"
 #include "detail/flex_args.h"
 #include "ops/flex_attention_params.h"
 #include "ops/registration.h"
@@ -21,9 +22,9 @@ std::tuple<torch::Tensor, torch::Tensor, torch::Tensor> forward_meta(
   torchattn::detail::check_flex_args(
       "torchattn::_flex_attention_forward", query, key, value, TORCHATTN_FLEX_ARGS_VALUE, scale,
       /*enable_gqa=*/true, /*read_values=*/false);
-  auto out =
-      at::empty({query.size(0), query.size(1), query.size(2), value.size(3)}, query.options());
-  auto row_max = at::empty({query.size(0), query.size(1), query.size(2)}, query.options());
+  const auto opts = query.options().dtype(torchattn::detail::stats_dtype(query.scalar_type()));
+  auto out = at::empty({query.size(0), query.size(1), query.size(2), value.size(3)}, opts);
+  auto row_max = at::empty({query.size(0), query.size(1), query.size(2)}, opts);
   return {out, row_max, at::empty_like(row_max)};
 }
 

@@ -21,9 +21,9 @@ std::tuple<torch::Tensor, torch::Tensor, torch::Tensor> forward_meta(
   torchattn::detail::check_sdpa_args(
       "torchattn::_scaled_dot_product_attention_forward", query, key, value, attn_mask,
       /*dropout_p=*/0.0, scale);
-  auto out =
-      at::empty({query.size(0), query.size(1), query.size(2), value.size(3)}, query.options());
-  auto row_max = at::empty({query.size(0), query.size(1), query.size(2)}, query.options());
+  const auto opts = query.options().dtype(torchattn::detail::stats_dtype(query.scalar_type()));
+  auto out = at::empty({query.size(0), query.size(1), query.size(2), value.size(3)}, opts);
+  auto row_max = at::empty({query.size(0), query.size(1), query.size(2)}, opts);
   return {out, row_max, at::empty_like(row_max)};
 }
 

@@ -138,10 +138,25 @@ void backward_impl(
   grad_weight.copy_(weight_partials.sum(0));
 }
 
+/// bfloat16 and float16: in float32 (tanh, products and sums), each result rounded once.
+bool is_low_precision(const at::Tensor& t) {
+  return t.scalar_type() == at::kBFloat16 || t.scalar_type() == at::kHalf;
+}
+
+at::Tensor float_like(const at::Tensor& t) {
+  return t.new_empty(t.sizes(), t.options().dtype(at::kFloat));
+}
+
 } // namespace
 
 void additive_scores_forward(
     const at::Tensor& query, const at::Tensor& key, const at::Tensor& weight, at::Tensor& scores) {
+  if (is_low_precision(query)) {
+    at::Tensor s32 = float_like(scores);
+    forward_impl<float>(query.to(at::kFloat), key.to(at::kFloat), weight.to(at::kFloat), s32);
+    scores.copy_(s32);
+    return;
+  }
   AT_DISPATCH_FLOATING_TYPES(query.scalar_type(), "additive_scores_forward", [&] {
     forward_impl<scalar_t>(query, key, weight, scores);
   });
@@ -151,6 +166,16 @@ void additive_scores_backward(
     const at::Tensor& grad_scores, const at::Tensor& query, const at::Tensor& key,
     const at::Tensor& weight, at::Tensor& grad_query, at::Tensor& grad_key,
     at::Tensor& grad_weight) {
+  if (is_low_precision(query)) {
+    at::Tensor gq = float_like(grad_query), gk = float_like(grad_key), gw = float_like(grad_weight);
+    backward_impl<float>(
+        grad_scores.to(at::kFloat), query.to(at::kFloat), key.to(at::kFloat), weight.to(at::kFloat),
+        gq, gk, gw);
+    grad_query.copy_(gq);
+    grad_key.copy_(gk);
+    grad_weight.copy_(gw);
+    return;
+  }
   AT_DISPATCH_FLOATING_TYPES(query.scalar_type(), "additive_scores_backward", [&] {
     backward_impl<scalar_t>(grad_scores, query, key, weight, grad_query, grad_key, grad_weight);
   });

@@ -15,6 +15,7 @@
 #include "ops/cpu/vectorized.h"
 
 #include "ops/cpu/flash_attention/epilogues.h"
+#include "ops/cpu/flash_attention/low_precision.h"
 #include "ops/cpu/flash_attention/modifiers.h"
 #include "ops/cpu/flash_attention/packing.h"
 
@@ -247,7 +248,17 @@ void query_tile_gradients(
   const T* qs = hd.q_s.get() + tp.i0 * E_pad;
   T* dq = hd.dq_acc.get() + chunk * g.d.Lq * E_pad;
   const bool modified = probabilities(g, hd, buf, kvh, tp, kind);
-  gemm<T>(tp.nk, Ev_pad, tp.nq, buf.p, 1, BK, doh, hd.ld_do, PW, buf.dv, Ev_pad, true);
+  // P, then dS, in the input dtype for their products (bfloat16, float16; see
+  // low_precision.h). The rounded P waits in dS's buffer: dS = P (dP - delta) reads P unrounded.
+  const T* p_product = buf.p;
+  if (g.args.low_precision != at::ScalarType::Undefined) {
+    for (int64_t r = 0; r < tp.nq; ++r) {
+      std::copy(buf.p + r * BK, buf.p + r * BK + tp.nk_pad, buf.ds + r * BK);
+    }
+    round_rows(buf.ds, tp.nq, tp.nk_pad, BK, g.args.low_precision);
+    p_product = buf.ds;
+  }
+  gemm<T>(tp.nk, Ev_pad, tp.nq, p_product, 1, BK, doh, hd.ld_do, PW, buf.dv, Ev_pad, true);
   gemm<T>(
       tp.nq, tp.nk_pad, Ev, doh, hd.ld_do, 1, kvh.v_t.get() + tp.j0 * Ev, PW, Ev * PW, buf.ds, BK,
       /*accumulate=*/false, StoreSoftmaxGrad<T>{buf.p, hd.delta.get() + tp.i0});
@@ -255,6 +266,7 @@ void query_tile_gradients(
     double* diag_acc = hd.diag_acc ? hd.diag_acc.get() + chunk * g.n_diag : nullptr;
     modifier_gradients(g, buf, tp, diag_acc);
   }
+  round_rows(buf.ds, tp.nq, tp.nk_pad, BK, g.args.low_precision);
   gemm<T>(tp.nk, E_pad, tp.nq, buf.ds, 1, BK, qs, E_pad, PW, buf.dk, E_pad, true);
   gemm<T>(
       tp.nq, E_pad, tp.nk, buf.ds, BK, 1, kvh.k_rows + tp.j0 * kvh.ld_k, kvh.ld_k, PW,
@@ -443,6 +455,23 @@ void flash_attention_backward(
     const at::Tensor& value, const at::Tensor& mask, const at::Tensor& out,
     const at::Tensor& row_max, const at::Tensor& row_log_sum, const FlashArgs& args,
     FlashGrads& grads) {
+  if (is_low_precision(query.scalar_type())) {
+    // bfloat16, float16: in float32 with P and dS rounded (low_precision.h); grad_bias is
+    // float32 already.
+    auto float_like = [](const at::Tensor& t) {
+      return t.new_empty(t.sizes(), t.options().dtype(at::kFloat));
+    };
+    at::Tensor gq = float_like(grads.grad_query), gk = float_like(grads.grad_key),
+               gv = float_like(grads.grad_value);
+    FlashGrads g32{gq, gk, gv, grads.grad_bias, grads.grad_diagonal};
+    backward_impl<float>(
+        to_float(grad_out), to_float(query), to_float(key), to_float(value), to_float(mask),
+        to_float(out), row_max, row_log_sum, float_args(args, query.scalar_type()), g32);
+    grads.grad_query.copy_(gq);
+    grads.grad_key.copy_(gk);
+    grads.grad_value.copy_(gv);
+    return;
+  }
   AT_DISPATCH_FLOATING_TYPES(query.scalar_type(), "flash_attention_backward", [&] {
     backward_impl<scalar_t>(
         grad_out, query, key, value, mask, out, row_max, row_log_sum, args, grads);

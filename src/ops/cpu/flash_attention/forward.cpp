@@ -22,6 +22,7 @@
 #include "ops/cpu/vectorized.h"
 
 #include "ops/cpu/flash_attention/epilogues.h"
+#include "ops/cpu/flash_attention/low_precision.h"
 #include "ops/cpu/flash_attention/modifiers.h"
 #include "ops/cpu/flash_attention/packing.h"
 
@@ -337,6 +338,8 @@ void forward_tile(const Forward<T>& f, ValueRows<T>* heads, int64_t item) {
     } else {
       score_lazy_tile(f, t, k_tile, nk);
     }
+    // P in the input dtype for the product (bfloat16, float16; see low_precision.h)
+    round_rows(t.st, nk, t.nq_pad, forward_block_q<T>(), f.args.low_precision);
     // O [nq, ev_pad] += P V, with P read through S^T
     gemm<T>(
         t.nq, t.ev_pad, nk, t.st, 1, forward_block_q<T>(), head.rows + j0 * head.ld, head.ld,
@@ -382,6 +385,15 @@ void forward_impl(
 void flash_attention_forward(
     const at::Tensor& query, const at::Tensor& key, const at::Tensor& value, const at::Tensor& mask,
     const FlashArgs& args, at::Tensor& out, at::Tensor& row_max, at::Tensor& row_log_sum) {
+  if (is_low_precision(query.scalar_type())) {
+    // bfloat16, float16: in float32 with P rounded (low_precision.h); out and the statistics
+    // are float32.
+    TORCH_INTERNAL_ASSERT(out.scalar_type() == at::kFloat);
+    forward_impl<float>(
+        to_float(query), to_float(key), to_float(value), to_float(mask),
+        float_args(args, query.scalar_type()), out, row_max, row_log_sum);
+    return;
+  }
   AT_DISPATCH_FLOATING_TYPES(query.scalar_type(), "flash_attention_forward", [&] {
     forward_impl<scalar_t>(query, key, value, mask, args, out, row_max, row_log_sum);
   });

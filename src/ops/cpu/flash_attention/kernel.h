@@ -40,9 +40,15 @@ struct FlexMods {
 /// [B, H, Lq, Lk] (broadcast dims have stride 0), bool (true = may attend) or additive. Key
 /// and value may have fewer heads than query (H_kv dividing H): query head h reads kv head
 /// h / (H / H_kv).
+///
+/// The kernels compute in float32 or float64. Inputs in bfloat16 or float16 are computed in
+/// float32 (ops/cpu/flash_attention/low_precision.h), with `low_precision` their dtype: the
+/// weights P and the score gradients dS are rounded to it before they are multiplied, as
+/// FlashAttention rounds them for its bf16/fp16 matrix units.
 struct FlashArgs {
   double scale = 1.0;
   FlexMods mods;
+  at::ScalarType low_precision = at::ScalarType::Undefined;
 };
 
 /// The arguments of plain attention, causal (top-left) or not.
@@ -67,7 +73,8 @@ struct FlashGrads {
 };
 
 // query [B, H, Lq, E], key [B, H, Lk, E], value [B, H, Lk, Ev]
-//   -> out [B, H, Lq, Ev], row_max [B, H, Lq], row_log_sum [B, H, Lq]: the softmax statistics
+//   -> out [B, H, Lq, Ev], row_max [B, H, Lq], row_log_sum [B, H, Lq] (float32 for bfloat16 and
+//      float16 inputs, else their dtype): the softmax statistics
 //      of each row of scaled, masked scores s, m = max s and log Σ exp(s - m), whose sum is the
 //      logsumexp (both -inf on rows with no key to attend, whose output is zero)
 using FlashForwardFn = void(

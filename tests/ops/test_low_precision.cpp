@@ -1,0 +1,358 @@
+// bfloat16 and float16 through the fused kernel, by FlashAttention's rule: against the math
+// path in float64 on the same (rounded) inputs, the fused kernel's error in the output and in
+// every gradient is at most 2x the error of the math path run in the same low precision
+// (plus 1e-6 of the largest element: float32 noise, far below either dtype's rounding).
+// A sweep of 300 configurations per dtype on every vector build this CPU runs, the extreme
+// values of the edge tests, fully masked rows, and the dtypes of what the ops return.
+
+#include <torchattn/torchattn.h>
+
+#include "support/capabilities.h"
+
+#include <catch2/catch_test_macros.hpp>
+
+#include <fmt/format.h>
+
+#include <array>
+#include <limits>
+#include <random>
+#include <string>
+
+namespace {
+
+namespace F = torchattn::nn::functional;
+using torchattn::testing::capabilities;
+using torchattn::testing::CapabilityGuard;
+
+/// Output and the gradients of q, k and v.
+using Result = std::array<torch::Tensor, 4>;
+constexpr std::array<const char*, 4> kNames{"output", "grad_query", "grad_key", "grad_value"};
+
+/// One pass of q, k, v (leaves in their dtype) through the fused op or the math path.
+Result run(
+    bool fused, const torch::Tensor& q0, const torch::Tensor& k0, const torch::Tensor& v0,
+    const torch::Tensor& mask, bool causal, double scale, const torch::Tensor& grad) {
+  auto q = q0.detach().requires_grad_(), k = k0.detach().requires_grad_(),
+       v = v0.detach().requires_grad_();
+  torch::Tensor out;
+  if (fused) {
+    out = torchattn::ops::scaled_dot_product_attention(
+        q, k, v, mask.defined() ? c10::optional<torch::Tensor>(mask) : c10::nullopt, 0.0, causal,
+        scale);
+  } else {
+    // need_weights makes the functional take the math path.
+    out = std::get<0>(F::scaled_dot_product_attention(
+        q, k, v,
+        F::ScaledDotProductAttentionFuncOptions()
+            .attn_mask(mask)
+            .is_causal(causal)
+            .scale(scale)
+            .need_weights(true)));
+  }
+  auto g = torch::autograd::grad({out}, {q, k, v}, {grad.to(out.scalar_type())});
+  return {out.detach(), g[0], g[1], g[2]};
+}
+
+double max_error(const torch::Tensor& got, const torch::Tensor& want) {
+  return got.numel() == 0 ? 0.0 : (got.to(torch::kDouble) - want).abs().max().item<double>();
+}
+
+/// FlashAttention's rule for inputs q, k, v, mask already in the low dtype: the fused
+/// kernel's error against float64 math is at most 2x the low-precision math path's.
+void check_rule(
+    const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v,
+    const torch::Tensor& mask, bool causal, double scale, const std::string& where) {
+  const auto wide = [](const torch::Tensor& t) {
+    return t.defined() && t.is_floating_point() ? t.to(torch::kDouble) : t;
+  };
+  auto grad = torch::randn({q.size(0), q.size(1), q.size(2), v.size(3)}).to(q.scalar_type());
+  const Result ref = run(false, wide(q), wide(k), wide(v), wide(mask), causal, scale, wide(grad));
+  const Result math = run(false, q, k, v, mask, causal, scale, grad);
+  const Result fused = run(true, q, k, v, mask, causal, scale, grad);
+  for (size_t i = 0; i < kNames.size(); ++i) {
+    CAPTURE(where, kNames[i]);
+    REQUIRE(fused[i].scalar_type() == q.scalar_type());
+    const double largest = ref[i].numel() == 0 ? 0.0 : ref[i].abs().max().item<double>();
+    const double err_fused = max_error(fused[i], ref[i]);
+    const double err_math = max_error(math[i], ref[i]);
+    CAPTURE(err_fused, err_math, largest);
+    REQUIRE(err_fused <= 2.0 * err_math + 1e-6 * std::max(1.0, largest));
+  }
+}
+
+struct Config {
+  int64_t B, H, Lq, Lk, E, Ev;
+  bool causal;
+  int mask_kind; // 0 none, 1 bool [Lq, Lk], 2 bool padding [B, 1, 1, Lk], 3 additive
+                 // [H, Lq, Lk] in the low dtype, 4 bool with fully masked rows [B, H, Lq, Lk]
+  int layout;    // 0 contiguous, 1 [B, L, H, E] transposed, 2 sliced last dim, 3 expanded batch
+
+  std::string str() const {
+    return fmt::format(
+        "B={} H={} Lq={} Lk={} E={} Ev={} causal={} mask={} layout={}", B, H, Lq, Lk, E, Ev, causal,
+        mask_kind, layout);
+  }
+};
+
+torch::Tensor make_input(int64_t B, int64_t H, int64_t L, int64_t D, int layout) {
+  switch (layout) {
+    case 1:
+      return torch::randn({B, L, H, D}).transpose(1, 2);
+    case 2:
+      return torch::randn({B, H, L, D + 3}).narrow(3, 1, D);
+    case 3:
+      return torch::randn({1, H, L, D}).expand({B, H, L, D});
+    default:
+      return torch::randn({B, H, L, D});
+  }
+}
+
+torch::Tensor make_mask(const Config& c, torch::ScalarType dtype) {
+  switch (c.mask_kind) {
+    case 1:
+      return torch::rand({c.Lq, c.Lk}) > 0.3;
+    case 2:
+      return torch::rand({c.B, 1, 1, c.Lk}) > 0.2;
+    case 3:
+      return torch::randn({c.H, c.Lq, c.Lk}).to(dtype);
+    case 4: {
+      auto m = torch::rand({c.B, c.H, c.Lq, c.Lk}) > 0.5;
+      m.index_put_(
+          {torch::indexing::Slice(), torch::indexing::Slice(),
+           torch::indexing::Slice(0, torch::indexing::None, 3)},
+          false);
+      return m;
+    }
+    default:
+      return {};
+  }
+}
+
+void sweep(torch::ScalarType dtype, int count, uint32_t seed) {
+  CapabilityGuard guard;
+  std::mt19937 rng(seed);
+  torch::manual_seed(seed);
+  auto pick = [&](int64_t lo, int64_t hi) {
+    return std::uniform_int_distribution<int64_t>(lo, hi)(rng);
+  };
+  // Head dims 16 to 256, with tails of every vector width.
+  const int64_t dims[] = {16, 17, 24, 33, 40, 64, 64, 80, 100, 128, 200, 256};
+  for (int i = 0; i < count; ++i) {
+    Config c;
+    c.B = pick(1, 2);
+    c.H = pick(1, 3);
+    // Mostly short sequences, some longer than a tile (96 or 128 queries, 256 keys).
+    c.Lq = pick(0, 9) < 8 ? pick(1, 40) : pick(41, 300);
+    c.Lk = pick(0, 9) < 8 ? pick(1, 40) : pick(41, 300);
+    c.E = dims[pick(0, 11)];
+    c.Ev = pick(0, 3) == 0 ? dims[pick(0, 11)] : c.E;
+    c.causal = pick(0, 2) == 0;
+    c.mask_kind = static_cast<int>(pick(0, 4));
+    c.layout = static_cast<int>(pick(0, 3));
+    auto q = make_input(c.B, c.H, c.Lq, c.E, c.layout).to(dtype);
+    auto k = make_input(c.B, c.H, c.Lk, c.E, c.layout == 3 ? 0 : c.layout).to(dtype);
+    auto v = make_input(c.B, c.H, c.Lk, c.Ev, c.layout).to(dtype);
+    const auto mask = make_mask(c, dtype);
+    const double scale = 1.0 / std::sqrt(static_cast<double>(c.E)) * (c.Lq % 2 == 0 ? 1.0 : 1.7);
+    for (const auto& cap : capabilities()) {
+      torchattn::ops::set_kernel_capability(cap);
+      check_rule(
+          q, k, v, mask, c.causal, scale,
+          fmt::format("{} {} {}", c.str(), c10::toString(dtype), cap));
+    }
+  }
+}
+
+} // namespace
+
+TEST_CASE(
+    "bfloat16: the fused kernel errs at most 2x the bf16 math path over 300 configurations",
+    "[ops][low_precision]") {
+  sweep(torch::kBFloat16, 300, 20261204);
+}
+
+TEST_CASE(
+    "float16: the fused kernel errs at most 2x the fp16 math path over 300 configurations",
+    "[ops][low_precision]") {
+  sweep(torch::kHalf, 300, 20261205);
+}
+
+TEST_CASE("low precision keeps the math path's rules at the extremes", "[ops][low_precision]") {
+  CapabilityGuard guard;
+  torch::manual_seed(7);
+  const double inf = std::numeric_limits<double>::infinity();
+  for (const auto dtype : {torch::kBFloat16, torch::kHalf}) {
+    // Largest finite values: bfloat16 keeps float32's range, float16 ends at 65504.
+    const double huge = dtype == torch::kBFloat16 ? 1e30 : 6e4;
+    for (const auto& cap : capabilities()) {
+      torchattn::ops::set_kernel_capability(cap);
+      const auto where = fmt::format("{} {}", c10::toString(dtype), cap);
+      auto q = torch::randn({2, 2, 37, 64}).to(dtype);
+      auto k = torch::randn({2, 2, 53, 64}).to(dtype);
+      auto v = torch::randn({2, 2, 53, 40}).to(dtype);
+      // A huge finite mask on whole rows, on some keys, and -inf rows: only -inf masks a key.
+      auto mask = torch::zeros({37, 53});
+      mask.index_put_({torch::indexing::Slice(0, 5)}, -huge);
+      mask.index_put_({torch::indexing::Slice(), torch::indexing::Slice(0, 53, 4)}, -huge);
+      mask.index_put_({torch::indexing::Slice(7, 37, 9)}, -inf);
+      check_rule(q, k, v, mask.to(dtype), false, 0.125, where + " huge mask");
+      check_rule(q, k, v, mask.to(dtype), true, 0.125, where + " huge mask, causal");
+      // Logits far beyond exp's range: the softmax is one-hot, the output the argmax's value.
+      auto big = (torch::randn({2, 2, 37, 64}) * 100).to(dtype);
+      check_rule(big, k, v, torch::Tensor(), false, 1.0, where + " huge logits");
+
+      // Fully masked rows: zeros out and zero gradients, in the dtype.
+      auto none = torch::zeros({2, 2, 37, 53}, torch::kBool);
+      auto out = torchattn::ops::scaled_dot_product_attention(q, k, v, none, 0.0, false, 0.125);
+      CAPTURE(where);
+      REQUIRE(out.scalar_type() == dtype);
+      REQUIRE(out.eq(0).all().item<bool>());
+    }
+  }
+}
+
+TEST_CASE("low precision ops return their statistics in float32", "[ops][low_precision]") {
+  for (const auto dtype : {torch::kBFloat16, torch::kHalf}) {
+    auto q = torch::randn({1, 2, 9, 16}).to(dtype), k = torch::randn({1, 2, 12, 16}).to(dtype);
+    auto v = torch::randn({1, 2, 12, 8}).to(dtype);
+    auto [out, row_max, row_log_sum] = torchattn::ops::_scaled_dot_product_attention_forward(
+        q, k, v, c10::nullopt, /*is_causal=*/false, 0.25);
+    CAPTURE(dtype);
+    // The output unrounded, for backward; the public op rounds it to the dtype.
+    REQUIRE(out.scalar_type() == torch::kFloat);
+    REQUIRE(row_max.scalar_type() == torch::kFloat);
+    REQUIRE(row_log_sum.scalar_type() == torch::kFloat);
+    // The logsumexp, by hand from the formula in float64 on the same inputs.
+    auto s = q.to(torch::kDouble).matmul(k.to(torch::kDouble).transpose(-2, -1)) * 0.25;
+    auto lse = (row_max + row_log_sum).to(torch::kDouble);
+    REQUIRE((lse - s.logsumexp(-1)).abs().max().item<double>() < 1e-5);
+    auto flex = F::flex_attention(q, k, v, F::FlexAttentionFuncOptions().scale(0.25));
+    REQUIRE(flex.output.scalar_type() == dtype);
+    REQUIRE(flex.lse.scalar_type() == torch::kFloat);
+    REQUIRE((flex.lse.to(torch::kDouble) - s.logsumexp(-1)).abs().max().item<double>() < 1e-5);
+  }
+}
+
+TEST_CASE("low precision rounds P to the input dtype before P V", "[ops][low_precision]") {
+  // Two keys with scores 0 and -0.5: P = (1, exp(-0.5)), l = 1 + exp(-0.5). With V the identity,
+  // the unrounded float32 output of the forward op is (1, round(exp(-0.5))) / l, rounded as a
+  // conversion to the dtype rounds.
+  CapabilityGuard guard;
+  for (const auto dtype : {torch::kBFloat16, torch::kHalf}) {
+    for (const auto& cap : capabilities()) {
+      torchattn::ops::set_kernel_capability(cap);
+      CAPTURE(c10::toString(dtype), cap);
+      auto q = torch::ones({1, 1, 1, 1}).to(dtype);
+      auto k = torch::tensor({0.0, -0.5}).view({1, 1, 2, 1}).to(dtype);
+      auto v = torch::eye(2).view({1, 1, 2, 2}).to(dtype);
+      auto out = std::get<0>(torchattn::ops::_scaled_dot_product_attention_forward(
+          q, k, v, c10::nullopt, /*is_causal=*/false, 1.0));
+      const double p = std::exp(-0.5);
+      const double l = 1.0 + p;
+      const double rounded = torch::tensor(p).to(dtype).item<double>();
+      REQUIRE(rounded != p);
+      REQUIRE(std::abs(out[0][0][0][1].item<double>() - rounded / l) < 1e-7);
+      REQUIRE(std::abs(out[0][0][0][0].item<double>() - 1.0 / l) < 1e-7);
+    }
+  }
+}
+
+TEST_CASE(
+    "low precision: the fused additive score errs at most 2x the math path",
+    "[ops][low_precision]") {
+  // additive_attention takes the fused score without need_weights, the math path (energies
+  // [..., Lq, Lk, D] in the dtype) with it; the rule holds for the output and every gradient.
+  CapabilityGuard guard;
+  torch::manual_seed(11);
+  for (const auto dtype : {torch::kBFloat16, torch::kHalf}) {
+    const std::vector<torch::Tensor> inputs{
+        torch::randn({2, 13, 24}),    torch::randn({2, 17, 24}),    torch::randn({2, 17, 20}),
+        torch::randn({32, 24}) * 0.2, torch::randn({32, 24}) * 0.2, torch::randn({1, 32})};
+    auto grad = torch::randn({2, 13, 20});
+    auto run_additive = [&](torch::ScalarType t, bool math) {
+      std::vector<torch::Tensor> x;
+      for (const auto& i : inputs) {
+        x.push_back(i.to(dtype).to(t).requires_grad_());
+      }
+      auto out = std::get<0>(F::additive_attention(
+          x[0], x[1], x[2], x[3], x[4], x[5],
+          F::AdditiveAttentionFuncOptions().need_weights(math)));
+      auto g = torch::autograd::grad({out}, x, {grad.to(dtype).to(t)});
+      g.insert(g.begin(), out.detach());
+      return g;
+    };
+    for (const auto& cap : capabilities()) {
+      torchattn::ops::set_kernel_capability(cap);
+      const auto ref = run_additive(torch::kDouble, true);
+      const auto math = run_additive(dtype, true);
+      const auto fused = run_additive(dtype, false);
+      for (size_t i = 0; i < ref.size(); ++i) {
+        CAPTURE(c10::toString(dtype), cap, i);
+        REQUIRE(fused[i].scalar_type() == dtype);
+        const double largest = ref[i].abs().max().item<double>();
+        const double err_fused = max_error(fused[i], ref[i]);
+        const double err_math = max_error(math[i], ref[i]);
+        CAPTURE(err_fused, err_math, largest);
+        REQUIRE(err_fused <= 2.0 * err_math + 1e-6 * std::max(1.0, largest));
+      }
+    }
+  }
+}
+
+TEST_CASE(
+    "low precision: flex_attention's modifiers keep the 2x rule, gradients included",
+    "[ops][low_precision]") {
+  // The fused kernel (need_weights false) and the math path (need_weights true) in the low
+  // dtype, against the math path in float64; gradients of q, k, v and the learnable modifiers.
+  CapabilityGuard guard;
+  torch::manual_seed(13);
+  const int64_t B = 2, H = 4, Hkv = 2, Lq = 45, Lk = 70, E = 40;
+  const auto docs_q = torch::arange(Lq).div(20, "floor").expand({B, Lq}).contiguous();
+  const auto docs_k = torch::arange(Lk).div(30, "floor").expand({B, Lk}).contiguous();
+  const auto buckets = F::t5_position_buckets(Lq, Lk, 16, 64, /*bidirectional=*/true);
+  for (const auto dtype : {torch::kBFloat16, torch::kHalf}) {
+    for (int variant = 0; variant < 3; ++variant) {
+      const std::vector<torch::Tensor> inputs{
+          torch::randn({B, H, Lq, E}), torch::randn({B, Hkv, Lk, E}), torch::randn({B, Hkv, Lk, E}),
+          torch::randn({H, Lq, Lk}), F::alibi_slopes(H), torch::randn({H, 16}) * 0.5};
+      auto grad = torch::randn({B, H, Lq, E});
+      auto run_flex = [&](torch::ScalarType t, bool math) {
+        std::vector<torch::Tensor> x;
+        for (const auto& i : inputs) {
+          x.push_back(i.to(dtype).to(t).requires_grad_());
+        }
+        auto o = F::FlexAttentionFuncOptions().enable_gqa(true).need_weights(math);
+        std::vector<torch::Tensor> leaves{x[0], x[1], x[2]};
+        if (variant == 0) {
+          o.causal("bottom_right").window_left(30).softcap(5.0).alibi_slopes(x[4]);
+          leaves.push_back(x[4]);
+        } else if (variant == 1) {
+          o.bias(x[3]).q_doc_ids(docs_q).kv_doc_ids(docs_k);
+          leaves.push_back(x[3]);
+        } else {
+          o.position_bias(x[5]).position_buckets(buckets).window_right(10);
+          leaves.push_back(x[5]);
+        }
+        auto out = F::flex_attention(x[0], x[1], x[2], o).output;
+        auto g = torch::autograd::grad({out}, leaves, {grad.to(dtype).to(t)});
+        g.insert(g.begin(), out.detach());
+        return g;
+      };
+      for (const auto& cap : capabilities()) {
+        torchattn::ops::set_kernel_capability(cap);
+        const auto ref = run_flex(torch::kDouble, true);
+        const auto math = run_flex(dtype, true);
+        const auto fused = run_flex(dtype, false);
+        for (size_t i = 0; i < ref.size(); ++i) {
+          CAPTURE(c10::toString(dtype), cap, variant, i);
+          REQUIRE(fused[i].scalar_type() == dtype);
+          const double largest = ref[i].abs().max().item<double>();
+          const double err_fused = max_error(fused[i], ref[i]);
+          const double err_math = max_error(math[i], ref[i]);
+          CAPTURE(err_fused, err_math, largest);
+          REQUIRE(err_fused <= 2.0 * err_math + 1e-6 * std::max(1.0, largest));
+        }
+      }
+    }
+  }
+}
