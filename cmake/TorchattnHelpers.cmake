@@ -55,14 +55,28 @@ endfunction()
 # definitions ATen's at::vec expects (CPU_CAPABILITY=<name>, CPU_CAPABILITY_<name>). The files
 # switch their instruction set themselves with `#pragma GCC target` after their shared headers
 # (see src/ops/cpu/vectorized.h); nothing is built with -march=native.
+#
+# Files after BF16_FILES are also compiled as AVX512_BF16 (vdpbf16ps) and AMX (AMX-BF16 tiles)
+# builds: AVX-512 code, at::vec's AVX512 vectors, and TORCHATTN_CPU_AVX512_BF16 or
+# TORCHATTN_CPU_AMX for their bfloat16 products.
 function(torchattn_add_cpu_capabilities target)
-  foreach(capability DEFAULT AVX2 AVX512)
+  cmake_parse_arguments(arg "" "" "BF16_FILES" ${ARGN})
+  foreach(capability DEFAULT AVX2 AVX512 AVX512_BF16 AMX)
+    if(capability MATCHES "^(AVX512_BF16|AMX)$")
+      set(files ${arg_BF16_FILES})
+      set(extra CPU_CAPABILITY_AVX512 TORCHATTN_CPU_${capability})
+    else()
+      set(files ${arg_UNPARSED_ARGUMENTS} ${arg_BF16_FILES})
+      set(extra CPU_CAPABILITY_${capability})
+    endif()
+    if(NOT files)
+      continue()
+    endif()
     set(objects ${target}_kernels_${capability})
-    add_library(${objects} OBJECT ${ARGN})
+    add_library(${objects} OBJECT ${files})
     set_target_properties(${objects} PROPERTIES POSITION_INDEPENDENT_CODE ON CXX_EXTENSIONS OFF)
     target_compile_features(${objects} PRIVATE cxx_std_17)
-    target_compile_definitions(${objects} PRIVATE
-      CPU_CAPABILITY=${capability} CPU_CAPABILITY_${capability})
+    target_compile_definitions(${objects} PRIVATE CPU_CAPABILITY=${capability} ${extra})
     target_include_directories(${objects} PRIVATE ${CMAKE_CURRENT_SOURCE_DIR}/src)
     target_link_libraries(${objects} PRIVATE ${TORCH_LIBRARIES} OpenMP::OpenMP_CXX)
     torchattn_warnings(${objects})

@@ -368,8 +368,9 @@ TEST_CASE("the op validates its arguments", "[ops][errors]") {
       ContainsSubstring(fn + "scale is inf, expected a finite number"));
   CHECK_THROWS_WITH(
       torchattn::ops::set_kernel_capability("sse9"),
-      ContainsSubstring(
-          "set_kernel_capability: capability is 'sse9', expected one of avx512, avx2, default"));
+      ContainsSubstring("set_kernel_capability: capability is 'sse9', expected one of amx, "
+                        "avx512_bf16, avx512, avx2, "
+                        "default"));
 }
 
 /// C++'s TorchScript compiler has no `torch.ops`; this resolver maps the name `torchattn` to

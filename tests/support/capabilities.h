@@ -6,22 +6,39 @@
 
 #include <torch/types.h>
 
+#include <algorithm>
 #include <string>
 #include <vector>
 
 namespace torchattn::testing {
 
-/// The vector builds this CPU can run, best first.
-inline std::vector<std::string> capabilities() {
+/// The vector builds this CPU can run, best first, from `names` (best first).
+inline std::vector<std::string> supported_of(std::initializer_list<const char*> names) {
   std::vector<std::string> caps;
   const auto best = torchattn::ops::kernel_capability();
-  for (const char* c : {"avx512", "avx2", "default"}) {
+  for (const char* c : names) {
     if (caps.empty() && best != c) {
       continue;
     }
     caps.emplace_back(c);
   }
   return caps;
+}
+
+/// The builds whose float32 and float64 kernels differ that this CPU can run, best first:
+/// avx512_bf16 and amx run avx512's float code.
+inline std::vector<std::string> capabilities() {
+  auto caps = supported_of({"amx", "avx512_bf16", "avx512", "avx2", "default"});
+  caps.erase(
+      std::remove_if(
+          caps.begin(), caps.end(), [](const auto& c) { return c == "amx" || c == "avx512_bf16"; }),
+      caps.end());
+  return caps;
+}
+
+/// Every build this CPU can run, best first, the bfloat16 ones included.
+inline std::vector<std::string> low_precision_capabilities() {
+  return supported_of({"amx", "avx512_bf16", "avx512", "avx2", "default"});
 }
 
 /// Restores the kernel capability on scope exit.

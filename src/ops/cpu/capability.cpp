@@ -6,8 +6,16 @@
 
 #include <c10/util/Exception.h>
 
+#if defined(__x86_64__)
+#include <cpuid.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+#endif
+
+#include <array>
 #include <atomic>
 #include <cctype>
+#include <cstdint>
 #include <cstdlib>
 #include <string>
 
@@ -19,6 +27,10 @@ using cpu::Capability;
 
 const char* name_of(Capability c) {
   switch (c) {
+    case Capability::Amx:
+      return "amx";
+    case Capability::Avx512Bf16:
+      return "avx512_bf16";
     case Capability::Avx512:
       return "avx512";
     case Capability::Avx2:
@@ -29,11 +41,45 @@ const char* name_of(Capability c) {
   return "default";
 }
 
+#if defined(__x86_64__)
+/// cpuid leaf 7, sub-leaf `sub`: {eax, ebx, ecx, edx}.
+std::array<uint32_t, 4> cpuid7(uint32_t sub) {
+  std::array<uint32_t, 4> r{};
+  if (__get_cpuid_max(0, nullptr) >= 7) {
+    __cpuid_count(7, sub, r[0], r[1], r[2], r[3]);
+  }
+  return r;
+}
+
+/// Whether the CPU has AMX-BF16 tiles and Linux lets this process use them: the tile data
+/// state is off until arch_prctl(ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA) grants it (Linux
+/// 5.16+); a kernel that refuses, or that predates AMX, leaves the AVX-512 builds.
+bool amx_usable() {
+  const auto leaf = cpuid7(0);
+  const bool tile = (leaf[3] >> 24) & 1u, bf16 = (leaf[3] >> 22) & 1u;
+  if (!tile || !bf16) {
+    return false;
+  }
+  constexpr long kArchReqXcompPerm = 0x1023;
+  constexpr long kXfeatureXtiledata = 18;
+  return syscall(SYS_arch_prctl, kArchReqXcompPerm, kXfeatureXtiledata) == 0;
+}
+#endif
+
 Capability supported() {
 #if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
   __builtin_cpu_init();
   if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
       __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq")) {
+#if defined(__x86_64__)
+    static const bool amx = amx_usable();
+    if (amx) {
+      return Capability::Amx;
+    }
+    if ((cpuid7(1)[0] >> 5) & 1u) { // AVX512_BF16
+      return Capability::Avx512Bf16;
+    }
+#endif
     return Capability::Avx512;
   }
   if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) {
@@ -44,13 +90,21 @@ Capability supported() {
 }
 
 Capability parse(const std::string& s, const char* what) {
+  if (s == "amx") {
+    return Capability::Amx;
+  }
+  if (s == "avx512_bf16") {
+    return Capability::Avx512Bf16;
+  }
   if (s == "avx512") {
     return Capability::Avx512;
   }
   if (s == "avx2") {
     return Capability::Avx2;
   }
-  TORCH_CHECK(s == "default", what, " is '", s, "', expected one of avx512, avx2, default");
+  TORCH_CHECK(
+      s == "default", what, " is '", s,
+      "', expected one of amx, avx512_bf16, avx512, avx2, default");
   return Capability::Default;
 }
 
@@ -64,7 +118,7 @@ Capability initial() {
         ch = static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
       }
       // An unknown or unsupported request never raises the level beyond what the CPU has.
-      if (s == "avx512" || s == "avx2" || s == "default") {
+      if (s == "amx" || s == "avx512_bf16" || s == "avx512" || s == "avx2" || s == "default") {
         const Capability asked = parse(s, var);
         best = static_cast<int>(asked) < static_cast<int>(best) ? asked : best;
       }

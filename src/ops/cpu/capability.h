@@ -15,7 +15,10 @@
 
 namespace torchattn::ops::cpu {
 
-enum class Capability : int { Default = 0, Avx2 = 1, Avx512 = 2 };
+/// The builds, in order: each runs where the CPU has its instructions and those of the ones
+/// below. avx512_bf16 (vdpbf16ps) and amx (AMX-BF16 tiles) differ from avx512 only in the
+/// fused attention kernel's bfloat16 products; every other kernel runs its avx512 build there.
+enum class Capability : int { Default = 0, Avx2 = 1, Avx512 = 2, Avx512Bf16 = 3, Amx = 4 };
 
 /// The build that runs now: the best the CPU supports, lowered by TORCHATTN_CPU_CAPABILITY (or
 /// ATEN_CPU_CAPABILITY) at load time and by set_kernel_capability.
@@ -25,6 +28,8 @@ Capability current_capability();
 template <typename Fn>
 Fn* for_capability(Fn* avx512, Fn* avx2, Fn* fallback) {
   switch (current_capability()) {
+    case Capability::Amx:
+    case Capability::Avx512Bf16:
     case Capability::Avx512:
       return avx512;
     case Capability::Avx2:
@@ -33,6 +38,19 @@ Fn* for_capability(Fn* avx512, Fn* avx2, Fn* fallback) {
       break;
   }
   return fallback;
+}
+
+/// The build of one fused attention kernel, which also has avx512_bf16 and amx builds.
+template <typename Fn>
+Fn* for_bf16_capability(Fn* amx, Fn* avx512_bf16, Fn* avx512, Fn* avx2, Fn* fallback) {
+  switch (current_capability()) {
+    case Capability::Amx:
+      return amx;
+    case Capability::Avx512Bf16:
+      return avx512_bf16;
+    default:
+      return for_capability(avx512, avx2, fallback);
+  }
 }
 
 } // namespace torchattn::ops::cpu
@@ -49,6 +67,24 @@ Fn* for_capability(Fn* avx512, Fn* avx2, Fn* fallback) {
   namespace AVX512 {                                    \
   type name;                                            \
   }
+
+/// TORCHATTN_DECLARE_CAPABILITY_KERNEL, and the avx512_bf16 and amx builds
+/// (torchattn_add_cpu_capabilities' BF16_FILES).
+#define TORCHATTN_DECLARE_BF16_CAPABILITY_KERNEL(name, type) \
+  TORCHATTN_DECLARE_CAPABILITY_KERNEL(name, type)            \
+  namespace AVX512_BF16 {                                    \
+  type name;                                                 \
+  }                                                          \
+  namespace AMX {                                            \
+  type name;                                                 \
+  }
+
+/// The build of a TORCHATTN_DECLARE_BF16_CAPABILITY_KERNEL kernel `name` that runs now.
+#define TORCHATTN_BF16_CAPABILITY_KERNEL(name)                                      \
+  ::torchattn::ops::cpu::for_bf16_capability(                                       \
+      &::torchattn::ops::cpu::AMX::name, &::torchattn::ops::cpu::AVX512_BF16::name, \
+      &::torchattn::ops::cpu::AVX512::name, &::torchattn::ops::cpu::AVX2::name,     \
+      &::torchattn::ops::cpu::DEFAULT::name)
 
 /// The build of kernel `name` that runs now.
 #define TORCHATTN_CAPABILITY_KERNEL(name)                                       \

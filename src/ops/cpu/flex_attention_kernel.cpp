@@ -80,7 +80,7 @@ Tensors3 forward_cpu(
   auto out = torch::empty({query.size(0), query.size(1), query.size(2), value.size(3)}, opts);
   auto row_max = torch::empty({query.size(0), query.size(1), query.size(2)}, opts);
   auto row_log_sum = torch::empty_like(row_max);
-  TORCHATTN_CAPABILITY_KERNEL(flash_attention_forward)
+  TORCHATTN_BF16_CAPABILITY_KERNEL(flash_attention_forward)
   (query, key, value, c.mask4d, flash_args(a, c), out, row_max, row_log_sum);
   return {out, row_max, row_log_sum};
 }
@@ -153,7 +153,7 @@ Tensors6 backward_cpu(
   if (want_table || want_alibi) {
     grads.grad_diagonal = torch::zeros({B, H, Lq + Lk - 1}, query.options().dtype(torch::kDouble));
   }
-  TORCHATTN_CAPABILITY_KERNEL(flash_attention_backward)
+  TORCHATTN_BF16_CAPABILITY_KERNEL(flash_attention_backward)
   (grad_out, query, key, value, c.mask4d, out, row_max, row_log_sum, flash_args(a, c), grads);
   torch::Tensor g_bias, g_table, g_alibi;
   if (want_bias) {

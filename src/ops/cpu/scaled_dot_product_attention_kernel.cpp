@@ -118,7 +118,7 @@ Tensors3 forward_cpu(
   auto out = torch::empty({query.size(0), query.size(1), query.size(2), value.size(3)}, opts);
   auto row_max = torch::empty({query.size(0), query.size(1), query.size(2)}, opts);
   auto row_log_sum = torch::empty_like(row_max);
-  TORCHATTN_CAPABILITY_KERNEL(flash_attention_forward)
+  TORCHATTN_BF16_CAPABILITY_KERNEL(flash_attention_forward)
   (query, key, value, mask, cpu::plain_args(is_causal, resolved), out, row_max, row_log_sum);
   return {out, row_max, row_log_sum};
 }
@@ -145,7 +145,7 @@ Tensors3 backward_cpu(
   auto gk = torch::empty_like(key, torch::MemoryFormat::Contiguous);
   auto gv = torch::empty_like(value, torch::MemoryFormat::Contiguous);
   cpu::FlashGrads grads{gq, gk, gv, {}, {}};
-  TORCHATTN_CAPABILITY_KERNEL(flash_attention_backward)
+  TORCHATTN_BF16_CAPABILITY_KERNEL(flash_attention_backward)
   (grad_out, query, key, value, mask, out, row_max, row_log_sum,
    cpu::plain_args(is_causal, resolved), grads);
   return {gq, gk, gv};

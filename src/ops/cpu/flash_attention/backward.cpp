@@ -16,6 +16,7 @@
 
 #include "ops/cpu/flash_attention/epilogues.h"
 #include "ops/cpu/flash_attention/low_precision.h"
+#include "ops/cpu/flash_attention/micro_kernel_bf16.h"
 #include "ops/cpu/flash_attention/modifiers.h"
 #include "ops/cpu/flash_attention/packing.h"
 
@@ -42,6 +43,10 @@ struct Backward {
   int64_t n_diag; // Lq + Lk - 1 diagonals
   int64_t bk;     // keys per tile, at most block_k<T>() (the buffers' leading dimension)
   BufferPool<T>* pool;
+  // bfloat16 query, key and value multiplied as pairs by vdpbf16ps (avx512_bf16 and amx
+  // builds, T float; grad_out and out float32): the five products take their operands as pairs
+  // (micro_kernel_bf16.h), P and dS rounded as they are packed.
+  bool pairs = false;
 };
 
 /// Per query head, packed by the first chunk that needs it and freed by the last, which also
@@ -55,6 +60,10 @@ struct BackwardHead {
   std::unique_ptr<double[]> diag_acc; // float64: long sums whose terms cancel (rows of dS sum to 0)
   const T* do_rows = nullptr;         // do_p or grad_out itself
   int64_t ld_do = 0;
+  // Backward::pairs: queries as pairs along E [ceil(E / 2), Lq] and along the queries
+  // [ceil(Lq / 2), E_pad]; grad_out likewise along Ev [ceil(Ev / 2), Lq] and along the queries
+  // [ceil(Lq / 2), Ev_pad].
+  std::unique_ptr<uint32_t[]> q_e, q_q, do_e, do_q;
 };
 
 /// Per kv head, likewise: keys as rows and in transposed panels, values in transposed panels.
@@ -65,6 +74,9 @@ struct BackwardKV {
   std::unique_ptr<T[]> k_p, k_t, v_t;
   const T* k_rows = nullptr; // k_p or key itself
   int64_t ld_k = 0;
+  // Backward::pairs: keys as pairs along E [ceil(E / 2), Lk_pad] and along the keys
+  // [ceil(Lk / 2), E_pad], values along Ev [ceil(Ev / 2), Lk_pad].
+  std::unique_ptr<uint32_t[]> k_e, k_k, v_e;
 };
 
 /// Each row's delta and statistics in backward's form.
@@ -96,6 +108,23 @@ void row_statistics(const Backward<T>& g, BackwardHead<T>& hd, int64_t bh) {
   }
 }
 
+/// Backward::pairs: a query head's operands as pairs (see BackwardHead).
+inline void pack_head_pairs(const Backward<float>& g, BackwardHead<float>& hd, int64_t bh) {
+  const Dims& d = g.d;
+  const int64_t Lq2 = (d.Lq + 1) / 2;
+  hd.q_e.reset(new uint32_t[static_cast<size_t>((d.E + 1) / 2 * d.Lq)]);
+  hd.q_q.reset(new uint32_t[static_cast<size_t>(Lq2 * g.E_pad)]);
+  hd.do_e.reset(new uint32_t[static_cast<size_t>((d.Ev + 1) / 2 * d.Lq)]);
+  hd.do_q.reset(new uint32_t[static_cast<size_t>(Lq2 * g.Ev_pad)]);
+  const auto* q = g.query.template data_ptr<at::BFloat16>() + head_offset(g.query, bh, d.H);
+  const int64_t qr = g.query.stride(2), qc = g.query.stride(3);
+  pack_pairs(q, d.E, d.Lq, qc, qr, hd.q_e.get(), d.Lq);
+  pack_pairs(q, d.Lq, d.E, qr, qc, hd.q_q.get(), g.E_pad);
+  const float* o = hd.do_rows;
+  pack_pairs(o, d.Ev, d.Lq, 1, hd.ld_do, hd.do_e.get(), d.Lq);
+  pack_pairs(o, d.Lq, d.Ev, hd.ld_do, 1, hd.do_q.get(), g.Ev_pad);
+}
+
 /// Pack a query head.
 template <typename T>
 void pack_head(const Backward<T>& g, BackwardHead<T>& hd, int64_t bh) {
@@ -112,6 +141,13 @@ void pack_head(const Backward<T>& g, BackwardHead<T>& hd, int64_t bh) {
   hd.do_rows = rows_of(
       g.grad_out.template data_ptr<T>() + head_offset(g.grad_out, bh, d.H), d.Lq, d.Ev,
       g.grad_out.stride(2), g.grad_out.stride(3), hd.do_p, hd.ld_do);
+  if constexpr (std::is_same_v<T, float>) {
+    if (g.pairs) {
+      pack_head_pairs(g, hd, bh);
+      row_statistics(g, hd, bh);
+      return;
+    }
+  }
   // The queries times the scale exactly as the forward (and the math path) scales them, so
   // that backward's scores are the forward's to the bit (the same products, summed in the same
   // order): P then stays exact where one key takes all the weight. dK = dSᵀ (Q scale) takes
@@ -130,6 +166,21 @@ void pack_kv(const Backward<T>& g, BackwardKV<T>& kvh, int64_t kv) {
   const int64_t PW = panel_width<T>();
   kvh.k_t = g.pool->take(d.E * g.Lk_pad);
   kvh.v_t = g.pool->take(d.Ev * g.Lk_pad);
+  if (g.pairs) {
+    const int64_t E2 = (d.E + 1) / 2, Ev2 = (d.Ev + 1) / 2;
+    kvh.k_e.reset(new uint32_t[static_cast<size_t>(E2 * g.Lk_pad)]);
+    kvh.k_k.reset(new uint32_t[static_cast<size_t>((g.Lk_pad / 2) * g.E_pad)]);
+    kvh.v_e.reset(new uint32_t[static_cast<size_t>(Ev2 * g.Lk_pad)]);
+    const auto* k = g.key.template data_ptr<at::BFloat16>() + kv_offset(g.key, kv);
+    const auto* v = g.value.template data_ptr<at::BFloat16>() + kv_offset(g.value, kv);
+    const int64_t kr = g.key.stride(2), kc = g.key.stride(3);
+    pack_pairs(k, d.E, d.Lk, kc, kr, kvh.k_e.get(), g.Lk_pad);
+    pack_pairs(k, d.Lk, d.E, kr, kc, kvh.k_k.get(), g.E_pad);
+    // Padding keys up to Lk_pad: zero, as dS's padding columns multiply them.
+    std::fill(kvh.k_k.get() + (d.Lk + 1) / 2 * g.E_pad, kvh.k_k.get() + g.Lk_pad / 2 * g.E_pad, 0u);
+    pack_pairs(v, d.Ev, d.Lk, g.value.stride(3), g.value.stride(2), kvh.v_e.get(), g.Lk_pad);
+    return;
+  }
   const T* k = g.key.template data_ptr<T>() + kv_offset(g.key, kv);
   const T* v = g.value.template data_ptr<T>() + kv_offset(g.value, kv);
   kvh.k_rows = rows_of(k, d.Lk, d.E, g.key.stride(2), g.key.stride(3), kvh.k_p, kvh.ld_k);
@@ -149,6 +200,11 @@ struct KeyTileBuffers {
   T* dv;
   T* diag;
   T* diag_ds;
+  // Backward::pairs: P and dS as pairs of queries [kBlockQBackward / 2, BK], dS as pairs of
+  // keys [kBlockQBackward, BK / 2].
+  uint32_t* p_q;
+  uint32_t* ds_q;
+  uint32_t* ds_k;
 };
 
 /// A query tile against a key tile: which heads and rows, and which keys.
@@ -172,13 +228,33 @@ bool probabilities(
   const T* k_panels = kvh.k_t.get() + tp.j0 * E;
   const T* row_m = hd.m.get();
   const T* row_log2_sum = hd.log2_sum.get();
-  if (kind == TileKind::full && !g.mods.modifies_scores() && tp.nk == tp.nk_pad) {
+  const bool fast = kind == TileKind::full && !g.mods.modifies_scores() && tp.nk == tp.nk_pad;
+#if TORCHATTN_BF16_DOT
+  if constexpr (std::is_same_v<T, float>) {
+    if (g.pairs) {
+      const int64_t E2 = (E + 1) / 2;
+      const uint32_t* a = hd.q_e.get() + tp.i0;
+      const uint32_t* b = kvh.k_e.get() + tp.j0;
+      const auto scale = static_cast<float>(g.args.scale);
+      if (fast) {
+        gemm_pairs(
+            tp.nq, tp.nk_pad, E2, a, 1, g.d.Lq, b, g.Lk_pad, PW, buf.p, BK, false, scale,
+            StoreExp2<T>{row_m + tp.i0, row_log2_sum + tp.i0});
+        return false;
+      }
+      gemm_pairs(tp.nq, tp.nk_pad, E2, a, 1, g.d.Lq, b, g.Lk_pad, PW, buf.p, BK, false, scale);
+    }
+  }
+#endif
+  if (fast && !g.pairs) {
     gemm<T>(
         tp.nq, tp.nk_pad, E, qs, E_pad, 1, k_panels, PW, E * PW, buf.p, BK, /*accumulate=*/false,
         StoreExp2<T>{row_m + tp.i0, row_log2_sum + tp.i0});
     return false;
   }
-  gemm<T>(tp.nq, tp.nk_pad, E, qs, E_pad, 1, k_panels, PW, E * PW, buf.p, BK, false);
+  if (!g.pairs) {
+    gemm<T>(tp.nq, tp.nk_pad, E, qs, E_pad, 1, k_panels, PW, E * PW, buf.p, BK, false);
+  }
   if (g.mods.has_diagonal()) {
     // Row r, column c has d = j0 + c - i0 - r: index v = c - r + nq - 1.
     g.mods.diagonal_terms(tp.h, tp.j0 - tp.i0 - (tp.nq - 1), tp.nq + tp.nk_pad - 1, buf.diag);
@@ -234,6 +310,41 @@ void modifier_gradients(
   }
 }
 
+#if TORCHATTN_BF16_DOT
+/// query_tile_gradients' products on pairs (Backward::pairs), after P: dV += Pᵀ dO,
+/// dS = P (dP - delta), the modifiers' gradients, dK += scale dSᵀ Q and dQ += dS K, with P and
+/// dS rounded to bfloat16 as they are packed.
+inline void pair_gradients(
+    const Backward<float>& g, const BackwardHead<float>& hd, const BackwardKV<float>& kvh,
+    const KeyTileBuffers<float>& buf, int64_t chunk, const TilePos& tp, bool modified) {
+  constexpr int64_t BK = block_k<float>();
+  const int64_t PW = panel_width<float>();
+  const int64_t E_pad = g.E_pad, Ev_pad = g.Ev_pad, Lq = g.d.Lq;
+  const int64_t nq2 = (tp.nq + 1) / 2;
+  float* dq = hd.dq_acc.get() + chunk * Lq * E_pad;
+  pack_pairs_from_floats(buf.p, tp.nq, tp.nk_pad, BK, buf.p_q, BK, nullptr);
+  gemm_pairs(
+      tp.nk, Ev_pad, nq2, buf.p_q, 1, BK, hd.do_q.get() + tp.i0 / 2 * Ev_pad, Ev_pad, PW, buf.dv,
+      Ev_pad, /*accumulate=*/true);
+  gemm_pairs(
+      tp.nq, tp.nk_pad, (g.d.Ev + 1) / 2, hd.do_e.get() + tp.i0, 1, Lq, kvh.v_e.get() + tp.j0,
+      g.Lk_pad, PW, buf.ds, BK, /*accumulate=*/false, 1.0f,
+      StoreSoftmaxGrad<float>{buf.p, hd.delta.get() + tp.i0});
+  if (modified) {
+    double* diag_acc = hd.diag_acc ? hd.diag_acc.get() + chunk * g.n_diag : nullptr;
+    modifier_gradients(g, buf, tp, diag_acc);
+  }
+  pack_pairs_from_floats(buf.ds, tp.nq, tp.nk_pad, BK, buf.ds_q, BK, nullptr);
+  gemm_pairs(
+      tp.nk, E_pad, nq2, buf.ds_q, 1, BK, hd.q_q.get() + tp.i0 / 2 * E_pad, E_pad, PW, buf.dk,
+      E_pad, /*accumulate=*/true, static_cast<float>(g.args.scale));
+  pack_row_pairs(buf.ds, tp.nq, tp.nk_pad, BK, buf.ds_k, BK / 2);
+  gemm_pairs(
+      tp.nq, E_pad, tp.nk_pad / 2, buf.ds_k, BK / 2, 1, kvh.k_k.get() + tp.j0 / 2 * E_pad, E_pad,
+      PW, dq + tp.i0 * E_pad, E_pad, /*accumulate=*/true);
+}
+#endif
+
 /// One query tile of a key tile: P, then dV += Pᵀ dO, dS = P (dP - delta) with dP = dO Vᵀ in
 /// registers, the modifiers' gradients, dK += dSᵀ (Q scale) and dQ += dS K (scale applied when
 /// the head finishes).
@@ -248,6 +359,14 @@ void query_tile_gradients(
   const T* qs = hd.q_s.get() + tp.i0 * E_pad;
   T* dq = hd.dq_acc.get() + chunk * g.d.Lq * E_pad;
   const bool modified = probabilities(g, hd, buf, kvh, tp, kind);
+#if TORCHATTN_BF16_DOT
+  if constexpr (std::is_same_v<T, float>) {
+    if (g.pairs) {
+      pair_gradients(g, hd, kvh, buf, chunk, tp, modified);
+      return;
+    }
+  }
+#endif
   // P, then dS, in the input dtype for their products (bfloat16, float16; see
   // low_precision.h). The rounded P waits in dS's buffer: dS = P (dP - delta) reads P unrounded.
   const T* p_product = buf.p;
@@ -288,6 +407,9 @@ void key_tile(
   // Only the queries that may see these keys: query tiles start at the first of them.
   int64_t i_begin, i_end;
   g.mods.query_range(b, j0, j0 + nk - 1, i_begin, i_end);
+  if (g.pairs) {
+    i_begin -= i_begin % 2; // pairs of queries start at even rows; the extra row sees no key
+  }
   for (int64_t q_head = 0; q_head < g.group; ++q_head) {
     const int64_t h = (kv % (d.H / g.group)) * g.group + q_head;
     const int64_t bh = b * d.H + h;
@@ -351,6 +473,9 @@ void finish_head(const Backward<T>& g, BackwardHead<T>& hd, int64_t bh) {
   g.pool->give(g.chunks * d.Lq * g.E_pad, hd.dq_acc);
   hd.do_p.reset();
   hd.diag_acc.reset();
+  for (auto* p : {&hd.q_e, &hd.q_q, &hd.do_e, &hd.do_q}) {
+    p->reset();
+  }
 }
 
 /// One work item: a chunk of one kv head's key tiles, interleaved so that each chunk gets
@@ -375,8 +500,14 @@ void backward_item(const Backward<T>& g, BackwardHead<T>* heads, BackwardKV<T>* 
   dv.resize(static_cast<size_t>(BK * g.Ev_pad));
   diag.resize(static_cast<size_t>(kBlockQBackward + BK));
   diag_ds.resize(static_cast<size_t>(kBlockQBackward + BK));
-  const KeyTileBuffers<T> buf{probs.data(), dscores.data(), tanhs.data(),  dk.data(),
-                              dv.data(),    diag.data(),    diag_ds.data()};
+  thread_local std::vector<uint32_t> p_q, ds_q, ds_k;
+  if (g.pairs) {
+    p_q.resize(static_cast<size_t>(kBlockQBackward / 2 * BK));
+    ds_q.resize(static_cast<size_t>(kBlockQBackward / 2 * BK));
+    ds_k.resize(static_cast<size_t>(kBlockQBackward * BK / 2));
+  }
+  const KeyTileBuffers<T> buf{probs.data(), dscores.data(), tanhs.data(), dk.data(),   dv.data(),
+                              diag.data(),  diag_ds.data(), p_q.data(),   ds_q.data(), ds_k.data()};
   for (int64_t kt = chunk; kt < g.k_tiles; kt += g.chunks) {
     key_tile(g, heads, kvh, buf, kv, chunk, kt);
   }
@@ -387,6 +518,9 @@ void backward_item(const Backward<T>& g, BackwardHead<T>* heads, BackwardKV<T>* 
     kvh.k_p.reset();
     g.pool->give(g.d.E * g.Lk_pad, kvh.k_t);
     g.pool->give(g.d.Ev * g.Lk_pad, kvh.v_t);
+    kvh.k_e.reset();
+    kvh.k_k.reset();
+    kvh.v_e.reset();
   }
 }
 
@@ -395,7 +529,7 @@ void backward_impl(
     const at::Tensor& grad_out, const at::Tensor& query, const at::Tensor& key,
     const at::Tensor& value, const at::Tensor& mask, const at::Tensor& out,
     const at::Tensor& row_max, const at::Tensor& row_log_sum, const FlashArgs& args,
-    FlashGrads& grads) {
+    FlashGrads& grads, bool pairs = false) {
   // grad_out [B, H, Lq, Ev] -> grad_query [B, H, Lq, E], grad_key [B, H_kv, Lk, E],
   //                            grad_value [B, H_kv, Lk, Ev]
   constexpr int64_t W = Vectorized<T>::size();
@@ -438,7 +572,8 @@ void backward_impl(
       d.H / key.size(1),
       d.Lq + d.Lk - 1,
       bk,
-      &pool};
+      &pool,
+      pairs};
   std::unique_ptr<BackwardHead<T>[]> heads(new BackwardHead<T>[static_cast<size_t>(d.BH())]);
   std::unique_ptr<BackwardKV<T>[]> kvs(new BackwardKV<T>[static_cast<size_t>(kv_heads)]);
   for (int64_t kv = 0; kv < kv_heads; ++kv) {
@@ -464,9 +599,17 @@ void flash_attention_backward(
     at::Tensor gq = float_like(grads.grad_query), gk = float_like(grads.grad_key),
                gv = float_like(grads.grad_value);
     FlashGrads g32{gq, gk, gv, grads.grad_bias, grads.grad_diagonal};
-    backward_impl<float>(
-        to_float(grad_out), to_float(query), to_float(key), to_float(value), to_float(mask),
-        to_float(out), row_max, row_log_sum, float_args(args, query.scalar_type()), g32);
+#if TORCHATTN_BF16_DOT
+    if (query.scalar_type() == at::kBFloat16) {
+      // bfloat16 products by vdpbf16ps: query, key and value stay bfloat16.
+      backward_impl<float>(
+          to_float(grad_out), query, key, value, to_float(mask), to_float(out), row_max,
+          row_log_sum, float_args(args, at::kBFloat16), g32, /*pairs=*/true);
+    } else
+#endif
+      backward_impl<float>(
+          to_float(grad_out), to_float(query), to_float(key), to_float(value), to_float(mask),
+          to_float(out), row_max, row_log_sum, float_args(args, query.scalar_type()), g32);
     grads.grad_query.copy_(gq);
     grads.grad_key.copy_(gk);
     grads.grad_value.copy_(gv);

@@ -23,6 +23,7 @@
 
 #include "ops/cpu/flash_attention/epilogues.h"
 #include "ops/cpu/flash_attention/low_precision.h"
+#include "ops/cpu/flash_attention/micro_kernel_bf16.h"
 #include "ops/cpu/flash_attention/modifiers.h"
 #include "ops/cpu/flash_attention/packing.h"
 
@@ -51,6 +52,9 @@ struct Forward {
   Dims d;
   int64_t q_tiles;
   int64_t group; // query heads per kv head
+  // bfloat16 operands multiplied as pairs by vdpbf16ps (avx512_bf16 and amx builds, T float):
+  // query, key and value stay bfloat16 and are packed as pairs (micro_kernel_bf16.h).
+  bool pairs = false;
 };
 
 /// A head's values as rows: the tensor itself when its rows are contiguous whole vectors, else
@@ -63,6 +67,9 @@ struct ValueRows {
   std::unique_ptr<T[]> copy;
   const T* rows = nullptr;
   int64_t ld = 0;
+  // Forward::pairs: the keys as pairs along E [ceil(E / 2), Lk] and the values as pairs of
+  // keys [ceil(Lk / 2), ld]; ld is Ev rounded up to whole vectors.
+  std::unique_ptr<uint32_t[]> key_pairs, value_pairs;
 };
 
 /// One tile of queries: where it is, its transposed queries, its score tile S^T [BK, BQ], and
@@ -71,10 +78,13 @@ template <typename T>
 struct QueryTile {
   int64_t bh, b, h, i0, nq, nq_pad, ev_pad;
   T* q_t;
+  uint32_t* q_pairs; // Forward::pairs: the queries as pairs along E [ceil(E / 2), nq_pad]
+  uint32_t* p_pairs; // Forward::pairs: P as pairs of keys [ceil(BK / 2), BQ]
   T* st;
   T* acc;
   T* m_run;
   T* l_run;
+  T* l_round; // low precision: the running sum of P as rounded for P V (else null)
   T* col_max;
   T* col_sum;
   T* rdiag;
@@ -98,7 +108,8 @@ QueryTile<T> pack_query_tile(const Forward<T>& f, int64_t item) {
   t.nq_pad = round_up(t.nq, W);
   t.ev_pad = round_up(d.Ev, W);
 
-  thread_local std::vector<T> q_t, scores, acc, m_run, l_run, col_max, col_sum, rdiag;
+  thread_local std::vector<T> q_t, scores, acc, m_run, l_run, l_round, col_max, col_sum, rdiag;
+  thread_local std::vector<uint32_t> q_pairs, p_pairs;
   q_t.resize(static_cast<size_t>(d.E * BQ));
   scores.resize(static_cast<size_t>(BK * BQ));
   col_max.resize(static_cast<size_t>(BQ));
@@ -112,10 +123,26 @@ QueryTile<T> pack_query_tile(const Forward<T>& f, int64_t item) {
   t.acc = acc.data();
   t.m_run = m_run.data();
   t.l_run = l_run.data();
+  t.l_round = nullptr;
+  if (f.args.low_precision != at::ScalarType::Undefined) {
+    l_round.assign(static_cast<size_t>(BQ), T(0));
+    t.l_round = l_round.data();
+  }
   t.col_max = col_max.data();
   t.col_sum = col_sum.data();
   t.rdiag = rdiag.data();
 
+  if (f.pairs) {
+    // Unscaled: the scale multiplies the float32 products (micro_kernel_pairs).
+    q_pairs.resize(static_cast<size_t>((d.E + 1) / 2 * BQ));
+    p_pairs.resize(static_cast<size_t>((BK + 1) / 2 * BQ));
+    t.q_pairs = q_pairs.data();
+    t.p_pairs = p_pairs.data();
+    const at::BFloat16* q_tile = f.query.template data_ptr<at::BFloat16>() +
+                                 head_offset(f.query, t.bh, d.H) + t.i0 * f.query.stride(2);
+    pack_pairs(q_tile, d.E, t.nq, f.query.stride(3), f.query.stride(2), t.q_pairs, t.nq_pad);
+    return t;
+  }
   const T* q_tile =
       f.query.template data_ptr<T>() + head_offset(f.query, t.bh, d.H) + t.i0 * f.query.stride(2);
   pack(
@@ -184,6 +211,9 @@ inline void softmax_strip(const QueryTile<T>& t, int64_t nk, int64_t c) {
     sum0 = sum0 + e;
   }
   at::vec::fmadd(Vec::loadu(l_run + c), alpha, sum0 + sum1).store(l_run + c);
+  if (t.l_round != nullptr) {
+    (Vec::loadu(t.l_round + c) * alpha).store(t.l_round + c);
+  }
   m_new.store(m_run + c);
   T alphas[Vec::size()];
   alpha.store(alphas);
@@ -198,11 +228,24 @@ inline void softmax_strip(const QueryTile<T>& t, int64_t nk, int64_t c) {
   }
 }
 
-/// S^T = K Q^T for the key tile [nk] at k_tile and the tile's columns [c0, c1), raw.
+/// S^T = K Q^T for the key tile [nk] at k_tile (Forward::pairs: at key j0 of the head's
+/// key pairs) and the tile's columns [c0, c1), raw.
 template <typename T, typename Epi = StoreC>
 inline void scores_columns(
     const Forward<T>& f, const QueryTile<T>& t, const T* k_tile, int64_t nk, int64_t c0, int64_t c1,
     Epi epi = Epi()) {
+#if TORCHATTN_BF16_DOT
+  if constexpr (std::is_same_v<T, float>) {
+    if (f.pairs) {
+      const auto* k_pairs = reinterpret_cast<const uint32_t*>(k_tile);
+      gemm_pairs(
+          nk, c1 - c0, (f.d.E + 1) / 2, k_pairs, 1, f.d.Lk, t.q_pairs + c0, t.nq_pad,
+          panel_width<T>(), t.st + c0, forward_block_q<T>(), /*accumulate=*/false,
+          static_cast<float>(f.args.scale), epi);
+      return;
+    }
+  }
+#endif
   gemm<T>(
       nk, c1 - c0, f.d.E, k_tile, f.key.stride(2), f.key.stride(3), t.q_t + c0, t.nq_pad,
       panel_width<T>(), t.st + c0, forward_block_q<T>(), /*accumulate=*/false, epi);
@@ -293,7 +336,9 @@ void finish_rows(const Forward<T>& f, const QueryTile<T>& t) {
       log_sum_head[i] = neg_inf<T>();
       continue;
     }
-    const T inv = T(1) / l;
+    // Low precision: over the sum of the weights as rounded for P V, so that they sum to 1 and
+    // backward's delta = rowsum(dO * O) matches its P (see low_precision.h).
+    const T inv = T(1) / (t.l_round != nullptr ? t.l_round[r] : l);
     for (int64_t e = 0; e < d.Ev; ++e) {
       o_row[e * out.stride(3)] = a[e] * inv;
     }
@@ -301,6 +346,47 @@ void finish_rows(const Forward<T>& f, const QueryTile<T>& t) {
     // The sum is at least the max's own term, 1; exp2's polynomial may give 1 - 7e-8.
     log_sum_head[i] = std::log(std::max(l, T(1)));
   }
+}
+
+/// Forward::pairs: the keys and values of kv head `kv` as pairs (see ValueRows).
+template <typename T>
+void pack_kv_pairs(const Forward<T>& f, ValueRows<T>& head, int64_t kv) {
+  const Dims& d = f.d;
+  head.ld = round_up(d.Ev, Vectorized<T>::size());
+  head.key_pairs.reset(new uint32_t[static_cast<size_t>((d.E + 1) / 2 * d.Lk)]);
+  head.value_pairs.reset(new uint32_t[static_cast<size_t>((d.Lk + 1) / 2 * head.ld)]);
+  pack_pairs(
+      f.key.template data_ptr<at::BFloat16>() + kv_offset(f.key, kv), d.E, d.Lk, f.key.stride(3),
+      f.key.stride(2), head.key_pairs.get(), d.Lk);
+  pack_pairs(
+      f.value.template data_ptr<at::BFloat16>() + kv_offset(f.value, kv), d.Lk, d.Ev,
+      f.value.stride(2), f.value.stride(3), head.value_pairs.get(), head.ld);
+}
+
+/// O [nq, ev_pad] += P V for the key tile [j0, j0 + nk), with P read through S^T and rounded to
+/// the input dtype first (bfloat16, float16; see low_precision.h); Forward::pairs: P packed as
+/// pairs of keys, rounded as it is packed.
+template <typename T>
+void accumulate_values(
+    const Forward<T>& f, const QueryTile<T>& t, const ValueRows<T>& head, int64_t j0, int64_t nk) {
+  constexpr int64_t BQ = forward_block_q<T>();
+#if TORCHATTN_BF16_DOT
+  if constexpr (std::is_same_v<T, float>) {
+    if (f.pairs) {
+      pack_pairs_from_floats(t.st, nk, t.nq_pad, BQ, t.p_pairs, BQ, t.l_round);
+      gemm_pairs(
+          t.nq, t.ev_pad, (nk + 1) / 2, t.p_pairs, 1, BQ, head.value_pairs.get() + j0 / 2 * head.ld,
+          head.ld, panel_width<T>(), t.acc, t.ev_pad, /*accumulate=*/true);
+      return;
+    }
+  }
+#endif
+  if (t.l_round != nullptr) {
+    round_and_sum_columns(t.st, nk, t.nq_pad, BQ, t.l_round, f.args.low_precision);
+  }
+  gemm<T>(
+      t.nq, t.ev_pad, nk, t.st, 1, BQ, head.rows + j0 * head.ld, head.ld, panel_width<T>(), t.acc,
+      t.ev_pad, /*accumulate=*/true);
 }
 
 /// One tile of queries against all its keys.
@@ -311,12 +397,16 @@ void forward_tile(const Forward<T>& f, ValueRows<T>* heads, int64_t item) {
   const QueryTile<T> t = pack_query_tile(f, item);
   const int64_t kv = t.b * (d.H / f.group) + t.h / f.group;
   ValueRows<T>& head = heads[kv];
-  std::call_once(head.packed, [&] {
-    head.rows = rows_of(
-        f.value.template data_ptr<T>() + kv_offset(f.value, kv), d.Lk, d.Ev, f.value.stride(2),
-        f.value.stride(3), head.copy, head.ld);
-  });
-  const T* k_head = f.key.template data_ptr<T>() + kv_offset(f.key, kv);
+  if (f.pairs) {
+    std::call_once(head.packed, [&] { pack_kv_pairs(f, head, kv); });
+  } else {
+    std::call_once(head.packed, [&] {
+      head.rows = rows_of(
+          f.value.template data_ptr<T>() + kv_offset(f.value, kv), d.Lk, d.Ev, f.value.stride(2),
+          f.value.stride(3), head.copy, head.ld);
+    });
+  }
+  const T* k_head = f.pairs ? nullptr : f.key.template data_ptr<T>() + kv_offset(f.key, kv);
   // Whether every query has a finite running max, so that unmasked tiles may take exp against
   // it (lazy rescaling).
   bool m_ready = false;
@@ -324,13 +414,18 @@ void forward_tile(const Forward<T>& f, ValueRows<T>* heads, int64_t item) {
   // Only the keys these queries may see: key tiles start at the first of them.
   int64_t j_begin, j_end;
   f.mods.key_range(t.b, t.i0, t.i0 + t.nq, j_begin, j_end);
+  if (f.pairs) {
+    j_begin -= j_begin % 2; // pairs of keys start at even keys; the extra key is masked
+  }
   for (int64_t j0 = j_begin; j0 < j_end; j0 += BK) {
     const int64_t nk = std::min(BK, j_end - j0);
     const TileKind kind = f.mods.classify(t.b, t.h, t.i0, t.nq, j0, nk);
     if (kind == TileKind::empty) {
       continue;
     }
-    const T* k_tile = k_head + j0 * f.key.stride(2);
+    // Forward::pairs: scores_columns takes the key pairs at key j0, passed as T*.
+    const T* k_tile = f.pairs ? reinterpret_cast<const T*>(head.key_pairs.get() + j0)
+                              : k_head + j0 * f.key.stride(2);
     if (modified || kind == TileKind::partial) {
       score_masked_tile(f, t, k_tile, j0, nk);
     } else if (!m_ready) {
@@ -338,25 +433,23 @@ void forward_tile(const Forward<T>& f, ValueRows<T>* heads, int64_t item) {
     } else {
       score_lazy_tile(f, t, k_tile, nk);
     }
-    // P in the input dtype for the product (bfloat16, float16; see low_precision.h)
-    round_rows(t.st, nk, t.nq_pad, forward_block_q<T>(), f.args.low_precision);
-    // O [nq, ev_pad] += P V, with P read through S^T
-    gemm<T>(
-        t.nq, t.ev_pad, nk, t.st, 1, forward_block_q<T>(), head.rows + j0 * head.ld, head.ld,
-        panel_width<T>(), t.acc, t.ev_pad, /*accumulate=*/true);
+    accumulate_values(f, t, head, j0, nk);
     m_ready =
         m_ready || std::all_of(t.m_run, t.m_run + t.nq_pad, [](T m) { return std::isfinite(m); });
   }
   finish_rows(f, t);
   if (--head.tiles_left == 0) {
     head.copy.reset();
+    head.key_pairs.reset();
+    head.value_pairs.reset();
   }
 }
 
 template <typename T>
 void forward_impl(
     const at::Tensor& query, const at::Tensor& key, const at::Tensor& value, const at::Tensor& mask,
-    const FlashArgs& args, at::Tensor& out, at::Tensor& row_max, at::Tensor& row_log_sum) {
+    const FlashArgs& args, at::Tensor& out, at::Tensor& row_max, at::Tensor& row_log_sum,
+    bool pairs = false) {
   // query [B, H, Lq, E], key [B, H, Lk, E], value [B, H, Lk, Ev]
   //   -> out [B, H, Lq, Ev], row_max [B, H, Lq], row_log_sum [B, H, Lq]
   const Dims d = dims_of(query, key, value);
@@ -371,7 +464,8 @@ void forward_impl(
       args,
       d,
       (d.Lq + kBlockQForward - 1) / kBlockQForward,
-      d.H / key.size(1)};
+      d.H / key.size(1),
+      pairs};
   const int64_t kv_heads = d.B * key.size(1);
   std::unique_ptr<ValueRows<T>[]> heads(new ValueRows<T>[static_cast<size_t>(kv_heads)]);
   for (int64_t kv = 0; kv < kv_heads; ++kv) {
@@ -385,6 +479,15 @@ void forward_impl(
 void flash_attention_forward(
     const at::Tensor& query, const at::Tensor& key, const at::Tensor& value, const at::Tensor& mask,
     const FlashArgs& args, at::Tensor& out, at::Tensor& row_max, at::Tensor& row_log_sum) {
+#if TORCHATTN_BF16_DOT
+  if (query.scalar_type() == at::kBFloat16) {
+    // bfloat16 products by vdpbf16ps, accumulated in float32; out and the statistics float32.
+    forward_impl<float>(
+        query, key, value, to_float(mask), float_args(args, at::kBFloat16), out, row_max,
+        row_log_sum, /*pairs=*/true);
+    return;
+  }
+#endif
   if (is_low_precision(query.scalar_type())) {
     // bfloat16, float16: in float32 with P rounded (low_precision.h); out and the statistics
     // are float32.

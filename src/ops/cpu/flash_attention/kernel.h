@@ -1,8 +1,8 @@
 #pragma once
 
-// The fused attention kernel, compiled once per CPU capability (DEFAULT, AVX2, AVX512) from
-// ops/cpu/flash_attention/{forward,backward}.cpp; TORCHATTN_CAPABILITY_KERNEL picks one at run
-// time.
+// The fused attention kernel, compiled once per CPU capability (DEFAULT, AVX2, AVX512, and
+// AVX512_BF16 and AMX for bfloat16's products) from ops/cpu/flash_attention/{forward,
+// backward}.cpp; TORCHATTN_BF16_CAPABILITY_KERNEL picks one at run time.
 
 #include "ops/cpu/capability.h"
 
@@ -88,7 +88,7 @@ using FlashBackwardFn = void(
     const at::Tensor& row_max, const at::Tensor& row_log_sum, const FlashArgs& args,
     FlashGrads& grads);
 
-TORCHATTN_DECLARE_CAPABILITY_KERNEL(flash_attention_forward, FlashForwardFn)
-TORCHATTN_DECLARE_CAPABILITY_KERNEL(flash_attention_backward, FlashBackwardFn)
+TORCHATTN_DECLARE_BF16_CAPABILITY_KERNEL(flash_attention_forward, FlashForwardFn)
+TORCHATTN_DECLARE_BF16_CAPABILITY_KERNEL(flash_attention_backward, FlashBackwardFn)
 
 } // namespace torchattn::ops::cpu

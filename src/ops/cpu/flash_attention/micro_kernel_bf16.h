@@ -1,0 +1,255 @@
+#pragma once
+
+// The fused attention kernel's GEMM on bfloat16 operands with vdpbf16ps (AVX512-BF16), for the
+// avx512_bf16 and amx builds: the register blocking and epilogues of micro_kernel.h, with each
+// step taking two terms of K at once. Products of two bfloat16 numbers are exact in float32;
+// vdpbf16ps adds the pair and the accumulator in float32.
+//
+// Operands are "pairs": 32-bit words, each two bfloat16 numbers adjacent in K (the low half the
+// even k). A(i, kp) = a[i * a_rs + kp * a_ks] holds A(i, 2kp) and A(i, 2kp + 1); row kp of B
+// holds B(2kp, n) and B(2kp + 1, n) in its word n. An odd K has a zero last half.
+//
+// Part of the fused attention kernel, compiled per vector build: include only after
+// ops/cpu/vectorized.h, from a file that torchattn_add_cpu_capabilities compiles.
+
+#include "ops/cpu/flash_attention/micro_kernel.h"
+
+#if defined(TORCHATTN_CPU_AVX512_BF16) || defined(TORCHATTN_CPU_AMX)
+#define TORCHATTN_BF16_DOT 1
+#else
+#define TORCHATTN_BF16_DOT 0
+#endif
+
+namespace torchattn::ops::cpu {
+namespace CPU_CAPABILITY {
+namespace {
+
+/// bfloat16 bits of x, rounded to nearest even, as c10::BFloat16 (and the other builds'
+/// round_to) round it; NaN stays NaN.
+inline uint16_t bf16_bits(float x) {
+  uint32_t u;
+  std::memcpy(&u, &x, sizeof(u));
+  if (x != x) {
+    return static_cast<uint16_t>((u >> 16) | 0x40u);
+  }
+  return static_cast<uint16_t>((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
+}
+
+/// The word of the pair (lo, hi).
+inline uint32_t pair_of(float lo, float hi) {
+  return static_cast<uint32_t>(bf16_bits(lo)) | (static_cast<uint32_t>(bf16_bits(hi)) << 16);
+}
+
+/// The pair of bfloat16 values lo, hi as a word.
+inline uint32_t pair_of(at::BFloat16 lo, at::BFloat16 hi) {
+  return static_cast<uint32_t>(lo.x) | (static_cast<uint32_t>(hi.x) << 16);
+}
+
+#if TORCHATTN_BF16_DOT
+
+/// Words (lo[c], hi[c]) for c < 16: two rows of floats rounded to nearest even and interleaved.
+inline __m512i pairs16(const float* lo, const float* hi) {
+  const __m512i l = _mm512_cvtepu16_epi32((__m256i)_mm512_cvtneps_pbh(_mm512_loadu_ps(lo)));
+  const __m512i h = _mm512_cvtepu16_epi32((__m256i)_mm512_cvtneps_pbh(_mm512_loadu_ps(hi)));
+  return _mm512_or_si512(l, _mm512_slli_epi32(h, 16));
+}
+
+/// C[MR, NV*16] (+)= scale * A[MR, K] B[K, NV*16] on pairs (K2 = ceil(K / 2) words), then
+/// `epi` writes the block, as micro_kernel.
+template <int MR, int NV, typename Epi>
+inline void micro_kernel_pairs(
+    int64_t K2, const uint32_t* a, int64_t a_rs, int64_t a_ks, const uint32_t* b, int64_t ldb,
+    float* c, int64_t ldc, bool accumulate, float scale, const Epi& epi, int64_t row0,
+    int64_t col0) {
+  using Vec = Vectorized<float>;
+  constexpr int W = 16;
+  __m512 acc[MR][NV];
+#pragma GCC unroll 8
+  for (int i = 0; i < MR; ++i) {
+#pragma GCC unroll 4
+    for (int n = 0; n < NV; ++n) {
+      acc[i][n] = _mm512_setzero_ps();
+    }
+  }
+  for (int64_t kp = 0; kp < K2; ++kp) {
+    const uint32_t* bk = b + kp * ldb;
+    const uint32_t* ak = a + kp * a_ks;
+    __m512i bv[NV];
+#pragma GCC unroll 4
+    for (int n = 0; n < NV; ++n) {
+      bv[n] = _mm512_loadu_si512(bk + n * W);
+    }
+#pragma GCC unroll 8
+    for (int i = 0; i < MR; ++i) {
+      const __m512i ai = _mm512_set1_epi32(static_cast<int>(ak[i * a_rs]));
+#pragma GCC unroll 4
+      for (int n = 0; n < NV; ++n) {
+        acc[i][n] = _mm512_dpbf16_ps(acc[i][n], (__m512bh)ai, (__m512bh)bv[n]);
+      }
+    }
+  }
+  Vec out[MR][NV];
+  const __m512 s = _mm512_set1_ps(scale);
+#pragma GCC unroll 8
+  for (int i = 0; i < MR; ++i) {
+#pragma GCC unroll 4
+    for (int n = 0; n < NV; ++n) {
+      __m512 v = scale == 1.0f ? acc[i][n] : _mm512_mul_ps(acc[i][n], s);
+      if (accumulate) {
+        v = _mm512_add_ps(v, _mm512_loadu_ps(c + i * ldc + n * W));
+      }
+      out[i][n] = Vec(v);
+    }
+  }
+  epi(out, c, ldc, row0, col0);
+}
+
+template <int NV, typename Epi, int MR = kMaxRows - 1>
+inline void tail_rows_pairs(
+    int64_t rows, int64_t K2, const uint32_t* a, int64_t a_rs, int64_t a_ks, const uint32_t* b,
+    int64_t ldb, float* c, int64_t ldc, bool accumulate, float scale, const Epi& epi, int64_t row0,
+    int64_t col0) {
+  if constexpr (MR >= 1) {
+    if (rows == MR) {
+      micro_kernel_pairs<MR, NV>(
+          K2, a, a_rs, a_ks, b, ldb, c, ldc, accumulate, scale, epi, row0, col0);
+    } else {
+      tail_rows_pairs<NV, Epi, MR - 1>(
+          rows, K2, a, a_rs, a_ks, b, ldb, c, ldc, accumulate, scale, epi, row0, col0);
+    }
+  }
+}
+
+template <int NV, typename Epi>
+void column_panel_pairs(
+    int64_t M, int64_t K2, const uint32_t* a, int64_t a_rs, int64_t a_ks, const uint32_t* b,
+    int64_t ldb, float* c, int64_t ldc, bool accumulate, float scale, const Epi& epi,
+    int64_t col0) {
+  int64_t i = 0;
+  for (; i + kMaxRows <= M; i += kMaxRows) {
+    micro_kernel_pairs<kMaxRows, NV>(
+        K2, a + i * a_rs, a_rs, a_ks, b, ldb, c + i * ldc, ldc, accumulate, scale, epi, i, col0);
+  }
+  if (i < M) {
+    tail_rows_pairs<NV>(
+        M - i, K2, a + i * a_rs, a_rs, a_ks, b, ldb, c + i * ldc, ldc, accumulate, scale, epi, i,
+        col0);
+  }
+}
+
+template <typename Epi, int NV = kMaxVecs>
+inline void dispatch_panel_pairs(
+    int nv, int64_t M, int64_t K2, const uint32_t* a, int64_t a_rs, int64_t a_ks, const uint32_t* b,
+    int64_t ldb, float* c, int64_t ldc, bool accumulate, float scale, const Epi& epi,
+    int64_t col0) {
+  if constexpr (NV >= 1) {
+    if (nv == NV) {
+      column_panel_pairs<NV>(M, K2, a, a_rs, a_ks, b, ldb, c, ldc, accumulate, scale, epi, col0);
+    } else {
+      dispatch_panel_pairs<Epi, NV - 1>(
+          nv, M, K2, a, a_rs, a_ks, b, ldb, c, ldc, accumulate, scale, epi, col0);
+    }
+  }
+}
+
+/// C[M, N] (+)= scale * A[M, K] B[K, N] on pairs, as gemm: N a multiple of 16, B in panels of
+/// panel_width<float>() words, `b_panel` words apart.
+template <typename Epi = StoreC>
+void gemm_pairs(
+    int64_t M, int64_t N, int64_t K2, const uint32_t* a, int64_t a_rs, int64_t a_ks,
+    const uint32_t* b, int64_t ldb, int64_t b_panel, float* c, int64_t ldc, bool accumulate,
+    float scale = 1.0f, const Epi& epi = {}) {
+  constexpr int W = 16;
+  TORCH_INTERNAL_ASSERT(N % W == 0, "gemm_pairs: N=", N, " is not a multiple of ", W);
+  const int64_t vecs = N / W;
+  for (int64_t v0 = 0; v0 < vecs; v0 += kMaxVecs) {
+    const int nv = static_cast<int>(std::min<int64_t>(kMaxVecs, vecs - v0));
+    dispatch_panel_pairs(
+        nv, M, K2, a, a_rs, a_ks, b + (v0 / kMaxVecs) * b_panel, ldb, c + v0 * W, ldc, accumulate,
+        scale, epi, v0 * W);
+  }
+}
+
+/// dst[kp * ld + c] = the pair (src[2kp * rs + c], src[(2kp + 1) * rs + c]) of floats for
+/// c < cols (a multiple of 16), kp < ceil(rows / 2); an odd row count pairs with zeros. Adds
+/// each column's sum of the rounded values to col_sum[c], unless col_sum is null.
+inline void pack_pairs_from_floats(
+    const float* src, int64_t rows, int64_t cols, int64_t rs, uint32_t* dst, int64_t ld,
+    float* col_sum) {
+  static const float zeros[16] = {};
+  for (int64_t c = 0; c < cols; c += 16) {
+    __m512 sum = col_sum != nullptr ? _mm512_loadu_ps(col_sum + c) : _mm512_setzero_ps();
+    for (int64_t kp = 0; kp * 2 < rows; ++kp) {
+      const float* lo = src + 2 * kp * rs + c;
+      const float* hi = 2 * kp + 1 < rows ? lo + rs : zeros;
+      const __m512i l = _mm512_cvtepu16_epi32((__m256i)_mm512_cvtneps_pbh(_mm512_loadu_ps(lo)));
+      const __m512i h = _mm512_cvtepu16_epi32((__m256i)_mm512_cvtneps_pbh(_mm512_loadu_ps(hi)));
+      _mm512_storeu_si512(dst + kp * ld + c, _mm512_or_si512(l, _mm512_slli_epi32(h, 16)));
+      sum = _mm512_add_ps(sum, _mm512_castsi512_ps(_mm512_slli_epi32(l, 16)));
+      sum = _mm512_add_ps(sum, _mm512_castsi512_ps(_mm512_slli_epi32(h, 16)));
+    }
+    if (col_sum != nullptr) {
+      _mm512_storeu_ps(col_sum + c, sum);
+    }
+  }
+}
+
+/// dst[r * ld + kp] = the pair (src[r * rs + 2kp], src[r * rs + 2kp + 1]) of floats, rounded,
+/// for r < rows and kp < cols / 2 (cols a multiple of 16): pairs along each row.
+inline void pack_row_pairs(
+    const float* src, int64_t rows, int64_t cols, int64_t rs, uint32_t* dst, int64_t ld) {
+  for (int64_t r = 0; r < rows; ++r) {
+    const float* s = src + r * rs;
+    uint32_t* d = dst + r * ld;
+    int64_t c = 0;
+    for (; c + 32 <= cols; c += 32) {
+      // 32 bfloat16 in order: word kp holds elements 2kp and 2kp + 1.
+      const __m512bh b = _mm512_cvtne2ps_pbh(_mm512_loadu_ps(s + c + 16), _mm512_loadu_ps(s + c));
+      _mm512_storeu_si512(d + c / 2, (__m512i)b);
+    }
+    if (c < cols) {
+      const __m256bh b = _mm512_cvtneps_pbh(_mm512_loadu_ps(s + c));
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(d + c / 2), (__m256i)b);
+    }
+  }
+}
+
+#endif // TORCHATTN_BF16_DOT
+
+/// pack_pairs of a float32 view whose values are bfloat16 numbers (bfloat16 inputs converted),
+/// which convert exactly.
+inline void pack_pairs(
+    const float* src, int64_t rows, int64_t cols, int64_t rs, int64_t cs, uint32_t* dst,
+    int64_t ld) {
+  for (int64_t kp = 0; kp * 2 < rows; ++kp) {
+    const float* lo = src + 2 * kp * rs;
+    const float* hi = 2 * kp + 1 < rows ? lo + rs : nullptr;
+    uint32_t* d = dst + kp * ld;
+    for (int64_t c = 0; c < cols; ++c) {
+      d[c] = pair_of(lo[c * cs], hi != nullptr ? hi[c * cs] : 0.0f);
+    }
+    std::fill(d + cols, d + ld, 0u);
+  }
+}
+
+/// dst[kp * ld + c] = the pair (src(2kp, c), src(2kp + 1, c)) of a bfloat16 view (element (r, c)
+/// at src[r * rs + c * cs]) for r < rows, c < cols, zero elsewhere up to c < ld; kp up to
+/// ceil(rows / 2).
+inline void pack_pairs(
+    const at::BFloat16* src, int64_t rows, int64_t cols, int64_t rs, int64_t cs, uint32_t* dst,
+    int64_t ld) {
+  const at::BFloat16 zero(0.0f);
+  for (int64_t kp = 0; kp * 2 < rows; ++kp) {
+    const at::BFloat16* lo = src + 2 * kp * rs;
+    const at::BFloat16* hi = 2 * kp + 1 < rows ? lo + rs : nullptr;
+    uint32_t* d = dst + kp * ld;
+    for (int64_t c = 0; c < cols; ++c) {
+      d[c] = pair_of(lo[c * cs], hi != nullptr ? hi[c * cs] : zero);
+    }
+    std::fill(d + cols, d + ld, 0u);
+  }
+}
+
+} // namespace
+} // namespace CPU_CAPABILITY
+} // namespace torchattn::ops::cpu
