@@ -27,7 +27,7 @@ bool ops_registered() {
          flex_attention_cpu_registered() && flex_attention_autograd_registered() &&
          flex_attention_meta_registered() && decode_attention_registered() &&
          decode_attention_cpu_registered() && decode_attention_autograd_registered() &&
-         decode_attention_meta_registered();
+         decode_attention_meta_registered() && capability_registered();
 }
 
 } // namespace torchattn::ops

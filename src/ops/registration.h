@@ -22,6 +22,7 @@ bool decode_attention_registered();
 bool decode_attention_cpu_registered();
 bool decode_attention_autograd_registered();
 bool decode_attention_meta_registered();
+bool capability_registered();
 
 } // namespace torchattn::ops::detail
 

@@ -105,6 +105,49 @@ def check_decode():
           math_attention(q, k, k, mask=keep.view(1, 1, 1, 40)), 1e-5)
 
 
+def check_low_precision():
+    """bf16 and fp16 from Python and scripted, on every build the CPU runs (kernel_capability),
+    by FlashAttention's rule: the op's error against float64 math at most 2x that of PyTorch's
+    math in the dtype (fp16 on LibTorch 1.x: float32 ops, each result rounded to fp16), plus
+    the rounding allowance 2 |(r + 0.3) - 0.3 - r|."""
+    op = torch.ops.torchattn.scaled_dot_product_attention
+    caps = ["amx", "avx512_bf16", "avx512", "avx2", "default"]
+    best = torch.ops.torchattn.kernel_capability()
+    caps = caps[caps.index(best):]
+
+    def rounded_math(q, k, v, dtype):
+        def r(t):
+            return t.to(dtype).float()
+        s = r(r(q * 0.125) @ k.transpose(-2, -1))
+        return r(r(s.softmax(-1)) @ v)
+
+    for dtype in (torch.bfloat16, torch.float16):
+        q, k, v = (torch.randn(2, 3, 50, 40).to(dtype) for _ in range(3))
+        ref = math_attention(q.double(), k.double(), v.double(), scale=0.125)
+        low = rounded_math(q.float(), k.float(), v.float(), dtype).double()
+        allowance = 2 * ((ref.to(dtype) + 0.3) - 0.3 - ref.to(dtype)).abs().max().item()
+        err_math = (low - ref).abs().max().item()
+        for cap in caps:
+            previous = torch.ops.torchattn.set_kernel_capability(cap)
+            out = op(q, k, v, None, 0.0, False, scale=0.125)
+            torch.ops.torchattn.set_kernel_capability(previous)
+            if out.dtype != dtype:
+                sys.exit(f"{dtype} {cap}: output is {out.dtype}")
+            err = (out.double() - ref).abs().max().item()
+            if not err <= 2 * err_math + allowance:
+                sys.exit(f"{dtype} {cap}: error {err:.3g} > 2 x {err_math:.3g} + {allowance:.3g}")
+            print(f"{dtype} {cap}: error {err:.3g}, math {err_math:.3g}: ok")
+
+    @torch.jit.script
+    def scripted(q: torch.Tensor) -> torch.Tensor:
+        return torch.ops.torchattn.scaled_dot_product_attention(q, q, q, None, 0.0, True, None)
+
+    q = torch.randn(1, 2, 20, 16).to(torch.bfloat16)
+    if scripted(q).dtype != torch.bfloat16:
+        sys.exit("scripted bf16 attention changed the dtype")
+    print("bf16 scripted: ok")
+
+
 def main():
     torch.ops.load_library(sys.argv[1])
     torch.manual_seed(0)
@@ -168,6 +211,7 @@ def main():
 
     check_flex()
     check_decode()
+    check_low_precision()
 
     @torch.jit.script
     def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:

@@ -4,7 +4,10 @@
 
 #include <torchattn/ops/capability.h>
 
+#include "ops/registration.h"
+
 #include <c10/util/Exception.h>
+#include <torch/library.h>
 
 #if defined(__x86_64__)
 #include <cpuid.h>
@@ -155,3 +158,13 @@ std::string set_kernel_capability(const std::string& capability) {
 }
 
 } // namespace torchattn::ops
+
+// Python and TorchScript: torch.ops.torchattn.kernel_capability() and set_kernel_capability(c).
+TORCH_LIBRARY_FRAGMENT(torchattn, m) {
+  m.def("kernel_capability() -> str", [] { return torchattn::ops::kernel_capability(); });
+  m.def("set_kernel_capability(str capability) -> str", [](std::string capability) {
+    return torchattn::ops::set_kernel_capability(capability);
+  });
+}
+
+TORCHATTN_REGISTRATION_ANCHOR(capability_registered)

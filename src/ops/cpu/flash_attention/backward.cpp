@@ -153,9 +153,11 @@ void pack_head(const Backward<T>& g, BackwardHead<T>& hd, int64_t bh) {
   // order): P then stays exact where one key takes all the weight. dK = dSᵀ (Q scale) takes
   // the same rows, as the math path's gradient does: scaling after the product would overflow
   // where q is huge and the scale tiny, and give inf * 0 at scale 0.
-  pack(
-      g.query.template data_ptr<T>() + head_offset(g.query, bh, d.H), d.Lq, d.E, g.query.stride(2),
-      g.query.stride(3), hd.q_s.get(), g.E_pad, static_cast<T>(g.args.scale));
+  with_data<T>(g.query, head_offset(g.query, bh, d.H), [&](const auto* q) {
+    pack(
+        q, d.Lq, d.E, g.query.stride(2), g.query.stride(3), hd.q_s.get(), g.E_pad,
+        static_cast<T>(g.args.scale));
+  });
   row_statistics(g, hd, bh);
 }
 
@@ -181,11 +183,14 @@ void pack_kv(const Backward<T>& g, BackwardKV<T>& kvh, int64_t kv) {
     pack_pairs(v, d.Ev, d.Lk, g.value.stride(3), g.value.stride(2), kvh.v_e.get(), g.Lk_pad);
     return;
   }
-  const T* k = g.key.template data_ptr<T>() + kv_offset(g.key, kv);
-  const T* v = g.value.template data_ptr<T>() + kv_offset(g.value, kv);
-  kvh.k_rows = rows_of(k, d.Lk, d.E, g.key.stride(2), g.key.stride(3), kvh.k_p, kvh.ld_k);
-  pack_transposed_panels(k, d.Lk, d.E, g.key.stride(2), g.key.stride(3), kvh.k_t.get(), PW);
-  pack_transposed_panels(v, d.Lk, d.Ev, g.value.stride(2), g.value.stride(3), kvh.v_t.get(), PW);
+  // bfloat16 and float16 are converted here, a head at a time.
+  with_data<T>(g.key, kv_offset(g.key, kv), [&](const auto* k) {
+    kvh.k_rows = rows_of(k, d.Lk, d.E, g.key.stride(2), g.key.stride(3), kvh.k_p, kvh.ld_k);
+    pack_transposed_panels(k, d.Lk, d.E, g.key.stride(2), g.key.stride(3), kvh.k_t.get(), PW);
+  });
+  with_data<T>(g.value, kv_offset(g.value, kv), [&](const auto* v) {
+    pack_transposed_panels(v, d.Lk, d.Ev, g.value.stride(2), g.value.stride(3), kvh.v_t.get(), PW);
+  });
 }
 
 /// The tile buffers of one thread: P, dS and tanh of the soft-capped scores
@@ -608,8 +613,8 @@ void flash_attention_backward(
     } else
 #endif
       backward_impl<float>(
-          to_float(grad_out), to_float(query), to_float(key), to_float(value), to_float(mask),
-          to_float(out), row_max, row_log_sum, float_args(args, query.scalar_type()), g32);
+          to_float(grad_out), query, key, value, to_float(mask), to_float(out), row_max,
+          row_log_sum, float_args(args, query.scalar_type()), g32);
     grads.grad_query.copy_(gq);
     grads.grad_key.copy_(gk);
     grads.grad_value.copy_(gv);

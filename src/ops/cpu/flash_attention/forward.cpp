@@ -67,6 +67,10 @@ struct ValueRows {
   std::unique_ptr<T[]> copy;
   const T* rows = nullptr;
   int64_t ld = 0;
+  // Keys as A operand rows: the tensor itself, or (bfloat16 and float16 inputs) a T copy.
+  std::unique_ptr<T[]> key_copy;
+  const T* keys = nullptr;
+  int64_t key_rs = 0, key_cs = 0;
   // Forward::pairs: the keys as pairs along E [ceil(E / 2), Lk] and the values as pairs of
   // keys [ceil(Lk / 2), ld]; ld is Ev rounded up to whole vectors.
   std::unique_ptr<uint32_t[]> key_pairs, value_pairs;
@@ -77,6 +81,7 @@ struct ValueRows {
 template <typename T>
 struct QueryTile {
   int64_t bh, b, h, i0, nq, nq_pad, ev_pad;
+  int64_t key_rs, key_cs; // the strides of the keys' rows and elements (ValueRows)
   T* q_t;
   uint32_t* q_pairs; // Forward::pairs: the queries as pairs along E [ceil(E / 2), nq_pad]
   uint32_t* p_pairs; // Forward::pairs: P as pairs of keys [ceil(BK / 2), BQ]
@@ -143,11 +148,12 @@ QueryTile<T> pack_query_tile(const Forward<T>& f, int64_t item) {
     pack_pairs(q_tile, d.E, t.nq, f.query.stride(3), f.query.stride(2), t.q_pairs, t.nq_pad);
     return t;
   }
-  const T* q_tile =
-      f.query.template data_ptr<T>() + head_offset(f.query, t.bh, d.H) + t.i0 * f.query.stride(2);
-  pack(
-      q_tile, d.E, t.nq, f.query.stride(3), f.query.stride(2), t.q_t, t.nq_pad,
-      static_cast<T>(f.args.scale));
+  with_data<T>(
+      f.query, head_offset(f.query, t.bh, d.H) + t.i0 * f.query.stride(2), [&](const auto* q_tile) {
+        pack(
+            q_tile, d.E, t.nq, f.query.stride(3), f.query.stride(2), t.q_t, t.nq_pad,
+            static_cast<T>(f.args.scale));
+      });
   return t;
 }
 
@@ -247,8 +253,8 @@ inline void scores_columns(
   }
 #endif
   gemm<T>(
-      nk, c1 - c0, f.d.E, k_tile, f.key.stride(2), f.key.stride(3), t.q_t + c0, t.nq_pad,
-      panel_width<T>(), t.st + c0, forward_block_q<T>(), /*accumulate=*/false, epi);
+      nk, c1 - c0, f.d.E, k_tile, t.key_rs, t.key_cs, t.q_t + c0, t.nq_pad, panel_width<T>(),
+      t.st + c0, forward_block_q<T>(), /*accumulate=*/false, epi);
 }
 
 /// Score a modified tile: a modifier or mask touches it, so the maxima come after, in a pass
@@ -348,6 +354,30 @@ void finish_rows(const Forward<T>& f, const QueryTile<T>& t) {
   }
 }
 
+/// The keys and values of kv head `kv` as the products read them (see ValueRows): the tensors
+/// themselves where they fit, else T copies (bfloat16 and float16 converted here, a head at a
+/// time, rather than whole tensors up front).
+template <typename T>
+void pack_kv_rows(const Forward<T>& f, ValueRows<T>& head, int64_t kv) {
+  const Dims& d = f.d;
+  with_data<T>(f.value, kv_offset(f.value, kv), [&](const auto* v) {
+    head.rows = rows_of(v, d.Lk, d.Ev, f.value.stride(2), f.value.stride(3), head.copy, head.ld);
+  });
+  if (f.key.scalar_type() == c10::CppTypeToScalarType<T>::value) {
+    head.keys = f.key.template data_ptr<T>() + kv_offset(f.key, kv);
+    head.key_rs = f.key.stride(2);
+    head.key_cs = f.key.stride(3);
+    return;
+  }
+  head.key_copy.reset(new T[static_cast<size_t>(d.Lk * d.E)]);
+  with_data<T>(f.key, kv_offset(f.key, kv), [&](const auto* k) {
+    pack(k, d.Lk, d.E, f.key.stride(2), f.key.stride(3), head.key_copy.get(), d.E);
+  });
+  head.keys = head.key_copy.get();
+  head.key_rs = d.E;
+  head.key_cs = 1;
+}
+
 /// Forward::pairs: the keys and values of kv head `kv` as pairs (see ValueRows).
 template <typename T>
 void pack_kv_pairs(const Forward<T>& f, ValueRows<T>& head, int64_t kv) {
@@ -394,19 +424,17 @@ template <typename T>
 void forward_tile(const Forward<T>& f, ValueRows<T>* heads, int64_t item) {
   constexpr int64_t BK = forward_block_k();
   const Dims& d = f.d;
-  const QueryTile<T> t = pack_query_tile(f, item);
+  QueryTile<T> t = pack_query_tile(f, item);
   const int64_t kv = t.b * (d.H / f.group) + t.h / f.group;
   ValueRows<T>& head = heads[kv];
   if (f.pairs) {
     std::call_once(head.packed, [&] { pack_kv_pairs(f, head, kv); });
   } else {
-    std::call_once(head.packed, [&] {
-      head.rows = rows_of(
-          f.value.template data_ptr<T>() + kv_offset(f.value, kv), d.Lk, d.Ev, f.value.stride(2),
-          f.value.stride(3), head.copy, head.ld);
-    });
+    std::call_once(head.packed, [&] { pack_kv_rows(f, head, kv); });
   }
-  const T* k_head = f.pairs ? nullptr : f.key.template data_ptr<T>() + kv_offset(f.key, kv);
+  t.key_rs = head.key_rs;
+  t.key_cs = head.key_cs;
+  const T* k_head = head.keys;
   // Whether every query has a finite running max, so that unmasked tiles may take exp against
   // it (lazy rescaling).
   bool m_ready = false;
@@ -424,8 +452,8 @@ void forward_tile(const Forward<T>& f, ValueRows<T>* heads, int64_t item) {
       continue;
     }
     // Forward::pairs: scores_columns takes the key pairs at key j0, passed as T*.
-    const T* k_tile = f.pairs ? reinterpret_cast<const T*>(head.key_pairs.get() + j0)
-                              : k_head + j0 * f.key.stride(2);
+    const T* k_tile =
+        f.pairs ? reinterpret_cast<const T*>(head.key_pairs.get() + j0) : k_head + j0 * head.key_rs;
     if (modified || kind == TileKind::partial) {
       score_masked_tile(f, t, k_tile, j0, nk);
     } else if (!m_ready) {
@@ -440,6 +468,7 @@ void forward_tile(const Forward<T>& f, ValueRows<T>* heads, int64_t item) {
   finish_rows(f, t);
   if (--head.tiles_left == 0) {
     head.copy.reset();
+    head.key_copy.reset();
     head.key_pairs.reset();
     head.value_pairs.reset();
   }
@@ -493,8 +522,8 @@ void flash_attention_forward(
     // are float32.
     TORCH_INTERNAL_ASSERT(out.scalar_type() == at::kFloat);
     forward_impl<float>(
-        to_float(query), to_float(key), to_float(value), to_float(mask),
-        float_args(args, query.scalar_type()), out, row_max, row_log_sum);
+        query, key, value, to_float(mask), float_args(args, query.scalar_type()), out, row_max,
+        row_log_sum);
     return;
   }
   AT_DISPATCH_FLOATING_TYPES(query.scalar_type(), "flash_attention_forward", [&] {

@@ -12,20 +12,36 @@ namespace torchattn::ops::cpu {
 namespace CPU_CAPABILITY {
 namespace {
 
+/// Calls fn(p) with p the data of `t` as const S*: T itself, or bfloat16 or float16 inputs,
+/// which the packing below converts to T as it copies them.
+template <typename T, typename Fn>
+void with_data(const at::Tensor& t, int64_t offset, Fn&& fn) {
+  switch (t.scalar_type()) {
+    case at::kBFloat16:
+      fn(t.template data_ptr<at::BFloat16>() + offset);
+      break;
+    case at::kHalf:
+      fn(t.template data_ptr<at::Half>() + offset);
+      break;
+    default:
+      fn(t.template data_ptr<T>() + offset);
+  }
+}
+
 /// dst[r, c] = src[r * rs + c * cs] for r < rows, c < cols, in a [rows, ld] buffer whose
-/// columns [cols, ld) are zero.
-template <typename T>
+/// columns [cols, ld) are zero; S converted to T.
+template <typename T, typename S>
 void pack(
-    const T* src, int64_t rows, int64_t cols, int64_t rs, int64_t cs, T* dst, int64_t ld,
+    const S* src, int64_t rows, int64_t cols, int64_t rs, int64_t cs, T* dst, int64_t ld,
     T mul = T(1)) {
   for (int64_t r = 0; r < rows; ++r) {
     T* d = dst + r * ld;
-    const T* s = src + r * rs;
+    const S* s = src + r * rs;
     if (cs == 1 && mul == T(1)) {
       std::copy(s, s + cols, d);
     } else {
       for (int64_t c = 0; c < cols; ++c) {
-        d[c] = s[c * cs] * mul;
+        d[c] = static_cast<T>(s[c * cs]) * mul;
       }
     }
     std::fill(d + cols, d + ld, T(0));
@@ -33,10 +49,11 @@ void pack(
 }
 
 /// The transpose of src [rows, cols] (element (r, c) at src[r * rs + c * cs]) in panels of
-/// `pw` rows: dst[(r / pw) * cols * pw + c * pw + r % pw], zero for rows up to a multiple of pw.
-template <typename T>
+/// `pw` rows: dst[(r / pw) * cols * pw + c * pw + r % pw], zero for rows up to a multiple of pw;
+/// S converted to T.
+template <typename T, typename S>
 void pack_transposed_panels(
-    const T* src, int64_t rows, int64_t cols, int64_t rs, int64_t cs, T* dst, int64_t pw) {
+    const S* src, int64_t rows, int64_t cols, int64_t rs, int64_t cs, T* dst, int64_t pw) {
   const int64_t panels = (rows + pw - 1) / pw;
   for (int64_t p = 0; p < panels; ++p) {
     T* panel = dst + p * cols * pw;
@@ -44,9 +61,9 @@ void pack_transposed_panels(
     const int64_t n = std::min(pw, rows - r0);
     for (int64_t c = 0; c < cols; ++c) {
       T* d = panel + c * pw;
-      const T* s = src + r0 * rs + c * cs;
+      const S* s = src + r0 * rs + c * cs;
       for (int64_t r = 0; r < n; ++r) {
-        d[r] = s[r * rs];
+        d[r] = static_cast<T>(s[r * rs]);
       }
       std::fill(d + n, d + pw, T(0));
     }
@@ -54,16 +71,18 @@ void pack_transposed_panels(
 }
 
 /// Rows of a 2-D view (element (r, c) at src[r * rs + c * cs]) for a B operand: the view
-/// itself when its rows are contiguous and a whole number of vectors long, else a zero-padded
-/// copy in `buf`. Returns the rows and sets `ld` to their stride.
-template <typename T>
+/// itself when its rows are contiguous and a whole number of vectors long (and S is T), else a
+/// zero-padded copy in `buf`. Returns the rows and sets `ld` to their stride.
+template <typename T, typename S>
 const T* rows_of(
-    const T* src, int64_t rows, int64_t cols, int64_t rs, int64_t cs, std::unique_ptr<T[]>& buf,
+    const S* src, int64_t rows, int64_t cols, int64_t rs, int64_t cs, std::unique_ptr<T[]>& buf,
     int64_t& ld) {
   constexpr int W = Vectorized<T>::size();
-  if (cs == 1 && cols % W == 0) {
-    ld = rs;
-    return src;
+  if constexpr (std::is_same_v<S, T>) {
+    if (cs == 1 && cols % W == 0) {
+      ld = rs;
+      return src;
+    }
   }
   ld = round_up(cols, W);
   buf.reset(new T[static_cast<size_t>(rows * ld)]);
