@@ -184,13 +184,22 @@ void pack_kv(const Backward<T>& g, BackwardKV<T>& kvh, int64_t kv) {
     return;
   }
   // bfloat16 and float16 are converted here, a head at a time.
+  // (row by row, vectorized; the transposed panels are then made from float rows).
   with_data<T>(g.key, kv_offset(g.key, kv), [&](const auto* k) {
     kvh.k_rows = rows_of(k, d.Lk, d.E, g.key.stride(2), g.key.stride(3), kvh.k_p, kvh.ld_k);
-    pack_transposed_panels(k, d.Lk, d.E, g.key.stride(2), g.key.stride(3), kvh.k_t.get(), PW);
   });
-  with_data<T>(g.value, kv_offset(g.value, kv), [&](const auto* v) {
-    pack_transposed_panels(v, d.Lk, d.Ev, g.value.stride(2), g.value.stride(3), kvh.v_t.get(), PW);
-  });
+  pack_transposed_panels(kvh.k_rows, d.Lk, d.E, kvh.ld_k, 1, kvh.k_t.get(), PW);
+  if (g.value.scalar_type() == c10::CppTypeToScalarType<T>::value) {
+    pack_transposed_panels(
+        g.value.template data_ptr<T>() + kv_offset(g.value, kv), d.Lk, d.Ev, g.value.stride(2),
+        g.value.stride(3), kvh.v_t.get(), PW);
+  } else {
+    std::unique_ptr<T[]> rows(new T[static_cast<size_t>(d.Lk * d.Ev)]);
+    with_data<T>(g.value, kv_offset(g.value, kv), [&](const auto* v) {
+      pack(v, d.Lk, d.Ev, g.value.stride(2), g.value.stride(3), rows.get(), d.Ev);
+    });
+    pack_transposed_panels(rows.get(), d.Lk, d.Ev, d.Ev, 1, kvh.v_t.get(), PW);
+  }
 }
 
 /// The tile buffers of one thread: P, dS and tanh of the soft-capped scores
@@ -216,6 +225,89 @@ struct KeyTileBuffers {
 struct TilePos {
   int64_t bh, b, h, i0, nq, j0, nk, nk_pad;
 };
+
+#if TORCHATTN_BF16_DOT
+/// Row pairs (i, i + 1) of a block as bfloat16 words into dst[(row0 + i) / 2 * ld + col]: pairs
+/// along the rows (queries), rounded; an odd last row (the tile's last query) pairs with 0.
+template <int MR, int NV>
+inline void store_row_pairs(
+    const Vectorized<float> (&v)[MR][NV], uint32_t* dst, int64_t ld, int64_t row0, int64_t col0) {
+#pragma GCC unroll 4
+  for (int i = 0; i < MR; i += 2) {
+#pragma GCC unroll 4
+    for (int n = 0; n < NV; ++n) {
+      const __m512 hi_v = i + 1 < MR ? __m512(v[i + 1][n]) : _mm512_setzero_ps();
+      const __m512i lo = _mm512_cvtepu16_epi32((__m256i)_mm512_cvtneps_pbh(v[i][n]));
+      const __m512i hi = _mm512_cvtepu16_epi32((__m256i)_mm512_cvtneps_pbh(hi_v));
+      _mm512_storeu_si512(
+          dst + (row0 + i) / 2 * ld + col0 + n * 16,
+          _mm512_or_si512(lo, _mm512_slli_epi32(hi, 16)));
+    }
+  }
+}
+
+/// StoreExp2 for Backward::pairs: P stored (dS reads it) and its pairs of queries for dV.
+struct StoreExp2Pairs {
+  const float* max;
+  const float* log2_sum;
+  uint32_t* p_q;
+  int64_t ld;
+
+  template <int MR, int NV>
+  void operator()(
+      Vectorized<float> (&acc)[MR][NV], float* c, int64_t ldc, int64_t row0, int64_t col0) const {
+    using Vec = Vectorized<float>;
+#pragma GCC unroll 8
+    for (int i = 0; i < MR; ++i) {
+      const Vec m(max[row0 + i]), ls(log2_sum[row0 + i]);
+#pragma GCC unroll 4
+      for (int n = 0; n < NV; ++n) {
+        acc[i][n] = probability(acc[i][n], m, ls);
+        acc[i][n].store(c + i * ldc + n * 16);
+      }
+    }
+    store_row_pairs(acc, p_q, ld, row0, col0);
+  }
+};
+
+/// StoreSoftmaxGrad for Backward::pairs on unmodified tiles: dS = P (dP - delta) straight to
+/// its pairs of queries (ds_q, for dK) and of keys (ds_k, for dQ); dS itself is not stored.
+struct StoreSoftmaxGradPairs {
+  const float* probs;
+  const float* delta;
+  uint32_t* ds_q;
+  uint32_t* ds_k;
+  int64_t ld_q, ld_k;
+
+  template <int MR, int NV>
+  void operator()(
+      Vectorized<float> (&acc)[MR][NV], float* /*c*/, int64_t ldc, int64_t row0,
+      int64_t col0) const {
+    using Vec = Vectorized<float>;
+#pragma GCC unroll 8
+    for (int i = 0; i < MR; ++i) {
+      const Vec dl(delta[row0 + i]);
+      const float* pr = probs + (row0 + i) * ldc + col0;
+#pragma GCC unroll 4
+      for (int n = 0; n < NV; ++n) {
+        acc[i][n] = Vec::loadu(pr + n * 16) * (acc[i][n] - dl);
+      }
+      uint32_t* k = ds_k + (row0 + i) * ld_k + col0 / 2;
+#pragma GCC unroll 2
+      for (int n = 0; n + 1 < NV; n += 2) {
+        // 32 bfloat16 in order: word kp holds columns 2kp and 2kp + 1.
+        _mm512_storeu_si512(k + n * 8, (__m512i)_mm512_cvtne2ps_pbh(acc[i][n + 1], acc[i][n]));
+      }
+      if constexpr (NV % 2 == 1) {
+        _mm256_storeu_si256(
+            reinterpret_cast<__m256i*>(k + (NV - 1) * 8),
+            (__m256i)_mm512_cvtneps_pbh(acc[i][NV - 1]));
+      }
+    }
+    store_row_pairs(acc, ds_q, ld_q, row0, col0);
+  }
+};
+#endif
 
 /// P = exp(S - max - log_sum) for the tile: in the GEMM's epilogue where nothing modifies or
 /// masks it and no padding column touches it, else after modify_row, row by row. Returns
@@ -244,7 +336,7 @@ bool probabilities(
       if (fast) {
         gemm_pairs(
             tp.nq, tp.nk_pad, E2, a, 1, g.d.Lq, b, g.Lk_pad, PW, buf.p, BK, false, scale,
-            StoreExp2<T>{row_m + tp.i0, row_log2_sum + tp.i0});
+            StoreExp2Pairs{row_m + tp.i0, row_log2_sum + tp.i0, buf.p_q, BK});
         return false;
       }
       gemm_pairs(tp.nq, tp.nk_pad, E2, a, 1, g.d.Lq, b, g.Lk_pad, PW, buf.p, BK, false, scale);
@@ -327,23 +419,34 @@ inline void pair_gradients(
   const int64_t E_pad = g.E_pad, Ev_pad = g.Ev_pad, Lq = g.d.Lq;
   const int64_t nq2 = (tp.nq + 1) / 2;
   float* dq = hd.dq_acc.get() + chunk * Lq * E_pad;
-  pack_pairs_from_floats(buf.p, tp.nq, tp.nk_pad, BK, buf.p_q, BK, nullptr);
+  if (modified) {
+    // Unmodified full tiles got P's pairs in the epilogue (StoreExp2Pairs).
+    pack_pairs_from_floats(buf.p, tp.nq, tp.nk_pad, BK, buf.p_q, BK, nullptr);
+  }
   gemm_pairs(
       tp.nk, Ev_pad, nq2, buf.p_q, 1, BK, hd.do_q.get() + tp.i0 / 2 * Ev_pad, Ev_pad, PW, buf.dv,
       Ev_pad, /*accumulate=*/true);
-  gemm_pairs(
-      tp.nq, tp.nk_pad, (g.d.Ev + 1) / 2, hd.do_e.get() + tp.i0, 1, Lq, kvh.v_e.get() + tp.j0,
-      g.Lk_pad, PW, buf.ds, BK, /*accumulate=*/false, 1.0f,
-      StoreSoftmaxGrad<float>{buf.p, hd.delta.get() + tp.i0});
-  if (modified) {
+  const uint32_t* do_e = hd.do_e.get() + tp.i0;
+  const uint32_t* v_e = kvh.v_e.get() + tp.j0;
+  const int64_t Ev2 = (g.d.Ev + 1) / 2;
+  if (!modified) {
+    // dS straight to its pairs (the modifiers' gradients, when there are any, need dS itself).
+    gemm_pairs(
+        tp.nq, tp.nk_pad, Ev2, do_e, 1, Lq, v_e, g.Lk_pad, PW, buf.ds, BK,
+        /*accumulate=*/false, 1.0f,
+        StoreSoftmaxGradPairs{buf.p, hd.delta.get() + tp.i0, buf.ds_q, buf.ds_k, BK, BK / 2});
+  } else {
+    gemm_pairs(
+        tp.nq, tp.nk_pad, Ev2, do_e, 1, Lq, v_e, g.Lk_pad, PW, buf.ds, BK,
+        /*accumulate=*/false, 1.0f, StoreSoftmaxGrad<float>{buf.p, hd.delta.get() + tp.i0});
     double* diag_acc = hd.diag_acc ? hd.diag_acc.get() + chunk * g.n_diag : nullptr;
     modifier_gradients(g, buf, tp, diag_acc);
+    pack_pairs_from_floats(buf.ds, tp.nq, tp.nk_pad, BK, buf.ds_q, BK, nullptr);
+    pack_row_pairs(buf.ds, tp.nq, tp.nk_pad, BK, buf.ds_k, BK / 2);
   }
-  pack_pairs_from_floats(buf.ds, tp.nq, tp.nk_pad, BK, buf.ds_q, BK, nullptr);
   gemm_pairs(
       tp.nk, E_pad, nq2, buf.ds_q, 1, BK, hd.q_q.get() + tp.i0 / 2 * E_pad, E_pad, PW, buf.dk,
       E_pad, /*accumulate=*/true, static_cast<float>(g.args.scale));
-  pack_row_pairs(buf.ds, tp.nq, tp.nk_pad, BK, buf.ds_k, BK / 2);
   gemm_pairs(
       tp.nq, E_pad, tp.nk_pad / 2, buf.ds_k, BK / 2, 1, kvh.k_k.get() + tp.j0 / 2 * E_pad, E_pad,
       PW, dq + tp.i0 * E_pad, E_pad, /*accumulate=*/true);

@@ -152,12 +152,20 @@ QueryTile<T> pack_query_tile(const Forward<T>& f, int64_t item) {
     pack_pairs(q_tile, d.E, t.nq, f.query.stride(3), f.query.stride(2), t.q_pairs, t.nq_pad);
     return t;
   }
-  with_data<T>(
-      f.query, head_offset(f.query, t.bh, d.H) + t.i0 * f.query.stride(2), [&](const auto* q_tile) {
-        pack(
-            q_tile, d.E, t.nq, f.query.stride(3), f.query.stride(2), t.q_t, t.nq_pad,
-            static_cast<T>(f.args.scale));
-      });
+  const int64_t q_offset = head_offset(f.query, t.bh, d.H) + t.i0 * f.query.stride(2);
+  if (f.query.scalar_type() == c10::CppTypeToScalarType<T>::value) {
+    pack(
+        f.query.template data_ptr<T>() + q_offset, d.E, t.nq, f.query.stride(3), f.query.stride(2),
+        t.q_t, t.nq_pad, static_cast<T>(f.args.scale));
+  } else {
+    // bfloat16, float16: converted row by row (vectorized), then transposed.
+    thread_local std::vector<T> rows;
+    rows.resize(static_cast<size_t>(t.nq * d.E));
+    with_data<T>(f.query, q_offset, [&](const auto* q_tile) {
+      pack(q_tile, t.nq, d.E, f.query.stride(2), f.query.stride(3), rows.data(), d.E);
+    });
+    pack(rows.data(), d.E, t.nq, 1, d.E, t.q_t, t.nq_pad, static_cast<T>(f.args.scale));
+  }
   return t;
 }
 
@@ -341,7 +349,8 @@ struct StoreExp2Pairs {
       }
       max_fast(Vec::loadu(colmax + col), mx).store(colmax + col);
       (Vec::loadu(colsum + col) + sum).store(colsum + col);
-      _mm512_storeu_ps(colsum_round + col, _mm512_add_ps(_mm512_loadu_ps(colsum_round + col), sum_round));
+      _mm512_storeu_ps(
+          colsum_round + col, _mm512_add_ps(_mm512_loadu_ps(colsum_round + col), sum_round));
     }
   }
 };

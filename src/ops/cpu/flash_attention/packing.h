@@ -28,8 +28,33 @@ void with_data(const at::Tensor& t, int64_t offset, Fn&& fn) {
   }
 }
 
+/// d[0, n) = s[0, n) converted to T: vectorized for float16 (F16C) and bfloat16 (a shift)
+/// to float32, std::copy otherwise.
+template <typename T, typename S>
+inline void convert(const S* s, int64_t n, T* d) {
+  int64_t i = 0;
+  if constexpr (std::is_same_v<T, float> && std::is_same_v<S, at::BFloat16>) {
+    // bfloat16 is the high half of a float32: widen and shift (the compiler vectorizes it).
+    const auto* u = reinterpret_cast<const uint16_t*>(s);
+    for (; i < n; ++i) {
+      const uint32_t bits = static_cast<uint32_t>(u[i]) << 16;
+      std::memcpy(d + i, &bits, sizeof(bits));
+    }
+    return;
+  }
+#if defined(CPU_CAPABILITY_AVX2) || defined(CPU_CAPABILITY_AVX512)
+  if constexpr (std::is_same_v<T, float> && std::is_same_v<S, at::Half>) {
+    for (; i + 8 <= n; i += 8) {
+      _mm256_storeu_ps(
+          d + i, _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(s + i))));
+    }
+  }
+#endif
+  std::copy(s + i, s + n, d + i);
+}
+
 /// dst[r, c] = src[r * rs + c * cs] for r < rows, c < cols, in a [rows, ld] buffer whose
-/// columns [cols, ld) are zero; S converted to T.
+/// columns [cols, ld) are zero; S converted to T (fast where rows are contiguous, cs = 1).
 template <typename T, typename S>
 void pack(
     const S* src, int64_t rows, int64_t cols, int64_t rs, int64_t cs, T* dst, int64_t ld,
@@ -38,7 +63,12 @@ void pack(
     T* d = dst + r * ld;
     const S* s = src + r * rs;
     if (cs == 1 && mul == T(1)) {
-      std::copy(s, s + cols, d);
+      convert(s, cols, d);
+    } else if (cs == 1 && !std::is_same_v<S, T>) {
+      convert(s, cols, d);
+      for (int64_t c = 0; c < cols; ++c) {
+        d[c] *= mul;
+      }
     } else {
       for (int64_t c = 0; c < cols; ++c) {
         d[c] = static_cast<T>(s[c * cs]) * mul;
