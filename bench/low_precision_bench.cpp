@@ -30,6 +30,12 @@
 #include <string>
 #include <vector>
 
+// GCC 12's own _mm512_undefined_* helpers trip -W(maybe-)uninitialized (GCC bug 105593).
+#if !defined(__clang__)
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#endif
+
 namespace {
 
 constexpr int64_t kHeads = 8, kHeadDim = 64;

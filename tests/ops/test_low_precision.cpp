@@ -10,6 +10,7 @@
 #include <torchattn/torchattn.h>
 
 #include "support/capabilities.h"
+#include "support/paths.h"
 
 #include <catch2/catch_test_macros.hpp>
 
@@ -445,3 +446,39 @@ TEST_CASE(
   }
 }
 #endif
+
+TEST_CASE(
+    "MultiheadAttention and GroupedQueryAttention run end to end in bf16 on the fused path",
+    "[ops][low_precision][nn]") {
+  // The modules converted to bfloat16 (their Linear layers too): the output is bf16, comes
+  // through the fused kernel (only it refuses double backward), and keeps the 2x rule against
+  // the same module in float64, beside the math path in bf16 (need_weights).
+  torch::manual_seed(21);
+  torchattn::nn::MultiheadAttention mha(
+      torchattn::nn::MultiheadAttentionOptions(64, 4).batch_first(true));
+  auto mha64 = std::dynamic_pointer_cast<torchattn::nn::MultiheadAttentionImpl>(mha->clone());
+  mha->to(torch::kBFloat16);
+  mha64->to(torch::kBFloat16); // the same rounded weights...
+  mha64->to(torch::kDouble);   // ...in float64
+  auto x = torch::randn({2, 70, 64}).to(torch::kBFloat16).requires_grad_();
+  auto x64 = x.detach().to(torch::kDouble).requires_grad_();
+  auto [fused, none] = mha->forward(x, x, x, {}, /*need_weights=*/false);
+  auto [math, weights] = mha->forward(x, x, x, {}, /*need_weights=*/true);
+  auto [ref, ref_w] = mha64->forward(x64, x64, x64, {}, /*need_weights=*/false);
+  CHECK(fused.scalar_type() == torch::kBFloat16);
+  require_rule(fused.detach(), math.detach(), ref.detach(), torch::kBFloat16);
+  auto g = torch::randn_like(ref);
+  auto g_fused = torch::autograd::grad({fused}, {x}, {g.to(torch::kBFloat16)}, true)[0];
+  auto g_math = torch::autograd::grad({math}, {x}, {g.to(torch::kBFloat16)})[0];
+  auto g_ref = torch::autograd::grad({ref}, {x64}, {g})[0];
+  require_rule(g_fused, g_math, g_ref, torch::kBFloat16);
+  CHECK(torchattn::testing::through_fused_kernel(fused, x));
+
+  torchattn::nn::GroupedQueryAttention gqa(
+      torchattn::nn::GroupedQueryAttentionOptions(64, 8).num_kv_heads(2));
+  gqa->to(torch::kBFloat16);
+  auto y = gqa->forward(x);
+  CHECK(y.scalar_type() == torch::kBFloat16);
+  CHECK(torchattn::testing::through_fused_kernel(y, x));
+  CHECK(y.isfinite().all().item<bool>());
+}

@@ -26,7 +26,8 @@ namespace torchattn::ops {
 ///
 /// - query and key are already projected (W_q q + b_q and W_k k + b_k); a bias on the score
 ///   shifts every score equally and is added by the caller.
-/// - float32 and float64 on CPU, any strides; double backward is not supported.
+/// - float32, float64, bfloat16 and float16 (computed in float32) on CPU, any strides; double
+///   backward is not supported.
 ///
 /// Example:
 /// ```

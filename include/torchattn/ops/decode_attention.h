@@ -41,7 +41,7 @@ constexpr int64_t kDecodeMaxQueries = 16;
 /// (flash-decoding: keys split across threads, partial results merged by their logsumexp;
 /// each cache row read once for all query heads of its group). Otherwise the tiled kernel of
 /// flex_attention with these masks, which is differentiable.
-/// float32 and float64.
+/// float32 and float64; bfloat16 and float16 are converted to float32 (lse float32).
 ///
 /// Example:
 ///   auto [out, lse] = torchattn::ops::decode_attention(

@@ -65,7 +65,7 @@ namespace torchattn::ops {
 ///
 /// `scale`: Default: 1/√E. `enable_gqa`: key and value may have H_kv heads, H_kv dividing H;
 /// query head h reads kv head h / (H / H_kv), with no copy. Default: false.
-/// float32 and float64; double backward is not supported.
+/// float32, float64, bfloat16 and float16 (lse float32); double backward is not supported.
 std::tuple<torch::Tensor, torch::Tensor> flex_attention(
     const torch::Tensor& query, const torch::Tensor& key, const torch::Tensor& value,
     const c10::optional<torch::Tensor>& attn_mask, const c10::optional<torch::Tensor>& bias,

@@ -42,7 +42,9 @@ namespace torchattn::ops {
 /// - `scale`: Default: 1/√E.
 /// - `dropout_p > 0`, or an additive mask that requires grad, is not fused: the op then runs
 ///   the math path (same results, O(Lq·Lk) memory).
-/// - float32 and float64, any strides; double backward is not supported.
+/// - float32, float64, bfloat16 and float16 (scores and accumulators in float32; P and dS
+///   rounded to the input dtype before their products, see README "bfloat16 and float16"),
+///   any strides; double backward is not supported.
 ///
 /// Example:
 /// ```
@@ -59,7 +61,9 @@ torch::Tensor scaled_dot_product_attention(
 /// split-K decoding): the output and each row's softmax statistics of the scaled, masked
 /// scores s, row_max m = max s and row_log_sum log Σ exp(s - m) [B, H, Lq]. Their sum is the
 /// logsumexp; they are kept apart because the sum rounds away log Σ where |m| is large. Both
-/// are -inf on a row with no key to attend, whose output is zero. `scale` is explicit.
+/// are -inf on a row with no key to attend, whose output is zero. `scale` is explicit. For
+/// bfloat16 and float16 inputs the output and the statistics are float32 (the output
+/// unrounded; backward takes it so, or rounded).
 /// Differentiable in query, key and value (not in the statistics).
 ///
 /// Example:
