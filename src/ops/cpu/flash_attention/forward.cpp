@@ -304,6 +304,44 @@ void score_first_tile(const Forward<T>& f, const QueryTile<T>& t, const T* k_til
   }
 }
 
+/// StoreExp2Columns for low precision on the float32 path: the weights are stored rounded to
+/// bfloat16 or float16 (`half`), their column sums before rounding go to colsum and after it to
+/// colsum_round.
+template <typename T>
+struct StoreExp2RoundedColumns {
+  const T* m_ref;
+  T* colmax;
+  T* colsum;
+  T* colsum_round;
+  bool half;
+
+  template <int MR, int NV>
+  void operator()(
+      Vectorized<T> (&acc)[MR][NV], T* c, int64_t ldc, int64_t /*row0*/, int64_t col0) const {
+    using Vec = Vectorized<T>;
+    constexpr int W = Vec::size();
+#pragma GCC unroll 4
+    for (int n = 0; n < NV; ++n) {
+      const int64_t col = col0 + n * W;
+      const Vec ref = Vec::loadu(m_ref + col);
+      Vec mx = acc[0][n];
+      Vec sum(T(0)), sum_round(T(0));
+#pragma GCC unroll 8
+      for (int i = 0; i < MR; ++i) {
+        mx = max_fast(mx, acc[i][n]);
+        const Vec e = exp_minus(acc[i][n], ref);
+        const Vec r = round_lanes(e, half);
+        r.store(c + i * ldc + n * W);
+        sum = sum + e;
+        sum_round = sum_round + r;
+      }
+      max_fast(Vec::loadu(colmax + col), mx).store(colmax + col);
+      (Vec::loadu(colsum + col) + sum).store(colsum + col);
+      (Vec::loadu(colsum_round + col) + sum_round).store(colsum_round + col);
+    }
+  }
+};
+
 #if TORCHATTN_BF16_DOT
 /// StoreExp2Columns for Forward::pairs: the weights go, rounded to bfloat16, straight to P's
 /// pairs of keys (S^T is not stored); their column sums before rounding go to colsum and after
@@ -359,8 +397,8 @@ struct StoreExp2Pairs {
 /// Score a tile lazily rescaled: exp against the running max, in the micro-kernel's epilogue,
 /// with the sums and the new maxima. The running max stays unless a strip's scores exceed it
 /// by more than kLazyRescale (weights up to 2^8 are harmless); such a strip is recomputed and
-/// takes the first tile's step. Returns whether P is packed already (Forward::pairs: the
-/// epilogue packs it).
+/// takes the first tile's step. Returns whether P is ready for P V already (Forward::pairs: the
+/// epilogue packs it; low precision: the epilogue rounds it).
 template <typename T>
 bool score_lazy_tile(const Forward<T>& f, const QueryTile<T>& t, const T* k_tile, int64_t nk) {
   using Vec = Vectorized<T>;
@@ -381,7 +419,16 @@ bool score_lazy_tile(const Forward<T>& f, const QueryTile<T>& t, const T* k_tile
     }
   }
 #endif
-  if (!packed) {
+  // Low precision (the float32 path): the epilogue rounds the weights as it stores them and
+  // sums them both ways, which saves accumulate_values' pass over the tile.
+  const bool rounds = !packed && t.l_round != nullptr;
+  if (rounds) {
+    std::fill(t.col_sum_round, t.col_sum_round + t.nq_pad, T(0));
+    scores_columns(
+        f, t, k_tile, nk, 0, t.nq_pad,
+        StoreExp2RoundedColumns<T>{
+            t.m_run, cm, cs, t.col_sum_round, f.args.low_precision == at::kHalf});
+  } else if (!packed) {
     scores_columns(f, t, k_tile, nk, 0, t.nq_pad, StoreExp2Columns<T>{t.m_run, cm, cs});
   }
   for (int64_t c = 0; c < t.nq_pad; c += W) {
@@ -401,14 +448,18 @@ bool score_lazy_tile(const Forward<T>& f, const QueryTile<T>& t, const T* k_tile
         }
       }
 #endif
+      if (rounds) {
+        round_and_sum_columns(
+            t.st + c, nk, W, forward_block_q<T>(), t.l_round + c, f.args.low_precision);
+      }
     } else {
       (Vec::loadu(t.l_run + c) + Vec::loadu(cs + c)).store(t.l_run + c);
-      if (packed) {
+      if (packed || rounds) {
         (Vec::loadu(t.l_round + c) + Vec::loadu(t.col_sum_round + c)).store(t.l_round + c);
       }
     }
   }
-  return packed;
+  return packed || rounds;
 }
 
 /// Finish the rows: out = acc / sum, and the statistics; a fully masked row gets zeros and
@@ -492,7 +543,6 @@ void accumulate_values(
     const Forward<T>& f, const QueryTile<T>& t, const ValueRows<T>& head, int64_t j0, int64_t nk,
     bool packed) {
   constexpr int64_t BQ = forward_block_q<T>();
-  (void)packed; // only the avx512_bf16 and amx builds pack in the epilogue
 #if TORCHATTN_BF16_DOT
   if constexpr (std::is_same_v<T, float>) {
     if (f.pairs) {
@@ -506,7 +556,7 @@ void accumulate_values(
     }
   }
 #endif
-  if (t.l_round != nullptr) {
+  if (t.l_round != nullptr && !packed) {
     round_and_sum_columns(t.st, nk, t.nq_pad, BQ, t.l_round, f.args.low_precision);
   }
   gemm<T>(

@@ -84,7 +84,9 @@ inline void round_to(T* x, int64_t n, at::ScalarType dtype) {
       }
 #endif
       for (; i < n; ++i) {
-        x[i] = static_cast<float>(c10::Half(x[i]));
+        // c10's bit-level conversions: c10::Half's operators use F16C intrinsics on LibTorch
+        // 2.x, declared before this file's target switch.
+        x[i] = c10::detail::fp16_ieee_to_fp32_value(c10::detail::fp16_ieee_from_fp32_value(x[i]));
       }
     }
   } else {

@@ -28,8 +28,22 @@ void with_data(const at::Tensor& t, int64_t offset, Fn&& fn) {
   }
 }
 
+/// s as T. bfloat16 and float16 by c10's bit-level conversions: their conversion operators use
+/// F16C intrinsics on LibTorch 2.x, from headers compiled before the target switch, which GCC
+/// then refuses to inline here.
+template <typename T, typename S>
+inline T to_value(const S& s) {
+  if constexpr (std::is_same_v<S, at::Half>) {
+    return static_cast<T>(c10::detail::fp16_ieee_to_fp32_value(s.x));
+  } else if constexpr (std::is_same_v<S, at::BFloat16>) {
+    return static_cast<T>(c10::detail::f32_from_bits(s.x));
+  } else {
+    return static_cast<T>(s);
+  }
+}
+
 /// d[0, n) = s[0, n) converted to T: vectorized for float16 (F16C) and bfloat16 (a shift)
-/// to float32, std::copy otherwise.
+/// to float32, element by element otherwise.
 template <typename T, typename S>
 inline void convert(const S* s, int64_t n, T* d) {
   int64_t i = 0;
@@ -50,7 +64,9 @@ inline void convert(const S* s, int64_t n, T* d) {
     }
   }
 #endif
-  std::copy(s + i, s + n, d + i);
+  for (; i < n; ++i) {
+    d[i] = to_value<T>(s[i]);
+  }
 }
 
 /// dst[r, c] = src[r * rs + c * cs] for r < rows, c < cols, in a [rows, ld] buffer whose
@@ -71,7 +87,7 @@ void pack(
       }
     } else {
       for (int64_t c = 0; c < cols; ++c) {
-        d[c] = static_cast<T>(s[c * cs]) * mul;
+        d[c] = to_value<T>(s[c * cs]) * mul;
       }
     }
     std::fill(d + cols, d + ld, T(0));
@@ -93,7 +109,7 @@ void pack_transposed_panels(
       T* d = panel + c * pw;
       const S* s = src + r0 * rs + c * cs;
       for (int64_t r = 0; r < n; ++r) {
-        d[r] = static_cast<T>(s[r * rs]);
+        d[r] = to_value<T>(s[r * rs]);
       }
       std::fill(d + n, d + pw, T(0));
     }
