@@ -8,6 +8,7 @@
 // ops/cpu/vectorized.h, from a file that torchattn_add_cpu_capabilities compiles.
 
 #include "ops/cpu/flash_attention/exp2.h"
+#include "ops/cpu/flash_attention/low_precision.h"
 #include "ops/cpu/flash_attention/micro_kernel.h"
 
 namespace torchattn::ops::cpu {
@@ -41,11 +42,15 @@ struct StoreAndColumnMax {
 
 /// Stores exp(C - m_ref[col]) and folds the block's column maxima (of C) into colmax and its
 /// column sums (of the stored values) into colsum: the forward's lazily rescaled softmax.
-template <typename T>
+/// kRound (low precision on the float32 path): the values are stored rounded to bfloat16 or
+/// float16 (`half`); colsum sums them before rounding and colsum_round after.
+template <typename T, bool kRound = false>
 struct StoreExp2Columns {
   const T* m_ref;
   T* colmax;
   T* colsum;
+  T* colsum_round = nullptr;
+  bool half = false;
 
   template <int MR, int NV>
   void operator()(
@@ -57,16 +62,25 @@ struct StoreExp2Columns {
       const int64_t col = col0 + n * W;
       const Vec ref = Vec::loadu(m_ref + col);
       Vec mx = acc[0][n];
-      Vec sum(T(0));
+      Vec sum(T(0)), sum_round(T(0));
 #pragma GCC unroll 8
       for (int i = 0; i < MR; ++i) {
         mx = max_fast(mx, acc[i][n]);
         const Vec e = exp_minus(acc[i][n], ref);
-        e.store(c + i * ldc + n * W);
         sum = sum + e;
+        if constexpr (kRound) {
+          const Vec r = round_lanes(e, half);
+          r.store(c + i * ldc + n * W);
+          sum_round = sum_round + r;
+        } else {
+          e.store(c + i * ldc + n * W);
+        }
       }
       max_fast(Vec::loadu(colmax + col), mx).store(colmax + col);
       (Vec::loadu(colsum + col) + sum).store(colsum + col);
+      if constexpr (kRound) {
+        (Vec::loadu(colsum_round + col) + sum_round).store(colsum_round + col);
+      }
     }
   }
 };

@@ -304,44 +304,6 @@ void score_first_tile(const Forward<T>& f, const QueryTile<T>& t, const T* k_til
   }
 }
 
-/// StoreExp2Columns for low precision on the float32 path: the weights are stored rounded to
-/// bfloat16 or float16 (`half`), their column sums before rounding go to colsum and after it to
-/// colsum_round.
-template <typename T>
-struct StoreExp2RoundedColumns {
-  const T* m_ref;
-  T* colmax;
-  T* colsum;
-  T* colsum_round;
-  bool half;
-
-  template <int MR, int NV>
-  void operator()(
-      Vectorized<T> (&acc)[MR][NV], T* c, int64_t ldc, int64_t /*row0*/, int64_t col0) const {
-    using Vec = Vectorized<T>;
-    constexpr int W = Vec::size();
-#pragma GCC unroll 4
-    for (int n = 0; n < NV; ++n) {
-      const int64_t col = col0 + n * W;
-      const Vec ref = Vec::loadu(m_ref + col);
-      Vec mx = acc[0][n];
-      Vec sum(T(0)), sum_round(T(0));
-#pragma GCC unroll 8
-      for (int i = 0; i < MR; ++i) {
-        mx = max_fast(mx, acc[i][n]);
-        const Vec e = exp_minus(acc[i][n], ref);
-        const Vec r = round_lanes(e, half);
-        r.store(c + i * ldc + n * W);
-        sum = sum + e;
-        sum_round = sum_round + r;
-      }
-      max_fast(Vec::loadu(colmax + col), mx).store(colmax + col);
-      (Vec::loadu(colsum + col) + sum).store(colsum + col);
-      (Vec::loadu(colsum_round + col) + sum_round).store(colsum_round + col);
-    }
-  }
-};
-
 #if TORCHATTN_BF16_DOT
 /// StoreExp2Columns for Forward::pairs: the weights go, rounded to bfloat16, straight to P's
 /// pairs of keys (S^T is not stored); their column sums before rounding go to colsum and after
@@ -426,7 +388,7 @@ bool score_lazy_tile(const Forward<T>& f, const QueryTile<T>& t, const T* k_tile
     std::fill(t.col_sum_round, t.col_sum_round + t.nq_pad, T(0));
     scores_columns(
         f, t, k_tile, nk, 0, t.nq_pad,
-        StoreExp2RoundedColumns<T>{
+        StoreExp2Columns<T, /*kRound=*/true>{
             t.m_run, cm, cs, t.col_sum_round, f.args.low_precision == at::kHalf});
   } else if (!packed) {
     scores_columns(f, t, k_tile, nk, 0, t.nq_pad, StoreExp2Columns<T>{t.m_run, cm, cs});
