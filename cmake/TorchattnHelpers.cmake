@@ -51,18 +51,28 @@ function(torchattn_promote_imported_targets)
   endwhile()
 endfunction()
 
-# Compiles `sources` once per CPU capability (DEFAULT, AVX2, AVX512) into `target`, with the
-# definitions ATen's at::vec expects (CPU_CAPABILITY=<name>, CPU_CAPABILITY_<name>). The files
-# switch their instruction set themselves with `#pragma GCC target` after their shared headers
-# (see src/ops/cpu/vectorized.h); nothing is built with -march=native.
+# Compiles `sources` once per CPU capability (DEFAULT, AVX2, AVX512), up to
+# TORCHATTN_MAX_CPU_CAPABILITY, into `target`, with the definitions ATen's at::vec expects
+# (CPU_CAPABILITY=<name>, CPU_CAPABILITY_<name>). The files switch their instruction set
+# themselves with `#pragma GCC target` after their shared headers (see src/ops/cpu/vectorized.h);
+# nothing is built with -march=native.
 #
-# Files after BF16_FILES are also compiled as AVX512_BF16 (vdpbf16ps) and AMX (AMX-BF16 tiles)
-# builds: AVX-512 code, at::vec's AVX512 vectors, and TORCHATTN_CPU_AVX512_BF16 or
-# TORCHATTN_CPU_AMX for their bfloat16 products.
+# Files after BF16_FILES are also compiled as the AVX512_BF16 build (vdpbf16ps): AVX-512 code,
+# at::vec's AVX512 vectors, and TORCHATTN_CPU_AVX512_BF16 for their bfloat16 products.
+# `target` and every build see TORCHATTN_MAX_CPU_CAPABILITY=<0..3> (ops/cpu/capability.h).
 function(torchattn_add_cpu_capabilities target)
   cmake_parse_arguments(arg "" "" "BF16_FILES" ${ARGN})
-  foreach(capability DEFAULT AVX2 AVX512 AVX512_BF16 AMX)
-    if(capability MATCHES "^(AVX512_BF16|AMX)$")
+  set(all DEFAULT AVX2 AVX512 AVX512_BF16)
+  list(FIND all "${TORCHATTN_MAX_CPU_CAPABILITY}" max)
+  if(max EQUAL -1)
+    message(FATAL_ERROR "torchattn: TORCHATTN_MAX_CPU_CAPABILITY is '${TORCHATTN_MAX_CPU_CAPABILITY}',"
+                        " expected one of ${all}")
+  endif()
+  target_compile_definitions(${target} PRIVATE TORCHATTN_MAX_CPU_CAPABILITY=${max})
+  list(SUBLIST all 0 ${max} builds)
+  list(APPEND builds ${TORCHATTN_MAX_CPU_CAPABILITY})
+  foreach(capability ${builds})
+    if(capability STREQUAL "AVX512_BF16")
       set(files ${arg_BF16_FILES})
       set(extra CPU_CAPABILITY_AVX512 TORCHATTN_CPU_${capability})
     else()
@@ -76,7 +86,8 @@ function(torchattn_add_cpu_capabilities target)
     add_library(${objects} OBJECT ${files})
     set_target_properties(${objects} PROPERTIES POSITION_INDEPENDENT_CODE ON CXX_EXTENSIONS OFF)
     target_compile_features(${objects} PRIVATE cxx_std_17)
-    target_compile_definitions(${objects} PRIVATE CPU_CAPABILITY=${capability} ${extra})
+    target_compile_definitions(${objects} PRIVATE CPU_CAPABILITY=${capability} ${extra}
+                                                  TORCHATTN_MAX_CPU_CAPABILITY=${max})
     target_include_directories(${objects} PRIVATE ${CMAKE_CURRENT_SOURCE_DIR}/src)
     target_link_libraries(${objects} PRIVATE ${TORCH_LIBRARIES} OpenMP::OpenMP_CXX)
     torchattn_warnings(${objects})

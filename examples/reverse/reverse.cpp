@@ -8,6 +8,7 @@
 #include <torchattn/torchattn.h>
 
 #include <fmt/core.h>
+#include <torch/torch.h>
 
 #include <cstdlib>
 #include <cstring>

@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
 # Builds and runs tests/package/consumer.cpp as a separate CMake project that gets torchattn
-#   find_package     - from an install of the build tree into a fresh prefix, or
-#   add_subdirectory - from the source tree;
-#   static           - from an install of a static build (-DBUILD_SHARED_LIBS=OFF) of the
-#                      source tree, made here.
+#   find_package     - from an install of the build tree into a fresh prefix;
+#   add_subdirectory - from the source tree, as a subproject: a static library, since the parent
+#                      leaves BUILD_SHARED_LIBS unset; its install rules on (TORCHATTN_INSTALL);
+#   static           - from an install of that static subproject build into a fresh prefix
+#                      (run after add_subdirectory).
+# The subproject compiles only the DEFAULT kernels (TORCHATTN_MAX_CPU_CAPABILITY), which its
+# consumers must then report running; the find_package consumer uses the full build tree.
 # Usage: run.sh MODE SOURCE_DIR BUILD_DIR WORK_DIR
 set -euo pipefail
 mode=$1 src=$2 build=$3 work=$4
@@ -25,10 +28,8 @@ case "$mode" in
   static)
     prefix="$work/static-prefix"
     rm -rf "$prefix" "$work/static"
-    cmake -S "$src" -B "$work/static-build" "${args[@]}" -DBUILD_SHARED_LIBS=OFF \
-      -DTORCHATTN_BUILD_TESTS=OFF -DTORCHATTN_BUILD_EXAMPLES=OFF >/dev/null
-    cmake --build "$work/static-build" --target torchattn
-    cmake --install "$work/static-build" --prefix "$prefix" >/dev/null
+    [ -f "$work/add_subdirectory/CMakeCache.txt" ] || { echo "run add_subdirectory first" >&2; exit 1; }
+    cmake --install "$work/add_subdirectory" --prefix "$prefix" >/dev/null
     ls "$prefix"/lib*/libtorchattn.a >/dev/null || { echo "no static libtorchattn.a in $prefix" >&2; exit 1; }
     cmake -S "$here/find_package" -B "$work/static" "${args[@]}" \
       -DCMAKE_PREFIX_PATH="$prefix" -DCMAKE_FIND_USE_PACKAGE_REGISTRY=OFF | tee "$work/static.log"
@@ -37,9 +38,12 @@ case "$mode" in
   add_subdirectory)
     rm -rf "$work/add_subdirectory"
     cmake -S "$here/add_subdirectory" -B "$work/add_subdirectory" "${args[@]}" \
-      -DTORCHATTN_SOURCE_DIR="$src"
+      -DTORCHATTN_SOURCE_DIR="$src" -DTORCHATTN_MAX_CPU_CAPABILITY=DEFAULT -DTORCHATTN_INSTALL=ON
     ;;
   *) echo "usage: run.sh find_package|add_subdirectory|static SOURCE_DIR BUILD_DIR WORK_DIR" >&2; exit 2 ;;
 esac
 cmake --build "$work/$mode" --target consumer
-"$work/$mode/consumer"
+"$work/$mode/consumer" | tee "$work/$mode.out"
+if [ "$mode" != find_package ]; then
+  grep -q "kernels default$" "$work/$mode.out" || { echo "a DEFAULT-only build ran other kernels" >&2; exit 1; }
+fi

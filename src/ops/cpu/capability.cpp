@@ -69,7 +69,8 @@ bool amx_usable() {
 }
 #endif
 
-Capability supported() {
+/// What the CPU has, whether or not a build of it was compiled.
+Capability detected() {
 #if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
   __builtin_cpu_init();
   if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
@@ -90,6 +91,16 @@ Capability supported() {
   }
 #endif
   return Capability::Default;
+}
+
+/// What the CPU has, at most the highest build compiled; amx runs the avx512_bf16 build.
+Capability supported() {
+  const Capability cpu = detected();
+  if (static_cast<int>(cpu::kMaxBuiltCapability) < static_cast<int>(Capability::Avx512Bf16) &&
+      static_cast<int>(cpu) > static_cast<int>(cpu::kMaxBuiltCapability)) {
+    return cpu::kMaxBuiltCapability;
+  }
+  return cpu;
 }
 
 Capability parse(const std::string& s, const char* what) {
@@ -151,9 +162,13 @@ std::string kernel_capability() {
 std::string set_kernel_capability(const std::string& capability) {
   const Capability asked = parse(capability, "set_kernel_capability: capability");
   TORCH_CHECK(
-      static_cast<int>(asked) <= static_cast<int>(supported()),
+      static_cast<int>(asked) <= static_cast<int>(detected()),
       "set_kernel_capability: this CPU does not support ", capability, "; it supports up to ",
       name_of(supported()));
+  TORCH_CHECK(
+      static_cast<int>(asked) <= static_cast<int>(supported()),
+      "set_kernel_capability: torchattn was built without the ", capability,
+      " kernels (TORCHATTN_MAX_CPU_CAPABILITY); this build goes up to ", name_of(supported()));
   return name_of(static_cast<Capability>(current().exchange(static_cast<int>(asked))));
 }
 

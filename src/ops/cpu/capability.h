@@ -16,15 +16,26 @@
 namespace torchattn::ops::cpu {
 
 /// The builds, in order: each runs where the CPU has its instructions and those of the ones
-/// below. avx512_bf16 (vdpbf16ps) and amx (AMX-BF16 tiles) differ from avx512 only in the
-/// fused attention kernel's bfloat16 products; every other kernel runs its avx512 build there.
+/// below. avx512_bf16 (vdpbf16ps) differs from avx512 only in the fused attention kernel's
+/// bfloat16 products; every other kernel runs its avx512 build there. amx (AMX-BF16 tiles) is
+/// detected and reported, and runs the avx512_bf16 build: there is no tile kernel yet.
 enum class Capability : int { Default = 0, Avx2 = 1, Avx512 = 2, Avx512Bf16 = 3, Amx = 4 };
 
-/// The build that runs now: the best the CPU supports, lowered by TORCHATTN_CPU_CAPABILITY (or
-/// ATEN_CPU_CAPABILITY) at load time and by set_kernel_capability.
+#ifndef TORCHATTN_MAX_CPU_CAPABILITY
+#define TORCHATTN_MAX_CPU_CAPABILITY 3
+#endif
+/// The highest build compiled (CMake's TORCHATTN_MAX_CPU_CAPABILITY); a CPU that supports more
+/// runs this one.
+inline constexpr Capability kMaxBuiltCapability =
+    static_cast<Capability>(TORCHATTN_MAX_CPU_CAPABILITY);
+
+/// The build that runs now: the best the CPU supports, at most kMaxBuiltCapability (amx runs
+/// the avx512_bf16 build), lowered by TORCHATTN_CPU_CAPABILITY (or ATEN_CPU_CAPABILITY) at load
+/// time and by set_kernel_capability.
 Capability current_capability();
 
-/// The build of one kernel for the current capability.
+/// The build of one kernel for the current capability; a build that was not compiled is
+/// nullptr and never chosen (current_capability() stays at or below kMaxBuiltCapability).
 template <typename Fn>
 Fn* for_capability(Fn* avx512, Fn* avx2, Fn* fallback) {
   switch (current_capability()) {
@@ -40,12 +51,11 @@ Fn* for_capability(Fn* avx512, Fn* avx2, Fn* fallback) {
   return fallback;
 }
 
-/// The build of one fused attention kernel, which also has avx512_bf16 and amx builds.
+/// The build of one fused attention kernel, which also has an avx512_bf16 build.
 template <typename Fn>
-Fn* for_bf16_capability(Fn* amx, Fn* avx512_bf16, Fn* avx512, Fn* avx2, Fn* fallback) {
+Fn* for_bf16_capability(Fn* avx512_bf16, Fn* avx512, Fn* avx2, Fn* fallback) {
   switch (current_capability()) {
     case Capability::Amx:
-      return amx;
     case Capability::Avx512Bf16:
       return avx512_bf16;
     default:
@@ -54,6 +64,26 @@ Fn* for_bf16_capability(Fn* amx, Fn* avx512_bf16, Fn* avx512, Fn* avx2, Fn* fall
 }
 
 } // namespace torchattn::ops::cpu
+
+// The address of build `ns`'s `name`, or a null pointer of its type where `ns` was not compiled.
+#define TORCHATTN_KERNEL_IN_(ns, name) &::torchattn::ops::cpu::ns::name
+#define TORCHATTN_KERNEL_NONE_(ns, name) \
+  static_cast<decltype(&::torchattn::ops::cpu::DEFAULT::name)>(nullptr)
+#if TORCHATTN_MAX_CPU_CAPABILITY >= 1
+#define TORCHATTN_KERNEL_AVX2_ TORCHATTN_KERNEL_IN_
+#else
+#define TORCHATTN_KERNEL_AVX2_ TORCHATTN_KERNEL_NONE_
+#endif
+#if TORCHATTN_MAX_CPU_CAPABILITY >= 2
+#define TORCHATTN_KERNEL_AVX512_ TORCHATTN_KERNEL_IN_
+#else
+#define TORCHATTN_KERNEL_AVX512_ TORCHATTN_KERNEL_NONE_
+#endif
+#if TORCHATTN_MAX_CPU_CAPABILITY >= 3
+#define TORCHATTN_KERNEL_AVX512_BF16_ TORCHATTN_KERNEL_IN_
+#else
+#define TORCHATTN_KERNEL_AVX512_BF16_ TORCHATTN_KERNEL_NONE_
+#endif
 
 /// Declares `name` of function type `type` in each build's namespace; use inside
 /// `namespace torchattn::ops::cpu`.
@@ -68,26 +98,22 @@ Fn* for_bf16_capability(Fn* amx, Fn* avx512_bf16, Fn* avx512, Fn* avx2, Fn* fall
   type name;                                            \
   }
 
-/// TORCHATTN_DECLARE_CAPABILITY_KERNEL, and the avx512_bf16 and amx builds
-/// (torchattn_add_cpu_capabilities' BF16_FILES).
+/// TORCHATTN_DECLARE_CAPABILITY_KERNEL, and the avx512_bf16 build (torchattn_add_cpu_capabilities'
+/// BF16_FILES).
 #define TORCHATTN_DECLARE_BF16_CAPABILITY_KERNEL(name, type) \
   TORCHATTN_DECLARE_CAPABILITY_KERNEL(name, type)            \
   namespace AVX512_BF16 {                                    \
   type name;                                                 \
-  }                                                          \
-  namespace AMX {                                            \
-  type name;                                                 \
   }
 
 /// The build of a TORCHATTN_DECLARE_BF16_CAPABILITY_KERNEL kernel `name` that runs now.
-#define TORCHATTN_BF16_CAPABILITY_KERNEL(name)                                      \
-  ::torchattn::ops::cpu::for_bf16_capability(                                       \
-      &::torchattn::ops::cpu::AMX::name, &::torchattn::ops::cpu::AVX512_BF16::name, \
-      &::torchattn::ops::cpu::AVX512::name, &::torchattn::ops::cpu::AVX2::name,     \
-      &::torchattn::ops::cpu::DEFAULT::name)
+#define TORCHATTN_BF16_CAPABILITY_KERNEL(name)                                                  \
+  ::torchattn::ops::cpu::for_bf16_capability(                                                   \
+      TORCHATTN_KERNEL_AVX512_BF16_(AVX512_BF16, name), TORCHATTN_KERNEL_AVX512_(AVX512, name), \
+      TORCHATTN_KERNEL_AVX2_(AVX2, name), &::torchattn::ops::cpu::DEFAULT::name)
 
 /// The build of kernel `name` that runs now.
-#define TORCHATTN_CAPABILITY_KERNEL(name)                                       \
-  ::torchattn::ops::cpu::for_capability(                                        \
-      &::torchattn::ops::cpu::AVX512::name, &::torchattn::ops::cpu::AVX2::name, \
+#define TORCHATTN_CAPABILITY_KERNEL(name)                                         \
+  ::torchattn::ops::cpu::for_capability(                                          \
+      TORCHATTN_KERNEL_AVX512_(AVX512, name), TORCHATTN_KERNEL_AVX2_(AVX2, name), \
       &::torchattn::ops::cpu::DEFAULT::name)

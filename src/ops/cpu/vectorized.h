@@ -75,18 +75,7 @@
 // Clang (the sanitizer and fuzzing builds) has no target pragma; its attribute pragma gives
 // every function declared from here on the same target, to the matching pop in
 // vectorized_end.h.
-#if defined(TORCHATTN_CPU_AMX)
-#if defined(__clang__)
-#pragma clang attribute push(                                                                        \
-    __attribute__((target(                                                                           \
-        "avx512f,avx512bw,avx512vl,avx512dq,avx512bf16,amx-tile,amx-bf16,avx2,fma,f16c,bmi,bmi2"))), \
-    apply_to = function)
-#else
-#pragma GCC push_options
-#pragma GCC target( \
-    "avx512f,avx512bw,avx512vl,avx512dq,avx512bf16,amx-tile,amx-bf16,avx2,fma,f16c,bmi,bmi2")
-#endif
-#elif defined(TORCHATTN_CPU_AVX512_BF16)
+#if defined(TORCHATTN_CPU_AVX512_BF16)
 #if defined(__clang__)
 #pragma clang attribute push(                                                             \
     __attribute__((                                                                       \

@@ -43,8 +43,8 @@ struct Backward {
   int64_t n_diag; // Lq + Lk - 1 diagonals
   int64_t bk;     // keys per tile, at most block_k<T>() (the buffers' leading dimension)
   BufferPool<T>* pool;
-  // bfloat16 query, key and value multiplied as pairs by vdpbf16ps (avx512_bf16 and amx
-  // builds, T float; grad_out and out float32): the five products take their operands as pairs
+  // bfloat16 query, key and value multiplied as pairs by vdpbf16ps (the avx512_bf16
+  // build, T float; grad_out and out float32): the five products take their operands as pairs
   // (micro_kernel_bf16.h), P and dS rounded as they are packed.
   bool pairs = false;
 };

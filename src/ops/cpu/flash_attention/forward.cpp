@@ -52,7 +52,7 @@ struct Forward {
   Dims d;
   int64_t q_tiles;
   int64_t group; // query heads per kv head
-  // bfloat16 operands multiplied as pairs by vdpbf16ps (avx512_bf16 and amx builds, T float):
+  // bfloat16 operands multiplied as pairs by vdpbf16ps (the avx512_bf16 build, T float):
   // query, key and value stay bfloat16 and are packed as pairs (micro_kernel_bf16.h).
   bool pairs = false;
 };

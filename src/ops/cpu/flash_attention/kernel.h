@@ -1,8 +1,8 @@
 #pragma once
 
 // The fused attention kernel, compiled once per CPU capability (DEFAULT, AVX2, AVX512, and
-// AVX512_BF16 and AMX for bfloat16's products) from ops/cpu/flash_attention/{forward,
-// backward}.cpp; TORCHATTN_BF16_CAPABILITY_KERNEL picks one at run time.
+// AVX512_BF16 for bfloat16's products) from ops/cpu/flash_attention/{forward,backward}.cpp;
+// TORCHATTN_BF16_CAPABILITY_KERNEL picks one at run time.
 
 #include "ops/cpu/capability.h"
 

@@ -1,7 +1,7 @@
 #pragma once
 
 // The fused attention kernel's GEMM on bfloat16 operands with vdpbf16ps (AVX512-BF16), for the
-// avx512_bf16 and amx builds: the register blocking and epilogues of micro_kernel.h, with each
+// avx512_bf16 build: the register blocking and epilogues of micro_kernel.h, with each
 // step taking two terms of K at once. Products of two bfloat16 numbers are exact in float32;
 // vdpbf16ps adds the pair and the accumulator in float32.
 //
@@ -14,7 +14,7 @@
 
 #include "ops/cpu/flash_attention/micro_kernel.h"
 
-#if defined(TORCHATTN_CPU_AVX512_BF16) || defined(TORCHATTN_CPU_AMX)
+#if defined(TORCHATTN_CPU_AVX512_BF16)
 #define TORCHATTN_BF16_DOT 1
 #else
 #define TORCHATTN_BF16_DOT 0
