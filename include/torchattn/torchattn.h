@@ -12,6 +12,7 @@
 
 #include <torchattn/nn/functional/attention.h>
 #include <torchattn/nn/functional/flex_attention.h>
+#include <torchattn/nn/functional/grouped_query_attention.h>
 #include <torchattn/nn/functional/multihead_attention.h>
 #include <torchattn/nn/functional/rotary_embedding.h>
 #include <torchattn/nn/kv_cache.h>

@@ -1,7 +1,6 @@
 #include <torchattn/nn/modules/grouped_query_attention.h>
 
-#include <torchattn/nn/functional/flex_attention.h>
-#include <torchattn/ops/decode_attention.h>
+#include <torchattn/nn/functional/grouped_query_attention.h>
 
 #include "detail/checks.h"
 
@@ -90,27 +89,20 @@ torch::Tensor GroupedQueryAttentionImpl::merge(const torch::Tensor& out) {
   return o_proj(out.transpose(1, 2).reshape({B, T, options.num_heads() * head_dim_}));
 }
 
+F::GroupedQueryAttentionFuncOptions GroupedQueryAttentionImpl::attention_options() const {
+  return F::GroupedQueryAttentionFuncOptions()
+      .is_causal(options.is_causal())
+      .sliding_window(options.sliding_window())
+      .scale(scale_);
+}
+
 torch::Tensor GroupedQueryAttentionImpl::forward(
     const torch::Tensor& x, const torch::Tensor& key_padding_mask) {
   // x [B, L, D], key_padding_mask [B, L] -> [B, L, D]
-  constexpr const char* fn = "GroupedQueryAttention";
-  check_input(fn, x);
-  const int64_t B = x.size(0), L = x.size(1);
-  auto [q, k, v] = project(x, torch::arange(L, torch::kLong));
-  auto opts = F::FlexAttentionFuncOptions()
-                  .causal(options.is_causal() ? "top_left" : "none")
-                  .window_left(options.sliding_window() > 0 ? options.sliding_window() - 1 : -1)
-                  .scale(scale_)
-                  .enable_gqa(true);
-  if (key_padding_mask.defined()) {
-    TORCH_CHECK(
-        key_padding_mask.dim() == 2 && key_padding_mask.size(0) == B &&
-            key_padding_mask.size(1) == L && key_padding_mask.scalar_type() == torch::kBool,
-        fn, ": key_padding_mask has shape ", torchattn::detail::shape_str(key_padding_mask.sizes()),
-        " ", key_padding_mask.scalar_type(), ", expected Bool [", B, ", ", L, "] (true = padding)");
-    opts.attn_mask(key_padding_mask.logical_not().view({B, 1, 1, L}).to(x.device()));
-  }
-  return merge(F::flex_attention(q, k, v, opts).output);
+  check_input("GroupedQueryAttention", x);
+  auto [q, k, v] = project(x, torch::arange(x.size(1), torch::kLong));
+  return merge(
+      F::grouped_query_attention(q, k, v, attention_options().key_padding_mask(key_padding_mask)));
 }
 
 torch::Tensor GroupedQueryAttentionImpl::forward_cached(
@@ -126,11 +118,11 @@ torch::Tensor GroupedQueryAttentionImpl::forward_cached(
   auto positions = start.view({B, 1}) + torch::arange(T, torch::kLong);
   auto [q, k, v] = project(x, positions);
   cache.append(k, v, counts);
-  const c10::optional<torch::Tensor> q_start(start.to(x.device()));
-  auto out = std::get<0>(torchattn::ops::decode_attention(
-      q, cache.key(), cache.value(), cache.lengths().to(x.device()), q_start, options.is_causal(),
-      options.sliding_window() > 0 ? options.sliding_window() - 1 : -1, scale_));
-  return merge(out);
+  return merge(F::grouped_query_attention(
+      q, cache.key(), cache.value(),
+      attention_options()
+          .kv_lengths(cache.lengths().to(x.device()))
+          .q_start(start.to(x.device()))));
 }
 
 } // namespace torchattn::nn

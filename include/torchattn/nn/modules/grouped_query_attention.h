@@ -57,6 +57,7 @@ class GroupedQueryAttentionImpl : public torch::nn::Cloneable<GroupedQueryAttent
       const torch::Tensor& x, const torch::Tensor& positions);
   torch::Tensor merge(const torch::Tensor& out); // [B, H, T, hd] -> o_proj -> [B, T, embed_dim]
   void check_input(const char* fn, const torch::Tensor& x) const;
+  functional::GroupedQueryAttentionFuncOptions attention_options() const;
 
   int64_t head_dim_ = 0, kv_heads_ = 0;
   double scale_ = 1.0;

@@ -4,6 +4,7 @@
 
 #include <c10/util/Optional.h>
 #include <torch/arg.h>
+#include <torch/types.h>
 
 #include <cstdint>
 
@@ -45,5 +46,34 @@ struct GroupedQueryAttentionOptions {
   /// Score scale. Default: 1/√head_dim.
   TORCH_ARG(c10::optional<double>, scale) = c10::nullopt;
 };
+
+namespace functional {
+
+/// Options for `functional::grouped_query_attention`, the attention core of
+/// GroupedQueryAttention (after the projections and rotary embeddings).
+///
+/// Example:
+/// ```
+/// auto out = F::grouped_query_attention(q, k, v,
+///     F::GroupedQueryAttentionFuncOptions().sliding_window(4096).kv_lengths(lengths));
+/// ```
+struct GroupedQueryAttentionFuncOptions {
+  /// A query at position p sees no key after p. Default: true.
+  TORCH_ARG(bool, is_causal) = true;
+  /// Keys a query sees, itself included; -1: all. Default: -1.
+  TORCH_ARG(int64_t, sliding_window) = -1;
+  /// Score scale. Default: 1/√E.
+  TORCH_ARG(c10::optional<double>, scale) = c10::nullopt;
+  /// Bool [B, Lk], true = a padding key no query sees. Not with kv_lengths. Default: undefined.
+  TORCH_ARG(torch::Tensor, key_padding_mask) = {};
+  /// int64 [B]: row b's cache holds its first kv_lengths[b] keys; the rest are never read.
+  /// Default: undefined (all Lk).
+  TORCH_ARG(torch::Tensor, kv_lengths) = {};
+  /// int64 [B]: the position of row b's first query. Default: undefined (kv_lengths[b] - Lq,
+  /// or Lk - Lq: the queries are the last keys).
+  TORCH_ARG(torch::Tensor, q_start) = {};
+};
+
+} // namespace functional
 
 } // namespace torchattn::nn
