@@ -4,6 +4,7 @@
 #include "detail/checks.h"
 #include "detail/compat.h"
 #include "detail/math_attention.h"
+#include "detail/optional_tensor.h"
 
 #include <torch/torch.h>
 
@@ -81,8 +82,7 @@ torch::Tensor fused_attention(
     mask = mask.unsqueeze(0);
   }
   auto out = ops::scaled_dot_product_attention(
-      to4d(query), to4d(key), to4d(value),
-      mask.defined() ? c10::optional<torch::Tensor>(mask) : c10::nullopt, /*dropout_p=*/0.0,
+      to4d(query), to4d(key), to4d(value), detail::optional_tensor(mask), /*dropout_p=*/0.0,
       masks.is_causal, scale);
   return out.view(out_shape);
 }

@@ -4,6 +4,7 @@
 
 #include "detail/checks.h"
 #include "detail/flex_args.h"
+#include "detail/optional_tensor.h"
 
 #include <ATen/Parallel.h>
 #include <torch/torch.h>
@@ -14,9 +15,7 @@ namespace torchattn::nn::functional {
 
 namespace {
 
-c10::optional<torch::Tensor> opt(const torch::Tensor& t) {
-  return t.defined() ? c10::optional<torch::Tensor>(t) : c10::nullopt;
-}
+using detail::optional_tensor;
 
 /// Calls `call` with the op's modifier arguments from the options, in schema order, then
 /// scale and enable_gqa.
@@ -24,11 +23,14 @@ template <typename Call>
 auto with_modifiers(const FlexAttentionFuncOptions& o, Call&& call) {
   const auto& bm = o.block_mask();
   return call(
-      opt(o.attn_mask()), opt(o.bias()), c10::string_view(o.causal()), o.window_left(),
-      o.window_right(), opt(o.q_doc_ids()), opt(o.kv_doc_ids()), opt(o.prefix_lengths()),
-      bm ? opt(bm->kinds) : c10::nullopt, bm ? opt(bm->index) : c10::nullopt,
-      bm ? opt(bm->masks) : c10::nullopt, o.softcap(), opt(o.alibi_slopes()),
-      opt(o.position_bias()), opt(o.position_buckets()), o.scale(), o.enable_gqa());
+      optional_tensor(o.attn_mask()), optional_tensor(o.bias()), c10::string_view(o.causal()),
+      o.window_left(), o.window_right(), optional_tensor(o.q_doc_ids()),
+      optional_tensor(o.kv_doc_ids()), optional_tensor(o.prefix_lengths()),
+      bm ? optional_tensor(bm->kinds) : c10::nullopt,
+      bm ? optional_tensor(bm->index) : c10::nullopt,
+      bm ? optional_tensor(bm->masks) : c10::nullopt, o.softcap(),
+      optional_tensor(o.alibi_slopes()), optional_tensor(o.position_bias()),
+      optional_tensor(o.position_buckets()), o.scale(), o.enable_gqa());
 }
 
 } // namespace
@@ -50,11 +52,14 @@ FlexAttentionOutput flex_attention(
   }
   const auto& bm = options.block_mask();
   const auto flex = detail::FlexArgs::from(
-      opt(options.attn_mask()), opt(options.bias()), options.causal(), options.window_left(),
-      options.window_right(), opt(options.q_doc_ids()), opt(options.kv_doc_ids()),
-      opt(options.prefix_lengths()), bm ? opt(bm->kinds) : c10::nullopt,
-      bm ? opt(bm->index) : c10::nullopt, bm ? opt(bm->masks) : c10::nullopt, options.softcap(),
-      opt(options.alibi_slopes()), opt(options.position_bias()), opt(options.position_buckets()));
+      optional_tensor(options.attn_mask()), optional_tensor(options.bias()), options.causal(),
+      options.window_left(), options.window_right(), optional_tensor(options.q_doc_ids()),
+      optional_tensor(options.kv_doc_ids()), optional_tensor(options.prefix_lengths()),
+      bm ? optional_tensor(bm->kinds) : c10::nullopt,
+      bm ? optional_tensor(bm->index) : c10::nullopt,
+      bm ? optional_tensor(bm->masks) : c10::nullopt, options.softcap(),
+      optional_tensor(options.alibi_slopes()), optional_tensor(options.position_bias()),
+      optional_tensor(options.position_buckets()));
   const auto checked = detail::check_flex_args(
       "torchattn::nn::functional::flex_attention", query, key, value, flex, options.scale(),
       options.enable_gqa());

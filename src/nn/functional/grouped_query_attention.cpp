@@ -4,6 +4,7 @@
 #include <torchattn/ops/decode_attention.h>
 
 #include "detail/checks.h"
+#include "detail/optional_tensor.h"
 
 #include <torch/torch.h>
 
@@ -23,12 +24,10 @@ torch::Tensor grouped_query_attention(
         !padding.defined(), fn,
         ": key_padding_mask with kv_lengths or q_start, expected one of them (a cache's "
         "padding is its lengths)");
-    const auto opt = [](const torch::Tensor& t) {
-      return t.defined() ? c10::optional<torch::Tensor>(t) : c10::nullopt;
-    };
     return std::get<0>(torchattn::ops::decode_attention(
-        query, key, value, opt(options.kv_lengths()), opt(options.q_start()), options.is_causal(),
-        window_left, options.scale()));
+        query, key, value, detail::optional_tensor(options.kv_lengths()),
+        detail::optional_tensor(options.q_start()), options.is_causal(), window_left,
+        options.scale()));
   }
   auto flex = FlexAttentionFuncOptions()
                   .causal(options.is_causal() ? "bottom_right" : "none")

@@ -22,7 +22,7 @@ namespace torchattn::ops::cpu {
 enum class Capability : int { Default = 0, Avx2 = 1, Avx512 = 2, Avx512Bf16 = 3, Amx = 4 };
 
 #ifndef TORCHATTN_MAX_CPU_CAPABILITY
-#define TORCHATTN_MAX_CPU_CAPABILITY 3
+#error "TORCHATTN_MAX_CPU_CAPABILITY comes from torchattn_add_cpu_capabilities (CMake)"
 #endif
 /// The highest build compiled (CMake's TORCHATTN_MAX_CPU_CAPABILITY); a CPU that supports more
 /// runs this one.
