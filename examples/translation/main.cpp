@@ -207,6 +207,13 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   train_cmd->add_option("--seed", tc.seed, "Seed (same seed and thread count: same model)")
       ->capture_default_str();
+  train_cmd
+      ->add_option(
+          "--precision", tc.precision,
+          "fp32, or bf16: forward and loss under LibTorch's CPU autocast in bfloat16 (float32 "
+          "master weights and optimizer)")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"fp32", "bf16"}));
   train_cmd->add_flag("--quiet", t_quiet, "No progress bar");
 
   // translate

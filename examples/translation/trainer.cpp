@@ -6,6 +6,7 @@
 #include "speedups/fused_loss.h"
 #include "speedups/speedups.h"
 
+#include <torchattn/autocast.h>
 #include <torchattn/jit/state_dict.h>
 
 #include <torch/nn/functional/loss.h>
@@ -324,7 +325,13 @@ TrainSummary run(const TrainConfig& c, bool resuming) {
       for (auto& g : optimizer->param_groups())
         static_cast<torch::optim::AdamOptions&>(g.options()).lr(lr);
       const Batch b = make_batch(pairs, batches[i]);
-      const Tensor loss = training_loss(*model, b, c.label_smoothing);
+      Tensor loss;
+      {
+        // Mixed precision: the forward and the loss under autocast; backward and Adam outside
+        // it, on the float32 parameters.
+        torchattn::AutocastCpu autocast(torch::kBFloat16, c.precision == "bf16");
+        loss = training_loss(*model, b, c.label_smoothing);
+      }
       optimizer->zero_grad();
       loss.backward();
       torch::nn::utils::clip_grad_norm_(model->parameters(), c.clip);
@@ -450,7 +457,8 @@ std::map<std::string, std::string> TrainConfig::to_map() const {
       {"label_smoothing", num(label_smoothing)},
       {"min_freq", std::to_string(min_freq)},
       {"max_vocab", std::to_string(max_vocab)},
-      {"seed", std::to_string(seed)}};
+      {"seed", std::to_string(seed)},
+      {"precision", precision}};
 }
 
 TrainConfig TrainConfig::from_map(const std::map<std::string, std::string>& m) {
@@ -468,6 +476,10 @@ TrainConfig TrainConfig::from_map(const std::map<std::string, std::string>& m) {
   c.min_freq = to_int(m, "min_freq");
   c.max_vocab = to_int(m, "max_vocab");
   c.seed = static_cast<uint64_t>(to_int(m, "seed"));
+  // Runs saved before --precision existed trained in float32.
+  c.precision = m.count("precision") ? m.at("precision") : "fp32";
+  if (c.precision != "fp32" && c.precision != "bf16")
+    throw std::runtime_error("bad precision '" + c.precision + "', expected fp32 or bf16");
   return c;
 }
 

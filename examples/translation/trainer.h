@@ -35,6 +35,9 @@ struct TrainConfig {
   int64_t min_freq = 1;  ///< vocabulary: tokens seen at least this often
   int64_t max_vocab = 0; ///< vocabulary cap per side (0: none)
   uint64_t seed = 1;
+  /// "fp32", or "bf16": each step's forward and loss run under CPU autocast in bfloat16
+  /// (Linear and attention in bfloat16), while parameters, gradients and Adam stay float32.
+  std::string precision = "fp32";
   bool progress = true;
 
   std::map<std::string, std::string> to_map() const;

@@ -10,6 +10,7 @@
 /// auto [out, weights] = attn(q, k, v);
 /// ```
 
+#include <torchattn/autocast.h>
 #include <torchattn/nn/functional/attention.h>
 #include <torchattn/nn/functional/flex_attention.h>
 #include <torchattn/nn/functional/grouped_query_attention.h>

@@ -9,6 +9,8 @@
 
 #include <c10/util/Optional.h>
 
+#include <torchattn/autocast.h>
+
 /// 1 where ATen has at::scaled_dot_product_attention with a `scale` argument (LibTorch >= 2.1).
 #if TORCH_VERSION_MAJOR > 2 || (TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR >= 1)
 #define TORCHATTN_HAS_ATEN_SDPA 1
@@ -34,6 +36,15 @@ inline torch::Tensor aten_sdpa(
       false, "at::scaled_dot_product_attention needs LibTorch 2.1 or later; this is ",
       TORCH_VERSION);
 #endif
+}
+
+/// `t` as CPU autocast casts the inputs of its lower-precision ops: float32 (and float16 or
+/// bfloat16) tensors to AutocastCpu::get_dtype(); float64, integer and bool tensors unchanged.
+inline torch::Tensor autocast_cpu(const torch::Tensor& t) {
+  return at::autocast::cached_cast(AutocastCpu::get_dtype(), t, c10::DeviceType::CPU);
+}
+inline c10::optional<torch::Tensor> autocast_cpu(const c10::optional<torch::Tensor>& t) {
+  return t.has_value() ? c10::optional<torch::Tensor>(autocast_cpu(*t)) : c10::nullopt;
 }
 
 /// Whether `t` is Half on the CPU under LibTorch 1.x, which has no CPU kernels for Half

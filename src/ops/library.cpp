@@ -20,14 +20,17 @@ bool ops_registered() {
   return scaled_dot_product_attention_registered() &&
          scaled_dot_product_attention_cpu_registered() &&
          scaled_dot_product_attention_autograd_registered() &&
-         scaled_dot_product_attention_meta_registered() && additive_attention_scores_registered() &&
-         additive_attention_scores_cpu_registered() &&
+         scaled_dot_product_attention_meta_registered() &&
+         scaled_dot_product_attention_autocast_registered() &&
+         additive_attention_scores_registered() && additive_attention_scores_cpu_registered() &&
          additive_attention_scores_autograd_registered() &&
-         additive_attention_scores_meta_registered() && flex_attention_registered() &&
+         additive_attention_scores_meta_registered() &&
+         additive_attention_scores_autocast_registered() && flex_attention_registered() &&
          flex_attention_cpu_registered() && flex_attention_autograd_registered() &&
-         flex_attention_meta_registered() && decode_attention_registered() &&
-         decode_attention_cpu_registered() && decode_attention_autograd_registered() &&
-         decode_attention_meta_registered() && capability_registered();
+         flex_attention_meta_registered() && flex_attention_autocast_registered() &&
+         decode_attention_registered() && decode_attention_cpu_registered() &&
+         decode_attention_autograd_registered() && decode_attention_meta_registered() &&
+         decode_attention_autocast_registered() && capability_registered();
 }
 
 } // namespace torchattn::ops

@@ -10,18 +10,22 @@ bool scaled_dot_product_attention_registered();
 bool scaled_dot_product_attention_cpu_registered();
 bool scaled_dot_product_attention_autograd_registered();
 bool scaled_dot_product_attention_meta_registered();
+bool scaled_dot_product_attention_autocast_registered();
 bool additive_attention_scores_registered();
 bool additive_attention_scores_cpu_registered();
 bool additive_attention_scores_autograd_registered();
 bool additive_attention_scores_meta_registered();
+bool additive_attention_scores_autocast_registered();
 bool flex_attention_registered();
 bool flex_attention_cpu_registered();
 bool flex_attention_autograd_registered();
 bool flex_attention_meta_registered();
+bool flex_attention_autocast_registered();
 bool decode_attention_registered();
 bool decode_attention_cpu_registered();
 bool decode_attention_autograd_registered();
 bool decode_attention_meta_registered();
+bool decode_attention_autocast_registered();
 bool capability_registered();
 
 } // namespace torchattn::ops::detail

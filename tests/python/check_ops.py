@@ -148,6 +148,27 @@ def check_low_precision():
     print("bf16 scripted: ok")
 
 
+def check_autocast():
+    """Under torch.autocast("cpu") the ops run in bfloat16 on float32 inputs, as PyTorch's own
+    scaled_dot_product_attention does: the result equals the op on the bf16-cast inputs."""
+    q, k, v = (torch.randn(2, 3, 19, 16) for _ in range(3))
+    mask = torch.randn(19, 19)
+    sdpa = torch.ops.torchattn.scaled_dot_product_attention
+    flex = torch.ops.torchattn.flex_attention
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = sdpa(q, k, v, mask, 0.0, False, None)
+        flex_out, lse = flex(q, k, v, attn_mask=mask, causal="top_left")
+    bf = [t.bfloat16() for t in (q, k, v, mask)]
+    for name, got, want in [
+            ("sdpa", out, sdpa(*bf, 0.0, False, None)),
+            ("flex_attention", flex_out, flex(*bf[:3], attn_mask=bf[3], causal="top_left")[0])]:
+        if got.dtype != torch.bfloat16 or not torch.equal(got, want):
+            sys.exit(f"autocast {name}: {got.dtype}, not the op on bf16 inputs")
+    if lse.dtype != torch.float32:
+        sys.exit(f"autocast flex_attention: lse is {lse.dtype}, expected float32")
+    print("autocast bf16: ok")
+
+
 def main():
     torch.ops.load_library(sys.argv[1])
     torch.manual_seed(0)
@@ -212,6 +233,7 @@ def main():
     check_flex()
     check_decode()
     check_low_precision()
+    check_autocast()
 
     @torch.jit.script
     def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:

@@ -1,5 +1,7 @@
 #include "fused_gru.h"
 
+#include <torchattn/autocast.h>
+
 #include "autograd_apply.h"
 #include "fast_math.h"
 
@@ -136,7 +138,14 @@ class GruSequence : public torch::autograd::Function<GruSequence> {
 
 } // namespace
 
-Tensor gru_sequence(const Tensor& gi, const Tensor& h0, const Tensor& w_hh, const Tensor& b_hh) {
+Tensor gru_sequence(
+    const Tensor& gi_in, const Tensor& h0_in, const Tensor& w_hh, const Tensor& b_hh) {
+  // The recurrence is a float32 op under CPU autocast (as torch::gru is): the projections of
+  // the inputs may come in its lower-precision dtype, and its matmuls stay float32.
+  const bool autocast = torchattn::AutocastCpu::is_enabled();
+  const Tensor gi = autocast ? gi_in.to(torch::kFloat) : gi_in;
+  const Tensor h0 = autocast ? h0_in.to(torch::kFloat) : h0_in;
+  c10::impl::ExcludeDispatchKeyGuard no_autocast(c10::DispatchKey::AutocastCPU);
   TORCH_CHECK(
       gi.dim() == 3 && h0.dim() == 2 && w_hh.dim() == 2 && b_hh.dim() == 1,
       "gru_sequence: expected gi [B, T, 3H], h0 [B, H], w_hh [3H, H], b_hh [3H]; got gi ",

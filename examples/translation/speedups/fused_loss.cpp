@@ -3,6 +3,8 @@
 #include "autograd_apply.h"
 #include "fast_math.h"
 
+#include <torchattn/autocast.h>
+
 #include <ATen/CPUGeneratorImpl.h>
 #include <ATen/Parallel.h>
 #include <ATen/core/Generator.h>
@@ -69,14 +71,19 @@ class LinearCrossEntropy : public torch::autograd::Function<LinearCrossEntropy> 
  public:
   static Tensor forward(
       AutogradContext* ctx, const Tensor& h_all, const Tensor& weight, const Tensor& bias,
-      const Tensor& target_all, double smoothing, int64_t ignore_index) {
+      const Tensor& target_all, double smoothing, int64_t ignore_index, int64_t matmul_dtype) {
     // h [N, H], weight [V, H], bias [V], target [N] -> loss []
     // Rows whose target is ignored (padding) contribute nothing: they skip the matmuls.
+    // The two matmuls of forward and the two of backward run in `matmul_dtype` (float32, or
+    // bfloat16 under autocast); the logits, the loss and its gradient are float32.
+    const auto mm = static_cast<c10::ScalarType>(matmul_dtype);
     const Tensor keep = target_all.ne(ignore_index).nonzero().squeeze(1);
     const bool all_kept = keep.size(0) == target_all.size(0);
-    const Tensor h = all_kept ? h_all : h_all.index_select(0, keep);
+    const Tensor h = (all_kept ? h_all : h_all.index_select(0, keep)).to(mm);
+    const Tensor w = weight.to(mm);
     const Tensor tgt = (all_kept ? target_all : target_all.index_select(0, keep)).contiguous();
-    Tensor grad = at::addmm(bias, h, weight.t()).contiguous(); // logits, then their gradient
+    // logits, then their gradient
+    Tensor grad = at::addmm(bias.to(mm), h, w.t()).to(torch::kFloat).contiguous();
     const int64_t N = grad.size(0), V = grad.size(1);
     const int64_t* t = tgt.data_ptr<int64_t>();
     const float scale = N > 0 ? 1.0f / static_cast<float>(N) : 0.0f;
@@ -94,25 +101,36 @@ class LinearCrossEntropy : public torch::autograd::Function<LinearCrossEntropy> 
     double total = 0;
     for (double l : losses)
       total += l;
-    ctx->save_for_backward({h, weight, grad, keep});
+    ctx->save_for_backward({h, w, grad, keep});
     ctx->saved_data["rows"] = h_all.size(0);
-    return torch::scalar_tensor(N > 0 ? total / static_cast<double>(N) : 0.0, h.options());
+    ctx->saved_data["h_dtype"] = static_cast<int64_t>(h_all.scalar_type());
+    return torch::scalar_tensor(
+        N > 0 ? total / static_cast<double>(N) : 0.0, h_all.options().dtype(torch::kFloat));
   }
 
   static tensor_list backward(AutogradContext* ctx, tensor_list grad_outputs) {
     const auto saved = ctx->get_saved_variables();
-    const Tensor& h = saved[0]; // the kept rows
-    const Tensor& weight = saved[1];
-    const Tensor& g = saved[2]; // d loss / d logits of the kept rows, [kept, V]
+    const Tensor& h = saved[0]; // the kept rows, in the matmul dtype
+    const Tensor& w = saved[1]; // the weight, in the matmul dtype
+    const Tensor& g = saved[2]; // d loss / d logits of the kept rows, [kept, V], float32
     const Tensor& keep = saved[3];
+    const Tensor g_mm = g.to(h.scalar_type());
     // The scalar grad_output scales the three small results, not the [kept, V] gradient.
     const Tensor scale = grad_outputs[0];
-    Tensor dh = g.mm(weight).mul_(scale);
+    const auto h_dtype = static_cast<c10::ScalarType>(ctx->saved_data["h_dtype"].toInt());
+    Tensor dh = g_mm.mm(w).to(torch::kFloat).mul_(scale).to(h_dtype);
     const int64_t rows = ctx->saved_data["rows"].toInt();
     if (keep.size(0) != rows) {
-      dh = torch::zeros({rows, h.size(1)}, h.options()).index_copy_(0, keep, dh);
+      dh = torch::zeros({rows, h.size(1)}, dh.options()).index_copy_(0, keep, dh);
     }
-    return {dh, g.t().mm(h).mul_(scale), g.sum(0).mul_(scale), Tensor(), Tensor(), Tensor()};
+    return {
+        dh,
+        g_mm.t().mm(h).to(torch::kFloat).mul_(scale),
+        g.sum(0).mul_(scale),
+        Tensor(),
+        Tensor(),
+        Tensor(),
+        Tensor()};
   }
 };
 
@@ -127,12 +145,18 @@ Tensor linear_cross_entropy(
           bias.size(0) == weight.size(0),
       "linear_cross_entropy: expected h [N, H], weight [V, H], bias [V], target [N]; got h ",
       h.sizes(), ", weight ", weight.sizes(), ", bias ", bias.sizes(), ", target ", target.sizes());
+  // Under CPU autocast the output layer is a lower-precision op (as Linear is) and the loss a
+  // float32 one (as cross_entropy is): h may come in the autocast dtype.
+  const auto mm =
+      torchattn::AutocastCpu::is_enabled() ? torchattn::AutocastCpu::get_dtype() : torch::kFloat;
   TORCH_CHECK(
-      h.scalar_type() == torch::kFloat && weight.scalar_type() == torch::kFloat &&
-          bias.scalar_type() == torch::kFloat && target.scalar_type() == torch::kLong &&
-          h.device().is_cpu(),
-      "linear_cross_entropy: float32 CPU inputs and an int64 target expected");
-  return apply_function<LinearCrossEntropy>(h, weight, bias, target, label_smoothing, ignore_index);
+      (h.scalar_type() == torch::kFloat || h.scalar_type() == mm) &&
+          weight.scalar_type() == torch::kFloat && bias.scalar_type() == torch::kFloat &&
+          target.scalar_type() == torch::kLong && h.device().is_cpu(),
+      "linear_cross_entropy: float32 CPU inputs (h also in the autocast dtype under autocast) "
+      "and an int64 target expected");
+  return apply_function<LinearCrossEntropy>(
+      h, weight, bias, target, label_smoothing, ignore_index, static_cast<int64_t>(mm));
 }
 
 Tensor dropout(const Tensor& x, double p, bool training) {

@@ -113,6 +113,42 @@ TEST_CASE("a tiny training run lowers the loss, for both models", "[translation]
   CHECK(r[1].text.empty());
 }
 
+TEST_CASE("train --precision bf16 trains under autocast and resumes in bf16", "[translation]") {
+  const std::string kind = GENERATE("gru", "transformer");
+  TempDir dir("bf16_" + kind);
+  write_toy_corpus(dir.path, 400, 1);
+  TrainConfig c = toy_config(dir.path, kind);
+  c.epochs = 3;
+  c.precision = "bf16";
+  train(c);
+  CHECK(read_key_values((dir.path / "model" / "train.txt").string()).at("precision") == "bf16");
+  const auto loss = history_column(dir.path / "model", 1);
+  REQUIRE(loss.size() == 3);
+  // The same run in float32: other losses (the flag reaches the training step), and bf16
+  // learns as fast, within a few percent.
+  TrainConfig f = c;
+  f.precision = "fp32";
+  f.out_dir = (dir.path / "fp32").string();
+  train(f);
+  const auto fp32_loss = history_column(dir.path / "fp32", 1);
+  REQUIRE(fp32_loss.size() == 3);
+  CHECK(fp32_loss.front() != loss.front());
+  CHECK(loss.back() < 0.85 * loss.front());
+  CHECK(std::abs(loss.back() - fp32_loss.back()) <= 0.05 * fp32_loss.back());
+  // Resuming keeps bf16: its fourth epoch is an uninterrupted bf16 run's fourth epoch.
+  resume(c.out_dir, 4, 0, false);
+  TrainConfig straight = c;
+  straight.out_dir = (dir.path / "straight").string();
+  straight.epochs = 4;
+  train(straight);
+  const auto resumed = history_column(dir.path / "model", 1);
+  REQUIRE(resumed.size() == 4);
+  CHECK(resumed.back() == history_column(dir.path / "straight", 1).back());
+  auto bad = read_key_values((dir.path / "model" / "train.txt").string());
+  bad["precision"] = "fp8";
+  CHECK_THROWS_WITH(TrainConfig::from_map(bad), ContainsSubstring("bad precision 'fp8'"));
+}
+
 TEST_CASE("every GRU attention score trains", "[translation]") {
   const std::string attention = GENERATE("dot", "scaled", "cosine", "additive", "general");
   TempDir dir("attn_" + attention);

@@ -87,6 +87,22 @@ torch::Tensor fused_attention(
   return out.view(out_shape);
 }
 
+/// Under CPU autocast every attention functional is a lower-precision op, as PyTorch's
+/// scaled_dot_product_attention and Linear are: each casts its floating tensors (inputs, masks,
+/// weights) to the autocast dtype and runs with autocast off inside, all in that dtype. A module
+/// whose projections autocast made bfloat16 may then pass float32 masks or memories.
+/// `options` with its floating masks cast.
+template <typename Options>
+Options autocast_masks(Options options) {
+  options.attn_mask(detail::autocast_cpu(options.attn_mask()));
+  options.key_padding_mask(detail::autocast_cpu(options.key_padding_mask()));
+  return options;
+}
+
+/// Turns CPU autocast off for its scope (excluding its dispatch key, as its own kernels do).
+using NoAutocast = c10::impl::ExcludeDispatchKeyGuard;
+constexpr auto kAutocastKey = c10::DispatchKey::AutocastCPU;
+
 } // namespace
 
 void set_math_path_max_scores(int64_t n) {
@@ -102,6 +118,12 @@ std::tuple<torch::Tensor, torch::Tensor> dot_product_attention(
     const torch::Tensor& query, const torch::Tensor& key, const torch::Tensor& value,
     const DotProductAttentionFuncOptions& options) {
   // query [..., Lq, E], key [..., Lk, E], value [..., Lk, Ev] -> out [..., Lq, Ev]
+  if (AutocastCpu::is_enabled()) {
+    NoAutocast no_autocast(kAutocastKey);
+    using detail::autocast_cpu;
+    return dot_product_attention(
+        autocast_cpu(query), autocast_cpu(key), autocast_cpu(value), autocast_masks(options));
+  }
   const auto masks = MaskArgs::from(options);
   const auto scores_shape =
       detail::check_inputs("dot_product_attention", query, key, value, masks, /*same_qk_dim=*/true);
@@ -116,6 +138,12 @@ std::tuple<torch::Tensor, torch::Tensor> scaled_dot_product_attention(
     const torch::Tensor& query, const torch::Tensor& key, const torch::Tensor& value,
     const ScaledDotProductAttentionFuncOptions& options) {
   // query [..., Lq, E], key [..., Lk, E], value [..., Lk, Ev] -> out [..., Lq, Ev]
+  if (AutocastCpu::is_enabled()) {
+    NoAutocast no_autocast(kAutocastKey);
+    using detail::autocast_cpu;
+    return scaled_dot_product_attention(
+        autocast_cpu(query), autocast_cpu(key), autocast_cpu(value), autocast_masks(options));
+  }
   constexpr const char* fn = "scaled_dot_product_attention";
   const auto masks = MaskArgs::from(options);
   const auto scores_shape =
@@ -132,6 +160,13 @@ std::tuple<torch::Tensor, torch::Tensor> cosine_attention(
     const torch::Tensor& query, const torch::Tensor& key, const torch::Tensor& value,
     const CosineAttentionFuncOptions& options) {
   // query [..., Lq, E], key [..., Lk, E], value [..., Lk, Ev] -> out [..., Lq, Ev]
+  if (AutocastCpu::is_enabled()) {
+    NoAutocast no_autocast(kAutocastKey);
+    using detail::autocast_cpu;
+    auto cast = autocast_masks(options);
+    cast.temperature(autocast_cpu(options.temperature()));
+    return cosine_attention(autocast_cpu(query), autocast_cpu(key), autocast_cpu(value), cast);
+  }
   constexpr const char* fn = "cosine_attention";
   const auto masks = MaskArgs::from(options);
   const auto scores_shape =
@@ -179,6 +214,17 @@ std::tuple<torch::Tensor, torch::Tensor> additive_attention(
     const torch::Tensor& query_weight, const torch::Tensor& key_weight,
     const torch::Tensor& score_weight, const AdditiveAttentionFuncOptions& options) {
   // query [..., Lq, Eq], key [..., Lk, Ek], value [..., Lk, Ev] -> out [..., Lq, Ev]
+  if (AutocastCpu::is_enabled()) {
+    NoAutocast no_autocast(kAutocastKey);
+    using detail::autocast_cpu;
+    auto cast = autocast_masks(options);
+    cast.query_bias(autocast_cpu(options.query_bias()));
+    cast.key_bias(autocast_cpu(options.key_bias()));
+    cast.score_bias(autocast_cpu(options.score_bias()));
+    return additive_attention(
+        autocast_cpu(query), autocast_cpu(key), autocast_cpu(value), autocast_cpu(query_weight),
+        autocast_cpu(key_weight), autocast_cpu(score_weight), cast);
+  }
   constexpr const char* fn = "additive_attention";
   const auto masks = MaskArgs::from(options);
   detail::check_inputs(fn, query, key, value, masks, /*same_qk_dim=*/false);
@@ -219,6 +265,13 @@ std::tuple<torch::Tensor, torch::Tensor> general_attention(
     const torch::Tensor& query, const torch::Tensor& key, const torch::Tensor& value,
     const torch::Tensor& weight, const GeneralAttentionFuncOptions& options) {
   // query [..., Lq, Eq], key [..., Lk, Ek], value [..., Lk, Ev] -> out [..., Lq, Ev]
+  if (AutocastCpu::is_enabled()) {
+    NoAutocast no_autocast(kAutocastKey);
+    using detail::autocast_cpu;
+    return general_attention(
+        autocast_cpu(query), autocast_cpu(key), autocast_cpu(value), autocast_cpu(weight),
+        autocast_masks(options));
+  }
   constexpr const char* fn = "general_attention";
   const auto masks = MaskArgs::from(options);
   detail::check_inputs(fn, query, key, value, masks, /*same_qk_dim=*/false);
