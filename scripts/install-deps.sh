@@ -20,6 +20,7 @@ packages=(
   python3-torch            # reference generation only (tests/reference)
   python3-setuptools python3-dev  # torch.compile's Inductor builds C++ (tests/python/check_export.py)
   libfmt-dev
+  libgloo-dev              # Gloo's headers, which LibTorch's ProcessGroupGloo.hpp includes
   libopenblas0-openmp      # without it LibTorch multiplies with the reference BLAS, ~40x slower
   libbenchmark-dev         # bench/
   libsleef-dev             # sleef.h, included by ATen's AVX2/AVX-512 at::vec headers
