@@ -8,6 +8,8 @@
 #include "heatmap.h"
 #include "trainer.h"
 
+#include <torchattn/distributed/process_group.h>
+
 #include <fmt/format.h>
 #include <torch/torch.h>
 #include <CLI/CLI.hpp>
@@ -162,6 +164,7 @@ int main(int argc, char** argv) {
   tc.out_dir = default_dir("translate-model");
   std::string t_data = default_dir("translate-data");
   bool t_resume = false, t_quiet = false;
+  double t_dist_timeout = 300;
   train_cmd->add_option("--data", t_data, "Directory written by prepare (train.tsv, dev.tsv)")
       ->capture_default_str();
   train_cmd->add_option("--out", tc.out_dir, "Model directory to write")->capture_default_str();
@@ -214,6 +217,16 @@ int main(int argc, char** argv) {
           "master weights and optimizer)")
       ->capture_default_str()
       ->check(CLI::IsMember({"fp32", "bf16"}));
+  train_cmd
+      ->add_option("--max-steps", tc.max_steps, "Stop after this many optimizer steps (0: none)")
+      ->capture_default_str()
+      ->check(CLI::NonNegativeNumber);
+  train_cmd
+      ->add_option(
+          "--dist-timeout", t_dist_timeout,
+          "Under a launcher: seconds after which a dead or stalled rank makes the others fail")
+      ->capture_default_str()
+      ->check(finite_range(1, 1e6));
   train_cmd->add_flag("--quiet", t_quiet, "No progress bar");
 
   // translate
@@ -284,11 +297,17 @@ int main(int argc, char** argv) {
     }
     if (train_cmd->parsed()) {
       TrainSummary s;
+      // Under a launcher (torchrun, scripts/launch.sh: WORLD_SIZE > 1), data-parallel.
+      const auto launch = torchattn::distributed::launch_env();
+      if (launch.world_size > 1) {
+        tc.group = torchattn::distributed::init_process_group(
+            launch, std::chrono::milliseconds(static_cast<int64_t>(t_dist_timeout * 1000)));
+      }
       if (t_resume) {
         const bool epochs_given = train_cmd->count("--epochs") > 0;
         s = resume(
             tc.out_dir, epochs_given ? tc.epochs : 0,
-            train_cmd->count("--time-budget") > 0 ? tc.time_budget : 0, !t_quiet);
+            train_cmd->count("--time-budget") > 0 ? tc.time_budget : 0, !t_quiet, tc.group);
       } else {
         tc.train_path = (fs::path(t_data) / "train.tsv").string();
         tc.dev_path = (fs::path(t_data) / "dev.tsv").string();
@@ -297,6 +316,8 @@ int main(int argc, char** argv) {
       }
       if (s.interrupted)
         return 130;
+      if (launch.rank != 0)
+        return 0;
       fmt::print(
           "train: {} epochs in {:.0f} s; best dev BLEU {:.2f} at epoch {}; model in '{}'\n",
           s.epochs_done, s.seconds, s.best_bleu, s.best_epoch, tc.out_dir);

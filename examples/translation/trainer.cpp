@@ -2,6 +2,7 @@
 
 #include "bleu.h"
 #include "data.h"
+#include "ranks.h"
 #include "speedups/fused_adam.h"
 #include "speedups/fused_loss.h"
 #include "speedups/speedups.h"
@@ -202,6 +203,7 @@ struct SignalGuard {
 
 TrainSummary run(const TrainConfig& c, bool resuming) {
   const fs::path dir(c.out_dir);
+  Ranks ranks(c.group);
   const auto train_examples = read_examples(c.train_path);
   const auto dev_examples = read_examples(c.dev_path);
   Vocab src_vocab, tgt_vocab;
@@ -215,12 +217,14 @@ TrainSummary run(const TrainConfig& c, bool resuming) {
     mo.src_vocab = src_vocab.size();
     mo.tgt_vocab = tgt_vocab.size();
     mo.validate();
-    fs::create_directories(dir);
-    src_vocab.save((dir / "src.vocab").string());
-    tgt_vocab.save((dir / "tgt.vocab").string());
-    write_key_values((dir / "options.txt").string(), mo.to_map());
-    write_key_values((dir / "train.txt").string(), c.to_map());
-    std::ofstream(dir / "history.tsv") << "epoch\ttrain_loss\tdev_loss\tdev_bleu\tseconds\n";
+    if (ranks.leader()) { // the other ranks build the same vocabularies from the same data
+      fs::create_directories(dir);
+      src_vocab.save((dir / "src.vocab").string());
+      tgt_vocab.save((dir / "tgt.vocab").string());
+      write_key_values((dir / "options.txt").string(), mo.to_map());
+      write_key_values((dir / "train.txt").string(), c.to_map());
+      std::ofstream(dir / "history.tsv") << "epoch\ttrain_loss\tdev_loss\tdev_bleu\tseconds\n";
+    }
   }
 
   torch::manual_seed(c.seed);
@@ -229,7 +233,7 @@ TrainSummary run(const TrainConfig& c, bool resuming) {
   auto optimizer =
       make_adam(model->parameters(), torch::optim::AdamOptions(c.lr).betas({0.9, 0.98}).eps(1e-9));
   Progress state;
-  if (resuming) {
+  if (resuming) { // every rank reads the same checkpoint
     fs::path ck = dir / "checkpoint";
     if (!fs::exists(ck) && fs::exists(dir / "checkpoint.old"))
       ck = dir / "checkpoint.old";
@@ -252,10 +256,11 @@ TrainSummary run(const TrainConfig& c, bool resuming) {
     }
   }
 
+  ranks.attach(*model); // after loading: the ranks start from rank 0's weights
   size_t too_long = 0;
   const auto pairs = encode_pairs(train_examples, src_vocab, tgt_vocab, mo.max_len, &too_long);
   const auto dev_pairs = encode_pairs(dev_examples, src_vocab, tgt_vocab, mo.max_len, &too_long);
-  if (too_long > 0 && !resuming) {
+  if (too_long > 0 && !resuming && ranks.leader()) {
     fmt::print(
         stderr,
         "train: warning: {} pairs have a sentence longer than max_len ({} tokens) and are left "
@@ -271,7 +276,9 @@ TrainSummary run(const TrainConfig& c, bool resuming) {
     dev_refs.push_back(e.references);
   }
   const Translator translator{mo, src_vocab, tgt_vocab, model};
-  if (!resuming) {
+  if (!ranks.leader()) {
+    // Rank 0 prints.
+  } else if (!resuming) {
     fmt::print(
         stderr,
         "train: {} pairs ({} sources), dev {} sources; vocabularies {} / {}; {} parameters\n",
@@ -282,6 +289,11 @@ TrainSummary run(const TrainConfig& c, bool resuming) {
             n += p.numel();
           return n;
         }());
+    if (ranks.distributed()) {
+      fmt::print(
+          stderr, "train: data-parallel over {} ranks, each with its share of every batch\n",
+          ranks.size());
+    }
   } else {
     fmt::print(
         stderr, "train: resuming '{}' after epoch {} ({} of training so far)\n", dir.string(),
@@ -299,17 +311,19 @@ TrainSummary run(const TrainConfig& c, bool resuming) {
     const auto batches = bucket_batches(pairs, c.max_tokens, rng);
     model->train();
     double loss_sum = 0;
-    int64_t tokens = 0;
+    int64_t tokens = 0, batch_tokens_sum = 0;
     const double epoch_start = now();
     double last_print = 0;
     bool out_of_time = false;
     for (size_t i = 0; i < batches.size(); ++i) {
-      if (g_interrupted) {
-        fmt::print(
-            stderr,
-            "\ntrain: interrupted in epoch {}; the {} finished epochs are saved in '{}'. "
-            "Continue with: torchattn-translate train --resume --out {}\n",
-            epoch, epoch - 1, (dir / "checkpoint").string(), dir.string());
+      if (ranks.any(g_interrupted != 0)) { // every rank stops at the same step
+        if (ranks.leader()) {
+          fmt::print(
+              stderr,
+              "\ntrain: interrupted in epoch {}; the {} finished epochs are saved in '{}'. "
+              "Continue with: torchattn-translate train --resume --out {}\n",
+              epoch, epoch - 1, (dir / "checkpoint").string(), dir.string());
+        }
         summary.interrupted = true;
         summary.epochs_done = epoch - 1;
         summary.best_bleu = state.best_bleu;
@@ -324,22 +338,37 @@ TrainSummary run(const TrainConfig& c, bool resuming) {
           std::min(s / static_cast<double>(c.warmup), std::sqrt(static_cast<double>(c.warmup) / s));
       for (auto& g : optimizer->param_groups())
         static_cast<torch::optim::AdamOptions&>(g.options()).lr(lr);
-      const Batch b = make_batch(pairs, batches[i]);
-      Tensor loss;
-      {
-        // Mixed precision: the forward and the loss under autocast; backward and Adam outside
-        // it, on the float32 parameters.
-        torchattn::AutocastCpu autocast(torch::kBFloat16, c.precision == "bf16");
-        loss = training_loss(*model, b, c.label_smoothing);
-      }
       optimizer->zero_grad();
-      loss.backward();
+      // This rank's share of the global batch (all of it with one process).
+      const auto mine = ranks.shard(batches[i]);
+      int64_t batch_tokens = 0;
+      for (size_t k : batches[i])
+        batch_tokens += static_cast<int64_t>(pairs[k].tgt.size()) + 1;
+      if (!mine.empty()) {
+        const Batch b = make_batch(pairs, mine);
+        Tensor loss;
+        {
+          // Mixed precision: the forward and the loss under autocast; backward and Adam
+          // outside it, on the float32 parameters.
+          torchattn::AutocastCpu autocast(torch::kBFloat16, c.precision == "bf16");
+          loss = training_loss(*model, b, c.label_smoothing);
+        }
+        // The loss is the mean over this share's target tokens; weighted by the share's
+        // fraction of the batch's tokens, times the ranks (whose gradients are averaged), the
+        // ranks' gradients average to those of the batch's mean loss in one process.
+        const double weight =
+            static_cast<double>(b.target_tokens) / static_cast<double>(batch_tokens) * ranks.size();
+        (ranks.distributed() ? loss * weight : loss).backward();
+        loss_sum += loss.item<double>() * static_cast<double>(b.target_tokens);
+        tokens += b.target_tokens;
+      }
+      ranks.reduce_gradients();
       torch::nn::utils::clip_grad_norm_(model->parameters(), c.clip);
       optimizer->step();
-      loss_sum += loss.item<double>() * static_cast<double>(b.target_tokens);
-      tokens += b.target_tokens;
+      batch_tokens_sum += batch_tokens;
       const double t = now();
-      if (c.progress && (t - last_print > (tty ? 0.25 : 15.0) || i + 1 == batches.size())) {
+      if (c.progress && ranks.leader() &&
+          (t - last_print > (tty ? 0.25 : 15.0) || i + 1 == batches.size())) {
         last_print = t;
         const double done = static_cast<double>(i + 1) / static_cast<double>(batches.size());
         const double spent = t - epoch_start;
@@ -348,14 +377,28 @@ TrainSummary run(const TrainConfig& c, bool resuming) {
         fmt::print(
             stderr, "{}epoch {:>2}/{} [{}{}] {:>3.0f}% loss {:.3f} {:>6.0f} tok/s ETA {} | {}{}{}",
             tty ? "\r" : "", epoch, c.epochs, std::string(filled, '#'),
-            std::string(kWidth - filled, '.'), 100 * done, loss_sum / static_cast<double>(tokens),
-            static_cast<double>(tokens) / spent, clock(spent / done - spent), clock(elapsed()),
-            c.time_budget > 0 ? " of " + clock(c.time_budget) : "", tty ? "" : "\n");
+            std::string(kWidth - filled, '.'), 100 * done,
+            loss_sum / static_cast<double>(std::max<int64_t>(tokens, 1)),
+            static_cast<double>(batch_tokens_sum) / spent, clock(spent / done - spent),
+            clock(elapsed()), c.time_budget > 0 ? " of " + clock(c.time_budget) : "",
+            tty ? "" : "\n");
       }
-      if (c.time_budget > 0 && elapsed() >= c.time_budget) {
+      const bool stop = (c.time_budget > 0 && elapsed() >= c.time_budget) ||
+                        (c.max_steps > 0 && state.step >= c.max_steps);
+      if (ranks.any(stop)) {
         out_of_time = true;
         break;
       }
+    }
+    const double train_loss =
+        ranks.sum(loss_sum) / std::max(ranks.sum(static_cast<double>(tokens)), 1.0);
+    state.epoch = epoch;
+    summary.epochs_done = epoch;
+    if (!ranks.leader()) {
+      ranks.barrier(); // while rank 0 evaluates and writes the checkpoint
+      if (out_of_time)
+        break;
+      continue;
     }
     if (c.progress && tty)
       fmt::print(stderr, "\n");
@@ -365,9 +408,7 @@ TrainSummary run(const TrainConfig& c, bool resuming) {
     for (auto& r : translator.translate(dev_sources, {}))
       hyps.push_back(std::move(r.text));
     const double bleu = corpus_bleu(hyps, dev_refs).score;
-    state.epoch = epoch;
     state.seconds = elapsed();
-    const double train_loss = loss_sum / static_cast<double>(std::max<int64_t>(tokens, 1));
     const bool best =
         bleu > state.best_bleu || (bleu == state.best_bleu && dev_loss < state.best_loss);
     if (best) {
@@ -399,7 +440,7 @@ TrainSummary run(const TrainConfig& c, bool resuming) {
       rename_over(ck, old);
     rename_over(tmp, ck);
     fs::remove_all(old);
-    summary.epochs_done = epoch;
+    ranks.barrier();
     if (out_of_time)
       break;
   }
@@ -458,7 +499,8 @@ std::map<std::string, std::string> TrainConfig::to_map() const {
       {"min_freq", std::to_string(min_freq)},
       {"max_vocab", std::to_string(max_vocab)},
       {"seed", std::to_string(seed)},
-      {"precision", precision}};
+      {"precision", precision},
+      {"max_steps", std::to_string(max_steps)}};
 }
 
 TrainConfig TrainConfig::from_map(const std::map<std::string, std::string>& m) {
@@ -476,6 +518,7 @@ TrainConfig TrainConfig::from_map(const std::map<std::string, std::string>& m) {
   c.min_freq = to_int(m, "min_freq");
   c.max_vocab = to_int(m, "max_vocab");
   c.seed = static_cast<uint64_t>(to_int(m, "seed"));
+  c.max_steps = m.count("max_steps") ? to_int(m, "max_steps") : 0;
   // Runs saved before --precision existed trained in float32.
   c.precision = m.count("precision") ? m.at("precision") : "fp32";
   if (c.precision != "fp32" && c.precision != "bf16")
@@ -484,8 +527,11 @@ TrainConfig TrainConfig::from_map(const std::map<std::string, std::string>& m) {
 }
 
 TrainSummary train(const TrainConfig& config) {
-  if (fs::exists(fs::path(config.out_dir) / "checkpoint") ||
-      fs::exists(fs::path(config.out_dir) / "train.txt")) {
+  // Rank 0 looks, before any rank writes, and every rank learns the answer.
+  Ranks ranks(config.group);
+  const bool taken = ranks.leader() && (fs::exists(fs::path(config.out_dir) / "checkpoint") ||
+                                        fs::exists(fs::path(config.out_dir) / "train.txt"));
+  if (ranks.any(taken)) {
     throw std::runtime_error(
         "'" + config.out_dir +
         "' already holds a training run: continue it with "
@@ -507,7 +553,9 @@ TrainSummary train(const TrainConfig& config) {
   return run(config, /*resuming=*/false);
 }
 
-TrainSummary resume(const std::string& out_dir, int64_t epochs, double time_budget, bool progress) {
+TrainSummary resume(
+    const std::string& out_dir, int64_t epochs, double time_budget, bool progress,
+    c10::intrusive_ptr<c10d::ProcessGroup> group) {
   const auto path = (fs::path(out_dir) / "train.txt").string();
   if (!fs::exists(path))
     throw std::runtime_error("'" + out_dir + "' holds no training run to resume");
@@ -519,6 +567,7 @@ TrainSummary resume(const std::string& out_dir, int64_t epochs, double time_budg
   }
   c.out_dir = out_dir;
   c.progress = progress;
+  c.group = std::move(group);
   if (epochs > 0)
     c.epochs = epochs;
   if (time_budget > 0)

@@ -16,6 +16,8 @@
 #include "decode.h"
 #include "model.h"
 
+#include <torch/csrc/distributed/c10d/ProcessGroup.hpp>
+
 #include <cstdint>
 #include <map>
 #include <string>
@@ -38,7 +40,11 @@ struct TrainConfig {
   /// "fp32", or "bf16": each step's forward and loss run under CPU autocast in bfloat16
   /// (Linear and attention in bfloat16), while parameters, gradients and Adam stay float32.
   std::string precision = "fp32";
+  int64_t max_steps = 0; ///< stop after this many optimizer steps in all (0: none)
   bool progress = true;
+  /// Data-parallel training over this group's ranks (not saved; null: one process). Every
+  /// rank trains on its share of each global batch of max_tokens; rank 0 writes `out_dir`.
+  c10::intrusive_ptr<c10d::ProcessGroup> group;
 
   std::map<std::string, std::string> to_map() const;
   static TrainConfig from_map(const std::map<std::string, std::string>& m);
@@ -58,7 +64,9 @@ torch::Tensor training_loss(Seq2SeqImpl& model, const Batch& batch, double label
 TrainSummary train(const TrainConfig& config);
 /// Continues the run in `out_dir` from its last finished epoch. `epochs` and `time_budget`
 /// replace the saved ones when positive.
-TrainSummary resume(const std::string& out_dir, int64_t epochs, double time_budget, bool progress);
+TrainSummary resume(
+    const std::string& out_dir, int64_t epochs, double time_budget, bool progress,
+    c10::intrusive_ptr<c10d::ProcessGroup> group = {});
 
 /// Loads a model directory; throws std::runtime_error naming the file that is missing,
 /// truncated or not what it should be.

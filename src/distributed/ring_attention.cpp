@@ -174,6 +174,10 @@ class Ring {
     for (auto& w : pending_) {
       try {
         w->wait();
+      } catch (const c10::Error& e) {
+        TORCH_CHECK(
+            false, kFn, ": a transfer between rank ", rank_, " and its neighbours failed (has ",
+            "another rank died?): ", e.what_without_backtrace());
       } catch (const std::exception& e) {
         TORCH_CHECK(
             false, kFn, ": a transfer between rank ", rank_, " and its neighbours failed (has ",
@@ -194,6 +198,9 @@ class Ring {
     std::vector<Tensor> ins{t};
     try {
       group_->allgather(outs, ins)->wait();
+    } catch (const c10::Error& e) {
+      TORCH_CHECK(
+          false, kFn, ": the ranks could not exchange their shapes: ", e.what_without_backtrace());
     } catch (const std::exception& e) {
       TORCH_CHECK(false, kFn, ": the ranks could not exchange their shapes: ", e.what());
     }
@@ -353,6 +360,8 @@ class RingAttentionFunction : public torch::autograd::Function<RingAttentionFunc
     ctx->saved_data["scale"] = plan.scale;
     ctx->saved_data["zigzag"] = options.layout() == "zigzag";
     ctx->saved_data["lengths"] = plan.lengths;
+    // The caller's RingTimings, which must outlive backward (the bench's does).
+    ctx->saved_data["timings"] = static_cast<int64_t>(reinterpret_cast<intptr_t>(timings));
     if (plan.padding)
       ctx->saved_data["kpm"] = options.key_padding_mask();
     ctx->mark_non_differentiable({lse});
@@ -365,7 +374,9 @@ class RingAttentionFunction : public torch::autograd::Function<RingAttentionFunc
     const Tensor &q = saved[0], &k = saved[1], &v = saved[2], &out = saved[3], &lse = saved[4];
     auto group = c10::static_intrusive_pointer_cast<c10d::ProcessGroup>(
         ctx->saved_data["group"].toCapsule());
-    Ring ring(group, nullptr);
+    auto* timings =
+        reinterpret_cast<RingTimings*>(static_cast<intptr_t>(ctx->saved_data["timings"].toInt()));
+    Ring ring(group, timings);
     Plan plan;
     plan.lengths = ctx->saved_data["lengths"].toIntVector();
     plan.segs =
@@ -394,6 +405,7 @@ class RingAttentionFunction : public torch::autograd::Function<RingAttentionFunc
       auto dk = torch::zeros(cur.k.sizes(), cur.k.options().dtype(acc));
       auto dv = torch::zeros(cur.v.sizes(), cur.v.options().dtype(acc));
       const auto kpm = kpm_of(cur.kpm);
+      const auto t0 = std::chrono::steady_clock::now();
       for (const auto& p : pairs_of(mine, plan.segs[static_cast<size_t>(owner)], plan.causal)) {
         c10::optional<Tensor> mask;
         if (kpm.defined())
@@ -409,6 +421,8 @@ class RingAttentionFunction : public torch::autograd::Function<RingAttentionFunc
         dk.narrow(2, p.k0, p.nk).add_(std::get<1>(r));
         dv.narrow(2, p.k0, p.nk).add_(std::get<2>(r));
       }
+      if (timings)
+        timings->compute_seconds += seconds_since(t0);
       // The block's gradients so far arrived during the computation; add them, and pass the
       // sums on with the block (after the last step, back to the block's owner).
       ring.wait();

@@ -149,6 +149,64 @@ TEST_CASE("train --precision bf16 trains under autocast and resumes in bf16", "[
   CHECK_THROWS_WITH(TrainConfig::from_map(bad), ContainsSubstring("bad precision 'fp8'"));
 }
 
+#if defined(TORCHATTN_TRANSLATE_BIN) && defined(TORCHATTN_LAUNCH_SH)
+TEST_CASE("data-parallel: two ranks train the weights one process trains", "[translation]") {
+  // The same seed and global batches, dropout off: rank 0's initial weights, each rank's share
+  // of every batch weighted by its tokens, gradients averaged by bucketed all-reduce. After 20
+  // steps the weights agree with one process's within float32 summation order.
+  const std::string kind = GENERATE("transformer", "gru");
+  TempDir dir("ddp_" + kind);
+  write_toy_corpus(dir.path, 400, 5);
+  const std::string args =
+      " train --data " + dir.path.string() + " --model " + kind +
+      " --embed-dim 32 --hidden-dim 32 --layers 1 --heads 2 --ff-dim 64 --dropout 0 --epochs 100"
+      " --max-steps 20 --max-tokens 256 --warmup 10 --lr 3e-3 --quiet --out ";
+  const auto one = dir.path / "one", two = dir.path / "two";
+  REQUIRE(
+      std::system(("OMP_NUM_THREADS=2 " TORCHATTN_TRANSLATE_BIN + args + one.string()).c_str()) ==
+      0);
+  REQUIRE(
+      std::system(("OMP_NUM_THREADS=1 bash " TORCHATTN_LAUNCH_SH " 2 " TORCHATTN_TRANSLATE_BIN +
+                   args + two.string())
+                      .c_str()) == 0);
+  auto weights = [](const fs::path& d) {
+    auto m = make_model(ModelOptions::from_map(read_key_values((d / "options.txt").string())));
+    torch::serialize::InputArchive a;
+    a.load_from((d / "checkpoint" / "weights.pt").string());
+    m->load(a);
+    return m->named_parameters();
+  };
+  const auto w1 = weights(one), w2 = weights(two);
+  REQUIRE(w1.size() == w2.size());
+  CHECK(read_key_values((one / "checkpoint" / "progress.txt").string()).at("step") == "20");
+  CHECK(read_key_values((two / "checkpoint" / "progress.txt").string()).at("step") == "20");
+  double worst = 0;
+  for (const auto& p : w1) {
+    auto a = p.value(), b = w2[p.key()];
+    // Softmax ignores a shift of every score of a row: the gradients of the keys' bias and of
+    // the additive score's bias are zero in exact arithmetic, rounding noise in practice, and
+    // Adam turns any noise into steps of about lr whose signs are the noise's. Those entries
+    // follow summation order, not the data; every other weight must agree.
+    if (p.key().find("score_proj.bias") != std::string::npos)
+      continue;
+    if (p.key().find("in_proj_bias") != std::string::npos) {
+      const int64_t E = a.size(0) / 3; // [q | k | v]
+      a = torch::cat({a.narrow(0, 0, E), a.narrow(0, 2 * E, E)});
+      b = torch::cat({b.narrow(0, 0, E), b.narrow(0, 2 * E, E)});
+    }
+    const double err =
+        (a - b).abs().max().item<double>() / std::max(a.abs().max().item<double>(), 1e-12);
+    CAPTURE(p.key(), err);
+    CHECK(err <= 1e-5);
+    worst = std::max(worst, err);
+  }
+  // And training moved them: the comparison is not of two initialisations.
+  auto init = make_model(ModelOptions::from_map(read_key_values((one / "options.txt").string())));
+  CHECK_FALSE(torch::allclose(init->parameters()[0], w1[w1.keys()[0]]));
+  UNSCOPED_INFO(kind << ": largest relative difference " << worst);
+}
+#endif
+
 TEST_CASE("every GRU attention score trains", "[translation]") {
   const std::string attention = GENERATE("dot", "scaled", "cosine", "additive", "general");
   TempDir dir("attn_" + attention);

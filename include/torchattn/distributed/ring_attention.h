@@ -50,8 +50,9 @@ struct RingAttentionOptions {
   TORCH_ARG(c10::optional<double>, scale) = c10::nullopt;
 };
 
-/// Where the ring spent its time, for the bench: seconds in the block kernels, and seconds a
-/// rank waited for a transfer after its computation was done (the part not hidden).
+/// Where the ring spent its time, forward and backward, for the bench: seconds in the block
+/// kernels, seconds a rank waited for a transfer after its computation was done (the part not
+/// hidden), and bytes sent. Passed to ring_attention, it must outlive the backward pass.
 struct RingTimings {
   double compute_seconds = 0, wait_seconds = 0;
   int64_t bytes_sent = 0;

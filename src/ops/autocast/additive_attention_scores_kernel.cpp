@@ -17,7 +17,7 @@ torch::Tensor additive_scores_autocast(
     const torch::Tensor& query, const torch::Tensor& key, const torch::Tensor& score_weight) {
   c10::impl::ExcludeDispatchKeyGuard no_autocast(c10::DispatchKey::AutocastCPU);
   using torchattn::detail::autocast_cpu;
-  return additive_attention_scores(
+  return torchattn::ops::additive_attention_scores(
       autocast_cpu(query), autocast_cpu(key), autocast_cpu(score_weight));
 }
 

@@ -19,7 +19,7 @@ std::tuple<torch::Tensor, torch::Tensor> decode_autocast(
     bool is_causal, int64_t window_left, c10::optional<double> scale) {
   c10::impl::ExcludeDispatchKeyGuard no_autocast(c10::DispatchKey::AutocastCPU);
   using torchattn::detail::autocast_cpu;
-  return decode_attention(
+  return torchattn::ops::decode_attention(
       autocast_cpu(query), autocast_cpu(key), autocast_cpu(value), kv_lengths, q_start, is_causal,
       window_left, scale);
 }

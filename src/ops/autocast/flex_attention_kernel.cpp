@@ -28,7 +28,7 @@ std::tuple<torch::Tensor, torch::Tensor> flex_autocast(
     const torch::Tensor& query, const torch::Tensor& key, const torch::Tensor& value,
     TORCHATTN_FLEX_PARAMS, c10::optional<double> scale, bool enable_gqa) {
   c10::impl::ExcludeDispatchKeyGuard no_autocast(c10::DispatchKey::AutocastCPU);
-  return flex_attention(
+  return torchattn::ops::flex_attention(
       autocast_cpu(query), autocast_cpu(key), autocast_cpu(value), TORCHATTN_FLEX_ARGS_AUTOCAST,
       scale, enable_gqa);
 }
@@ -38,7 +38,7 @@ torch::Tensor flex_weights_autocast(
     const torch::Tensor& rows, TORCHATTN_FLEX_PARAMS, c10::optional<double> scale,
     bool enable_gqa) {
   c10::impl::ExcludeDispatchKeyGuard no_autocast(c10::DispatchKey::AutocastCPU);
-  return flex_attention_weights(
+  return torchattn::ops::flex_attention_weights(
       autocast_cpu(query), autocast_cpu(key), lse, rows, TORCHATTN_FLEX_ARGS_AUTOCAST, scale,
       enable_gqa);
 }

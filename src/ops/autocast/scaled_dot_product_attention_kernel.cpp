@@ -21,7 +21,7 @@ torch::Tensor sdpa_autocast(
     c10::optional<double> scale) {
   c10::impl::ExcludeDispatchKeyGuard no_autocast(c10::DispatchKey::AutocastCPU);
   using torchattn::detail::autocast_cpu;
-  return scaled_dot_product_attention(
+  return torchattn::ops::scaled_dot_product_attention(
       autocast_cpu(query), autocast_cpu(key), autocast_cpu(value), autocast_cpu(attn_mask),
       dropout_p, is_causal, scale);
 }
