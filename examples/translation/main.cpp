@@ -307,7 +307,8 @@ int main(int argc, char** argv) {
         const bool epochs_given = train_cmd->count("--epochs") > 0;
         s = resume(
             tc.out_dir, epochs_given ? tc.epochs : 0,
-            train_cmd->count("--time-budget") > 0 ? tc.time_budget : 0, !t_quiet, tc.group);
+            train_cmd->count("--time-budget") > 0 ? tc.time_budget : 0, !t_quiet, tc.group,
+            train_cmd->count("--max-steps") > 0 ? tc.max_steps : 0);
       } else {
         tc.train_path = (fs::path(t_data) / "train.tsv").string();
         tc.dev_path = (fs::path(t_data) / "dev.tsv").string();

@@ -316,6 +316,10 @@ TrainSummary run(const TrainConfig& c, bool resuming) {
     double last_print = 0;
     bool out_of_time = false;
     for (size_t i = 0; i < batches.size(); ++i) {
+      if (c.max_steps > 0 && state.step >= c.max_steps) { // a resumed run that got there
+        out_of_time = true;
+        break;
+      }
       if (ranks.any(g_interrupted != 0)) { // every rank stops at the same step
         if (ranks.leader()) {
           fmt::print(
@@ -555,7 +559,7 @@ TrainSummary train(const TrainConfig& config) {
 
 TrainSummary resume(
     const std::string& out_dir, int64_t epochs, double time_budget, bool progress,
-    c10::intrusive_ptr<c10d::ProcessGroup> group) {
+    c10::intrusive_ptr<c10d::ProcessGroup> group, int64_t max_steps) {
   const auto path = (fs::path(out_dir) / "train.txt").string();
   if (!fs::exists(path))
     throw std::runtime_error("'" + out_dir + "' holds no training run to resume");
@@ -572,6 +576,8 @@ TrainSummary resume(
     c.epochs = epochs;
   if (time_budget > 0)
     c.time_budget = time_budget;
+  if (max_steps > 0)
+    c.max_steps = max_steps;
   return run(c, /*resuming=*/true);
 }
 

@@ -62,11 +62,12 @@ torch::Tensor training_loss(Seq2SeqImpl& model, const Batch& batch, double label
 
 /// Trains into config.out_dir, which must not hold a run yet.
 TrainSummary train(const TrainConfig& config);
-/// Continues the run in `out_dir` from its last finished epoch. `epochs` and `time_budget`
-/// replace the saved ones when positive.
+/// Continues the run in `out_dir` from its last finished epoch. `epochs`, `time_budget` and
+/// `max_steps` replace the saved ones when positive; every rank of `group` resumes from the
+/// same checkpoint.
 TrainSummary resume(
     const std::string& out_dir, int64_t epochs, double time_budget, bool progress,
-    c10::intrusive_ptr<c10d::ProcessGroup> group = {});
+    c10::intrusive_ptr<c10d::ProcessGroup> group = {}, int64_t max_steps = 0);
 
 /// Loads a model directory; throws std::runtime_error naming the file that is missing,
 /// truncated or not what it should be.

@@ -150,10 +150,13 @@ TEST_CASE("train --precision bf16 trains under autocast and resumes in bf16", "[
 }
 
 #if defined(TORCHATTN_TRANSLATE_BIN) && defined(TORCHATTN_LAUNCH_SH)
-TEST_CASE("data-parallel: two ranks train the weights one process trains", "[translation]") {
+TEST_CASE(
+    "data-parallel: two ranks train and resume to the weights one process trains",
+    "[translation]") {
   // The same seed and global batches, dropout off: rank 0's initial weights, each rank's share
   // of every batch weighted by its tokens, gradients averaged by bucketed all-reduce. After 20
-  // steps the weights agree with one process's within float32 summation order.
+  // steps, and 10 more after both resume, the weights agree with one process's within float32
+  // summation order.
   const std::string kind = GENERATE("transformer", "gru");
   TempDir dir("ddp_" + kind);
   write_toy_corpus(dir.path, 400, 5);
@@ -176,10 +179,19 @@ TEST_CASE("data-parallel: two ranks train the weights one process trains", "[tra
     m->load(a);
     return m->named_parameters();
   };
+  // Both resume from their checkpoints (the two ranks from the same one) to step 30.
+  const std::string more = " train --resume --max-steps 30 --quiet --out ";
+  REQUIRE(
+      std::system(("OMP_NUM_THREADS=2 " TORCHATTN_TRANSLATE_BIN + more + one.string()).c_str()) ==
+      0);
+  REQUIRE(
+      std::system(("OMP_NUM_THREADS=1 bash " TORCHATTN_LAUNCH_SH " 2 " TORCHATTN_TRANSLATE_BIN +
+                   more + two.string())
+                      .c_str()) == 0);
   const auto w1 = weights(one), w2 = weights(two);
   REQUIRE(w1.size() == w2.size());
-  CHECK(read_key_values((one / "checkpoint" / "progress.txt").string()).at("step") == "20");
-  CHECK(read_key_values((two / "checkpoint" / "progress.txt").string()).at("step") == "20");
+  CHECK(read_key_values((one / "checkpoint" / "progress.txt").string()).at("step") == "30");
+  CHECK(read_key_values((two / "checkpoint" / "progress.txt").string()).at("step") == "30");
   double worst = 0;
   for (const auto& p : w1) {
     auto a = p.value(), b = w2[p.key()];
