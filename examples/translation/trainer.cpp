@@ -301,6 +301,8 @@ TrainSummary run(const TrainConfig& c, bool resuming) {
   }
 
   SignalGuard signals;
+  double steps_seconds = 0;
+  int64_t steps_tokens = 0;
   const bool tty = isatty(STDERR_FILENO) != 0;
   const double session_start = now(), seconds_before = state.seconds;
   TrainSummary summary;
@@ -394,6 +396,8 @@ TrainSummary run(const TrainConfig& c, bool resuming) {
         break;
       }
     }
+    steps_seconds += now() - epoch_start;
+    steps_tokens += batch_tokens_sum;
     const double train_loss =
         ranks.sum(loss_sum) / std::max(ranks.sum(static_cast<double>(tokens)), 1.0);
     state.epoch = epoch;
@@ -451,6 +455,17 @@ TrainSummary run(const TrainConfig& c, bool resuming) {
   summary.best_bleu = state.best_bleu;
   summary.best_epoch = state.best_epoch;
   summary.seconds = state.seconds;
+  if (ranks.leader() && steps_seconds > 0) {
+    // Training steps only (not the dev evaluations): what bench/data_parallel_bench.sh compares.
+    fmt::print(
+        stderr, "train: {:.0f} target tokens per second in the training steps ({:.1f} s){}\n",
+        static_cast<double>(steps_tokens) / steps_seconds, steps_seconds,
+        ranks.distributed()
+            ? fmt::format(
+                  "; {} ranks, {:.2f} s of it waiting for gradient all-reduces after backward",
+                  ranks.size(), ranks.reduce_wait_seconds())
+            : "");
+  }
   return summary;
 }
 

@@ -17,6 +17,13 @@ namespace torchattn::distributed {
 
 namespace {
 
+/// An exception's message, without c10's backtrace.
+std::string message(const std::exception& e) {
+  if (const auto* c = dynamic_cast<const c10::Error*>(&e))
+    return c->what_without_backtrace();
+  return e.what();
+}
+
 const char* env(const char* name) {
   const char* v = std::getenv(name);
   return v != nullptr && *v != '\0' ? v : nullptr;
@@ -74,6 +81,10 @@ c10::intrusive_ptr<c10d::ProcessGroup> init_process_group(
   so.numWorkers = static_cast<std::size_t>(e.world_size);
   so.waitWorkers = !e.agent_store;
   so.timeout = timeout;
+#if TORCH_VERSION_MAJOR > 2 || (TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR >= 3)
+  // LibTorch 2.3+ asks for the libuv store by default; Debian builds without libuv.
+  so.useLibUV = false;
+#endif
   c10::intrusive_ptr<c10d::Store> store;
   try {
     store = c10::make_intrusive<c10d::TCPStore>(e.master_addr, so);
@@ -81,7 +92,7 @@ c10::intrusive_ptr<c10d::ProcessGroup> init_process_group(
     throw std::runtime_error(c10::str(
         "torchattn::distributed: rank ", e.rank, " of ", e.world_size,
         " could not meet the others at ", e.master_addr, ":", e.master_port, " within ",
-        timeout.count() / 1000.0, " s: ", ex.what()));
+        timeout.count() / 1000.0, " s: ", message(ex)));
   }
   store = c10::make_intrusive<c10d::PrefixStore>("torchattn/default_pg", store);
 
@@ -106,7 +117,7 @@ c10::intrusive_ptr<c10d::ProcessGroup> init_process_group(
   } catch (const std::exception& ex) {
     throw std::runtime_error(c10::str(
         "torchattn::distributed: rank ", e.rank, " of ", e.world_size,
-        " could not connect Gloo through ", e.master_addr, ":", e.master_port, ": ", ex.what()));
+        " could not connect Gloo through ", e.master_addr, ":", e.master_port, ": ", message(ex)));
   }
 }
 
