@@ -135,9 +135,9 @@ void merge(Tensor out, Tensor lse, const Tensor& out_b, const Tensor& lse_b) {
   const auto w = (lse - m_safe).exp(), w_b = (lse_b - m_safe).exp();
   const auto s = w + w_b;
   const auto s_safe = torch::where(s > 0, s, torch::ones_like(s));
-  out.copy_(
-      (out * (w / s_safe).unsqueeze(-1) +
-       out_b.to(out.scalar_type()) * (w_b / s_safe).unsqueeze(-1)));
+  // In place: the [rows, Ev] tensors get no temporaries (the ring's memory is the target).
+  out.mul_((w / s_safe).unsqueeze(-1))
+      .addcmul_(out_b.to(out.scalar_type()), (w_b / s_safe).unsqueeze(-1));
   lse.copy_(m_safe + s.log());
 }
 
