@@ -40,10 +40,72 @@ std::vector<std::string> tokenize_13a(const std::string& input) {
   line = std::regex_replace(line, period_after, "$1 $2 ");
   line = std::regex_replace(line, period_before, " $1 $2");
   line = std::regex_replace(line, dash, "$1 $2 ");
-  std::istringstream in(line);
+  return split_python_whitespace(line);
+}
+
+namespace {
+
+/// Whether Python's str.isspace() holds for code point c: what str.split() splits on.
+bool python_space(uint32_t c) {
+  switch (c) {
+    case 0x09:
+    case 0x0a:
+    case 0x0b:
+    case 0x0c:
+    case 0x0d:
+    case 0x1c:
+    case 0x1d:
+    case 0x1e:
+    case 0x1f:
+    case 0x20:
+    case 0x85:
+    case 0xa0:
+    case 0x1680:
+    case 0x2028:
+    case 0x2029:
+    case 0x202f:
+    case 0x205f:
+    case 0x3000:
+      return true;
+    default:
+      return c >= 0x2000 && c <= 0x200a;
+  }
+}
+
+/// The code point of the UTF-8 sequence at s[i] and its length; an invalid byte is itself.
+std::pair<uint32_t, size_t> next_code_point(const std::string& s, size_t i) {
+  const auto b = static_cast<unsigned char>(s[i]);
+  const size_t n = b < 0x80 ? 1 : (b >> 5) == 6 ? 2 : (b >> 4) == 14 ? 3 : (b >> 3) == 30 ? 4 : 0;
+  if (n <= 1 || i + n > s.size())
+    return {b, 1};
+  uint32_t c = b & (0x7f >> n);
+  for (size_t k = 1; k < n; ++k) {
+    const auto cb = static_cast<unsigned char>(s[i + k]);
+    if ((cb >> 6) != 2)
+      return {b, 1};
+    c = (c << 6) | (cb & 0x3f);
+  }
+  return {c, n};
+}
+
+} // namespace
+
+std::vector<std::string> split_python_whitespace(const std::string& line) {
   std::vector<std::string> tokens;
-  for (std::string t; in >> t;)
-    tokens.push_back(t);
+  std::string token;
+  for (size_t i = 0; i < line.size();) {
+    const auto [c, n] = next_code_point(line, i);
+    if (python_space(c)) {
+      if (!token.empty())
+        tokens.push_back(std::move(token));
+      token.clear();
+    } else {
+      token.append(line, i, n);
+    }
+    i += n;
+  }
+  if (!token.empty())
+    tokens.push_back(std::move(token));
   return tokens;
 }
 

@@ -10,8 +10,14 @@
 namespace translate {
 
 /// sacreBLEU's 13a tokenisation (the one of mteval-v13a.pl): splits ASCII punctuation and
-/// symbols off, periods and commas unless next to a digit, and a dash after a digit.
+/// symbols off, periods and commas unless next to a digit, and a dash after a digit; then
+/// splits the line as sacreBLEU does, with Python's str.split() (split_python_whitespace).
 std::vector<std::string> tokenize_13a(const std::string& line);
+
+/// The words of UTF-8 `line` as Python's str.split() gives them: separated by runs of the code
+/// points for which str.isspace() holds, Unicode spaces included (U+00A0, U+2009, U+202F,
+/// U+3000, ...; French puts U+202F or U+2009 before "!" and "?"), not zero-width ones.
+std::vector<std::string> split_python_whitespace(const std::string& line);
 
 struct BleuScore {
   double score = 0;          ///< 0..100

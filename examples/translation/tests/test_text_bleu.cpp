@@ -76,6 +76,28 @@ TEST_CASE("tokenize_13a splits as sacreBLEU's 13a tokenizer", "[translation]") {
   CHECK(tokenize_13a("l'été \"x\"") == Strings{"l'été", "\"", "x", "\""});
 }
 
+TEST_CASE(
+    "tokenize_13a splits on Unicode spaces as sacreBLEU's str.split() does", "[translation]") {
+  // sacreBLEU splits the tokenised line with Python's str.split(): on every code point whose
+  // str.isspace() is true (U+0009-000D, U+001C-001F, U+0020, U+0085, U+00A0, U+1680,
+  // U+2000-200A, U+2028, U+2029, U+202F, U+205F, U+3000), not on zero-width ones. Expected
+  // tokens by hand from those rules: "!" and "?" are split off by the 13a regex, then the
+  // line splits at the narrow no-break space (U+202F, bytes E2 80 AF) or thin space (U+2009,
+  // E2 80 89) that Tatoeba's French puts before them.
+  CHECK(tokenize_13a("Je suis repu\u202f!") == Strings{"Je", "suis", "repu", "!"});
+  CHECK(tokenize_13a("Vraiment\u2009?") == Strings{"Vraiment", "?"});
+  CHECK(tokenize_13a("10\u00a0000 euros") == Strings{"10", "000", "euros"});
+  CHECK(
+      tokenize_13a("a\u3000b\u2028c\u0085d\x1c"
+                   "e") == Strings{"a", "b", "c", "d", "e"});
+  // U+200B (zero width space) and U+00AD (soft hyphen) are not whitespace to Python.
+  CHECK(tokenize_13a("x\u200by\u00adz") == Strings{"x\u200by\u00adz"});
+  // A broken UTF-8 byte is a character of its word, not a separator.
+  CHECK(tokenize_13a("ab\xe2\x80 cd") == Strings{"ab\xe2\x80", "cd"});
+  // A hypothesis written with ASCII spaces now matches its reference exactly.
+  CHECK(corpus_bleu({"Je suis repu !"}, {{"Je suis repu\u202f!"}}).score == 100.0);
+}
+
 TEST_CASE("corpus_bleu matches the BLEU formula computed by hand", "[translation]") {
   // Identical: every precision is 1, no brevity penalty.
   CHECK(
