@@ -312,6 +312,16 @@ int owner_at(const Ring& ring, int step) {
   return (ring.rank() - step % ring.size() + ring.size()) % ring.size();
 }
 
+/// Posts the move of the block in hand to the next rank and the receive of the following one
+/// (empty after the last step, when nothing moves): the block of step + 1.
+Block pass_block(Ring& ring, const Plan& plan, const Block& cur, int step, int tag) {
+  if (step + 1 >= ring.size())
+    return {};
+  Block next = empty_block_like(cur, plan.lengths[static_cast<size_t>(owner_at(ring, step + 1))]);
+  exchange_block(ring, cur, next, tag);
+  return next;
+}
+
 Tensor kpm_of(const Tensor& kpm_bytes) {
   return kpm_bytes.defined() ? kpm_bytes.to(torch::kBool) : kpm_bytes;
 }
@@ -338,11 +348,7 @@ class RingAttentionFunction : public torch::autograd::Function<RingAttentionFunc
         plan.padding ? options.key_padding_mask().to(torch::kByte).contiguous() : Tensor()};
     for (int step = 0; step < ring.size(); ++step) {
       const int owner = owner_at(ring, step);
-      Block next;
-      if (step + 1 < ring.size()) {
-        next = empty_block_like(cur, plan.lengths[static_cast<size_t>(owner_at(ring, step + 1))]);
-        exchange_block(ring, cur, next, 4 * step);
-      }
+      Block next = pass_block(ring, plan, cur, step, 4 * step);
       const auto t0 = std::chrono::steady_clock::now();
       for (const auto& p : pairs_of(mine, plan.segs[static_cast<size_t>(owner)], plan.causal)) {
         auto [out_b, lse_b] = pair_forward(q, cur.k, cur.v, kpm_of(cur.kpm), p, plan.scale);
@@ -397,11 +403,7 @@ class RingAttentionFunction : public torch::autograd::Function<RingAttentionFunc
     const auto zero_log_sum = torch::zeros_like(lse);
     for (int step = 0; step < ring.size(); ++step) {
       const int owner = owner_at(ring, step);
-      Block next;
-      if (step + 1 < ring.size()) {
-        next = empty_block_like(cur, plan.lengths[static_cast<size_t>(owner_at(ring, step + 1))]);
-        exchange_block(ring, cur, next, 8 * step);
-      }
+      Block next = pass_block(ring, plan, cur, step, 8 * step);
       auto dk = torch::zeros(cur.k.sizes(), cur.k.options().dtype(acc));
       auto dv = torch::zeros(cur.v.sizes(), cur.v.options().dtype(acc));
       const auto kpm = kpm_of(cur.kpm);

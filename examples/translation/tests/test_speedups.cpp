@@ -40,26 +40,38 @@ std::pair<double, std::vector<torch::Tensor>> step(Seq2SeqImpl& model, const Bat
   return {loss.item<double>(), grads};
 }
 
+/// Three toy pairs as one batch.
+Batch toy_batch() {
+  const std::vector<EncodedPair> pairs{
+      {{5, 6, 7, 8, 2}, {9, 10, 2}}, {{5, 7, 2}, {11, 12, 13, 14, 2}}, {{8, 8, 6, 2}, {9, 2}}};
+  return make_batch(pairs, {0, 1, 2});
+}
+
+/// A tiny model of `kind` from seed 4, dropout off (two dropouts would draw different masks),
+/// in training mode.
+std::shared_ptr<Seq2SeqImpl> tiny_model(const std::string& kind) {
+  ModelOptions o;
+  o.kind = kind;
+  o.src_vocab = 20;
+  o.tgt_vocab = 20;
+  o.embed_dim = o.hidden_dim = 16;
+  o.ff_dim = 32;
+  o.heads = 2;
+  o.dropout = 0.0;
+  torch::manual_seed(4);
+  auto model = make_model(o);
+  model->train();
+  return model;
+}
+
 } // namespace
 
 TEST_CASE(
     "the models train the same with the speed-ups and with their plain twins", "[translation]") {
   SpeedupsGuard guard;
-  std::vector<EncodedPair> pairs{
-      {{5, 6, 7, 8, 2}, {9, 10, 2}}, {{5, 7, 2}, {11, 12, 13, 14, 2}}, {{8, 8, 6, 2}, {9, 2}}};
-  const Batch batch = make_batch(pairs, {0, 1, 2});
+  const Batch batch = toy_batch();
   for (const std::string kind : {"gru", "transformer"}) {
-    ModelOptions o;
-    o.kind = kind;
-    o.src_vocab = 20;
-    o.tgt_vocab = 20;
-    o.embed_dim = o.hidden_dim = 16;
-    o.ff_dim = 32;
-    o.heads = 2;
-    o.dropout = 0.0;
-    torch::manual_seed(4);
-    auto model = make_model(o);
-    model->train();
+    auto model = tiny_model(kind);
     speedups() = Speedups{};
     auto [fast_loss, fast_grads] = step(*model, batch);
     speedups() = speedups_without("all");
@@ -82,21 +94,9 @@ TEST_CASE(
   // torch::gru does. Both twins round differently (bfloat16 has 8 significant bits), so they
   // agree to a few percent, not to float32's 1e-4, and both differ from float32 training.
   SpeedupsGuard guard;
-  std::vector<EncodedPair> pairs{
-      {{5, 6, 7, 8, 2}, {9, 10, 2}}, {{5, 7, 2}, {11, 12, 13, 14, 2}}, {{8, 8, 6, 2}, {9, 2}}};
-  const Batch batch = make_batch(pairs, {0, 1, 2});
+  const Batch batch = toy_batch();
   for (const std::string kind : {"gru", "transformer"}) {
-    ModelOptions o;
-    o.kind = kind;
-    o.src_vocab = 20;
-    o.tgt_vocab = 20;
-    o.embed_dim = o.hidden_dim = 16;
-    o.ff_dim = 32;
-    o.heads = 2;
-    o.dropout = 0.0;
-    torch::manual_seed(4);
-    auto model = make_model(o);
-    model->train();
+    auto model = tiny_model(kind);
     auto autocast_step = [&] {
       torchattn::AutocastCpu autocast(torch::kBFloat16);
       return step(*model, batch);
