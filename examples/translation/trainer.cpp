@@ -430,7 +430,10 @@ TrainSummary run(const TrainConfig& c, bool resuming) {
     fmt::print(
         stderr, "epoch {:>2}: train loss {:.3f}, dev loss {:.3f}, dev BLEU {:.2f}{}{}\n", epoch,
         train_loss, dev_loss, bleu, best ? " (best)" : "",
-        out_of_time ? fmt::format(" — time budget of {} reached", clock(c.time_budget)) : "");
+        !out_of_time ? std::string()
+        : c.max_steps > 0 && state.step >= c.max_steps
+            ? fmt::format(" — step limit of {} reached", c.max_steps)
+            : fmt::format(" — time budget of {} reached", clock(c.time_budget)));
     // The finished epoch, written beside the old checkpoint and swapped in.
     const fs::path tmp = dir / "checkpoint.tmp", ck = dir / "checkpoint",
                    old = dir / "checkpoint.old";
