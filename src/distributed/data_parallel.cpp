@@ -19,27 +19,35 @@ GradientAllReduce::GradientAllReduce(
   TORCH_CHECK(group_, kFn, ": group is null, expected a process group");
   TORCH_CHECK(bucket_bytes > 0, kFn, ": bucket_bytes is ", bucket_bytes, ", expected > 0");
   bucket_of_.resize(params_.size());
+  slot_of_.resize(params_.size());
   got_.assign(params_.size(), false);
-  // Reverse order: backward makes the gradients of the last parameters first.
+  // Reverse order: backward makes the gradients of the last parameters first. Each bucket's
+  // flat buffer is allocated once its parameters are known.
+  std::vector<int64_t> numel; // per bucket
   for (size_t i = params_.size(); i-- > 0;) {
     const auto& p = params_[i];
     TORCH_CHECK(
         p.defined() && p.device().is_cpu() && p.is_floating_point(), kFn, ": parameter ", i,
         " is not a floating CPU tensor");
-    const bool fits = !buckets_.empty() && buckets_.back().flat.scalar_type() == p.scalar_type() &&
-                      (buckets_.back().flat.numel() + p.numel()) * p.element_size() <= bucket_bytes;
+    const bool fits = !buckets_.empty() &&
+                      params_[buckets_.back().params.front()].scalar_type() == p.scalar_type() &&
+                      (numel.back() + p.numel()) * p.element_size() <= bucket_bytes;
     if (!fits) {
       buckets_.emplace_back();
-      buckets_.back().flat = torch::zeros({0}, p.options().requires_grad(false));
+      numel.push_back(0);
     }
     auto& b = buckets_.back();
-    b.offsets.push_back(b.flat.numel());
+    b.offsets.push_back(numel.back());
+    slot_of_[i] = b.params.size();
     b.params.push_back(i);
-    b.flat = torch::zeros({b.flat.numel() + p.numel()}, b.flat.options());
+    numel.back() += p.numel();
     bucket_of_[i] = buckets_.size() - 1;
   }
-  for (auto& b : buckets_)
+  for (size_t j = 0; j < buckets_.size(); ++j) {
+    auto& b = buckets_[j];
+    b.flat = torch::zeros({numel[j]}, params_[b.params.front()].options().requires_grad(false));
     b.pending = b.params.size();
+  }
   for (size_t i = 0; i < params_.size(); ++i) {
     hooks_.push_back(
         params_[i].register_hook([this, i](const torch::Tensor& grad) { on_grad(i, grad); }));
@@ -64,10 +72,7 @@ void GradientAllReduce::broadcast_parameters() {
 
 void GradientAllReduce::on_grad(size_t i, const torch::Tensor& grad) {
   auto& b = buckets_[bucket_of_[i]];
-  // The slot of parameter i in its bucket.
-  size_t k = 0;
-  while (b.params[k] != i)
-    ++k;
+  const size_t k = slot_of_[i];
   TORCH_CHECK(
       !got_[i], kFn, ": parameter ", i,
       " received two gradients in one step; call finish() "

@@ -109,15 +109,21 @@ std::vector<Pair> pairs_of(
   return pairs;
 }
 
+/// The pair's keys that may be attended, [B, 1, 1, nk] (true = may), from a block's padding
+/// mask [B, Lk] (true = padding); none without padding.
+c10::optional<Tensor> pair_mask(const Tensor& kpm, const Pair& p) {
+  if (!kpm.defined())
+    return c10::nullopt;
+  return kpm.narrow(1, p.k0, p.nk).logical_not().view({kpm.size(0), 1, 1, p.nk});
+}
+
 /// The fused kernel's forward of one pair: (out, lse) of query rows against the block's keys.
 std::tuple<Tensor, Tensor> pair_forward(
     const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& kpm, const Pair& p,
     double scale) {
   const auto qp = q.narrow(2, p.q0, p.nq), kp = k.narrow(2, p.k0, p.nk),
              vp = v.narrow(2, p.k0, p.nk);
-  c10::optional<Tensor> mask;
-  if (kpm.defined())
-    mask = kpm.narrow(1, p.k0, p.nk).logical_not().view({kpm.size(0), 1, 1, p.nk});
+  const auto mask = pair_mask(kpm, p);
   auto [out, row_max, row_log_sum] = ops::_flex_attention_forward(
       qp, kp, vp, mask, c10::nullopt, "none", -1, p.window_right, c10::nullopt, c10::nullopt,
       c10::nullopt, c10::nullopt, c10::nullopt, c10::nullopt, 0.0, c10::nullopt, c10::nullopt,
@@ -409,9 +415,7 @@ class RingAttentionFunction : public torch::autograd::Function<RingAttentionFunc
       const auto kpm = kpm_of(cur.kpm);
       const auto t0 = std::chrono::steady_clock::now();
       for (const auto& p : pairs_of(mine, plan.segs[static_cast<size_t>(owner)], plan.causal)) {
-        c10::optional<Tensor> mask;
-        if (kpm.defined())
-          mask = kpm.narrow(1, p.k0, p.nk).logical_not().view({kpm.size(0), 1, 1, p.nk});
+        const auto mask = pair_mask(kpm, p);
         auto r = ops::_flex_attention_backward(
             grad_out.narrow(2, p.q0, p.nq), q.narrow(2, p.q0, p.nq), cur.k.narrow(2, p.k0, p.nk),
             cur.v.narrow(2, p.k0, p.nk), mask, c10::nullopt, "none", -1, p.window_right,

@@ -68,7 +68,7 @@ class GradientAllReduce {
   std::vector<torch::Tensor> params_;
   c10::intrusive_ptr<c10d::ProcessGroup> group_;
   std::vector<Bucket> buckets_;
-  std::vector<size_t> bucket_of_;
+  std::vector<size_t> bucket_of_, slot_of_; // each parameter's bucket and its index there
   std::vector<bool> got_;
   std::vector<unsigned> hooks_;
   size_t next_launch_ = 0;

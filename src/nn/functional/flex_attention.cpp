@@ -5,6 +5,7 @@
 #include "detail/checks.h"
 #include "detail/flex_args.h"
 #include "detail/optional_tensor.h"
+#include "ops/flex_attention_params.h"
 
 #include <ATen/Parallel.h>
 #include <torch/torch.h>
@@ -50,16 +51,10 @@ FlexAttentionOutput flex_attention(
     });
     return {out, lse, {}};
   }
-  const auto& bm = options.block_mask();
-  const auto flex = detail::FlexArgs::from(
-      optional_tensor(options.attn_mask()), optional_tensor(options.bias()), options.causal(),
-      options.window_left(), options.window_right(), optional_tensor(options.q_doc_ids()),
-      optional_tensor(options.kv_doc_ids()), optional_tensor(options.prefix_lengths()),
-      bm ? optional_tensor(bm->kinds) : c10::nullopt,
-      bm ? optional_tensor(bm->index) : c10::nullopt,
-      bm ? optional_tensor(bm->masks) : c10::nullopt, options.softcap(),
-      optional_tensor(options.alibi_slopes()), optional_tensor(options.position_bias()),
-      optional_tensor(options.position_buckets()));
+  // The same modifiers as the op's call above, as one value for the math path.
+  const auto flex = with_modifiers(options, [](TORCHATTN_FLEX_PARAMS, c10::optional<double>, bool) {
+    return TORCHATTN_FLEX_ARGS_VALUE;
+  });
   const auto checked = detail::check_flex_args(
       "torchattn::nn::functional::flex_attention", query, key, value, flex, options.scale(),
       options.enable_gqa());
