@@ -42,7 +42,9 @@ case "$mode" in
     ;;
   *) echo "usage: run.sh find_package|add_subdirectory|static SOURCE_DIR BUILD_DIR WORK_DIR" >&2; exit 2 ;;
 esac
-cmake --build "$work/$mode" --target consumer
+# One job per core: CTest runs the subproject build alone (RUN_SERIAL), and ninja's default of
+# cores + 2 would only crowd them.
+cmake --build "$work/$mode" --target consumer -j "$(nproc)"
 "$work/$mode/consumer" | tee "$work/$mode.out"
 if [ "$mode" != find_package ]; then
   grep -q "kernels default$" "$work/$mode.out" || { echo "a DEFAULT-only build ran other kernels" >&2; exit 1; }
