@@ -1,9 +1,11 @@
 // Decoding against a key/value cache: the decoding kernel's time and the GB/s of cache it reads
-// (keys and values of the kv heads, float32), beside the copy bandwidth of the same bytes
-// measured in the same run, and the tiled kernel (the route before the decoding kernel) where
-// H = H_kv. One query per head, E = 128, 2 threads unless OMP_NUM_THREADS says.
+// (keys and values of the kv heads, in the dtype: float32 unless --dtype says), beside the copy
+// bandwidth of the same bytes measured in the same run, and the tiled kernel (the route before the
+// decoding kernel) where H = H_kv. One query per head, E = 128, 2 threads unless OMP_NUM_THREADS
+// says.
 //
-//   torchattn-bench-decode [--quick]     (--quick: the three target rows only)
+//   torchattn-bench-decode [--quick] [--dtype float32|bfloat16|float16]
+//                                        (--quick: the three target rows only)
 //
 // The targets' rows come first: H = 32 (MHA), H = 1 and GQA 32/8 at Lk = 32768. Then the table:
 // Lk from 1k to 128k, B x H_kv from 1 to 64, GQA ratios 1, 4 and 8 (caches over 2 GiB are
@@ -37,6 +39,13 @@ double median(std::vector<double> v) {
   return v[v.size() / 2];
 }
 
+torch::ScalarType dtype = torch::kFloat;
+
+/// Bytes of one cache element in the dtype.
+double element_bytes() {
+  return static_cast<double>(c10::elementSize(dtype));
+}
+
 struct Row {
   double decode, copy, tiled; // seconds (tiled: 0 where not run)
 };
@@ -45,10 +54,10 @@ struct Row {
 Row run(int64_t B, int64_t H, int64_t Hkv, int64_t Lk, bool with_tiled) {
   constexpr int64_t E = 128;
   torch::manual_seed(0);
-  auto q = torch::randn({B, H, 1, E});
-  auto k = torch::randn({B, Hkv, Lk, E}), v = torch::randn({B, Hkv, Lk, E});
+  auto q = torch::randn({B, H, 1, E}).to(dtype);
+  auto k = torch::randn({B, Hkv, Lk, E}).to(dtype), v = torch::randn({B, Hkv, Lk, E}).to(dtype);
   auto k2 = torch::empty_like(k), v2 = torch::empty_like(v);
-  const double bytes = 2.0 * static_cast<double>(k.numel()) * 4;
+  const double bytes = 2.0 * static_cast<double>(k.numel()) * element_bytes();
   const int reps = std::clamp(static_cast<int>(4e9 / bytes), 5, 200);
   auto decode = [&] {
     torchattn::ops::decode_attention(q, k, v, {}, {}, /*is_causal=*/true, -1, {});
@@ -74,7 +83,7 @@ Row run(int64_t B, int64_t H, int64_t Hkv, int64_t Lk, bool with_tiled) {
 }
 
 void print_row(int64_t B, int64_t H, int64_t Hkv, int64_t Lk, const Row& r) {
-  const double gb = 2.0 * B * Hkv * Lk * 128 * 4 / 1e9;
+  const double gb = 2.0 * B * Hkv * Lk * 128 * element_bytes() / 1e9;
   fmt::print(
       "| {:>2} | {:>3} | {:>2} | {:>6} | {:>8.3f} | {:>6.1f} | {:>6.1f} | {:>5.0f}% | {} |\n", B, H,
       Hkv, Lk, r.decode * 1e3, gb / r.decode, gb / r.copy, 100 * r.copy / r.decode,
@@ -90,14 +99,34 @@ void header() {
 } // namespace
 
 int main(int argc, char** argv) {
-  const bool quick = argc > 1 && std::strcmp(argv[1], "--quick") == 0;
+  bool quick = false;
+  for (int i = 1; i < argc; ++i) {
+    if (std::strcmp(argv[i], "--quick") == 0) {
+      quick = true;
+    } else if (std::strcmp(argv[i], "--dtype") == 0 && i + 1 < argc) {
+      const std::string name = argv[++i];
+      if (name == "float32") {
+        dtype = torch::kFloat;
+      } else if (name == "bfloat16") {
+        dtype = torch::kBFloat16;
+      } else if (name == "float16") {
+        dtype = torch::kHalf;
+      } else {
+        fmt::print(stderr, "unknown dtype '{}': float32, bfloat16 or float16\n", name);
+        return 2;
+      }
+    } else {
+      fmt::print(stderr, "usage: {} [--quick] [--dtype float32|bfloat16|float16]\n", argv[0]);
+      return 2;
+    }
+  }
   if (std::getenv("OMP_NUM_THREADS") == nullptr) {
     at::set_num_threads(2);
   }
   torch::NoGradGuard no_grad;
   fmt::print(
-      "decode_attention, float32, one query per head, E=128, {} threads, kernel {}\n\n",
-      at::get_num_threads(), torchattn::ops::kernel_capability());
+      "decode_attention, {}, one query per head, E=128, {} threads, kernel {}\n\n",
+      c10::toString(dtype), at::get_num_threads(), torchattn::ops::kernel_capability());
   fmt::print("Targets (Lk = 32768):\n\n");
   header();
   const Row mha = run(1, 32, 32, 32768, true);
@@ -121,7 +150,7 @@ int main(int argc, char** argv) {
   for (int64_t Lk : {1024, 4096, 16384, 32768, 131072}) {
     for (int64_t bh : {1, 8, 64}) {
       for (int64_t g : {1, 4, 8}) {
-        if (2.0 * bh * Lk * 128 * 4 > 2.0 * (1 << 30)) {
+        if (2.0 * bh * Lk * 128 * element_bytes() > 2.0 * (1 << 30)) {
           continue;
         }
         const int64_t B = bh >= 8 ? bh / 8 : 1, Hkv = bh / B;

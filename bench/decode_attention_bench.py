@@ -1,8 +1,8 @@
 """torchattn's decode_attention against PyTorch 2.6's scaled_dot_product_attention on the same
-decoding shapes, in one process (float32, one query per head, E=128, 2 threads unless
+decoding shapes, in one process (float32 unless a dtype is named, one query per head, E=128, 2 threads unless
 OMP_NUM_THREADS says), with the copy bandwidth of the same bytes measured alongside.
 
-    scripts/chroot.sh run python3 bench/decode_attention_bench.py build-trixie/libtorchattn.so
+    scripts/chroot.sh run python3 bench/decode_attention_bench.py build-trixie/libtorchattn.so [bfloat16|float16]
 
 Prints one row per shape: the time of each, the GB/s of cache (keys and values of the kv heads)
 each reads, the copy GB/s and the GB/s of summing the cache (a pure read: what memory allows),
@@ -21,20 +21,21 @@ import torch.nn.functional as F
 
 def main():
     torch.ops.load_library(sys.argv[1])
+    dtype = getattr(torch, sys.argv[2]) if len(sys.argv) > 2 else torch.float32
     if "OMP_NUM_THREADS" not in os.environ:
         torch.set_num_threads(2)
     torch.manual_seed(0)
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, float32, E=128, Lq=1\n")
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {dtype}, E=128, Lq=1\n")
     print("| B | H | H_kv | Lk | torchattn ms | GB/s | PyTorch sdpa ms | GB/s | copy GB/s | sum GB/s | sdpa / torchattn |")
     print("|---|---|---|---|---|---|---|---|---|---|---|")
     shapes = [(1, 32, 32, 32768), (1, 1, 1, 32768), (1, 32, 8, 32768), (1, 32, 32, 4096),
               (8, 32, 8, 4096), (1, 8, 8, 131072), (1, 32, 4, 16384)]
     with torch.no_grad():
         for b, h, hkv, lk in shapes:
-            q = torch.randn(b, h, 1, 128)
-            k, v = torch.randn(b, hkv, lk, 128), torch.randn(b, hkv, lk, 128)
+            q = torch.randn(b, h, 1, 128, dtype=dtype)
+            k, v = torch.randn(b, hkv, lk, 128, dtype=dtype), torch.randn(b, hkv, lk, 128, dtype=dtype)
             k2, v2 = torch.empty_like(k), torch.empty_like(v)
-            gb = 2 * k.numel() * 4 / 1e9
+            gb = 2 * k.numel() * k.element_size() / 1e9
             ours = lambda: torch.ops.torchattn.decode_attention(q, k, v)  # noqa: E731
             theirs = lambda: F.scaled_dot_product_attention(q, k, v, enable_gqa=h != hkv)  # noqa: E731
             copy = lambda: (k2.copy_(k), v2.copy_(v))  # noqa: E731

@@ -1,15 +1,12 @@
-// bfloat16 and float16 through the fused kernel, by FlashAttention's rule: against the math
-// path in float64 on the same (rounded) inputs, the fused kernel's error in the output and in
-// every gradient is at most 2x the error of the math path run in the same low precision, plus
-// FlashAttention's own allowance for rounding the result to the dtype: twice the error of
-// (ref + 0.3) - 0.3 in the dtype (its tests' fwd_atol and dq_atol). Without it, a tensor of a
-// few dozen elements fails by luck: the math path's largest error can fall below half an ulp.
-// A sweep of 300 configurations per dtype on every vector build this CPU runs, the extreme
-// values of the edge tests, fully masked rows, and the dtypes of what the ops return.
+// bfloat16 and float16 through the fused kernel, by FlashAttention's rule
+// (support/low_precision_rule.h) for the output and every gradient: a sweep of 300
+// configurations per dtype on every vector build this CPU runs, the extreme values of the edge
+// tests, fully masked rows, and the dtypes of what the ops return.
 
 #include <torchattn/torchattn.h>
 
 #include "support/capabilities.h"
+#include "support/low_precision_rule.h"
 #include "support/paths.h"
 
 #include <catch2/catch_test_macros.hpp>
@@ -32,6 +29,7 @@ namespace {
 namespace F = torchattn::nn::functional;
 using torchattn::testing::CapabilityGuard;
 using torchattn::testing::low_precision_capabilities;
+using torchattn::testing::require_rule;
 
 /// Output and the gradients of q, k and v.
 using Result = std::array<torch::Tensor, 4>;
@@ -60,33 +58,6 @@ Result run(
   }
   auto g = torch::autograd::grad({out}, {q, k, v}, {grad.to(out.scalar_type())});
   return {out.detach(), g[0], g[1], g[2]};
-}
-
-double max_error(const torch::Tensor& got, const torch::Tensor& want) {
-  return got.numel() == 0 ? 0.0 : (got.to(torch::kDouble) - want).abs().max().item<double>();
-}
-
-/// FlashAttention's rounding allowance for a result near `ref` in `dtype`: 2 |(r + 0.3) - 0.3 - r|
-/// at most, with r = ref rounded to the dtype and the sums in the dtype.
-double rounding_allowance(const torch::Tensor& ref, torch::ScalarType dtype) {
-  if (ref.numel() == 0) {
-    return 0.0;
-  }
-  const auto r = ref.to(dtype);
-  return 2.0 * ((r + 0.3) - 0.3 - r).abs().max().item<double>();
-}
-
-/// FlashAttention's rule for one result: |fused - ref| <= 2 |math - ref| + the rounding
-/// allowance, each the largest over the tensor.
-void require_rule(
-    const torch::Tensor& fused, const torch::Tensor& math, const torch::Tensor& ref,
-    torch::ScalarType dtype) {
-  REQUIRE(fused.scalar_type() == dtype);
-  const double err_fused = max_error(fused, ref);
-  const double err_math = max_error(math, ref);
-  const double allowance = rounding_allowance(ref, dtype);
-  CAPTURE(err_fused, err_math, allowance);
-  REQUIRE(err_fused <= 2.0 * err_math + allowance);
 }
 
 /// FlashAttention's rule for inputs q, k, v, mask already in the low dtype: the fused

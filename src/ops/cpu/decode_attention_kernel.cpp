@@ -50,19 +50,19 @@ std::tuple<torch::Tensor, torch::Tensor> forward_cpu(
       "torchattn::_decode_attention_forward", query, key, value, kv_lengths, q_start, window_left,
       scale);
   const auto dtype = query.scalar_type();
-  if (dtype == torch::kBFloat16 || dtype == torch::kHalf) {
-    // bfloat16 and float16 in float32: the operands converted, the output rounded back, the
-    // lse float32. This reads the cache three times over (converting it, then the kernel); a
-    // kernel that reads bfloat16 itself is to come.
-    auto [out, lse] = forward_cpu(
-        query.to(torch::kFloat), key.to(torch::kFloat), value.to(torch::kFloat), kv_lengths,
-        q_start, is_causal, window_left, scale);
-    return {out.to(dtype), lse};
-  }
-  auto out =
-      torch::empty({query.size(0), query.size(1), query.size(2), value.size(3)}, query.options());
-  auto lse = torch::empty({query.size(0), query.size(1), query.size(2)}, query.options());
+  // bfloat16 and float16: the kernel reads them as they are and computes in float32; the
+  // output comes back in float32 and is rounded here, once; the lse stays float32.
+  const bool low = dtype == torch::kBFloat16 || dtype == torch::kHalf;
+  const auto stats = query.options().dtype(low ? torch::kFloat : dtype);
+  auto out = torch::empty({query.size(0), query.size(1), query.size(2), value.size(3)}, stats);
+  auto lse = torch::empty({query.size(0), query.size(1), query.size(2)}, stats);
   if (out.numel() == 0 || query.numel() == 0 || key.numel() == 0) {
+    if (low) {
+      auto [o, l] = empty_forward(
+          query.to(torch::kFloat), key.to(torch::kFloat), value.to(torch::kFloat), kv_lengths,
+          q_start, is_causal, window_left, scale);
+      return {o.to(dtype), l};
+    }
     return empty_forward(query, key, value, kv_lengths, q_start, is_causal, window_left, scale);
   }
   cpu::DecodeArgs args;
@@ -77,7 +77,7 @@ std::tuple<torch::Tensor, torch::Tensor> forward_cpu(
   }
   const auto k = unit_last_stride(key), v = unit_last_stride(value);
   TORCHATTN_CAPABILITY_KERNEL(flash_decode)(query, k, v, args, out, lse);
-  return {out, lse};
+  return {low ? out.to(dtype) : out, lse};
 }
 
 } // namespace

@@ -13,6 +13,11 @@
 //     logsumexp, as FlashAttention's split-KV decoding does.
 // Per-row cache lengths and query positions come from DecodeArgs (see kernel.h).
 //
+// bfloat16 and float16 caches are read in their own dtype and computed in float32 (rows.h),
+// with the fused kernel's rounding (flash_attention/low_precision.h): P is rounded to the
+// dtype before P V, the output is divided by the sum of the rounded weights and returned in
+// float32 for the op to round once, and the logsumexp (float32) sums the unrounded weights.
+//
 // Compiled once per CPU capability (see ops/cpu/vectorized.h).
 
 #include "ops/cpu/flash_decoding/kernel.h"
@@ -38,10 +43,14 @@ struct Item {
   int64_t group, begin, end;
 };
 
-template <typename T>
+/// T: the compute type (float, double); C: the cache's (T, or bfloat16/float16 with T float).
+template <typename T, typename C>
 struct Decode {
-  const T* key = nullptr;
-  const T* value = nullptr;
+  // P is rounded to the cache's dtype before P V when that is narrower than T.
+  static constexpr bool kRound = !std::is_same_v<T, C>;
+  static constexpr bool kHalf = std::is_same_v<C, c10::Half>;
+  const C* key = nullptr;
+  const C* value = nullptr;
   int64_t k_sb = 0, k_sh = 0, k_sl = 0, v_sb = 0, v_sh = 0, v_sl = 0;
   int64_t B = 0, H = 0, Hkv = 0, Lq = 0, E = 0, Ev = 0;
   int64_t G = 0, R = 0, Ep = 0, Evp = 0; // query heads per kv head, rows per group, padded E, Ev
@@ -50,11 +59,12 @@ struct Decode {
   std::vector<Item> items;
   std::vector<int64_t> group_items; // items of group g: [group_items[g], group_items[g + 1])
   std::vector<T> acc, max, sum;     // per item: [R, Evp], [R], [R]
+  std::vector<T> rounded_sum;       // per item [R]: the sum of the rounded weights (kRound)
 };
 
 /// The key range of each row (b, i), from the cache lengths, query positions and masks.
-template <typename T>
-void key_ranges(Decode<T>& d, const DecodeArgs& args, int64_t Lk) {
+template <typename T, typename C>
+void key_ranges(Decode<T, C>& d, const DecodeArgs& args, int64_t Lk) {
   d.first.resize(d.B * d.Lq);
   d.end.resize(d.B * d.Lq);
   for (int64_t b = 0; b < d.B; ++b) {
@@ -77,8 +87,8 @@ void key_ranges(Decode<T>& d, const DecodeArgs& args, int64_t Lk) {
 
 /// Splits each kv head's keys into items: about kItemsPerThread per thread over all heads,
 /// none shorter than kMinChunk keys unless its head has fewer.
-template <typename T>
-void split_items(Decode<T>& d) {
+template <typename T, typename C>
+void split_items(Decode<T, C>& d) {
   std::vector<int64_t> lo(d.B), hi(d.B);
   int64_t total = 0;
   for (int64_t b = 0; b < d.B; ++b) {
@@ -103,12 +113,13 @@ void split_items(Decode<T>& d) {
   d.acc.assign(n * d.R * d.Evp, T(0));
   d.max.assign(n * d.R, neg_inf<T>());
   d.sum.assign(n * d.R, T(0));
+  d.rounded_sum.assign(d.kRound ? n * d.R : 0, T(0));
 }
 
 /// The online softmax of one block for every row: masks keys outside each row's range, raises
 /// the row's max (rescaling its sum and accumulator), and leaves P in s (0 where masked).
-template <typename T>
-void softmax_block(Decode<T>& d, const Item& it, int64_t item, int64_t j0, int64_t nb, T* s) {
+template <typename T, typename C>
+void softmax_block(Decode<T, C>& d, const Item& it, int64_t item, int64_t j0, int64_t nb, T* s) {
   using Vec = Vectorized<T>;
   constexpr int64_t W = Vec::size();
   const int64_t b = it.group / d.Hkv;
@@ -146,60 +157,71 @@ void softmax_block(Decode<T>& d, const Item& it, int64_t item, int64_t j0, int64
         (Vec::loadu(a + e) * Vec(alpha)).store(a + e);
       }
       l *= alpha;
+      if constexpr (Decode<T, C>::kRound) {
+        d.rounded_sum[item * d.R + r] *= alpha;
+      }
       m = m_new;
     }
-    Vec total(T(0));
+    Vec total(T(0)), rounded(T(0));
     for (int64_t j = 0; j < nv; j += W) {
-      const Vec p = exp_minus(Vec::loadu(sr + j), Vec(m));
-      p.store(sr + j);
+      Vec p = exp_minus(Vec::loadu(sr + j), Vec(m));
       total = total + p;
+      if constexpr (Decode<T, C>::kRound) {
+        p = round_lanes(p, Decode<T, C>::kHalf);
+        rounded = rounded + p;
+      }
+      p.store(sr + j);
     }
     l += lane_sum(total);
+    if constexpr (Decode<T, C>::kRound) {
+      d.rounded_sum[item * d.R + r] += lane_sum(rounded);
+    }
   }
 }
 
 /// One item: every row of its group against its keys, block by block.
-template <typename T>
-void decode_item(Decode<T>& d, int64_t item, T* s) {
+template <typename T, typename C>
+void decode_item(Decode<T, C>& d, int64_t item, T* s) {
   const Item& it = d.items[item];
   const int64_t b = it.group / d.Hkv, g = it.group % d.Hkv;
   const T* q = d.q.data() + (b * d.H + g * d.G) * d.Lq * d.Ep;
-  const T* k = d.key + b * d.k_sb + g * d.k_sh;
-  const T* v = d.value + b * d.v_sb + g * d.v_sh;
+  const C* k = d.key + b * d.k_sb + g * d.k_sh;
+  const C* v = d.value + b * d.v_sb + g * d.v_sh;
   T* acc = d.acc.data() + item * d.R * d.Evp;
   for (int64_t j0 = it.begin; j0 < it.end; j0 += kDecodeKeys) {
     const int64_t nb = std::min(kDecodeKeys, it.end - j0);
     // Row j of the block prefetches row j + kPrefetchRows of its stream.
     const int64_t ahead = j0 + kPrefetchRows;
     const int64_t n_ahead = std::clamp<int64_t>(it.end - ahead, 0, nb);
-    const Prefetch<T> pk{k + ahead * d.k_sl, d.k_sl, n_ahead, d.E * int64_t(sizeof(T))};
-    const Prefetch<T> pv{v + ahead * d.v_sl, d.v_sl, n_ahead, d.Ev * int64_t(sizeof(T))};
+    const Prefetch<C> pk{k + ahead * d.k_sl, d.k_sl, n_ahead, d.E * int64_t(sizeof(C))};
+    const Prefetch<C> pv{v + ahead * d.v_sl, d.v_sl, n_ahead, d.Ev * int64_t(sizeof(C))};
     // The first run of rows prefetches. (Not `r0 == 0 ? pk : none` in the lambda: GCC 12
     // loses the conditional's value there and drops the prefetches.)
     for_row_runs(d.R, [&](int64_t r0, auto rows) {
-      Prefetch<T> pf;
+      Prefetch<C> pf;
       if (r0 == 0) {
         pf = pk;
       }
-      score_rows<T, decltype(rows)::value>(
+      score_rows<T, C, decltype(rows)::value>(
           q + r0 * d.Ep, d.Ep, k + j0 * d.k_sl, d.k_sl, nb, d.E, s + r0 * kDecodeKeys, pf);
     });
     softmax_block(d, it, item, j0, nb, s);
     for_row_runs(d.R, [&](int64_t r0, auto rows) {
-      Prefetch<T> pf;
+      Prefetch<C> pf;
       if (r0 == 0) {
         pf = pv;
       }
-      accumulate_rows<T, decltype(rows)::value>(
+      accumulate_rows<T, C, decltype(rows)::value>(
           s + r0 * kDecodeKeys, v + j0 * d.v_sl, d.v_sl, nb, d.Ev, acc + r0 * d.Evp, d.Evp, pf);
     });
   }
 }
 
 /// Merges the items of each group into its rows of out and lse, weighting each item's
-/// accumulator by exp(its max - the row's max).
-template <typename T>
-void merge_group(const Decode<T>& d, int64_t group, T* out, T* lse) {
+/// accumulator by exp(its max - the row's max). The output is divided by the sum of the
+/// weights it was accumulated with (rounded ones where P was rounded), lse takes the exact sum.
+template <typename T, typename C>
+void merge_group(const Decode<T, C>& d, int64_t group, T* out, T* lse) {
   const int64_t b = group / d.Hkv, g = group % d.Hkv;
   const int64_t i0 = d.group_items[group], i1 = d.group_items[group + 1];
   for (int64_t r = 0; r < d.R; ++r) {
@@ -220,48 +242,49 @@ void merge_group(const Decode<T>& d, int64_t group, T* out, T* lse) {
       lse[row] = nan ? fill : neg_inf<T>();
       continue;
     }
-    T l = 0;
+    T l = 0, lo = 0;
     std::fill(o, o + d.Ev, T(0));
     for (int64_t i = i0; i < i1; ++i) {
       const T w = d.max[i * d.R + r] == neg_inf<T>() ? T(0) : std::exp(d.max[i * d.R + r] - m);
       l += w * d.sum[i * d.R + r];
+      lo += w * (d.kRound ? d.rounded_sum[i * d.R + r] : d.sum[i * d.R + r]);
       const T* a = d.acc.data() + (i * d.R + r) * d.Evp;
       for (int64_t e = 0; e < d.Ev; ++e) {
         o[e] += w * a[e];
       }
     }
     for (int64_t e = 0; e < d.Ev; ++e) {
-      o[e] /= l;
+      o[e] /= lo;
     }
     lse[row] = m + std::log(l);
   }
 }
 
 /// The scaled queries, packed with a group's rows contiguous and E padded with zeros.
-template <typename T>
-void pack_queries(Decode<T>& d, const at::Tensor& query, double scale) {
+template <typename T, typename C>
+void pack_queries(Decode<T, C>& d, const at::Tensor& query, double scale) {
   d.q.assign(static_cast<size_t>(d.B * d.H * d.Lq * d.Ep), T(0));
-  const T* src = query.data_ptr<T>();
+  const C* src = query.data_ptr<C>();
   const T sc = static_cast<T>(scale);
   for (int64_t row = 0; row < d.B * d.H * d.Lq; ++row) {
     const int64_t b = row / (d.H * d.Lq), h = row / d.Lq % d.H, i = row % d.Lq;
-    const T* x = src + b * query.stride(0) + h * query.stride(1) + i * query.stride(2);
+    const C* x = src + b * query.stride(0) + h * query.stride(1) + i * query.stride(2);
     for (int64_t e = 0; e < d.E; ++e) {
-      d.q[row * d.Ep + e] = x[e * query.stride(3)] * sc;
+      d.q[row * d.Ep + e] = static_cast<T>(x[e * query.stride(3)]) * sc;
     }
   }
 }
 
-template <typename T>
+template <typename T, typename C>
 void decode_impl(
     const at::Tensor& query, const at::Tensor& key, const at::Tensor& value, const DecodeArgs& args,
     at::Tensor& out, at::Tensor& lse) {
   // query [B, H, Lq, E], key [B, H_kv, Lk, E], value [B, H_kv, Lk, Ev]
   //   -> out [B, H, Lq, Ev], lse [B, H, Lq]
   constexpr int64_t W = Vectorized<T>::size();
-  Decode<T> d;
-  d.key = key.data_ptr<T>();
-  d.value = value.data_ptr<T>();
+  Decode<T, C> d;
+  d.key = key.data_ptr<C>();
+  d.value = value.data_ptr<C>();
   d.k_sb = key.stride(0), d.k_sh = key.stride(1), d.k_sl = key.stride(2);
   d.v_sb = value.stride(0), d.v_sh = value.stride(1), d.v_sl = value.stride(2);
   d.B = query.size(0), d.H = query.size(1), d.Hkv = key.size(1), d.Lq = query.size(2);
@@ -294,9 +317,18 @@ void decode_impl(
 void flash_decode(
     const at::Tensor& query, const at::Tensor& key, const at::Tensor& value, const DecodeArgs& args,
     at::Tensor& out, at::Tensor& lse) {
-  AT_DISPATCH_FLOATING_TYPES(query.scalar_type(), "flash_decode", [&] {
-    decode_impl<scalar_t>(query, key, value, args, out, lse);
-  });
+  switch (query.scalar_type()) {
+    case at::kBFloat16:
+      decode_impl<float, c10::BFloat16>(query, key, value, args, out, lse);
+      break;
+    case at::kHalf:
+      decode_impl<float, c10::Half>(query, key, value, args, out, lse);
+      break;
+    default:
+      AT_DISPATCH_FLOATING_TYPES(query.scalar_type(), "flash_decode", [&] {
+        decode_impl<scalar_t, scalar_t>(query, key, value, args, out, lse);
+      });
+  }
 }
 
 } // namespace CPU_CAPABILITY

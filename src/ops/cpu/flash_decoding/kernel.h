@@ -28,7 +28,8 @@ struct DecodeArgs {
 // query [B, H, Lq, E], key [B, H_kv, Lk, E], value [B, H_kv, Lk, Ev] (any strides but a unit
 // stride in the last dim; H_kv divides H: query head h reads kv head h / (H / H_kv))
 //   -> out [B, H, Lq, Ev] contiguous, lse [B, H, Lq] contiguous (-inf, and a zero output, on
-//      rows with no key to see)
+//      rows with no key to see), both in query's dtype, or float32 for bfloat16 and float16
+//      (the output unrounded: the caller rounds it once)
 using FlashDecodeFn = void(
     const at::Tensor& query, const at::Tensor& key, const at::Tensor& value, const DecodeArgs& args,
     at::Tensor& out, at::Tensor& lse);

@@ -5,10 +5,15 @@
 // and then serves every query row of the group (the query heads that share a kv head, times
 // Lq): grouped-query attention costs the reads of its kv heads only.
 //
+// The cache is read in its own dtype: float32 and float64 as they are, bfloat16 and float16
+// (C) widened to float32 (T) as each vector is loaded, so that a bfloat16 cache costs the reads
+// of its own bytes, half of float32's.
+//
 // Part of the decoding kernel, compiled per vector build: include only after
 // ops/cpu/vectorized.h, from a file that torchattn_add_cpu_capabilities compiles.
 
 #include "ops/cpu/flash_attention/exp2.h"
+#include "ops/cpu/flash_attention/rounding.h"
 
 namespace torchattn::ops::cpu {
 namespace CPU_CAPABILITY {
@@ -44,6 +49,61 @@ inline T lane_max(const Vectorized<T>& v) {
     m = std::max(m, lanes[i]);
   }
   return m;
+}
+
+/// n (<= W) elements of a cache row from p as a Vectorized<T>, zero beyond n; C is T itself or
+/// bfloat16/float16 widened to T = float32.
+template <typename T, typename C>
+inline Vectorized<T> load_row(const C* p, int64_t n) {
+  if constexpr (std::is_same_v<T, C>) {
+    return Vectorized<T>::loadu(p, n);
+  } else {
+    T lanes[Vectorized<T>::size()] = {};
+    for (int64_t i = 0; i < n; ++i) {
+      lanes[i] = static_cast<T>(p[i]);
+    }
+    return Vectorized<T>::loadu(lanes);
+  }
+}
+
+#if defined(CPU_CAPABILITY_AVX512)
+/// The lanes `lanes` of 16 elements from p in float32 (float, bfloat16 or float16), zero in
+/// the others.
+template <typename C>
+inline __m512 load16(const C* p, __mmask16 lanes) {
+  if constexpr (std::is_same_v<C, float>) {
+    return _mm512_maskz_loadu_ps(lanes, p);
+  } else {
+    const __m256i h = _mm256_maskz_loadu_epi16(lanes, p);
+    if constexpr (std::is_same_v<C, c10::BFloat16>) {
+      // bfloat16 is float32's high half.
+      return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
+    } else {
+      return _mm512_cvtph_ps(h);
+    }
+  }
+}
+#endif
+
+/// W elements of a cache row from p as a Vectorized<T> (see load_row above).
+template <typename T, typename C>
+inline Vectorized<T> load_row(const C* p) {
+  if constexpr (std::is_same_v<T, C>) {
+    return Vectorized<T>::loadu(p);
+  } else {
+#if defined(CPU_CAPABILITY_AVX512)
+    return load16(p, 0xFFFF);
+#elif defined(CPU_CAPABILITY_AVX2)
+    const __m128i h = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p));
+    if constexpr (std::is_same_v<C, c10::BFloat16>) {
+      return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
+    } else {
+      return _mm256_cvtph_ps(h);
+    }
+#else
+    return load_row<T>(p, Vectorized<T>::size());
+#endif
+  }
 }
 
 #if defined(CPU_CAPABILITY_AVX512)
@@ -83,9 +143,8 @@ inline __m512 lane_sums16(const __m512* a) {
 
 /// score_rows for 4 keys at once (float32, AVX-512): 16 accumulators (4 keys x up to 4 rows)
 /// share each key vector and each query vector, and one lane_sums16 reduces them all.
-template <int Rows>
-inline void score_rows4(
-    const float* q, int64_t Ep, const float* k, int64_t ks, int64_t E, float* s) {
+template <typename C, int Rows>
+inline void score_rows4(const float* q, int64_t Ep, const C* k, int64_t ks, int64_t E, float* s) {
   __m512 acc[16];
   for (auto& a : acc) {
     a = _mm512_setzero_ps();
@@ -93,7 +152,7 @@ inline void score_rows4(
   const auto step = [&](int64_t e, __mmask16 lanes) {
     __m512 kv[4];
     for (int c = 0; c < 4; ++c) {
-      kv[c] = _mm512_maskz_loadu_ps(lanes, k + c * ks + e);
+      kv[c] = load16(k + c * ks + e, lanes);
     }
     for (int r = 0; r < Rows; ++r) {
       const __m512 qv = _mm512_loadu_ps(q + r * Ep + e);
@@ -157,10 +216,10 @@ struct Prefetch {
 
 /// s[r * kDecodeKeys + j] = q_r · k_j for `rows` (<= kDecodeRows) query rows of q (row stride
 /// Ep, E rounded up to whole vectors, zero beyond E) and nb keys of k (row stride ks).
-template <typename T, int Rows>
+template <typename T, typename C, int Rows>
 inline void score_rows(
-    const T* q, int64_t Ep, const T* k, int64_t ks, int64_t nb, int64_t E, T* s,
-    const Prefetch<T>& pf) {
+    const T* q, int64_t Ep, const C* k, int64_t ks, int64_t nb, int64_t E, T* s,
+    const Prefetch<C>& pf) {
   using Vec = Vectorized<T>;
   constexpr int64_t W = Vec::size();
   const int64_t full = E / W * W;
@@ -171,25 +230,25 @@ inline void score_rows(
       for (int64_t c = 0; c < 4; ++c) {
         pf.row(j + c);
       }
-      score_rows4<Rows>(q, Ep, k + j * ks, ks, E, s + j);
+      score_rows4<C, Rows>(q, Ep, k + j * ks, ks, E, s + j);
     }
   }
 #endif
   for (; j < nb; ++j) {
     pf.row(j);
-    const T* kj = k + j * ks;
+    const C* kj = k + j * ks;
     Vec acc[Rows];
     for (int r = 0; r < Rows; ++r) {
       acc[r] = Vec(T(0));
     }
     for (int64_t e = 0; e < full; e += W) {
-      const Vec kv = Vec::loadu(kj + e);
+      const Vec kv = load_row<T>(kj + e);
       for (int r = 0; r < Rows; ++r) {
         acc[r] = at::vec::fmadd(Vec::loadu(q + r * Ep + e), kv, acc[r]);
       }
     }
     if (full < E) {
-      const Vec kv = Vec::loadu(kj + full, E - full);
+      const Vec kv = load_row<T>(kj + full, E - full);
       for (int r = 0; r < Rows; ++r) {
         acc[r] = at::vec::fmadd(Vec::loadu(q + r * Ep + full), kv, acc[r]);
       }
@@ -202,10 +261,10 @@ inline void score_rows(
 
 /// acc_r[e0, e0 + S W) += Σ_j p[r * kDecodeKeys + j] v_j[...] for Rows rows and S whole
 /// vectors (n lanes of the last when n < W): rows x S independent FMA chains.
-template <typename T, int Rows, int S>
+template <typename T, typename C, int Rows, int S>
 inline void accumulate_slices(
-    const T* p, const T* v, int64_t vs, int64_t nb, T* acc, int64_t Evp, int64_t n,
-    const Prefetch<T>& pf) {
+    const T* p, const C* v, int64_t vs, int64_t nb, T* acc, int64_t Evp, int64_t n,
+    const Prefetch<C>& pf) {
   using Vec = Vectorized<T>;
   constexpr int64_t W = Vec::size();
   Vec a[Rows][S];
@@ -218,7 +277,7 @@ inline void accumulate_slices(
     pf.row(j);
     Vec vv[S];
     for (int c = 0; c < S; ++c) {
-      vv[c] = n == W ? Vec::loadu(v + j * vs + c * W) : Vec::loadu(v + j * vs + c * W, n);
+      vv[c] = n == W ? load_row<T>(v + j * vs + c * W) : load_row<T>(v + j * vs + c * W, n);
     }
     for (int r = 0; r < Rows; ++r) {
       const Vec pj(p[r * kDecodeKeys + j]);
@@ -238,19 +297,19 @@ inline void accumulate_slices(
 /// Evp, Ev rounded up to whole vectors) and nb value rows of v (row stride vs). S vectors of
 /// each row are accumulated together, so that rows x S independent FMA chains hide the FMA's
 /// latency even for one row.
-template <typename T, int Rows>
+template <typename T, typename C, int Rows>
 inline void accumulate_rows(
-    const T* p, const T* v, int64_t vs, int64_t nb, int64_t Ev, T* acc, int64_t Evp,
-    const Prefetch<T>& pf) {
+    const T* p, const C* v, int64_t vs, int64_t nb, int64_t Ev, T* acc, int64_t Evp,
+    const Prefetch<C>& pf) {
   constexpr int64_t W = Vectorized<T>::size();
   constexpr int S = Rows >= 4 ? 2 : 8 / Rows;
-  const Prefetch<T> none;
+  const Prefetch<C> none;
   int64_t e = 0;
   for (; e + S * W <= Ev; e += S * W) {
-    accumulate_slices<T, Rows, S>(p, v + e, vs, nb, acc + e, Evp, W, e == 0 ? pf : none);
+    accumulate_slices<T, C, Rows, S>(p, v + e, vs, nb, acc + e, Evp, W, e == 0 ? pf : none);
   }
   for (; e < Ev; e += W) {
-    accumulate_slices<T, Rows, 1>(
+    accumulate_slices<T, C, Rows, 1>(
         p, v + e, vs, nb, acc + e, Evp, std::min<int64_t>(W, Ev - e), e == 0 ? pf : none);
   }
 }
