@@ -5,6 +5,7 @@
 #include <torchattn/torchattn.h>
 
 #include "support/capabilities.h"
+#include "support/child_peak.h"
 #include "support/paths.h"
 #include "support/tensor_matchers.h"
 
@@ -17,15 +18,9 @@
 
 #include <fmt/format.h>
 
-#include <spawn.h>
-#include <sys/resource.h>
-#include <sys/wait.h>
-
 #include <random>
 #include <string>
 #include <vector>
-
-extern char** environ;
 
 namespace {
 
@@ -480,23 +475,14 @@ TEST_CASE(kMemoryChild, "[.memory_child]") {
   REQUIRE(q.grad().isfinite().all().item<bool>());
   REQUIRE(k.grad().isfinite().all().item<bool>());
   REQUIRE(v.grad().isfinite().all().item<bool>());
+  torchattn::testing::report_peak();
 }
 
 #if !defined(TORCHATTN_SANITIZED)
 TEST_CASE("forward and backward at N=16384 stay under 1 GiB of peak RSS", "[ops][memory]") {
   // The math path would need 8 GiB for the float32 scores [1, 8, 16384, 16384] alone. The child
-  // is this test binary running only the case above; wait4 reports its own peak RSS.
-  std::string self = "/proc/self/exe";
-  std::string name = kMemoryChild;
-  std::vector<char*> argv{self.data(), name.data(), nullptr};
-  pid_t pid = 0;
-  REQUIRE(posix_spawn(&pid, self.c_str(), nullptr, nullptr, argv.data(), environ) == 0);
-  int status = 0;
-  rusage usage{};
-  REQUIRE(wait4(pid, &status, 0, &usage) == pid);
-  REQUIRE(WIFEXITED(status));
-  CHECK(WEXITSTATUS(status) == 0);
-  const double peak_mib = static_cast<double>(usage.ru_maxrss) / 1024.0; // ru_maxrss is in KiB
+  // is this test binary running only the case above (support/child_peak.h).
+  const double peak_mib = torchattn::testing::child_peak_mib(kMemoryChild);
   INFO("peak RSS of the child: " << peak_mib << " MiB");
   CHECK(peak_mib < 1024.0);
   WARN(fmt::format("N=16384 forward+backward peak RSS: {:.0f} MiB", peak_mib));

@@ -6,6 +6,7 @@
 #include <torchattn/torchattn.h>
 
 #include "support/capabilities.h"
+#include "support/child_peak.h"
 #include "support/low_precision_rule.h"
 #include "support/paths.h"
 
@@ -13,16 +14,10 @@
 
 #include <fmt/format.h>
 
-#include <spawn.h>
-#include <sys/resource.h>
-#include <sys/wait.h>
-
 #include <array>
 #include <limits>
 #include <random>
 #include <string>
-
-extern char** environ;
 
 namespace {
 
@@ -354,33 +349,6 @@ namespace {
 constexpr const char* kMemoryChild =
     "bfloat16 fused attention forward and backward at N=16384 (child process)";
 
-/// Peak RSS in MiB of this test binary running only kMemoryChild, with `capability` as its
-/// TORCHATTN_CPU_CAPABILITY.
-double child_peak_mib(const std::string& capability) {
-  std::string self = "/proc/self/exe";
-  std::string name = kMemoryChild;
-  std::vector<char*> argv{self.data(), name.data(), nullptr};
-  std::vector<std::string> env_strings{"TORCHATTN_CPU_CAPABILITY=" + capability};
-  for (char** e = environ; *e != nullptr; ++e) {
-    if (std::string(*e).rfind("TORCHATTN_CPU_CAPABILITY=", 0) != 0) {
-      env_strings.emplace_back(*e);
-    }
-  }
-  std::vector<char*> envp;
-  for (auto& e : env_strings) {
-    envp.push_back(e.data());
-  }
-  envp.push_back(nullptr);
-  pid_t pid = 0;
-  REQUIRE(posix_spawn(&pid, self.c_str(), nullptr, nullptr, argv.data(), envp.data()) == 0);
-  int status = 0;
-  rusage usage{};
-  REQUIRE(wait4(pid, &status, 0, &usage) == pid);
-  REQUIRE(WIFEXITED(status));
-  CHECK(WEXITSTATUS(status) == 0);
-  return static_cast<double>(usage.ru_maxrss) / 1024.0; // ru_maxrss is in KiB
-}
-
 } // namespace
 
 // Runs in the child process started by the test below; hidden from normal runs.
@@ -396,6 +364,7 @@ TEST_CASE(kMemoryChild, "[.memory_child]") {
   REQUIRE(q.grad().isfinite().all().item<bool>());
   REQUIRE(k.grad().isfinite().all().item<bool>());
   REQUIRE(v.grad().isfinite().all().item<bool>());
+  torchattn::testing::report_peak();
 }
 
 #if !defined(TORCHATTN_SANITIZED)
@@ -410,7 +379,8 @@ TEST_CASE(
     builds.emplace_back("avx512");
   }
   for (const auto& build : builds) {
-    const double peak_mib = child_peak_mib(build);
+    const double peak_mib =
+        torchattn::testing::child_peak_mib(kMemoryChild, {"TORCHATTN_CPU_CAPABILITY=" + build});
     INFO("peak RSS of the child (" << build << "): " << peak_mib << " MiB");
     CHECK(peak_mib < 512.0);
     WARN(fmt::format("bf16 N=16384 forward+backward peak RSS ({}): {:.0f} MiB", build, peak_mib));
