@@ -270,7 +270,7 @@ void pack_queries(Decode<T, C>& d, const at::Tensor& query, double scale) {
     const int64_t b = row / (d.H * d.Lq), h = row / d.Lq % d.H, i = row % d.Lq;
     const C* x = src + b * query.stride(0) + h * query.stride(1) + i * query.stride(2);
     for (int64_t e = 0; e < d.E; ++e) {
-      d.q[row * d.Ep + e] = static_cast<T>(x[e * query.stride(3)]) * sc;
+      d.q[row * d.Ep + e] = widen<T>(x[e * query.stride(3)]) * sc;
     }
   }
 }

@@ -51,6 +51,20 @@ inline T lane_max(const Vectorized<T>& v) {
   return m;
 }
 
+/// x in T: itself, or a bfloat16/float16 widened to float32 by c10's bit-level conversions
+/// (c10::Half's own operator uses F16C intrinsics on LibTorch 2.x, declared before this file's
+/// target switch, which the default build cannot inline).
+template <typename T, typename C>
+inline T widen(C x) {
+  if constexpr (std::is_same_v<T, C>) {
+    return x;
+  } else if constexpr (std::is_same_v<C, c10::Half>) {
+    return c10::detail::fp16_ieee_to_fp32_value(x.x);
+  } else {
+    return c10::detail::f32_from_bits(x.x);
+  }
+}
+
 /// n (<= W) elements of a cache row from p as a Vectorized<T>, zero beyond n; C is T itself or
 /// bfloat16/float16 widened to T = float32.
 template <typename T, typename C>
@@ -60,7 +74,7 @@ inline Vectorized<T> load_row(const C* p, int64_t n) {
   } else {
     T lanes[Vectorized<T>::size()] = {};
     for (int64_t i = 0; i < n; ++i) {
-      lanes[i] = static_cast<T>(p[i]);
+      lanes[i] = widen<T>(p[i]);
     }
     return Vectorized<T>::loadu(lanes);
   }
