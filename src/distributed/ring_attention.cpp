@@ -14,6 +14,9 @@
 #include <torch/torch.h>
 
 #include <chrono>
+#if defined(__GLIBC__)
+#include <malloc.h>
+#endif
 #include <cmath>
 #include <limits>
 
@@ -23,6 +26,7 @@ namespace {
 
 using torch::Tensor;
 using Group = c10::intrusive_ptr<c10d::ProcessGroup>;
+using Works = std::vector<c10::intrusive_ptr<c10d::Work>>;
 constexpr const char* kFn = "torchattn::distributed::ring_attention";
 
 double seconds_since(std::chrono::steady_clock::time_point t) {
@@ -160,24 +164,27 @@ class Ring {
   int next() const { return (rank_ + 1) % size_; }
   int prev() const { return (rank_ + size_ - 1) % size_; }
 
-  /// Posts the send of `t` to the next rank and the receive of `into` from the previous one.
-  void exchange(const Tensor& t, const Tensor& into, int tag) {
+  /// Posts the send of `t` to the next rank and the receive of `into` from the previous one,
+  /// adding both to `works`.
+  void exchange(const Tensor& t, const Tensor& into, int tag, Works& works) {
     if (t.numel() > 0) {
       std::vector<Tensor> out{t};
-      pending_.push_back(group_->send(out, next(), tag));
+      works.push_back(group_->send(out, next(), tag));
       if (timings_)
         timings_->bytes_sent += static_cast<int64_t>(t.nbytes());
     }
     if (into.numel() > 0) {
       std::vector<Tensor> in{into};
-      pending_.push_back(group_->recv(in, prev(), tag));
+      works.push_back(group_->recv(in, prev(), tag));
     }
   }
 
-  /// Waits for every posted transfer; the time counts as not hidden.
-  void wait() {
+  /// Waits for the transfers of `works` and empties it; the time counts as not hidden.
+  void wait(Works& works) {
+    if (works.empty())
+      return;
     const auto t0 = std::chrono::steady_clock::now();
-    for (auto& w : pending_) {
+    for (auto& w : works) {
       try {
         w->wait();
       } catch (const c10::Error& e) {
@@ -190,7 +197,7 @@ class Ring {
             "another rank died?): ", e.what());
       }
     }
-    pending_.clear();
+    works.clear();
     if (timings_)
       timings_->wait_seconds += seconds_since(t0);
   }
@@ -222,7 +229,6 @@ class Ring {
   Group group_;
   RingTimings* timings_;
   int rank_ = 0, size_ = 1;
-  std::vector<c10::intrusive_ptr<c10d::Work>> pending_;
 };
 
 /// What forward decides once and backward reuses.
@@ -291,45 +297,167 @@ Plan make_plan(
   return plan;
 }
 
-/// A block of keys and values (and their padding) from rank `owner`.
+/// A block of keys and values, split by kv head into chunks that move on their own, and its
+/// padding (as bytes; it moves with chunk 0).
 struct Block {
-  Tensor k, v, kpm;
+  std::vector<Tensor> k, v;
+  Tensor kpm;
 };
 
-Block empty_block_like(const Block& b, int64_t n) {
-  auto resized = [n](const Tensor& t, int64_t dim) {
-    if (!t.defined())
-      return t;
-    auto shape = t.sizes().vec();
-    shape[static_cast<size_t>(dim)] = n;
-    return torch::empty(shape, t.options());
-  };
-  return {resized(b.k, 2), resized(b.v, 2), resized(b.kpm, 1)};
+/// A rank's own block: its keys and values split by kv head (views when B = 1; the transfers
+/// need contiguous chunks).
+Block own_block(const Tensor& k, const Tensor& v, const Tensor& kpm) {
+  Block b;
+  for (int64_t g = 0; g < k.size(1); ++g) {
+    b.k.push_back(k.narrow(1, g, 1).contiguous());
+    b.v.push_back(v.narrow(1, g, 1).contiguous());
+  }
+  b.kpm = kpm.defined() ? kpm.to(torch::kByte).contiguous() : kpm;
+  return b;
 }
 
-void exchange_block(Ring& ring, const Block& b, const Block& into, int tag) {
-  ring.exchange(b.k, into.k, tag);
-  ring.exchange(b.v, into.v, tag + 1);
-  if (b.kpm.defined())
-    ring.exchange(b.kpm, into.kpm, tag + 2);
+/// `t` with dim `dim` resized to n, uninitialised (undefined stays undefined).
+Tensor resized(const Tensor& t, int64_t dim, int64_t n) {
+  if (!t.defined())
+    return t;
+  auto shape = t.sizes().vec();
+  shape[static_cast<size_t>(dim)] = n;
+  return torch::empty(shape, t.options());
 }
 
 int owner_at(const Ring& ring, int step) {
   return (ring.rank() - step % ring.size() + ring.size()) % ring.size();
 }
 
-/// Posts the move of the block in hand to the next rank and the receive of the following one
-/// (empty after the last step, when nothing moves): the block of step + 1.
-Block pass_block(Ring& ring, const Plan& plan, const Block& cur, int step, int tag) {
-  if (step + 1 >= ring.size())
-    return {};
-  Block next = empty_block_like(cur, plan.lengths[static_cast<size_t>(owner_at(ring, step + 1))]);
-  exchange_block(ring, cur, next, tag);
-  return next;
-}
-
 Tensor kpm_of(const Tensor& kpm_bytes) {
   return kpm_bytes.defined() ? kpm_bytes.to(torch::kBool) : kpm_bytes;
+}
+
+/// Tags of the transfers of chunk g at a step: 8 per chunk.
+int tag_of(int step, int64_t g, int64_t chunks, int kind) {
+  return static_cast<int>((step * chunks + g) * 8 + kind);
+}
+
+/// Transfers in flight, and the tensors they send that return to the pool when they finish.
+struct InFlight {
+  Works works;
+  std::vector<Tensor> freed;
+};
+
+/// The ring's schedule of one step, chunk by chunk, which bounds what is in flight. Chunk g's
+/// keys and values are posted to the next rank (and the next block's chunk g received) before
+/// chunk g is computed, and waited for after chunk g + 1 is: each transfer has the compute of
+/// two chunks to hide behind, and a rank holds about one block and two chunks instead of two
+/// blocks. With one kv head (one chunk) a transfer is waited for after its step's compute, as
+/// a whole block.
+///
+/// A chunk whose send has finished goes to a pool that the next receives take from: the same
+/// few buffers serve every step. (Freed and allocated anew, the chunks fragment the allocator's
+/// heap: glibc raises its mmap threshold past a freed chunk's size, and the heap then holds
+/// about 70 MiB more at 16,384 positions per rank.)
+class ChunkedStep {
+ public:
+  explicit ChunkedStep(Ring& ring) : ring_(ring) {}
+
+  /// A tensor of `shape` and `options`: one that a finished transfer freed, or a new one.
+  Tensor take(std::vector<int64_t> shape, const torch::TensorOptions& options) {
+    for (auto it = pool_.begin(); it != pool_.end(); ++it) {
+      if (it->sizes() == torch::IntArrayRef(shape) && it->dtype() == options.dtype()) {
+        Tensor t = std::move(*it);
+        pool_.erase(it);
+        return t;
+      }
+    }
+    return torch::empty(shape, options);
+  }
+
+  /// Gives a tensor that the ring allocated, and no longer reads, to the pool.
+  void give(Tensor t) {
+    if (t.defined())
+      pool_.push_back(std::move(t));
+  }
+
+  /// Before chunk g is computed: makes sure it has arrived (one chunk: the previous step's
+  /// transfer), then posts its move onward into next (when the block moves on). Chunks from
+  /// step 1 on are the ring's own buffers, pooled once sent; step 0's are the caller's.
+  void before(Block& cur, Block& next, int step, int64_t g, bool pass, int64_t n_next) {
+    const auto chunks = static_cast<int64_t>(cur.k.size());
+    if (chunks == 1)
+      settle(kv_lag_);
+    if (!pass)
+      return;
+    auto resize = [n_next](const Tensor& t) {
+      auto shape = t.sizes().vec();
+      shape[2] = n_next;
+      return shape;
+    };
+    next.k[g] = take(resize(cur.k[g]), cur.k[g].options());
+    next.v[g] = take(resize(cur.v[g]), cur.v[g].options());
+    ring_.exchange(cur.k[g], next.k[g], tag_of(step, g, chunks, 0), kv_now_.works);
+    ring_.exchange(cur.v[g], next.v[g], tag_of(step, g, chunks, 1), kv_now_.works);
+    if (step > 0) {
+      kv_now_.freed.push_back(cur.k[g]);
+      kv_now_.freed.push_back(cur.v[g]);
+    }
+    if (g == 0 && cur.kpm.defined()) {
+      next.kpm = resized(cur.kpm, 1, n_next);
+      ring_.exchange(cur.kpm, next.kpm, tag_of(step, g, chunks, 2), kv_now_.works);
+    }
+  }
+
+  /// After chunk g is computed: waits for the previous chunk's transfers (pooling what they
+  /// sent) and drops this step's reference to chunk g.
+  void after(Block& cur, int64_t g) {
+    if (cur.k.size() > 1)
+      settle(kv_lag_);
+    for (auto& w : kv_now_.works)
+      kv_lag_.works.push_back(std::move(w));
+    for (auto& t : kv_now_.freed)
+      kv_lag_.freed.push_back(std::move(t));
+    kv_now_ = InFlight();
+    settle(sum_lag_);
+    cur.k[g] = Tensor();
+    cur.v[g] = Tensor();
+#if defined(__GLIBC__)
+    // The pair computations' outputs and workspaces (megabytes each, freed every chunk) leave
+    // whole free pages inside glibc's heap; hand them back to the system.
+    malloc_trim(0);
+#endif
+  }
+
+  /// Backward: posts chunk g's gradient sums to the next rank and the receive of the next
+  /// block's sums into dk_into and dv_into; waited for one chunk later.
+  void pass_sums(
+      const Tensor& dk, const Tensor& dv, const Tensor& dk_into, const Tensor& dv_into, int step,
+      int64_t g, int64_t chunks) {
+    ring_.exchange(dk, dk_into, tag_of(step, g, chunks, 4), sum_lag_.works);
+    ring_.exchange(dv, dv_into, tag_of(step, g, chunks, 5), sum_lag_.works);
+    sum_lag_.freed.push_back(dk);
+    sum_lag_.freed.push_back(dv);
+  }
+
+  /// Waits for everything still in flight.
+  void finish() {
+    settle(kv_lag_);
+    settle(sum_lag_);
+  }
+
+ private:
+  void settle(InFlight& f) {
+    ring_.wait(f.works);
+    for (auto& t : f.freed)
+      give(std::move(t));
+    f.freed.clear();
+  }
+
+  Ring& ring_;
+  InFlight kv_now_, kv_lag_, sum_lag_;
+  std::vector<Tensor> pool_;
+};
+
+void add_compute(RingTimings* timings, std::chrono::steady_clock::time_point t0) {
+  if (timings)
+    timings->compute_seconds += seconds_since(t0);
 }
 
 class RingAttentionFunction : public torch::autograd::Function<RingAttentionFunction> {
@@ -340,33 +468,41 @@ class RingAttentionFunction : public torch::autograd::Function<RingAttentionFunc
       RingTimings* timings) {
     Ring ring(group, timings);
     const Plan plan = make_plan(ring, q_in, k_in, v_in, options);
-    const auto q = q_in.contiguous();
+    const auto q = q_in.contiguous(), k = k_in.contiguous(), v = v_in.contiguous();
     const auto stats = torchattn::detail::stats_dtype(q.scalar_type());
-    auto out =
-        torch::zeros({q.size(0), q.size(1), q.size(2), v_in.size(3)}, q.options().dtype(stats));
+    auto out = torch::zeros({q.size(0), q.size(1), q.size(2), v.size(3)}, q.options().dtype(stats));
     auto lse = torch::full(
         {q.size(0), q.size(1), q.size(2)}, -std::numeric_limits<double>::infinity(),
         q.options().dtype(stats));
     const auto& mine = plan.segs[static_cast<size_t>(ring.rank())];
-    // Padding travels as bytes (a bool tensor's storage).
-    Block cur{
-        k_in.contiguous(), v_in.contiguous(),
-        plan.padding ? options.key_padding_mask().to(torch::kByte).contiguous() : Tensor()};
+    const int64_t chunks = k.size(1), G = q.size(1) / chunks;
+    Block cur = own_block(k, v, plan.padding ? options.key_padding_mask() : Tensor());
+    ChunkedStep sched(ring);
     for (int step = 0; step < ring.size(); ++step) {
-      const int owner = owner_at(ring, step);
-      Block next = pass_block(ring, plan, cur, step, 4 * step);
-      const auto t0 = std::chrono::steady_clock::now();
-      for (const auto& p : pairs_of(mine, plan.segs[static_cast<size_t>(owner)], plan.causal)) {
-        auto [out_b, lse_b] = pair_forward(q, cur.k, cur.v, kpm_of(cur.kpm), p, plan.scale);
-        merge(out.narrow(2, p.q0, p.nq), lse.narrow(2, p.q0, p.nq), out_b, lse_b);
+      const auto pairs =
+          pairs_of(mine, plan.segs[static_cast<size_t>(owner_at(ring, step))], plan.causal);
+      const bool pass = step + 1 < ring.size();
+      const int64_t n_next = pass ? plan.lengths[static_cast<size_t>(owner_at(ring, step + 1))] : 0;
+      Block next{std::vector<Tensor>(chunks), std::vector<Tensor>(chunks), Tensor()};
+      for (int64_t g = 0; g < chunks; ++g) {
+        sched.before(cur, next, step, g, pass, n_next);
+        const auto kpm = kpm_of(cur.kpm);
+        const auto t0 = std::chrono::steady_clock::now();
+        const auto qg = q.narrow(1, g * G, G);
+        for (const auto& p : pairs) {
+          auto [out_b, lse_b] = pair_forward(qg, cur.k[g], cur.v[g], kpm, p, plan.scale);
+          merge(
+              out.narrow(1, g * G, G).narrow(2, p.q0, p.nq),
+              lse.narrow(1, g * G, G).narrow(2, p.q0, p.nq), out_b, lse_b);
+        }
+        add_compute(timings, t0);
+        sched.after(cur, g);
       }
-      if (timings)
-        timings->compute_seconds += seconds_since(t0);
-      ring.wait();
-      if (step + 1 < ring.size())
+      if (pass)
         cur = std::move(next);
     }
-    ctx->save_for_backward({q, k_in.contiguous(), v_in.contiguous(), out, lse});
+    sched.finish();
+    ctx->save_for_backward({q, k, v, out, lse});
     ctx->saved_data["group"] = c10::IValue::make_capsule(group);
     ctx->saved_data["causal"] = plan.causal;
     ctx->saved_data["scale"] = plan.scale;
@@ -400,58 +536,75 @@ class RingAttentionFunction : public torch::autograd::Function<RingAttentionFunc
     const auto acc = out.scalar_type(); // float32 for low precision, else the input dtype
     auto dq = torch::zeros(q.sizes(), q.options().dtype(acc));
     const auto& mine = plan.segs[static_cast<size_t>(ring.rank())];
-    Block cur{
-        k, v,
-        plan.padding ? ctx->saved_data["kpm"].toTensor().to(torch::kByte).contiguous() : Tensor()};
-    // dK and dV of the block in hand, as received from the ranks that had it before.
-    Tensor dk_in = torch::zeros(k.sizes(), k.options().dtype(acc));
-    Tensor dv_in = torch::zeros(v.sizes(), v.options().dtype(acc));
+    const int64_t chunks = k.size(1), G = q.size(1) / chunks;
+    Block cur = own_block(k, v, plan.padding ? ctx->saved_data["kpm"].toTensor() : Tensor());
+    // Per chunk: the gradient sums of the block in hand from the ranks that had it before
+    // (none at step 0), and those of the next block, arriving.
+    std::vector<Tensor> dk_in(chunks), dv_in(chunks);
+    // The sums that come back after the last step are this rank's gradients: with B = 1 they
+    // arrive in place (a kv head of [1, H_kv, N_r, E] is contiguous), else they are joined.
+    const bool in_place = k.size(0) == 1;
+    auto dk_own = in_place ? torch::empty(k.sizes(), k.options().dtype(acc)) : Tensor();
+    auto dv_own = in_place ? torch::empty(v.sizes(), v.options().dtype(acc)) : Tensor();
     const auto zero_log_sum = torch::zeros_like(lse);
+    ChunkedStep sched(ring);
     for (int step = 0; step < ring.size(); ++step) {
-      const int owner = owner_at(ring, step);
-      Block next = pass_block(ring, plan, cur, step, 8 * step);
-      auto dk = torch::zeros(cur.k.sizes(), cur.k.options().dtype(acc));
-      auto dv = torch::zeros(cur.v.sizes(), cur.v.options().dtype(acc));
-      const auto kpm = kpm_of(cur.kpm);
-      const auto t0 = std::chrono::steady_clock::now();
-      for (const auto& p : pairs_of(mine, plan.segs[static_cast<size_t>(owner)], plan.causal)) {
-        const auto mask = pair_mask(kpm, p);
-        auto r = ops::_flex_attention_backward(
-            grad_out.narrow(2, p.q0, p.nq), q.narrow(2, p.q0, p.nq), cur.k.narrow(2, p.k0, p.nk),
-            cur.v.narrow(2, p.k0, p.nk), mask, c10::nullopt, "none", -1, p.window_right,
-            c10::nullopt, c10::nullopt, c10::nullopt, c10::nullopt, c10::nullopt, c10::nullopt, 0.0,
-            c10::nullopt, c10::nullopt, c10::nullopt, out.narrow(2, p.q0, p.nq),
-            lse.narrow(2, p.q0, p.nq).contiguous(), zero_log_sum.narrow(2, p.q0, p.nq).contiguous(),
-            plan.scale, {false, false, false});
-        dq.narrow(2, p.q0, p.nq).add_(std::get<0>(r));
-        dk.narrow(2, p.k0, p.nk).add_(std::get<1>(r));
-        dv.narrow(2, p.k0, p.nk).add_(std::get<2>(r));
+      const auto pairs =
+          pairs_of(mine, plan.segs[static_cast<size_t>(owner_at(ring, step))], plan.causal);
+      const bool pass = step + 1 < ring.size();
+      const int64_t n_next = pass ? plan.lengths[static_cast<size_t>(owner_at(ring, step + 1))] : 0;
+      Block next{std::vector<Tensor>(chunks), std::vector<Tensor>(chunks), Tensor()};
+      for (int64_t g = 0; g < chunks; ++g) {
+        sched.before(cur, next, step, g, pass, n_next);
+        const auto kpm = kpm_of(cur.kpm);
+        const auto t0 = std::chrono::steady_clock::now();
+        const auto h = [&](const Tensor& t) { return t.narrow(1, g * G, G); };
+        auto dk = sched.take(cur.k[g].sizes().vec(), cur.k[g].options().dtype(acc)).zero_();
+        auto dv = sched.take(cur.v[g].sizes().vec(), cur.v[g].options().dtype(acc)).zero_();
+        for (const auto& p : pairs) {
+          const auto rows = [&](const Tensor& t) { return h(t).narrow(2, p.q0, p.nq); };
+          auto r = ops::_flex_attention_backward(
+              rows(grad_out), rows(q), cur.k[g].narrow(2, p.k0, p.nk),
+              cur.v[g].narrow(2, p.k0, p.nk), pair_mask(kpm, p), c10::nullopt, "none", -1,
+              p.window_right, c10::nullopt, c10::nullopt, c10::nullopt, c10::nullopt, c10::nullopt,
+              c10::nullopt, 0.0, c10::nullopt, c10::nullopt, c10::nullopt, rows(out),
+              rows(lse).contiguous(), rows(zero_log_sum).contiguous(), plan.scale,
+              {false, false, false});
+          rows(dq).add_(std::get<0>(r));
+          dk.narrow(2, p.k0, p.nk).add_(std::get<1>(r));
+          dv.narrow(2, p.k0, p.nk).add_(std::get<2>(r));
+        }
+        add_compute(timings, t0);
+        // The previous chunk's transfers, which include this chunk's sums from the rank before
+        // (posted a step ago): add them, and pass the sums on with the block (after the last
+        // step, back to the block's owner).
+        sched.after(cur, g);
+        if (dk_in[g].defined()) {
+          dk.add_(dk_in[g]);
+          dv.add_(dv_in[g]);
+          sched.give(std::move(dk_in[g]));
+          sched.give(std::move(dv_in[g]));
+        }
+        // The sums that arrive are those of the block after this one.
+        auto shape_k = dk.sizes().vec(), shape_v = dv.sizes().vec();
+        shape_k[2] = shape_v[2] = plan.lengths[static_cast<size_t>(owner_at(ring, step + 1))];
+        const bool own = !pass && in_place;
+        dk_in[g] = own ? dk_own.narrow(1, g, 1) : sched.take(shape_k, dk.options());
+        dv_in[g] = own ? dv_own.narrow(1, g, 1) : sched.take(shape_v, dv.options());
+        sched.pass_sums(dk, dv, dk_in[g], dv_in[g], step, g, chunks);
       }
-      if (timings)
-        timings->compute_seconds += seconds_since(t0);
-      // The block's gradients so far arrived during the computation; add them, and pass the
-      // sums on with the block (after the last step, back to the block's owner).
-      ring.wait();
-      dk.add_(dk_in);
-      dv.add_(dv_in);
-      const int64_t n_next =
-          plan.lengths[static_cast<size_t>(owner_at(ring, step + 1))]; // the block after
-      auto shape_k = dk.sizes().vec(), shape_v = dv.sizes().vec();
-      shape_k[2] = shape_v[2] = n_next;
-      dk_in = torch::empty(shape_k, dk.options());
-      dv_in = torch::empty(shape_v, dv.options());
-      ring.exchange(dk, dk_in, 8 * step + 4);
-      ring.exchange(dv, dv_in, 8 * step + 5);
-      if (step + 1 < ring.size()) {
+      if (pass)
         cur = std::move(next);
-      } else {
-        ring.wait(); // dk_in, dv_in: this rank's own block, summed over every rank
-      }
+    }
+    sched.finish(); // dk_in, dv_in: this rank's own block, summed over every rank
+    if (!in_place) {
+      dk_own = torch::cat(dk_in, 1);
+      dv_own = torch::cat(dv_in, 1);
     }
     return {
         dq.to(q.scalar_type()),
-        dk_in.to(k.scalar_type()),
-        dv_in.to(v.scalar_type()),
+        dk_own.to(k.scalar_type()),
+        dv_own.to(v.scalar_type()),
         Tensor(),
         Tensor(),
         Tensor()};

@@ -143,6 +143,9 @@ int sweep(const c10::intrusive_ptr<c10d::ProcessGroup>& group) {
         cases.push_back({2, 4, 2, 53, 20, 12, causal, layout, true, dtype});
       }
       cases.push_back({1, 2, 1, 50, 8, 8, causal, "contiguous", true, dtype, /*uneven=*/true});
+      // B = 1 with several kv heads: chunks of one kv head each, whose gradient sums arrive in
+      // place; with uneven shards, sums of a block of another length arrive beside it.
+      cases.push_back({1, 6, 3, 50, 8, 8, causal, "contiguous", true, dtype, /*uneven=*/true});
     }
   }
   // bfloat16 runs too (float32 statistics and merge; each block's output rounded once): within
