@@ -316,7 +316,12 @@ inline void accumulate_rows(
     const T* p, const C* v, int64_t vs, int64_t nb, int64_t Ev, T* acc, int64_t Evp,
     const Prefetch<C>& pf) {
   constexpr int64_t W = Vectorized<T>::size();
+#if defined(CPU_CAPABILITY_AVX512)
+  // 32 vector registers: 4 rows x 4 vectors of accumulators, 4 value vectors and a weight.
+  constexpr int S = Rows >= 4 ? 4 : 8 / Rows;
+#else
   constexpr int S = Rows >= 4 ? 2 : 8 / Rows;
+#endif
   const Prefetch<C> none;
   int64_t e = 0;
   for (; e + S * W <= Ev; e += S * W) {
