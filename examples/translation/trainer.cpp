@@ -276,9 +276,7 @@ TrainSummary run(const TrainConfig& c, bool resuming) {
     dev_refs.push_back(e.references);
   }
   const Translator translator{mo, src_vocab, tgt_vocab, model};
-  if (!ranks.leader()) {
-    // Rank 0 prints.
-  } else if (!resuming) {
+  if (ranks.leader() && !resuming) { // rank 0 prints
     fmt::print(
         stderr,
         "train: {} pairs ({} sources), dev {} sources; vocabularies {} / {}; {} parameters\n",
@@ -294,7 +292,7 @@ TrainSummary run(const TrainConfig& c, bool resuming) {
           stderr, "train: data-parallel over {} ranks, each with its share of every batch\n",
           ranks.size());
     }
-  } else {
+  } else if (ranks.leader()) {
     fmt::print(
         stderr, "train: resuming '{}' after epoch {} ({} of training so far)\n", dir.string(),
         state.epoch, clock(state.seconds));
@@ -307,6 +305,7 @@ TrainSummary run(const TrainConfig& c, bool resuming) {
   const double session_start = now(), seconds_before = state.seconds;
   TrainSummary summary;
   auto elapsed = [&] { return seconds_before + (now() - session_start); };
+  auto step_limit_reached = [&] { return c.max_steps > 0 && state.step >= c.max_steps; };
   for (int64_t epoch = state.epoch + 1; epoch <= c.epochs; ++epoch) {
     torch::manual_seed(c.seed * 1000003 + static_cast<uint64_t>(epoch));
     std::mt19937_64 rng(c.seed * 7919 + static_cast<uint64_t>(epoch));
@@ -318,7 +317,7 @@ TrainSummary run(const TrainConfig& c, bool resuming) {
     double last_print = 0;
     bool out_of_time = false;
     for (size_t i = 0; i < batches.size(); ++i) {
-      if (c.max_steps > 0 && state.step >= c.max_steps) { // a resumed run that got there
+      if (step_limit_reached()) { // a resumed run that got there
         out_of_time = true;
         break;
       }
@@ -389,8 +388,7 @@ TrainSummary run(const TrainConfig& c, bool resuming) {
             clock(elapsed()), c.time_budget > 0 ? " of " + clock(c.time_budget) : "",
             tty ? "" : "\n");
       }
-      const bool stop = (c.time_budget > 0 && elapsed() >= c.time_budget) ||
-                        (c.max_steps > 0 && state.step >= c.max_steps);
+      const bool stop = (c.time_budget > 0 && elapsed() >= c.time_budget) || step_limit_reached();
       if (ranks.any(stop)) {
         out_of_time = true;
         break;
@@ -430,10 +428,9 @@ TrainSummary run(const TrainConfig& c, bool resuming) {
     fmt::print(
         stderr, "epoch {:>2}: train loss {:.3f}, dev loss {:.3f}, dev BLEU {:.2f}{}{}\n", epoch,
         train_loss, dev_loss, bleu, best ? " (best)" : "",
-        !out_of_time ? std::string()
-        : c.max_steps > 0 && state.step >= c.max_steps
-            ? fmt::format(" — step limit of {} reached", c.max_steps)
-            : fmt::format(" — time budget of {} reached", clock(c.time_budget)));
+        !out_of_time           ? std::string()
+        : step_limit_reached() ? fmt::format(" — step limit of {} reached", c.max_steps)
+                               : fmt::format(" — time budget of {} reached", clock(c.time_budget)));
     // The finished epoch, written beside the old checkpoint and swapped in.
     const fs::path tmp = dir / "checkpoint.tmp", ck = dir / "checkpoint",
                    old = dir / "checkpoint.old";

@@ -2,6 +2,8 @@
 
 #include <torchattn/distributed/data_parallel.h>
 
+#include "detail/error_message.h"
+
 #include <torch/torch.h>
 
 #include <chrono>
@@ -110,14 +112,10 @@ void GradientAllReduce::finish() {
   for (auto& b : buckets_) {
     try {
       b.work->wait();
-    } catch (const c10::Error& e) {
-      TORCH_CHECK(
-          false, kFn, ": the gradient all-reduce failed on rank ", group_->getRank(),
-          " (has another rank died or stalled?): ", e.what_without_backtrace());
     } catch (const std::exception& e) {
       TORCH_CHECK(
           false, kFn, ": the gradient all-reduce failed on rank ", group_->getRank(),
-          " (has another rank died or stalled?): ", e.what());
+          " (has another rank died or stalled?): ", detail::error_message(e));
     }
     b.work.reset();
     b.flat.div_(world);

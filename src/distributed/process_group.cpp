@@ -3,6 +3,8 @@
 
 #include <torchattn/distributed/process_group.h>
 
+#include "detail/error_message.h"
+
 #include <torch/version.h>
 #include <torch/csrc/distributed/c10d/PrefixStore.hpp>
 #include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
@@ -16,13 +18,6 @@
 namespace torchattn::distributed {
 
 namespace {
-
-/// An exception's message, without c10's backtrace.
-std::string message(const std::exception& e) {
-  if (const auto* c = dynamic_cast<const c10::Error*>(&e))
-    return c->what_without_backtrace();
-  return e.what();
-}
 
 const char* env(const char* name) {
   const char* v = std::getenv(name);
@@ -92,7 +87,7 @@ c10::intrusive_ptr<c10d::ProcessGroup> init_process_group(
     throw std::runtime_error(c10::str(
         "torchattn::distributed: rank ", e.rank, " of ", e.world_size,
         " could not meet the others at ", e.master_addr, ":", e.master_port, " within ",
-        timeout.count() / 1000.0, " s: ", message(ex)));
+        timeout.count() / 1000.0, " s: ", detail::error_message(ex)));
   }
   store = c10::make_intrusive<c10d::PrefixStore>("torchattn/default_pg", store);
 
@@ -117,7 +112,8 @@ c10::intrusive_ptr<c10d::ProcessGroup> init_process_group(
   } catch (const std::exception& ex) {
     throw std::runtime_error(c10::str(
         "torchattn::distributed: rank ", e.rank, " of ", e.world_size,
-        " could not connect Gloo through ", e.master_addr, ":", e.master_port, ": ", message(ex)));
+        " could not connect Gloo through ", e.master_addr, ":", e.master_port, ": ",
+        detail::error_message(ex)));
   }
 }
 

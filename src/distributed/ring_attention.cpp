@@ -9,6 +9,7 @@
 #include <torchattn/ops/flex_attention.h>
 
 #include "detail/checks.h"
+#include "detail/error_message.h"
 
 #include <torch/autograd.h>
 #include <torch/torch.h>
@@ -187,14 +188,10 @@ class Ring {
     for (auto& w : works) {
       try {
         w->wait();
-      } catch (const c10::Error& e) {
-        TORCH_CHECK(
-            false, kFn, ": a transfer between rank ", rank_, " and its neighbours failed (has ",
-            "another rank died?): ", e.what_without_backtrace());
       } catch (const std::exception& e) {
         TORCH_CHECK(
             false, kFn, ": a transfer between rank ", rank_, " and its neighbours failed (has ",
-            "another rank died?): ", e.what());
+            "another rank died?): ", detail::error_message(e));
       }
     }
     works.clear();
@@ -211,11 +208,9 @@ class Ring {
     std::vector<Tensor> ins{t};
     try {
       group_->allgather(outs, ins)->wait();
-    } catch (const c10::Error& e) {
-      TORCH_CHECK(
-          false, kFn, ": the ranks could not exchange their shapes: ", e.what_without_backtrace());
     } catch (const std::exception& e) {
-      TORCH_CHECK(false, kFn, ": the ranks could not exchange their shapes: ", e.what());
+      TORCH_CHECK(
+          false, kFn, ": the ranks could not exchange their shapes: ", detail::error_message(e));
     }
     std::vector<std::vector<int64_t>> all;
     for (const auto& o : outs[0]) {
@@ -316,13 +311,11 @@ Block own_block(const Tensor& k, const Tensor& v, const Tensor& kpm) {
   return b;
 }
 
-/// `t` with dim `dim` resized to n, uninitialised (undefined stays undefined).
-Tensor resized(const Tensor& t, int64_t dim, int64_t n) {
-  if (!t.defined())
-    return t;
+/// t's shape with dim `dim` of size n.
+std::vector<int64_t> resized_shape(const Tensor& t, int64_t dim, int64_t n) {
   auto shape = t.sizes().vec();
   shape[static_cast<size_t>(dim)] = n;
-  return torch::empty(shape, t.options());
+  return shape;
 }
 
 int owner_at(const Ring& ring, int step) {
@@ -331,11 +324,6 @@ int owner_at(const Ring& ring, int step) {
 
 Tensor kpm_of(const Tensor& kpm_bytes) {
   return kpm_bytes.defined() ? kpm_bytes.to(torch::kBool) : kpm_bytes;
-}
-
-/// Tags of the transfers of chunk g at a step: 8 per chunk.
-int tag_of(int step, int64_t g, int64_t chunks, int kind) {
-  return static_cast<int>((step * chunks + g) * 8 + kind);
 }
 
 /// Transfers in flight, and the tensors they send that return to the pool when they finish.
@@ -357,7 +345,27 @@ struct InFlight {
 /// about 70 MiB more at 16,384 positions per rank.)
 class ChunkedStep {
  public:
-  explicit ChunkedStep(Ring& ring) : ring_(ring) {}
+  ChunkedStep(Ring& ring, const Plan& plan, int64_t chunks)
+      : ring_(ring), plan_(plan), chunks_(chunks) {}
+
+  /// Starts step `step`: the pairs of this rank's queries and the step's block to compute.
+  std::vector<Pair> start(int step) {
+    step_ = step;
+    pass_ = step + 1 < ring_.size();
+    next_ = Block{std::vector<Tensor>(chunks_), std::vector<Tensor>(chunks_), Tensor()};
+    const auto& mine = plan_.segs[static_cast<size_t>(ring_.rank())];
+    return pairs_of(mine, plan_.segs[static_cast<size_t>(owner_at(ring_, step))], plan_.causal);
+  }
+
+  /// Positions of the block after this step's: the one that arrives (after the last step, the
+  /// rank's own, to which backward's sums return).
+  int64_t n_after() const { return plan_.lengths[static_cast<size_t>(owner_at(ring_, step_ + 1))]; }
+
+  /// Ends the step: the block that arrived is the one in hand.
+  void advance(Block& cur) {
+    if (pass_)
+      cur = std::move(next_);
+  }
 
   /// A tensor of `shape` and `options`: one that a finished transfer freed, or a new one.
   Tensor take(std::vector<int64_t> shape, const torch::TensorOptions& options) {
@@ -378,37 +386,32 @@ class ChunkedStep {
   }
 
   /// Before chunk g is computed: makes sure it has arrived (one chunk: the previous step's
-  /// transfer), then posts its move onward into next (when the block moves on). Chunks from
-  /// step 1 on are the ring's own buffers, pooled once sent; step 0's are the caller's.
-  void before(Block& cur, Block& next, int step, int64_t g, bool pass, int64_t n_next) {
-    const auto chunks = static_cast<int64_t>(cur.k.size());
-    if (chunks == 1)
+  /// transfer), then posts its move onward (when the block moves on). Chunks from step 1 on
+  /// are the ring's own buffers, pooled once sent; step 0's are the caller's.
+  void before(Block& cur, int64_t g) {
+    if (chunks_ == 1)
       settle(kv_lag_);
-    if (!pass)
+    if (!pass_)
       return;
-    auto resize = [n_next](const Tensor& t) {
-      auto shape = t.sizes().vec();
-      shape[2] = n_next;
-      return shape;
-    };
-    next.k[g] = take(resize(cur.k[g]), cur.k[g].options());
-    next.v[g] = take(resize(cur.v[g]), cur.v[g].options());
-    ring_.exchange(cur.k[g], next.k[g], tag_of(step, g, chunks, 0), kv_now_.works);
-    ring_.exchange(cur.v[g], next.v[g], tag_of(step, g, chunks, 1), kv_now_.works);
-    if (step > 0) {
+    const int64_t n = n_after();
+    next_.k[g] = take(resized_shape(cur.k[g], 2, n), cur.k[g].options());
+    next_.v[g] = take(resized_shape(cur.v[g], 2, n), cur.v[g].options());
+    ring_.exchange(cur.k[g], next_.k[g], tag(g, 0), kv_now_.works);
+    ring_.exchange(cur.v[g], next_.v[g], tag(g, 1), kv_now_.works);
+    if (step_ > 0) {
       kv_now_.freed.push_back(cur.k[g]);
       kv_now_.freed.push_back(cur.v[g]);
     }
     if (g == 0 && cur.kpm.defined()) {
-      next.kpm = resized(cur.kpm, 1, n_next);
-      ring_.exchange(cur.kpm, next.kpm, tag_of(step, g, chunks, 2), kv_now_.works);
+      next_.kpm = torch::empty(resized_shape(cur.kpm, 1, n), cur.kpm.options());
+      ring_.exchange(cur.kpm, next_.kpm, tag(g, 2), kv_now_.works);
     }
   }
 
   /// After chunk g is computed: waits for the previous chunk's transfers (pooling what they
   /// sent) and drops this step's reference to chunk g.
   void after(Block& cur, int64_t g) {
-    if (cur.k.size() > 1)
+    if (chunks_ > 1)
       settle(kv_lag_);
     for (auto& w : kv_now_.works)
       kv_lag_.works.push_back(std::move(w));
@@ -428,10 +431,9 @@ class ChunkedStep {
   /// Backward: posts chunk g's gradient sums to the next rank and the receive of the next
   /// block's sums into dk_into and dv_into; waited for one chunk later.
   void pass_sums(
-      const Tensor& dk, const Tensor& dv, const Tensor& dk_into, const Tensor& dv_into, int step,
-      int64_t g, int64_t chunks) {
-    ring_.exchange(dk, dk_into, tag_of(step, g, chunks, 4), sum_lag_.works);
-    ring_.exchange(dv, dv_into, tag_of(step, g, chunks, 5), sum_lag_.works);
+      const Tensor& dk, const Tensor& dv, const Tensor& dk_into, const Tensor& dv_into, int64_t g) {
+    ring_.exchange(dk, dk_into, tag(g, 4), sum_lag_.works);
+    ring_.exchange(dv, dv_into, tag(g, 5), sum_lag_.works);
     sum_lag_.freed.push_back(dk);
     sum_lag_.freed.push_back(dv);
   }
@@ -443,6 +445,11 @@ class ChunkedStep {
   }
 
  private:
+  /// The tag of transfer `kind` of chunk g at this step: 8 per chunk.
+  int tag(int64_t g, int kind) const {
+    return static_cast<int>((step_ * chunks_ + g) * 8 + kind);
+  }
+
   void settle(InFlight& f) {
     ring_.wait(f.works);
     for (auto& t : f.freed)
@@ -451,6 +458,11 @@ class ChunkedStep {
   }
 
   Ring& ring_;
+  const Plan& plan_;
+  const int64_t chunks_;
+  int step_ = 0;
+  bool pass_ = false; // the block moves on after this step
+  Block next_;        // the block arriving
   InFlight kv_now_, kv_lag_, sum_lag_;
   std::vector<Tensor> pool_;
 };
@@ -474,19 +486,16 @@ class RingAttentionFunction : public torch::autograd::Function<RingAttentionFunc
     auto lse = torch::full(
         {q.size(0), q.size(1), q.size(2)}, -std::numeric_limits<double>::infinity(),
         q.options().dtype(stats));
-    const auto& mine = plan.segs[static_cast<size_t>(ring.rank())];
     const int64_t chunks = k.size(1), G = q.size(1) / chunks;
     Block cur = own_block(k, v, plan.padding ? options.key_padding_mask() : Tensor());
-    ChunkedStep sched(ring);
+    ChunkedStep sched(ring, plan, chunks);
     for (int step = 0; step < ring.size(); ++step) {
-      const auto pairs =
-          pairs_of(mine, plan.segs[static_cast<size_t>(owner_at(ring, step))], plan.causal);
-      const bool pass = step + 1 < ring.size();
-      const int64_t n_next = pass ? plan.lengths[static_cast<size_t>(owner_at(ring, step + 1))] : 0;
-      Block next{std::vector<Tensor>(chunks), std::vector<Tensor>(chunks), Tensor()};
+      const auto pairs = sched.start(step);
+      Tensor kpm; // the block's padding, which arrived with its chunk 0
       for (int64_t g = 0; g < chunks; ++g) {
-        sched.before(cur, next, step, g, pass, n_next);
-        const auto kpm = kpm_of(cur.kpm);
+        sched.before(cur, g);
+        if (g == 0)
+          kpm = kpm_of(cur.kpm);
         const auto t0 = std::chrono::steady_clock::now();
         const auto qg = q.narrow(1, g * G, G);
         for (const auto& p : pairs) {
@@ -498,8 +507,7 @@ class RingAttentionFunction : public torch::autograd::Function<RingAttentionFunc
         add_compute(timings, t0);
         sched.after(cur, g);
       }
-      if (pass)
-        cur = std::move(next);
+      sched.advance(cur);
     }
     sched.finish();
     ctx->save_for_backward({q, k, v, out, lse});
@@ -535,7 +543,6 @@ class RingAttentionFunction : public torch::autograd::Function<RingAttentionFunc
     const auto grad_out = grads[0].defined() ? grads[0].contiguous() : torch::zeros_like(out);
     const auto acc = out.scalar_type(); // float32 for low precision, else the input dtype
     auto dq = torch::zeros(q.sizes(), q.options().dtype(acc));
-    const auto& mine = plan.segs[static_cast<size_t>(ring.rank())];
     const int64_t chunks = k.size(1), G = q.size(1) / chunks;
     Block cur = own_block(k, v, plan.padding ? ctx->saved_data["kpm"].toTensor() : Tensor());
     // Per chunk: the gradient sums of the block in hand from the ranks that had it before
@@ -547,16 +554,15 @@ class RingAttentionFunction : public torch::autograd::Function<RingAttentionFunc
     auto dk_own = in_place ? torch::empty(k.sizes(), k.options().dtype(acc)) : Tensor();
     auto dv_own = in_place ? torch::empty(v.sizes(), v.options().dtype(acc)) : Tensor();
     const auto zero_log_sum = torch::zeros_like(lse);
-    ChunkedStep sched(ring);
+    ChunkedStep sched(ring, plan, chunks);
     for (int step = 0; step < ring.size(); ++step) {
-      const auto pairs =
-          pairs_of(mine, plan.segs[static_cast<size_t>(owner_at(ring, step))], plan.causal);
-      const bool pass = step + 1 < ring.size();
-      const int64_t n_next = pass ? plan.lengths[static_cast<size_t>(owner_at(ring, step + 1))] : 0;
-      Block next{std::vector<Tensor>(chunks), std::vector<Tensor>(chunks), Tensor()};
+      const auto pairs = sched.start(step);
+      const bool last = step + 1 == ring.size();
+      Tensor kpm; // the block's padding, which arrived with its chunk 0
       for (int64_t g = 0; g < chunks; ++g) {
-        sched.before(cur, next, step, g, pass, n_next);
-        const auto kpm = kpm_of(cur.kpm);
+        sched.before(cur, g);
+        if (g == 0)
+          kpm = kpm_of(cur.kpm);
         const auto t0 = std::chrono::steady_clock::now();
         const auto h = [&](const Tensor& t) { return t.narrow(1, g * G, G); };
         auto dk = sched.take(cur.k[g].sizes().vec(), cur.k[g].options().dtype(acc)).zero_();
@@ -586,15 +592,14 @@ class RingAttentionFunction : public torch::autograd::Function<RingAttentionFunc
           sched.give(std::move(dv_in[g]));
         }
         // The sums that arrive are those of the block after this one.
-        auto shape_k = dk.sizes().vec(), shape_v = dv.sizes().vec();
-        shape_k[2] = shape_v[2] = plan.lengths[static_cast<size_t>(owner_at(ring, step + 1))];
-        const bool own = !pass && in_place;
-        dk_in[g] = own ? dk_own.narrow(1, g, 1) : sched.take(shape_k, dk.options());
-        dv_in[g] = own ? dv_own.narrow(1, g, 1) : sched.take(shape_v, dv.options());
-        sched.pass_sums(dk, dv, dk_in[g], dv_in[g], step, g, chunks);
+        const bool own = last && in_place;
+        dk_in[g] = own ? dk_own.narrow(1, g, 1)
+                       : sched.take(resized_shape(dk, 2, sched.n_after()), dk.options());
+        dv_in[g] = own ? dv_own.narrow(1, g, 1)
+                       : sched.take(resized_shape(dv, 2, sched.n_after()), dv.options());
+        sched.pass_sums(dk, dv, dk_in[g], dv_in[g], g);
       }
-      if (pass)
-        cur = std::move(next);
+      sched.advance(cur);
     }
     sched.finish(); // dk_in, dv_in: this rank's own block, summed over every rank
     if (!in_place) {

@@ -99,29 +99,38 @@ void check_case(const Case& c, torch::ScalarType dtype) {
       AllClose(ref_lse.masked_select(finite), tol, tol));
 }
 
+/// The sweep: shapes from one head to many, MQA and GQA, Lq 1 to 16, Lk from 1 to past a
+/// split, head dims with vector tails and different value dims; each in 8 variants of causal,
+/// window, per-row lengths and starts, and a strided cache.
+std::vector<Case> sweep_cases() {
+  const std::vector<std::array<int64_t, 7>> shapes{
+      {1, 1, 1, 1, 1, 8, 8},   {1, 4, 1, 1, 700, 64, 64},   {2, 8, 2, 3, 777, 33, 17},
+      {3, 2, 2, 16, 40, 8, 8}, {2, 6, 3, 5, 1500, 128, 80}, {1, 32, 8, 1, 2100, 16, 16},
+      {2, 3, 1, 2, 300, 1, 5}, {1, 2, 2, 7, 5, 20, 3},      {4, 16, 4, 1, 520, 96, 96}};
+  std::vector<Case> cases;
+  for (const auto& s : shapes) {
+    for (int variant = 0; variant < 8; ++variant) {
+      Case c{s[0], s[1], s[2], s[3], s[4], s[5], s[6]};
+      c.causal = variant % 2 == 0;
+      c.window = variant % 4 >= 2 ? (variant % 3) * 50 : -1;
+      c.lengths = variant >= 4;
+      c.starts = variant == 5 || variant == 7;
+      c.strided = variant % 3 == 1;
+      cases.push_back(c);
+    }
+  }
+  return cases;
+}
+
 } // namespace
 
 TEST_CASE("decode_attention equals the math path over a sweep", "[ops][decode]") {
   torch::manual_seed(7);
   torchattn::testing::for_each_build_and_dtype([](torch::ScalarType dtype) {
     int n = 0;
-    // Shapes: one head to many, MQA and GQA, Lq 1 to 16, Lk from 1 to past a split, head dims
-    // with vector tails and different value dims.
-    const std::vector<std::array<int64_t, 7>> shapes{
-        {1, 1, 1, 1, 1, 8, 8},   {1, 4, 1, 1, 700, 64, 64},   {2, 8, 2, 3, 777, 33, 17},
-        {3, 2, 2, 16, 40, 8, 8}, {2, 6, 3, 5, 1500, 128, 80}, {1, 32, 8, 1, 2100, 16, 16},
-        {2, 3, 1, 2, 300, 1, 5}, {1, 2, 2, 7, 5, 20, 3},      {4, 16, 4, 1, 520, 96, 96}};
-    for (const auto& s : shapes) {
-      for (int variant = 0; variant < 8; ++variant) {
-        Case c{s[0], s[1], s[2], s[3], s[4], s[5], s[6]};
-        c.causal = variant % 2 == 0;
-        c.window = variant % 4 >= 2 ? (variant % 3) * 50 : -1;
-        c.lengths = variant >= 4;
-        c.starts = variant == 5 || variant == 7;
-        c.strided = variant % 3 == 1;
-        check_case(c, dtype);
-        ++n;
-      }
+    for (const auto& c : sweep_cases()) {
+      check_case(c, dtype);
+      ++n;
     }
     CHECK(n == 72);
   });
@@ -132,47 +141,36 @@ TEST_CASE(
   // The kernel reads the cache in its dtype and computes in float32: its output errs at most 2x
   // the math path's in the same dtype (support/low_precision_rule.h), against float64 on the
   // same rounded inputs; the lse, float32 from exact products of the rounded inputs, within
-  // float32's rounding. Every shape and variant of the sweep, on every vector build.
+  // float32's rounding. Every case of the sweep (contiguous caches), on every vector build.
   torchattn::testing::CapabilityGuard guard;
   torch::manual_seed(17);
-  const std::vector<std::array<int64_t, 7>> shapes{
-      {1, 1, 1, 1, 1, 8, 8},   {1, 4, 1, 1, 700, 64, 64},   {2, 8, 2, 3, 777, 33, 17},
-      {3, 2, 2, 16, 40, 8, 8}, {2, 6, 3, 5, 1500, 128, 80}, {1, 32, 8, 1, 2100, 16, 16},
-      {2, 3, 1, 2, 300, 1, 5}, {1, 2, 2, 7, 5, 20, 3},      {4, 16, 4, 1, 520, 96, 96}};
   for (const auto dtype : {torch::kBFloat16, torch::kHalf}) {
     for (const auto& cap : torchattn::testing::low_precision_capabilities()) {
       torchattn::ops::set_kernel_capability(cap);
-      for (const auto& sh : shapes) {
-        for (int variant = 0; variant < 8; ++variant) {
-          Case c{sh[0], sh[1], sh[2], sh[3], sh[4], sh[5], sh[6]};
-          c.causal = variant % 2 == 0;
-          c.window = variant % 4 >= 2 ? (variant % 3) * 50 : -1;
-          c.lengths = variant >= 4;
-          c.starts = variant == 5 || variant == 7;
-          auto q = torch::randn({c.B, c.H, c.Lq, c.E}).to(dtype);
-          auto k = torch::randn({c.B, c.Hkv, c.Lk, c.E}).to(dtype);
-          auto v = torch::randn({c.B, c.Hkv, c.Lk, c.Ev}).to(dtype);
-          auto len = c.lengths ? range_int(0, c.Lk, c.B) : torch::full({c.B}, c.Lk, torch::kLong);
-          auto start = c.starts ? range_int(-2, c.Lk, c.B) : len - c.Lq;
-          auto [out, lse] = torchattn::ops::decode_attention(
-              q, k, v, len, start, c.causal, c.window, c10::nullopt);
-          const auto mask = dense_mask(c, len, start);
-          auto [ref_out, ref_lse] = reference(q, k, v, mask);
-          const int64_t G = c.H / c.Hkv;
-          auto math = std::get<0>(F::scaled_dot_product_attention(
-              q, k.repeat_interleave(G, 1), v.repeat_interleave(G, 1),
-              F::ScaledDotProductAttentionFuncOptions().attn_mask(mask).need_weights(true)));
-          CAPTURE(
-              c10::toString(dtype), cap, c.B, c.H, c.Hkv, c.Lq, c.Lk, c.E, c.Ev, c.causal, c.window,
-              c.lengths, c.starts);
-          torchattn::testing::require_rule(out, math, ref_out, dtype);
-          REQUIRE(lse.scalar_type() == torch::kFloat);
-          REQUIRE(torch::equal(lse.isinf(), ref_lse.isinf()));
-          auto finite = ref_lse.isfinite();
-          CHECK_THAT(
-              lse.to(torch::kDouble).masked_select(finite),
-              AllClose(ref_lse.masked_select(finite), 1e-5, 1e-5));
-        }
+      for (const auto& c : sweep_cases()) {
+        auto q = torch::randn({c.B, c.H, c.Lq, c.E}).to(dtype);
+        auto k = torch::randn({c.B, c.Hkv, c.Lk, c.E}).to(dtype);
+        auto v = torch::randn({c.B, c.Hkv, c.Lk, c.Ev}).to(dtype);
+        auto len = c.lengths ? range_int(0, c.Lk, c.B) : torch::full({c.B}, c.Lk, torch::kLong);
+        auto start = c.starts ? range_int(-2, c.Lk, c.B) : len - c.Lq;
+        auto [out, lse] =
+            torchattn::ops::decode_attention(q, k, v, len, start, c.causal, c.window, c10::nullopt);
+        const auto mask = dense_mask(c, len, start);
+        auto [ref_out, ref_lse] = reference(q, k, v, mask);
+        const int64_t G = c.H / c.Hkv;
+        auto math = std::get<0>(F::scaled_dot_product_attention(
+            q, k.repeat_interleave(G, 1), v.repeat_interleave(G, 1),
+            F::ScaledDotProductAttentionFuncOptions().attn_mask(mask).need_weights(true)));
+        CAPTURE(
+            c10::toString(dtype), cap, c.B, c.H, c.Hkv, c.Lq, c.Lk, c.E, c.Ev, c.causal, c.window,
+            c.lengths, c.starts);
+        torchattn::testing::require_rule(out, math, ref_out, dtype);
+        REQUIRE(lse.scalar_type() == torch::kFloat);
+        REQUIRE(torch::equal(lse.isinf(), ref_lse.isinf()));
+        auto finite = ref_lse.isfinite();
+        CHECK_THAT(
+            lse.to(torch::kDouble).masked_select(finite),
+            AllClose(ref_lse.masked_select(finite), 1e-5, 1e-5));
       }
     }
   }

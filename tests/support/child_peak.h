@@ -41,8 +41,8 @@ inline void report_peak() {
 /// Peak RSS in MiB of this test binary running only the test case `name` (which calls
 /// report_peak), with `env` ("NAME=value") set on top of this process's environment.
 inline double child_peak_mib(const std::string& name, const std::vector<std::string>& env = {}) {
-  const std::string file =
-      "/tmp/torchattn-peak-" + std::to_string(getpid()) + "-" + std::to_string(std::rand());
+  // One file per parent; each child's is read and removed before the next starts.
+  const std::string file = "/tmp/torchattn-peak-" + std::to_string(getpid());
   std::vector<std::string> env_strings = env;
   env_strings.push_back("TORCHATTN_PEAK_FILE=" + file);
   for (char** e = environ; *e != nullptr; ++e) {

@@ -165,13 +165,18 @@ TEST_CASE(
       " --embed-dim 32 --hidden-dim 32 --layers 1 --heads 2 --ff-dim 64 --dropout 0 --epochs 100"
       " --max-steps 20 --max-tokens 256 --warmup 10 --lr 3e-3 --quiet --out ";
   const auto one = dir.path / "one", two = dir.path / "two";
-  REQUIRE(
-      std::system(("OMP_NUM_THREADS=2 " TORCHATTN_TRANSLATE_BIN + args + one.string()).c_str()) ==
-      0);
-  REQUIRE(
-      std::system(("OMP_NUM_THREADS=1 bash " TORCHATTN_LAUNCH_SH " 2 " TORCHATTN_TRANSLATE_BIN +
-                   args + two.string())
-                      .c_str()) == 0);
+  // The translator in one process with two threads, and on two ranks with one thread each.
+  auto one_process = [&](const std::string& a) {
+    return std::system(("OMP_NUM_THREADS=2 " TORCHATTN_TRANSLATE_BIN + a + one.string()).c_str());
+  };
+  auto two_ranks = [&](const std::string& a) {
+    return std::system(("OMP_NUM_THREADS=1 bash " TORCHATTN_LAUNCH_SH
+                        " 2 " TORCHATTN_TRANSLATE_BIN +
+                        a + two.string())
+                           .c_str());
+  };
+  REQUIRE(one_process(args) == 0);
+  REQUIRE(two_ranks(args) == 0);
   auto weights = [](const fs::path& d) {
     auto m = make_model(ModelOptions::from_map(read_key_values((d / "options.txt").string())));
     torch::serialize::InputArchive a;
@@ -181,13 +186,8 @@ TEST_CASE(
   };
   // Both resume from their checkpoints (the two ranks from the same one) to step 30.
   const std::string more = " train --resume --max-steps 30 --quiet --out ";
-  REQUIRE(
-      std::system(("OMP_NUM_THREADS=2 " TORCHATTN_TRANSLATE_BIN + more + one.string()).c_str()) ==
-      0);
-  REQUIRE(
-      std::system(("OMP_NUM_THREADS=1 bash " TORCHATTN_LAUNCH_SH " 2 " TORCHATTN_TRANSLATE_BIN +
-                   more + two.string())
-                      .c_str()) == 0);
+  REQUIRE(one_process(more) == 0);
+  REQUIRE(two_ranks(more) == 0);
   const auto w1 = weights(one), w2 = weights(two);
   REQUIRE(w1.size() == w2.size());
   CHECK(read_key_values((one / "checkpoint" / "progress.txt").string()).at("step") == "30");
