@@ -210,7 +210,8 @@ class Ring {
       group_->allgather(outs, ins)->wait();
     } catch (const std::exception& e) {
       TORCH_CHECK(
-          false, kFn, ": the ranks could not exchange their shapes: ", detail::error_message(e));
+          false, kFn, ": the ranks could not exchange their shapes (has a rank died?): ",
+          detail::error_message(e));
     }
     std::vector<std::vector<int64_t>> all;
     for (const auto& o : outs[0]) {
