@@ -7,6 +7,7 @@
 #include <torch/types.h>
 
 #include <algorithm>
+#include <cstdlib>
 #include <string>
 #include <vector>
 
@@ -36,9 +37,16 @@ inline std::vector<std::string> capabilities() {
   return caps;
 }
 
-/// Every build this CPU can run, best first, the bfloat16 ones included.
+/// Every build this CPU can run, best first, the bfloat16 ones included. Under
+/// TORCHATTN_EMULATE_AMX=1 (the low_precision_amx_emulated test), amx alone: that run is for
+/// the tile driver on software tiles, and the other builds run in the main suite.
 inline std::vector<std::string> low_precision_capabilities() {
-  return supported_of({"amx", "avx512_bf16", "avx512", "avx2", "default"});
+  auto caps = supported_of({"amx", "avx512_bf16", "avx512", "avx2", "default"});
+  const char* emulate = std::getenv("TORCHATTN_EMULATE_AMX");
+  if (emulate != nullptr && std::string(emulate) == "1" && !caps.empty() && caps[0] == "amx") {
+    caps.resize(1);
+  }
+  return caps;
 }
 
 /// Restores the kernel capability on scope exit.

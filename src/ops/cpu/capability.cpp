@@ -69,6 +69,23 @@ bool amx_usable() {
 }
 #endif
 
+/// Whether TORCHATTN_EMULATE_AMX=1 asks for software tiles (capability.h: TilePath).
+bool amx_emulation_requested() {
+  const char* value = std::getenv("TORCHATTN_EMULATE_AMX");
+  return value != nullptr && std::string(value) == "1";
+}
+
+/// Whether the tiles are emulated: asked for, on a CPU with AVX512-BF16 and no usable AMX.
+bool amx_emulated() {
+#if defined(__x86_64__)
+  static const bool emulated =
+      amx_emulation_requested() && !amx_usable() && ((cpuid7(1)[0] >> 5) & 1u) != 0;
+  return emulated;
+#else
+  return false;
+#endif
+}
+
 /// What the CPU has, whether or not a build of it was compiled.
 Capability detected() {
 #if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
@@ -77,7 +94,7 @@ Capability detected() {
       __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq")) {
 #if defined(__x86_64__)
     static const bool amx = amx_usable();
-    if (amx) {
+    if (amx || amx_emulated()) {
       return Capability::Amx;
     }
     if ((cpuid7(1)[0] >> 5) & 1u) { // AVX512_BF16
@@ -93,7 +110,7 @@ Capability detected() {
   return Capability::Default;
 }
 
-/// What the CPU has, at most the highest build compiled; amx runs the avx512_bf16 build.
+/// What the CPU has, at most the highest build compiled.
 Capability supported() {
   const Capability cpu = detected();
   if (static_cast<int>(cpu::kMaxBuiltCapability) < static_cast<int>(Capability::Avx512Bf16) &&
@@ -152,6 +169,13 @@ std::atomic<int>& current() {
 namespace cpu {
 Capability current_capability() {
   return static_cast<Capability>(current().load(std::memory_order_relaxed));
+}
+
+TilePath tile_path() {
+  if (current_capability() != Capability::Amx) {
+    return TilePath::none;
+  }
+  return amx_emulated() ? TilePath::emulated : TilePath::amx;
 }
 } // namespace cpu
 

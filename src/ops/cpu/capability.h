@@ -17,8 +17,8 @@ namespace torchattn::ops::cpu {
 
 /// The builds, in order: each runs where the CPU has its instructions and those of the ones
 /// below. avx512_bf16 (vdpbf16ps) differs from avx512 only in the fused attention kernel's
-/// bfloat16 products; every other kernel runs its avx512 build there. amx (AMX-BF16 tiles) is
-/// detected and reported, and runs the avx512_bf16 build: there is no tile kernel yet.
+/// bfloat16 products; every other kernel runs its avx512 build there. amx is the avx512_bf16
+/// build with those products on AMX-BF16 tiles (tile_path()).
 enum class Capability : int { Default = 0, Avx2 = 1, Avx512 = 2, Avx512Bf16 = 3, Amx = 4 };
 
 #ifndef TORCHATTN_MAX_CPU_CAPABILITY
@@ -33,6 +33,13 @@ inline constexpr Capability kMaxBuiltCapability =
 /// the avx512_bf16 build), lowered by TORCHATTN_CPU_CAPABILITY (or ATEN_CPU_CAPABILITY) at load
 /// time and by set_kernel_capability.
 Capability current_capability();
+
+/// Where the avx512_bf16 build's bfloat16 products run: on AMX tiles when the amx capability
+/// runs; on software tiles with AMX's arithmetic when TORCHATTN_EMULATE_AMX=1 was set at load
+/// time on a CPU with AVX512-BF16 and no AMX (it then reports amx), so that the tile driver is
+/// tested there; otherwise by vdpbf16ps (none). Emulation is for tests: it is ~100x slower.
+enum class TilePath { none, amx, emulated };
+TilePath tile_path();
 
 /// The build of one kernel for the current capability; a build that was not compiled is
 /// nullptr and never chosen (current_capability() stays at or below kMaxBuiltCapability).

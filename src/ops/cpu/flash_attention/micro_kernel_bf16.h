@@ -16,6 +16,8 @@
 
 #if defined(TORCHATTN_CPU_AVX512_BF16)
 #define TORCHATTN_BF16_DOT 1
+#include "ops/cpu/capability.h"
+#include "ops/cpu/flash_attention/micro_kernel_tiles.h"
 #else
 #define TORCHATTN_BF16_DOT 0
 #endif
@@ -153,7 +155,8 @@ inline void dispatch_panel_pairs(
 }
 
 /// C[M, N] (+)= scale * A[M, K] B[K, N] on pairs, as gemm: N a multiple of 16, B in panels of
-/// panel_width<float>() words, `b_panel` words apart.
+/// panel_width<float>() words, `b_panel` words apart. On AMX tiles where the amx capability
+/// runs (micro_kernel_tiles.h), else by vdpbf16ps.
 template <typename Epi = StoreC>
 void gemm_pairs(
     int64_t M, int64_t N, int64_t K2, const uint32_t* a, int64_t a_rs, int64_t a_ks,
@@ -161,6 +164,18 @@ void gemm_pairs(
     float scale = 1.0f, const Epi& epi = {}) {
   constexpr int W = 16;
   TORCH_INTERNAL_ASSERT(N % W == 0, "gemm_pairs: N=", N, " is not a multiple of ", W);
+  switch (tile_path()) {
+    case TilePath::amx:
+      gemm_pairs_tiles<AmxTiles>(
+          M, N, K2, a, a_rs, a_ks, b, ldb, b_panel, c, ldc, accumulate, scale, epi);
+      return;
+    case TilePath::emulated:
+      gemm_pairs_tiles<EmulatedTiles>(
+          M, N, K2, a, a_rs, a_ks, b, ldb, b_panel, c, ldc, accumulate, scale, epi);
+      return;
+    case TilePath::none:
+      break;
+  }
   const int64_t vecs = N / W;
   for (int64_t v0 = 0; v0 < vecs; v0 += kMaxVecs) {
     const int nv = static_cast<int>(std::min<int64_t>(kMaxVecs, vecs - v0));
