@@ -171,9 +171,11 @@ int main(int argc, char** argv) {
   torch::set_num_threads(threads);
 
   const auto examples = read_examples(args["--data"] + "/train.tsv");
+  // Word-level, as the Python twin tokenises.
+  const Tokenizers words;
   const auto [src, tgt] =
-      build_vocabs(examples, /*min_freq=*/1, /*max_size=*/0); // train's defaults
-  const auto pairs = encode_pairs(examples, src, tgt, 128);
+      build_vocabs(examples, words, /*min_freq=*/1, /*max_size=*/0); // train's defaults
+  const auto pairs = encode_pairs(examples, words, src, tgt, 128);
   std::mt19937_64 rng(1);
   const auto order = bucket_batches(pairs, 1024, rng);
   std::vector<Batch> batches;

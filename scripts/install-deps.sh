@@ -27,6 +27,7 @@ packages=(
   pkg-config
   clang-format             # tests/scripts/check_format.sh (the layout of .clang-format)
   libcli11-dev             # examples/translation: command line
+  libsentencepiece-dev     # examples/translation: subword vocabularies (SentencePiece)
   libstb-dev               # examples/translation: PNG heatmaps (stb_image_write, stb_truetype)
   fonts-dejavu-core        # examples/translation: the heatmaps' label font
 )

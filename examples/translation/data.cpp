@@ -96,27 +96,33 @@ Split split_examples(
 }
 
 std::pair<Vocab, Vocab> build_vocabs(
-    const std::vector<Example>& examples, int64_t min_freq, int64_t max_size) {
+    const std::vector<Example>& examples, const Tokenizers& tok, int64_t min_freq,
+    int64_t max_size) {
   std::vector<std::vector<std::string>> src_tokens, tgt_tokens;
   for (const auto& e : examples) {
-    src_tokens.push_back(tokenize(e.source));
+    src_tokens.push_back(tok.src.encode(e.source));
     for (const auto& r : e.references)
-      tgt_tokens.push_back(tokenize(r));
+      tgt_tokens.push_back(tok.tgt.encode(r));
   }
-  return {
-      Vocab::build(src_tokens, min_freq, max_size), Vocab::build(tgt_tokens, min_freq, max_size)};
+  // SentencePiece: every piece of the model has an id, so that a word never seen in training
+  // is cut into pieces the model knows (a piece may appear only inside unseen words).
+  auto vocab = [&](const Tokenizer& t, const std::vector<std::vector<std::string>>& tokens) {
+    return t.kind() == "sentencepiece" ? Vocab::build({t.pieces()}, 1, 0)
+                                       : Vocab::build(tokens, min_freq, max_size);
+  };
+  return {vocab(tok.src, src_tokens), vocab(tok.tgt, tgt_tokens)};
 }
 
 std::vector<EncodedPair> encode_pairs(
-    const std::vector<Example>& examples, const Vocab& src, const Vocab& tgt, int64_t max_len,
-    size_t* too_long) {
+    const std::vector<Example>& examples, const Tokenizers& tok, const Vocab& src, const Vocab& tgt,
+    int64_t max_len, size_t* too_long) {
   std::vector<EncodedPair> pairs;
   auto count_long = [&](size_t n) {
     if (too_long != nullptr)
       *too_long += n;
   };
   for (const auto& e : examples) {
-    auto s = src.encode(tokenize(e.source));
+    auto s = src.encode(tok.src.encode(e.source));
     if (s.empty())
       continue;
     if (static_cast<int64_t>(s.size()) > max_len) {
@@ -124,7 +130,7 @@ std::vector<EncodedPair> encode_pairs(
       continue;
     }
     for (const auto& r : e.references) {
-      auto t = tgt.encode(tokenize(r));
+      auto t = tgt.encode(tok.tgt.encode(r));
       if (t.empty())
         continue;
       if (static_cast<int64_t>(t.size()) + 1 > max_len) {

@@ -4,6 +4,7 @@
 // splitting by source sentence, and length-bucketed batches with padding masks.
 
 #include "text.h"
+#include "tokenizer.h"
 
 #include <torch/types.h>
 
@@ -35,10 +36,17 @@ struct Split {
 Split split_examples(
     std::vector<Example> examples, double dev_fraction, double test_fraction, uint64_t seed);
 
-/// The source and target vocabularies of `examples` (every reference counts), as train
-/// builds them: tokens seen at least `min_freq` times, at most `max_size` per side (0: no cap).
+/// The tokenizers of the two sides (tokenizer.h): words by default.
+struct Tokenizers {
+  Tokenizer src, tgt;
+};
+
+/// The source and target vocabularies of `examples` (every reference counts) cut by `tok`, as
+/// train builds them: tokens seen at least `min_freq` times, at most `max_size` per side (0:
+/// no cap); a SentencePiece side has every piece of its model instead.
 std::pair<Vocab, Vocab> build_vocabs(
-    const std::vector<Example>& examples, int64_t min_freq, int64_t max_size);
+    const std::vector<Example>& examples, const Tokenizers& tok, int64_t min_freq,
+    int64_t max_size);
 
 /// A tokenised, id-encoded training pair.
 struct EncodedPair {
@@ -47,8 +55,8 @@ struct EncodedPair {
 /// One pair per (source, reference), sentences longer than `max_len` tokens dropped (and
 /// counted into `*too_long` when given).
 std::vector<EncodedPair> encode_pairs(
-    const std::vector<Example>& examples, const Vocab& src, const Vocab& tgt, int64_t max_len,
-    size_t* too_long = nullptr);
+    const std::vector<Example>& examples, const Tokenizers& tok, const Vocab& src, const Vocab& tgt,
+    int64_t max_len, size_t* too_long = nullptr);
 
 struct Batch {
   torch::Tensor src;         ///< [B, S] int64, <pad> = 0

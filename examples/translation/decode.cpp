@@ -186,7 +186,7 @@ std::vector<Translator::Result> Translator::translate(
   std::vector<Result> results(sentences.size());
   std::vector<size_t> order;
   for (size_t i = 0; i < sentences.size(); ++i) {
-    results[i].source_tokens = tokenize(sentences[i]);
+    results[i].source_tokens = tok.src.encode(sentences[i]);
     auto& toks = results[i].source_tokens;
     if (static_cast<int64_t>(toks.size()) > options.max_len)
       toks.resize(options.max_len);
@@ -213,7 +213,7 @@ std::vector<Translator::Result> Translator::translate(
         r.tokens.push_back(tgt_vocab.token(id));
       }
     }
-    r.text = detokenize(r.tokens);
+    r.text = tok.tgt.decode(r.tokens);
     if (o.keep_attention && h.attention.defined()) {
       r.attention =
           h.attention.narrow(1, 0, static_cast<int64_t>(r.source_tokens.size())).contiguous();

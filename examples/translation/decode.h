@@ -3,6 +3,7 @@
 // Decoding for torchattn-translate: batched greedy search, beam search with length
 // normalisation, and the translator that turns text into text.
 
+#include "data.h"
 #include "model.h"
 #include "text.h"
 
@@ -37,11 +38,12 @@ std::vector<Hypothesis> beam_search_batch(
     Seq2SeqImpl& model, const torch::Tensor& src, int64_t beam, int64_t max_len, double alpha,
     bool keep_attention);
 
-/// A trained model with its vocabularies, as `train --out DIR` writes it.
+/// A trained model with its vocabularies and tokenizers, as `train --out DIR` writes it.
 struct Translator {
   ModelOptions options;
   Vocab src_vocab, tgt_vocab;
   std::shared_ptr<Seq2SeqImpl> model;
+  Tokenizers tok;
 
   struct Options {
     int64_t beam = 1;

@@ -147,63 +147,200 @@ class Font {
   int ascent_ = 0, height_ = 0;
 };
 
-} // namespace
+/// One panel's box: room for its title, row labels (left), column labels (top) and cells.
+struct Box {
+  int title = 0, left = 0, top = 0, width = 0, height = 0;
+};
 
-void write_heatmap_svg(
-    const std::string& path, const torch::Tensor& weights, const std::vector<std::string>& columns,
-    const std::vector<std::string>& rows) {
-  check(weights, columns, rows);
-  const torch::Tensor w = weights.to(torch::kFloat).contiguous();
+Box box_of(const HeatmapPanel& p, int title_h, int row_label, int col_label) {
+  Box b;
+  b.title = p.title.empty() ? 0 : title_h + kPad;
+  b.left = row_label + 2 * kPad;
+  b.top = b.title + col_label + 2 * kPad;
+  b.width = b.left + kCell * static_cast<int>(p.columns.size()) + kPad;
+  b.height = b.top + kCell * static_cast<int>(p.rows.size()) + kPad;
+  return b;
+}
+
+/// The grid: panel i at column i % per_row and row i / per_row; each grid column as wide as
+/// its widest panel, each grid row as tall as its tallest. Returns the panels' origins.
+std::vector<std::pair<int, int>> layout(
+    const std::vector<Box>& boxes, int per_row, int& width, int& height) {
+  const int n = static_cast<int>(boxes.size());
+  per_row = std::max(1, std::min(per_row, n));
+  const int grid_rows = (n + per_row - 1) / per_row;
+  std::vector<int> col_w(static_cast<size_t>(per_row), 0), row_h(static_cast<size_t>(grid_rows), 0);
+  for (int i = 0; i < n; ++i) {
+    auto& w = col_w[static_cast<size_t>(i % per_row)];
+    auto& h = row_h[static_cast<size_t>(i / per_row)];
+    w = std::max(w, boxes[static_cast<size_t>(i)].width);
+    h = std::max(h, boxes[static_cast<size_t>(i)].height);
+  }
+  std::vector<std::pair<int, int>> origins;
+  for (int i = 0; i < n; ++i) {
+    int x = 0, y = 0;
+    for (int c = 0; c < i % per_row; ++c)
+      x += col_w[static_cast<size_t>(c)];
+    for (int r = 0; r < i / per_row; ++r)
+      y += row_h[static_cast<size_t>(r)];
+    origins.emplace_back(x, y);
+  }
+  width = 0;
+  height = 0;
+  for (int w : col_w)
+    width += w;
+  for (int h : row_h)
+    height += h;
+  return origins;
+}
+
+void check_panels(const std::vector<HeatmapPanel>& panels) {
+  if (panels.empty())
+    throw std::invalid_argument("heatmap: no panels to draw");
+  for (const auto& p : panels)
+    check(p.weights, p.columns, p.rows);
+}
+
+size_t longest(const std::vector<std::string>& labels) {
+  size_t n = 1;
+  for (const auto& l : labels)
+    n = std::max(n, utf8_decode(l).size());
+  return n;
+}
+
+void svg_panel(std::ostringstream& svg, const HeatmapPanel& p, const Box& b, int ox, int oy) {
+  const torch::Tensor w = p.weights.to(torch::kFloat).contiguous();
   const auto acc = w.accessor<float, 2>();
-  size_t longest_row = 1, longest_col = 1;
-  for (const auto& r : rows)
-    longest_row = std::max(longest_row, utf8_decode(r).size());
-  for (const auto& c : columns)
-    longest_col = std::max(longest_col, utf8_decode(c).size());
-  const int left = static_cast<int>(longest_row) * 9 + 2 * kPad;
-  const int top = static_cast<int>(longest_col) * 9 + 2 * kPad;
-  const int width = left + kCell * static_cast<int>(columns.size()) + kPad;
-  const int height = top + kCell * static_cast<int>(rows.size()) + kPad;
-  std::ostringstream svg;
-  svg << fmt::format(
-             R"svg(<svg xmlns="http://www.w3.org/2000/svg" width="{}" height="{}" font-family="DejaVu Sans, sans-serif" font-size="14">)svg",
-             width, height)
-      << "\n<rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n";
-  for (size_t r = 0; r < rows.size(); ++r) {
-    for (size_t c = 0; c < columns.size(); ++c) {
+  svg << fmt::format(R"svg(<g class="panel" transform="translate({} {})">)svg", ox, oy) << "\n";
+  if (!p.title.empty()) {
+    svg << fmt::format(
+               R"svg(<text class="title" x="{}" y="{}" font-weight="bold">{}</text>)svg", kPad,
+               kPad + 14, xml_escape(p.title))
+        << "\n";
+  }
+  const int left = b.left, top = b.top;
+  for (size_t r = 0; r < p.rows.size(); ++r) {
+    for (size_t c = 0; c < p.columns.size(); ++c) {
       const float v = acc[static_cast<int64_t>(r)][static_cast<int64_t>(c)];
       const auto rgb = colour(v);
       svg << fmt::format(
                  R"svg(<rect x="{}" y="{}" width="{}" height="{}" fill="rgb({},{},{})"><title>{} -> {}: {:.3f}</title></rect>)svg",
                  left + kCell * static_cast<int>(c), top + kCell * static_cast<int>(r), kCell,
-                 kCell, rgb[0], rgb[1], rgb[2], xml_escape(rows[r]), xml_escape(columns[c]), v)
+                 kCell, rgb[0], rgb[1], rgb[2], xml_escape(p.rows[r]), xml_escape(p.columns[c]), v)
           << "\n";
     }
     svg << fmt::format(
                R"svg(<text x="{}" y="{}" text-anchor="end" dominant-baseline="middle">{}</text>)svg",
-               left - kPad, top + kCell * static_cast<int>(r) + kCell / 2, xml_escape(rows[r]))
+               left - kPad, top + kCell * static_cast<int>(r) + kCell / 2, xml_escape(p.rows[r]))
         << "\n";
   }
-  for (size_t c = 0; c < columns.size(); ++c) {
+  for (size_t c = 0; c < p.columns.size(); ++c) {
     const int x = left + kCell * static_cast<int>(c) + kCell / 2;
     svg << fmt::format(
                R"svg(<text x="{}" y="{}" transform="rotate(-90 {} {})" dominant-baseline="middle">{}</text>)svg",
-               x, top - kPad, x, top - kPad, xml_escape(columns[c]))
+               x, top - kPad, x, top - kPad, xml_escape(p.columns[c]))
         << "\n";
   }
-  svg << "</svg>\n";
+  svg << "</g>\n";
+}
+
+/// An RGB image with the font's coverage inked in grey.
+struct Canvas {
+  int width = 0, height = 0;
+  std::vector<unsigned char> img;
+  Canvas(int w, int h) : width(w), height(h), img(static_cast<size_t>(w) * h * 3, 255) {}
+  void put(int x, int y, std::array<unsigned char, 3> c) {
+    if (x < 0 || y < 0 || x >= width || y >= height)
+      return;
+    std::copy(c.begin(), c.end(), img.begin() + (static_cast<size_t>(y) * width + x) * 3);
+  }
+  void ink(int x, int y, unsigned char coverage) {
+    if (coverage == 0)
+      return;
+    const auto v = static_cast<unsigned char>(255 - coverage);
+    put(x, y, {v, v, v});
+  }
+  /// `text` with its top left at (x0, y0), or rotated a quarter turn reading upwards with its
+  /// start at the bottom (x0, y0).
+  void text(const Font& font, const std::string& text, int x0, int y0, bool upwards) {
+    const auto bm = font.render(text);
+    const int tw = font.width(text), th = font.height();
+    for (int y = 0; y < th; ++y) {
+      for (int x = 0; x < tw; ++x) {
+        const unsigned char v = bm[static_cast<size_t>(y) * tw + x];
+        if (upwards)
+          ink(x0 + y, y0 - x, v);
+        else
+          ink(x0 + x, y0 + y, v);
+      }
+    }
+  }
+};
+
+void png_panel(
+    Canvas& canvas, const Font* font, const HeatmapPanel& p, const Box& b, int ox, int oy) {
+  const torch::Tensor w = p.weights.to(torch::kFloat).contiguous();
+  const auto acc = w.accessor<float, 2>();
+  const int left = ox + b.left, top = oy + b.top;
+  for (size_t r = 0; r < p.rows.size(); ++r) {
+    for (size_t c = 0; c < p.columns.size(); ++c) {
+      const auto rgb = colour(acc[static_cast<int64_t>(r)][static_cast<int64_t>(c)]);
+      for (int y = 1; y < kCell; ++y) {
+        for (int x = 1; x < kCell; ++x)
+          canvas.put(
+              left + kCell * static_cast<int>(c) + x, top + kCell * static_cast<int>(r) + y, rgb);
+      }
+    }
+  }
+  if (font == nullptr)
+    return;
+  if (!p.title.empty())
+    canvas.text(*font, p.title, ox + kPad, oy + kPad, false);
+  const int th = font->height();
+  for (size_t r = 0; r < p.rows.size(); ++r) { // right-aligned beside the row
+    canvas.text(
+        *font, p.rows[r], left - kPad - font->width(p.rows[r]),
+        top + kCell * static_cast<int>(r) + (kCell - th) / 2, false);
+  }
+  for (size_t c = 0; c < p.columns.size(); ++c) // reading upwards
+    canvas.text(
+        *font, p.columns[c], left + kCell * static_cast<int>(c) + (kCell - th) / 2, top - kPad,
+        true);
+}
+
+void write_file(const std::string& path, const std::string& data) {
   std::ofstream out(path, std::ios::binary);
-  out << svg.str();
+  out << data;
   if (!out)
     throw std::runtime_error("cannot write '" + path + "'");
 }
 
-void write_heatmap_png(
-    const std::string& path, const torch::Tensor& weights, const std::vector<std::string>& columns,
-    const std::vector<std::string>& rows) {
-  check(weights, columns, rows);
-  const torch::Tensor w = weights.to(torch::kFloat).contiguous();
-  const auto acc = w.accessor<float, 2>();
+} // namespace
+
+void write_heatmap_grid_svg(
+    const std::string& path, const std::vector<HeatmapPanel>& panels, int per_row) {
+  check_panels(panels);
+  std::vector<Box> boxes;
+  for (const auto& p : panels) {
+    boxes.push_back(box_of(
+        p, 16, static_cast<int>(longest(p.rows)) * 9, static_cast<int>(longest(p.columns)) * 9));
+  }
+  int width = 0, height = 0;
+  const auto origins = layout(boxes, per_row, width, height);
+  std::ostringstream svg;
+  svg << fmt::format(
+             R"svg(<svg xmlns="http://www.w3.org/2000/svg" width="{}" height="{}" font-family="DejaVu Sans, sans-serif" font-size="14">)svg",
+             width, height)
+      << "\n<rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n";
+  for (size_t i = 0; i < panels.size(); ++i)
+    svg_panel(svg, panels[i], boxes[i], origins[i].first, origins[i].second);
+  svg << "</svg>\n";
+  write_file(path, svg.str());
+}
+
+void write_heatmap_grid_png(
+    const std::string& path, const std::vector<HeatmapPanel>& panels, int per_row) {
+  check_panels(panels);
   Font font;
   const bool labels = font.load();
   if (!labels) {
@@ -213,61 +350,38 @@ void write_heatmap_png(
         "'{}' has no labels\n",
         path);
   }
-  int row_label = 0, col_label = 0;
-  if (labels) {
-    for (const auto& r : rows)
-      row_label = std::max(row_label, font.width(r));
-    for (const auto& c : columns)
-      col_label = std::max(col_label, font.width(c));
-  }
-  const int left = row_label + 2 * kPad, top = col_label + 2 * kPad;
-  const int width = left + kCell * static_cast<int>(columns.size()) + kPad;
-  const int height = top + kCell * static_cast<int>(rows.size()) + kPad;
-  std::vector<unsigned char> img(static_cast<size_t>(width) * height * 3, 255);
-  auto put = [&](int x, int y, std::array<unsigned char, 3> c) {
-    if (x < 0 || y < 0 || x >= width || y >= height)
-      return;
-    std::copy(c.begin(), c.end(), img.begin() + (static_cast<size_t>(y) * width + x) * 3);
-  };
-  for (size_t r = 0; r < rows.size(); ++r) {
-    for (size_t c = 0; c < columns.size(); ++c) {
-      const auto rgb = colour(acc[static_cast<int64_t>(r)][static_cast<int64_t>(c)]);
-      for (int y = 1; y < kCell; ++y) {
-        for (int x = 1; x < kCell; ++x) {
-          put(left + kCell * static_cast<int>(c) + x, top + kCell * static_cast<int>(r) + y, rgb);
-        }
-      }
+  std::vector<Box> boxes;
+  for (const auto& p : panels) {
+    int row_label = 0, col_label = 0;
+    if (labels) {
+      for (const auto& r : p.rows)
+        row_label = std::max(row_label, font.width(r));
+      for (const auto& c : p.columns)
+        col_label = std::max(col_label, font.width(c));
     }
+    boxes.push_back(box_of(p, labels ? font.height() : 0, row_label, col_label));
   }
-  if (labels) {
-    auto ink = [&](int x, int y, unsigned char coverage) {
-      if (coverage == 0)
-        return;
-      const auto v = static_cast<unsigned char>(255 - coverage);
-      put(x, y, {v, v, v});
-    };
-    for (size_t r = 0; r < rows.size(); ++r) { // right-aligned beside the row
-      const auto bm = font.render(rows[r]);
-      const int tw = font.width(rows[r]), th = font.height();
-      const int x0 = left - kPad - tw, y0 = top + kCell * static_cast<int>(r) + (kCell - th) / 2;
-      for (int y = 0; y < th; ++y) {
-        for (int x = 0; x < tw; ++x)
-          ink(x0 + x, y0 + y, bm[static_cast<size_t>(y) * tw + x]);
-      }
-    }
-    for (size_t c = 0; c < columns.size(); ++c) { // rotated a quarter turn, reading upwards
-      const auto bm = font.render(columns[c]);
-      const int tw = font.width(columns[c]), th = font.height();
-      const int x0 = left + kCell * static_cast<int>(c) + (kCell - th) / 2, y_bottom = top - kPad;
-      for (int y = 0; y < th; ++y) {
-        for (int x = 0; x < tw; ++x)
-          ink(x0 + y, y_bottom - x, bm[static_cast<size_t>(y) * tw + x]);
-      }
-    }
+  int width = 0, height = 0;
+  const auto origins = layout(boxes, per_row, width, height);
+  Canvas canvas(width, height);
+  for (size_t i = 0; i < panels.size(); ++i) {
+    png_panel(
+        canvas, labels ? &font : nullptr, panels[i], boxes[i], origins[i].first, origins[i].second);
   }
-  if (stbi_write_png(path.c_str(), width, height, 3, img.data(), width * 3) == 0) {
+  if (stbi_write_png(path.c_str(), width, height, 3, canvas.img.data(), width * 3) == 0)
     throw std::runtime_error("cannot write '" + path + "'");
-  }
+}
+
+void write_heatmap_svg(
+    const std::string& path, const torch::Tensor& weights, const std::vector<std::string>& columns,
+    const std::vector<std::string>& rows) {
+  write_heatmap_grid_svg(path, {HeatmapPanel{"", weights, columns, rows}}, 1);
+}
+
+void write_heatmap_png(
+    const std::string& path, const torch::Tensor& weights, const std::vector<std::string>& columns,
+    const std::vector<std::string>& rows) {
+  write_heatmap_grid_png(path, {HeatmapPanel{"", weights, columns, rows}}, 1);
 }
 
 } // namespace translate

@@ -1,6 +1,7 @@
 // torchattn-translate: trains, runs, evaluates and visualises a small English -> French
 // translation model built from torchattn's attention modules. See README.md in this directory.
 
+#include "attention_views.h"
 #include "bleu.h"
 #include "corpus.h"
 #include "data.h"
@@ -20,6 +21,7 @@
 #include <chrono>
 #include <cmath>
 #include <filesystem>
+#include <fstream>
 #include <iostream>
 
 namespace fs = std::filesystem;
@@ -31,9 +33,34 @@ std::string default_dir(const char* name) {
   return name;
 }
 
+/// Trains the SentencePiece models of both sides on the training split (`subwords` unigram or
+/// bpe), or removes stale ones (`subwords` none), in the data directory `out`.
+void prepare_subwords(
+    const std::vector<Example>& train, const fs::path& out, const std::string& subwords,
+    int64_t vocab_size) {
+  const fs::path src_model = out / "src.spm.model", tgt_model = out / "tgt.spm.model";
+  if (subwords == "none") {
+    fs::remove(src_model);
+    fs::remove(tgt_model);
+    return;
+  }
+  std::vector<std::string> src, tgt;
+  for (const auto& e : train) {
+    src.push_back(e.source);
+    tgt.insert(tgt.end(), e.references.begin(), e.references.end());
+  }
+  const auto start = std::chrono::steady_clock::now();
+  Tokenizer::train_sentencepiece(src, src_model.string(), subwords, vocab_size);
+  Tokenizer::train_sentencepiece(tgt, tgt_model.string(), subwords, vocab_size);
+  fmt::print(
+      stderr, "prepare: trained {} SentencePiece models of {} pieces a side in {:.1f} s\n",
+      subwords, vocab_size,
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
+}
+
 int cmd_prepare(
     const std::string& data, const std::string& out, const std::string& cache, double dev,
-    double test, uint64_t seed) {
+    double test, uint64_t seed, const std::string& subwords, int64_t vocab_size) {
   std::vector<Example> examples;
   if (!data.empty()) {
     examples = read_examples(data);
@@ -46,6 +73,7 @@ int cmd_prepare(
   write_examples((fs::path(out) / "train.tsv").string(), s.train);
   write_examples((fs::path(out) / "dev.tsv").string(), s.dev);
   write_examples((fs::path(out) / "test.tsv").string(), s.test);
+  prepare_subwords(s.train, out, subwords, vocab_size);
   auto pairs = [](const std::vector<Example>& v) {
     size_t n = 0;
     for (const auto& e : v)
@@ -82,7 +110,9 @@ CLI::Validator finite_range(double lo, double hi) {
 /// Checks the sentences to translate: well-formed UTF-8 and not empty, and says which ones
 /// are longer than the model reads. `from_stdin`: empty lines are kept (so that output lines
 /// match input lines) with a warning; as arguments they are errors.
-void check_sentences(const std::vector<std::string>& sentences, bool from_stdin, int64_t max_len) {
+void check_sentences(
+    const std::vector<std::string>& sentences, bool from_stdin, const Translator& t) {
+  const int64_t max_len = t.options.max_len;
   const char* what = from_stdin ? "line" : "sentence";
   for (size_t i = 0; i < sentences.size(); ++i) {
     const auto& s = sentences[i];
@@ -90,7 +120,7 @@ void check_sentences(const std::vector<std::string>& sentences, bool from_stdin,
       throw std::runtime_error(
           fmt::format("translate: {} {} is not valid UTF-8: '{}'", what, i + 1, printable(s)));
     }
-    const auto tokens = tokenize(s).size();
+    const auto tokens = t.tok.src.encode(s).size();
     if (tokens == 0) {
       if (!from_stdin)
         throw std::runtime_error(fmt::format("translate: sentence {} has no words", i + 1));
@@ -157,6 +187,18 @@ int main(int argc, char** argv) {
       ->capture_default_str()
       ->check(CLI::Range(0.0, 0.5));
   prepare->add_option("--seed", p_seed, "Split seed")->capture_default_str();
+  std::string p_subwords = "unigram";
+  int64_t p_vocab_size = 8000;
+  prepare
+      ->add_option(
+          "--subwords", p_subwords,
+          "SentencePiece model trained on the training split for each side: unigram or bpe; "
+          "none for word-level vocabularies")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"unigram", "bpe", "none"}));
+  prepare->add_option("--vocab-size", p_vocab_size, "SentencePiece pieces per side (at most)")
+      ->capture_default_str()
+      ->check(CLI::Range(int64_t{16}, int64_t{1000000}));
 
   // train
   auto* train_cmd = app.add_subcommand("train", "Train a model; writes the model directory --out");
@@ -208,6 +250,9 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   train_cmd->add_option("--max-vocab", tc.max_vocab, "Vocabulary cap per side (0: none)")
       ->capture_default_str();
+  train_cmd->add_flag(
+      "--words", tc.words,
+      "Word-level vocabularies even where prepare trained SentencePiece models");
   train_cmd->add_option("--seed", tc.seed, "Seed (same seed and thread count: same model)")
       ->capture_default_str();
   train_cmd
@@ -243,6 +288,11 @@ int main(int argc, char** argv) {
       ->capture_default_str()
       ->check(finite_range(0, 10));
   translate_cmd->add_option("sentences", sentences, "Sentences to translate (default: read stdin)");
+  std::string align_path;
+  translate_cmd->add_option(
+      "--align", align_path,
+      "Also write word alignments from the cross-attention to this file, one line per "
+      "sentence in the Pharaoh format (i-j: source word i, output word j, from 0)");
 
   // evaluate
   auto* evaluate_cmd = app.add_subcommand(
@@ -263,10 +313,21 @@ int main(int argc, char** argv) {
       ->check(CLI::NonNegativeNumber);
 
   // plot
-  auto* plot_cmd =
-      app.add_subcommand("plot", "Write the attention heatmap of a sentence as PNG and SVG");
+  auto* plot_cmd = app.add_subcommand(
+      "plot",
+      "Draw every layer and head of a sentence's attention (encoder self-, decoder self- and "
+      "cross-attention) and the encoder's attention rollout as one grid, PNG and SVG");
   std::string plot_out = "attention";
   std::string plot_sentence;
+  PanelChoice plot_choice;
+  bool plot_no_rollout = false;
+  plot_cmd->add_option("--layer", plot_choice.layer, "Only this layer (from 1; 0: all)")
+      ->capture_default_str()
+      ->check(CLI::NonNegativeNumber);
+  plot_cmd->add_option("--head", plot_choice.head, "Only this head (from 1; 0: all)")
+      ->capture_default_str()
+      ->check(CLI::NonNegativeNumber);
+  plot_cmd->add_flag("--no-rollout", plot_no_rollout, "Leave out the encoder attention rollout");
   plot_cmd->add_option("--model", m_dir, "Model directory")->capture_default_str();
   plot_cmd
       ->add_option("--out", plot_out, "Output path without extension (.png and .svg are written)")
@@ -293,7 +354,7 @@ int main(int argc, char** argv) {
 
   try {
     if (prepare->parsed()) {
-      return cmd_prepare(p_data, p_out, p_cache, p_dev, p_test, p_seed);
+      return cmd_prepare(p_data, p_out, p_cache, p_dev, p_test, p_seed, p_subwords, p_vocab_size);
     }
     if (train_cmd->parsed()) {
       TrainSummary s;
@@ -329,9 +390,21 @@ int main(int argc, char** argv) {
       const bool from_stdin = sentences.empty();
       if (from_stdin)
         sentences = read_lines(std::cin);
-      check_sentences(sentences, from_stdin, t.options.max_len);
-      for (const auto& r : t.translate(sentences, topt))
+      check_sentences(sentences, from_stdin, t);
+      topt.keep_attention = !align_path.empty();
+      std::ofstream align;
+      if (!align_path.empty()) {
+        align.open(align_path);
+        if (!align)
+          throw std::runtime_error("translate: cannot write '" + align_path + "'");
+      }
+      for (const auto& r : t.translate(sentences, topt)) {
         std::cout << r.text << '\n';
+        if (align.is_open())
+          align << pharaoh_alignment(t.tok, r) << '\n';
+      }
+      if (align.is_open() && !align.flush())
+        throw std::runtime_error("translate: cannot write '" + align_path + "'");
       return 0;
     }
     if (evaluate_cmd->parsed()) {
@@ -374,12 +447,13 @@ int main(int argc, char** argv) {
       const auto r = t.translate({plot_sentence}, topt).at(0);
       if (!r.attention.defined())
         throw std::runtime_error("plot: the sentence has no tokens");
-      std::vector<std::string> rows = r.tokens;
-      if (r.attention.size(0) > static_cast<int64_t>(rows.size()))
-        rows.push_back("</s>");
-      write_heatmap_svg(plot_out + ".svg", r.attention, r.source_tokens, rows);
-      write_heatmap_png(plot_out + ".png", r.attention, r.source_tokens, rows);
-      fmt::print("{}\nwrote {}.png and {}.svg\n", r.text, plot_out, plot_out);
+      plot_choice.rollout = !plot_no_rollout;
+      int per_row = 1;
+      const auto panels = attention_panels(attention_maps_of(t, r), r, plot_choice, per_row);
+      write_heatmap_grid_svg(plot_out + ".svg", panels, per_row);
+      write_heatmap_grid_png(plot_out + ".png", panels, per_row);
+      fmt::print(
+          "{}\nwrote {}.png and {}.svg: {} panels\n", r.text, plot_out, plot_out, panels.size());
       return 0;
     }
   } catch (const c10::Error& e) {

@@ -192,6 +192,15 @@ class GruSeq2SeqImpl : public Seq2SeqImpl {
 
   torch::nn::Linear output_layer() const override { return out; }
 
+  AttentionMaps attention_maps(const Tensor& src, const Tensor& tgt_in) override {
+    const Tensor src_pad = torch::zeros_like(src, torch::kBool);
+    auto [keys, h0] = run_encoder(src, src_pad);
+    const Tensor h = std::get<0>(decoder(tgt_emb(tgt_in), h0));
+    AttentionMaps m;
+    m.cross.push_back(attend_encoder(h, keys, src_pad, /*need_weights=*/true).second); // [1, T, S]
+    return m;
+  }
+
   std::unique_ptr<DecoderState> encode(const Tensor& src, const Tensor& src_pad) override {
     auto state = std::make_unique<GruState>();
     std::tie(state->keys, state->hidden) = run_encoder(src, src_pad);
@@ -251,9 +260,16 @@ struct EncoderLayerImpl : torch::nn::Module {
         register_module("norm2", torch::nn::LayerNorm(torch::nn::LayerNormOptions({o.hidden_dim})));
     dropout = Dropout{o.dropout, this};
   }
-  Tensor forward(Tensor x, const Tensor& src_pad) {
+  // x [B, S, d] -> [B, S, d]; the self-attention weights [B, heads, S, S] appended to
+  // `weights` when given
+  Tensor forward(Tensor x, const Tensor& src_pad, std::vector<Tensor>* weights = nullptr) {
     const Tensor h = norm1(x);
-    x = x + dropout(std::get<0>(self_attn(h, h, h, src_pad, /*need_weights=*/false)));
+    auto [a, w] = self_attn(
+        h, h, h, src_pad, /*need_weights=*/weights != nullptr, Tensor(),
+        /*average_attn_weights=*/false);
+    if (weights)
+      weights->push_back(w);
+    x = x + dropout(a);
     return x + dropout(ff(norm2(x)));
   }
   tnn::MultiheadAttention self_attn = nullptr;
@@ -275,14 +291,25 @@ struct DecoderLayerImpl : torch::nn::Module {
     }
     dropout = Dropout{o.dropout, this};
   }
-  // x [B, T, d], memory [B, S, d] -> [B, T, d]
-  Tensor forward(Tensor x, const Tensor& memory, const Tensor& src_pad) {
+  // x [B, T, d], memory [B, S, d] -> [B, T, d]; with `maps`, the self- and cross-attention
+  // weights [B, heads, T, T] and [B, heads, T, S] appended to its decoder_self and cross
+  Tensor forward(
+      Tensor x, const Tensor& memory, const Tensor& src_pad, AttentionMaps* maps = nullptr) {
+    const bool keep = maps != nullptr;
     Tensor h = norms[0](x);
-    x = x + dropout(std::get<0>(self_attn(
-                h, h, h, Tensor(), /*need_weights=*/false, Tensor(),
-                /*average_attn_weights=*/true, /*is_causal=*/true)));
+    auto [a, w] = self_attn(
+        h, h, h, Tensor(), /*need_weights=*/keep, Tensor(), /*average_attn_weights=*/false,
+        /*is_causal=*/true);
+    x = x + dropout(a);
     h = norms[1](x);
-    x = x + dropout(std::get<0>(cross_attn(h, memory, memory, src_pad, /*need_weights=*/false)));
+    auto [c, cw] = cross_attn(
+        h, memory, memory, src_pad, /*need_weights=*/keep, Tensor(),
+        /*average_attn_weights=*/false);
+    if (keep) {
+      maps->decoder_self.push_back(w);
+      maps->cross.push_back(cw);
+    }
+    x = x + dropout(c);
     return x + dropout(ff(norms[2](x)));
   }
   // One token: x [B, 1, d] -> [B, 1, d]; cross-attention weights [B, 1, S] when asked.
@@ -391,6 +418,23 @@ class TransformerSeq2SeqImpl : public Seq2SeqImpl {
 
   torch::nn::Linear output_layer() const override { return out; }
 
+  AttentionMaps attention_maps(const Tensor& src, const Tensor& tgt_in) override {
+    const Tensor src_pad = torch::zeros_like(src, torch::kBool);
+    AttentionMaps m;
+    Tensor x = embed(src_emb, src, 0);
+    for (auto& layer : encoder)
+      x = layer(x, src_pad, &m.encoder_self);
+    const Tensor memory = enc_norm(x);
+    Tensor y = embed(tgt_emb, tgt_in, 0);
+    for (auto& layer : decoder)
+      y = layer(y, memory, src_pad, &m);
+    for (auto* maps : {&m.encoder_self, &m.decoder_self, &m.cross}) {
+      for (auto& w : *maps)
+        w = w.squeeze(0); // one sentence: [heads, rows, columns]
+    }
+    return m;
+  }
+
   std::unique_ptr<DecoderState> encode(const Tensor& src, const Tensor& src_pad) override {
     auto state = std::make_unique<TransformerState>();
     const Tensor memory = run_encoder(src, src_pad);
@@ -446,7 +490,8 @@ std::map<std::string, std::string> ModelOptions::to_map() const {
       {"heads", std::to_string(heads)},
       {"ff_dim", std::to_string(ff_dim)},
       {"dropout", num(dropout)},
-      {"max_len", std::to_string(max_len)}};
+      {"max_len", std::to_string(max_len)},
+      {"tokenizer", tokenizer}};
 }
 
 ModelOptions ModelOptions::from_map(const std::map<std::string, std::string>& m) {
@@ -474,6 +519,8 @@ ModelOptions ModelOptions::from_map(const std::map<std::string, std::string>& m)
       o.dropout = to_double(k, v);
     else if (k == "max_len")
       o.max_len = to_int(k, v);
+    else if (k == "tokenizer")
+      o.tokenizer = v;
     else
       throw std::runtime_error("unknown model option '" + printable(k) + "'");
   }
@@ -489,6 +536,8 @@ void ModelOptions::validate() const {
       attention != "additive" && attention != "general") {
     fail("attention is '" + attention + "', expected dot, scaled, cosine, additive or general");
   }
+  if (tokenizer != "words" && tokenizer != "sentencepiece")
+    fail("tokenizer is '" + printable(tokenizer) + "', expected words or sentencepiece");
   if (src_vocab < 5 || tgt_vocab < 5)
     fail("the vocabularies must hold more than the 4 special tokens");
   if (embed_dim <= 0 || hidden_dim <= 0 || layers <= 0 || heads <= 0 || ff_dim <= 0 ||

@@ -27,6 +27,9 @@ struct ModelOptions {
   int64_t ff_dim = 512;
   double dropout = 0.1;
   int64_t max_len = 128; ///< longest sentence the positional table covers
+  /// How sentences become tokens (tokenizer.h): "words", or "sentencepiece" with the models
+  /// src.spm.model and tgt.spm.model beside options.txt. Absent in older directories: words.
+  std::string tokenizer = "words";
 
   std::map<std::string, std::string> to_map() const;
   /// Throws std::runtime_error on an unknown key, a bad value or an invalid combination.
@@ -39,6 +42,14 @@ class DecoderState {
  public:
   virtual ~DecoderState() = default;
   virtual void select(const torch::Tensor& index) = 0;
+};
+
+/// Every attention map of one sentence pair (plot, translate --align): per layer, weights
+/// [heads, rows, columns]. Rows of the decoder's maps are the steps that produce each output
+/// token; columns are source tokens (encoder self- and cross-attention) or the decoder's
+/// inputs (<s> and the output tokens). The GRU model has one cross-attention map of one head.
+struct AttentionMaps {
+  std::vector<torch::Tensor> encoder_self, decoder_self, cross;
 };
 
 class Seq2SeqImpl : public torch::nn::Module {
@@ -57,6 +68,9 @@ class Seq2SeqImpl : public torch::nn::Module {
   // src [B, S], src_pad [B, S] -> the state before the first target token
   virtual std::unique_ptr<DecoderState> encode(
       const torch::Tensor& src, const torch::Tensor& src_pad) = 0;
+  // src [1, S], tgt_in [1, T] (<s> and the output tokens) -> the maps of one teacher-forced
+  // pass, without dropout
+  virtual AttentionMaps attention_maps(const torch::Tensor& src, const torch::Tensor& tgt_in) = 0;
   // tokens [B] -> log-probabilities [B, V]; attention [B, S] over the source when asked
   virtual torch::Tensor step(
       DecoderState& state, const torch::Tensor& tokens, torch::Tensor* attention = nullptr) = 0;

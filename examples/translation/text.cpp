@@ -178,25 +178,47 @@ std::vector<std::string> tokenize(const std::string& text) {
   return tokens;
 }
 
+namespace {
+
+/// Whether detokenize puts a space before tokens[i].
+bool space_before(const std::vector<std::string>& tokens, size_t i) {
+  const std::string& t = tokens[i];
+  const bool glue_left = t == "." || t == "," || t == ")" || t == "..." || t == "\u00bb";
+  const bool after_glue =
+      i > 0 && (tokens[i - 1].back() == '\'' || tokens[i - 1] == "(" || tokens[i - 1] == "\u00ab");
+  return i > 0 && !glue_left && !after_glue;
+}
+
+} // namespace
+
 std::string detokenize(const std::vector<std::string>& tokens) {
   std::string out;
   for (size_t i = 0; i < tokens.size(); ++i) {
-    const std::string& t = tokens[i];
-    const bool glue_left = t == "." || t == "," || t == ")" || t == "..." || t == "\u00bb";
-    const bool after_glue = i > 0 && (tokens[i - 1].back() == '\'' || tokens[i - 1] == "(" ||
-                                      tokens[i - 1] == "\u00ab");
-    if (i > 0 && !glue_left && !after_glue)
+    if (space_before(tokens, i))
       out += ' ';
-    out += t;
+    out += tokens[i];
   }
-  if (!out.empty()) {
-    size_t i = 0;
-    const uint32_t first = next_code_point(out, i);
-    std::string head;
-    append_code_point(head, upper_first(first));
-    out = head + out.substr(i);
+  return capitalize_first(out);
+}
+
+std::vector<int64_t> detokenized_words(const std::vector<std::string>& tokens) {
+  std::vector<int64_t> words;
+  int64_t w = 0;
+  for (size_t i = 0; i < tokens.size(); ++i) {
+    w += space_before(tokens, i) ? 1 : 0;
+    words.push_back(w);
   }
-  return out;
+  return words;
+}
+
+std::string capitalize_first(const std::string& s) {
+  if (s.empty())
+    return s;
+  size_t i = 0;
+  const uint32_t first = next_code_point(s, i);
+  std::string head;
+  append_code_point(head, upper_first(first));
+  return head + s.substr(i);
 }
 
 Vocab::Vocab() {

@@ -38,6 +38,12 @@ std::vector<std::string> tokenize(const std::string& text);
 /// quote; French spacing before ! ? : ; is a plain space. Capitalises the first letter.
 std::string detokenize(const std::vector<std::string>& tokens);
 
+/// For each token, the index of the space-separated word of detokenize(tokens) it is part of.
+std::vector<int64_t> detokenized_words(const std::vector<std::string>& tokens);
+
+/// `s` with its first letter capitalised (Latin-1 and Latin Extended-A too).
+std::string capitalize_first(const std::string& s);
+
 /// Token <-> id map. Ids 0..3 are the specials <pad>, <unk>, <s>, </s>.
 class Vocab {
  public:

@@ -201,24 +201,61 @@ struct SignalGuard {
   }
 };
 
+constexpr const char* kSrcSpm = "src.spm.model";
+constexpr const char* kTgtSpm = "tgt.spm.model";
+
+/// The tokenizers `kind` names ("words" or "sentencepiece"), the SentencePiece models read
+/// from `dir`; `what` names the directory in errors.
+Tokenizers load_tokenizers(const fs::path& dir, const std::string& kind, const std::string& what) {
+  Tokenizers t;
+  if (kind != "sentencepiece")
+    return t;
+  try {
+    t.src = Tokenizer::load_sentencepiece((dir / kSrcSpm).string());
+    t.tgt = Tokenizer::load_sentencepiece((dir / kTgtSpm).string());
+  } catch (const std::runtime_error& e) {
+    throw std::runtime_error(what + ": " + e.what());
+  }
+  return t;
+}
+
+/// The tokenizers training uses: the data directory's SentencePiece models where `prepare`
+/// trained them (both files present) and `--words` is not given; else words.
+Tokenizers training_tokenizers(const TrainConfig& c) {
+  const fs::path data = fs::path(c.train_path).parent_path();
+  const bool has_models = fs::exists(data / kSrcSpm) || fs::exists(data / kTgtSpm);
+  if (c.words || !has_models)
+    return {};
+  return load_tokenizers(data, "sentencepiece", "data directory '" + data.string() + "'");
+}
+
 TrainSummary run(const TrainConfig& c, bool resuming) {
   const fs::path dir(c.out_dir);
   Ranks ranks(c.group);
   const auto train_examples = read_examples(c.train_path);
   const auto dev_examples = read_examples(c.dev_path);
   Vocab src_vocab, tgt_vocab;
+  Tokenizers tok;
   ModelOptions mo = c.model;
   if (resuming) {
     src_vocab = Vocab::load((dir / "src.vocab").string());
     tgt_vocab = Vocab::load((dir / "tgt.vocab").string());
     mo = ModelOptions::from_map(read_key_values((dir / "options.txt").string()));
+    tok = load_tokenizers(dir, mo.tokenizer, "model directory '" + dir.string() + "'");
   } else {
-    std::tie(src_vocab, tgt_vocab) = build_vocabs(train_examples, c.min_freq, c.max_vocab);
+    tok = training_tokenizers(c);
+    mo.tokenizer = tok.src.kind();
+    std::tie(src_vocab, tgt_vocab) = build_vocabs(train_examples, tok, c.min_freq, c.max_vocab);
     mo.src_vocab = src_vocab.size();
     mo.tgt_vocab = tgt_vocab.size();
     mo.validate();
     if (ranks.leader()) { // the other ranks build the same vocabularies from the same data
       fs::create_directories(dir);
+      if (mo.tokenizer == "sentencepiece") {
+        const fs::path data = fs::path(c.train_path).parent_path();
+        for (const char* f : {kSrcSpm, kTgtSpm})
+          fs::copy_file(data / f, dir / f, fs::copy_options::overwrite_existing);
+      }
       src_vocab.save((dir / "src.vocab").string());
       tgt_vocab.save((dir / "tgt.vocab").string());
       write_key_values((dir / "options.txt").string(), mo.to_map());
@@ -258,8 +295,9 @@ TrainSummary run(const TrainConfig& c, bool resuming) {
 
   ranks.attach(*model); // after loading: the ranks start from rank 0's weights
   size_t too_long = 0;
-  const auto pairs = encode_pairs(train_examples, src_vocab, tgt_vocab, mo.max_len, &too_long);
-  const auto dev_pairs = encode_pairs(dev_examples, src_vocab, tgt_vocab, mo.max_len, &too_long);
+  const auto pairs = encode_pairs(train_examples, tok, src_vocab, tgt_vocab, mo.max_len, &too_long);
+  const auto dev_pairs =
+      encode_pairs(dev_examples, tok, src_vocab, tgt_vocab, mo.max_len, &too_long);
   if (too_long > 0 && !resuming && ranks.leader()) {
     fmt::print(
         stderr,
@@ -275,7 +313,7 @@ TrainSummary run(const TrainConfig& c, bool resuming) {
     dev_sources.push_back(e.source);
     dev_refs.push_back(e.references);
   }
-  const Translator translator{mo, src_vocab, tgt_vocab, model};
+  const Translator translator{mo, src_vocab, tgt_vocab, model, tok};
   if (ranks.leader() && !resuming) { // rank 0 prints
     fmt::print(
         stderr,
@@ -617,6 +655,7 @@ Translator load_translator(const std::string& dir) {
         " tokens but options.txt says " + std::to_string(t.options.src_vocab) + " / " +
         std::to_string(t.options.tgt_vocab));
   }
+  t.tok = load_tokenizers(d, t.options.tokenizer, "model directory '" + dir + "'");
   t.model = make_model(t.options);
   load_module(*t.model, d / "model.pt");
   t.model->eval();

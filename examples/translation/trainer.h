@@ -5,6 +5,8 @@
 // A model directory (train --out DIR) holds:
 //   options.txt          model options (key=value), read by translate/evaluate/plot
 //   src.vocab tgt.vocab  the vocabularies, one token per line
+//   src.spm.model        the SentencePiece models of the two sides, when options.txt says
+//   tgt.spm.model        tokenizer=sentencepiece (copied from the data directory)
 //   model.pt             the weights of the best epoch by dev BLEU
 //   train.txt            the training configuration, for --resume
 //   history.tsv          epoch, train loss, dev loss, dev BLEU, seconds
@@ -36,6 +38,9 @@ struct TrainConfig {
   double label_smoothing = 0.1;
   int64_t min_freq = 1;  ///< vocabulary: tokens seen at least this often
   int64_t max_vocab = 0; ///< vocabulary cap per side (0: none)
+  /// Word-level vocabularies even where `prepare` trained SentencePiece models beside
+  /// train_path (not saved: a resumed run reads options.txt's tokenizer).
+  bool words = false;
   uint64_t seed = 1;
   /// "fp32", or "bf16": each step's forward and loss run under CPU autocast in bfloat16
   /// (Linear and attention in bfloat16), while parameters, gradients and Adam stay float32.

@@ -8,6 +8,9 @@
 #include <speedups/fused_loss.h>
 #include <trainer.h>
 
+#include "temp_dir.h"
+#include "toy_corpus.h"
+
 #include <catch2/catch_test_macros.hpp>
 #include <catch2/generators/catch_generators.hpp>
 #include <catch2/matchers/catch_matchers_string.hpp>
@@ -22,58 +25,11 @@
 using namespace translate;
 using Catch::Matchers::ContainsSubstring;
 namespace fs = std::filesystem;
+using translate::testing::TempDir;
+using translate::testing::toy_config;
+using translate::testing::write_toy_corpus;
 
 namespace {
-
-struct TempDir {
-  fs::path path;
-  explicit TempDir(const std::string& name)
-      : path(fs::temp_directory_path() / ("torchattn_" + name)) {
-    fs::remove_all(path);
-    fs::create_directories(path);
-  }
-  ~TempDir() { fs::remove_all(path); }
-};
-
-void write_toy_corpus(const fs::path& dir, int n, uint64_t seed) {
-  static const std::vector<std::string> words = {"red",   "blue", "cat",   "dog", "sees",
-                                                 "likes", "big",  "small", "tom", "mary"};
-  std::mt19937_64 gen(seed);
-  std::ofstream train(dir / "train.tsv"), dev(dir / "dev.tsv");
-  for (int i = 0; i < n; ++i) {
-    const int len = 2 + static_cast<int>(gen() % 4);
-    std::vector<std::string> s;
-    for (int k = 0; k < len; ++k)
-      s.push_back(words[gen() % words.size()]);
-    std::string en, fr = "le";
-    for (const auto& w : s)
-      en += (en.empty() ? "" : " ") + w;
-    for (auto it = s.rbegin(); it != s.rend(); ++it)
-      fr += " " + *it + "x";
-    (i % 10 == 0 ? dev : train) << en << '\t' << fr << '\n';
-  }
-}
-
-TrainConfig toy_config(const fs::path& dir, const std::string& kind) {
-  TrainConfig c;
-  c.train_path = (dir / "train.tsv").string();
-  c.dev_path = (dir / "dev.tsv").string();
-  c.out_dir = (dir / "model").string();
-  c.model.kind = kind;
-  c.model.embed_dim = 32;
-  c.model.hidden_dim = 32;
-  c.model.layers = 1;
-  c.model.heads = 2;
-  c.model.ff_dim = 64;
-  c.model.dropout = 0.1;
-  c.model.max_len = 32;
-  c.epochs = 2;
-  c.max_tokens = 256;
-  c.warmup = 10;
-  c.lr = 3e-3;
-  c.progress = false;
-  return c;
-}
 
 std::vector<double> history_column(const fs::path& dir, int column) {
   std::ifstream in(dir / "history.tsv");
