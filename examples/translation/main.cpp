@@ -251,6 +251,10 @@ int main(int argc, char** argv) {
   train_cmd->add_option("--max-vocab", tc.max_vocab, "Vocabulary cap per side (0: none)")
       ->capture_default_str();
   train_cmd->add_flag(
+      "--pack", tc.pack,
+      "Packed batches: sentences back to back (at most --max-tokens), each attending only to "
+      "itself, no padding (Transformer)");
+  train_cmd->add_flag(
       "--words", tc.words,
       "Word-level vocabularies even where prepare trained SentencePiece models");
   train_cmd->add_option("--seed", tc.seed, "Seed (same seed and thread count: same model)")

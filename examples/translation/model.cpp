@@ -243,6 +243,26 @@ struct FeedForwardImpl : torch::nn::Module {
 };
 TORCH_MODULE(FeedForward);
 
+// Packed sequences: x_q [T, d] and x_kv [S, d] hold sentences back to back, the sentence s at
+// rows [cu_q[s], cu_q[s + 1]) and [cu_k[s], cu_k[s + 1]); each attends only to its own rows
+// (causally, for the decoder's self-attention) through torchattn's varlen attention, with
+// m's projections -> [T, d].
+Tensor varlen_attention(
+    tnn::MultiheadAttention& m, const Tensor& x_q, const Tensor& x_kv, const Tensor& cu_q,
+    const Tensor& cu_k, bool causal) {
+  const int64_t d = x_q.size(1), H = m->options.num_heads();
+  const auto w = m->in_proj_weight.chunk(3, 0);
+  const auto b = m->in_proj_bias.chunk(3, 0);
+  const Tensor q = torch::linear(x_q, w[0], b[0]).view({x_q.size(0), H, d / H});
+  const Tensor k = torch::linear(x_kv, w[1], b[1]).view({x_kv.size(0), H, d / H});
+  const Tensor v = torch::linear(x_kv, w[2], b[2]).view({x_kv.size(0), H, d / H});
+  auto options = tnn::functional::FlexAttentionFuncOptions();
+  if (causal)
+    options.causal("top_left");
+  const Tensor out = tnn::functional::flex_attention_varlen(q, k, v, cu_q, cu_k, options).output;
+  return m->out_proj(out.reshape({x_q.size(0), d}));
+}
+
 tnn::MultiheadAttention make_mha(const ModelOptions& o) {
   // No dropout on the attention weights (as fairseq's default), so that training runs
   // torchattn's fused kernel; dropout stays on the residual branches and feed-forward.
@@ -270,6 +290,12 @@ struct EncoderLayerImpl : torch::nn::Module {
     if (weights)
       weights->push_back(w);
     x = x + dropout(a);
+    return x + dropout(ff(norm2(x)));
+  }
+  // Packed: x [S, d], the sentences at cu [N + 1] -> [S, d]
+  Tensor forward_packed(Tensor x, const Tensor& cu) {
+    const Tensor h = norm1(x);
+    x = x + dropout(varlen_attention(self_attn, h, h, cu, cu, /*causal=*/false));
     return x + dropout(ff(norm2(x)));
   }
   tnn::MultiheadAttention self_attn = nullptr;
@@ -310,6 +336,15 @@ struct DecoderLayerImpl : torch::nn::Module {
       maps->cross.push_back(cw);
     }
     x = x + dropout(c);
+    return x + dropout(ff(norms[2](x)));
+  }
+  // Packed: x [T, d] at cu_tgt, memory [S, d] at cu_src -> [T, d]
+  Tensor forward_packed(
+      Tensor x, const Tensor& memory, const Tensor& cu_tgt, const Tensor& cu_src) {
+    Tensor h = norms[0](x);
+    x = x + dropout(varlen_attention(self_attn, h, h, cu_tgt, cu_tgt, /*causal=*/true));
+    h = norms[1](x);
+    x = x + dropout(varlen_attention(cross_attn, h, memory, cu_tgt, cu_src, /*causal=*/false));
     return x + dropout(ff(norms[2](x)));
   }
   // One token: x [B, 1, d] -> [B, 1, d]; cross-attention weights [B, 1, S] when asked.
@@ -418,6 +453,26 @@ class TransformerSeq2SeqImpl : public Seq2SeqImpl {
 
   torch::nn::Linear output_layer() const override { return out; }
 
+  // tokens [N] at positions [N] -> [N, d]
+  Tensor embed_packed(torch::nn::Embedding emb, const Tensor& tokens, const Tensor& pos) {
+    const double scale = std::sqrt(static_cast<double>(options.hidden_dim));
+    return emb(tokens) * scale + positions.index_select(0, pos);
+  }
+
+  Tensor features_packed(const PackedBatch& b) override {
+    TORCH_CHECK(
+        b.src_pos.numel() == 0 || b.src_pos.max().item<int64_t>() < options.max_len,
+        "translate: a packed sentence is longer than the model's max_len ", options.max_len);
+    Tensor x = dropout(embed_packed(src_emb, b.src, b.src_pos));
+    for (auto& layer : encoder)
+      x = layer->forward_packed(x, b.cu_src);
+    const Tensor memory = enc_norm(x);
+    Tensor y = dropout(embed_packed(tgt_emb, b.tgt_in, b.tgt_pos));
+    for (auto& layer : decoder)
+      y = layer->forward_packed(y, memory, b.cu_tgt, b.cu_src);
+    return dec_norm(y);
+  }
+
   AttentionMaps attention_maps(const Tensor& src, const Tensor& tgt_in) override {
     const Tensor src_pad = torch::zeros_like(src, torch::kBool);
     AttentionMaps m;
@@ -471,6 +526,11 @@ class TransformerSeq2SeqImpl : public Seq2SeqImpl {
 };
 
 } // namespace
+
+Tensor Seq2SeqImpl::features_packed(const PackedBatch& /*batch*/) {
+  throw std::invalid_argument(
+      "packed batches need the Transformer; the " + options.kind + " model pads its batches");
+}
 
 std::map<std::string, std::string> ModelOptions::to_map() const {
   auto num = [](double x) {

@@ -4,6 +4,8 @@
 // a GRU encoder-decoder with one of five attention scores, and a pre-norm Transformer built
 // on torchattn::nn::MultiheadAttention.
 
+#include "packed.h"
+
 #include <torch/nn/module.h>
 #include <torch/nn/modules/linear.h>
 #include <torch/types.h>
@@ -68,6 +70,9 @@ class Seq2SeqImpl : public torch::nn::Module {
   // src [B, S], src_pad [B, S] -> the state before the first target token
   virtual std::unique_ptr<DecoderState> encode(
       const torch::Tensor& src, const torch::Tensor& src_pad) = 0;
+  // A packed batch (packed.h) -> the input of the output layer [T, H], every sentence
+  // attending only to itself; the Transformer only (others throw std::invalid_argument)
+  virtual torch::Tensor features_packed(const PackedBatch& batch);
   // src [1, S], tgt_in [1, T] (<s> and the output tokens) -> the maps of one teacher-forced
   // pass, without dropout
   virtual AttentionMaps attention_maps(const torch::Tensor& src, const torch::Tensor& tgt_in) = 0;

@@ -167,6 +167,17 @@ double evaluate_loss(
 
 } // namespace
 
+Tensor training_loss(Seq2SeqImpl& model, const PackedBatch& b, double label_smoothing) {
+  const Tensor h = model.features_packed(b); // [T, d]: real tokens only
+  const auto out = model.output_layer();
+  if (!speedups().loss) {
+    return torch::nn::functional::cross_entropy(
+        torch::linear(h, out->weight, out->bias), b.tgt_out,
+        torch::nn::functional::CrossEntropyFuncOptions().label_smoothing(label_smoothing));
+  }
+  return linear_cross_entropy(h, out->weight, out->bias, b.tgt_out, label_smoothing, Vocab::kPad);
+}
+
 Tensor training_loss(Seq2SeqImpl& model, const Batch& b, double label_smoothing) {
   const Tensor h = model.features(b.src, b.src_pad, b.tgt_in);
   const auto out = model.output_layer();
@@ -264,6 +275,11 @@ TrainSummary run(const TrainConfig& c, bool resuming) {
     }
   }
 
+  if (c.pack && mo.kind != "transformer") {
+    throw std::runtime_error(
+        "--pack needs the Transformer (--model transformer); the " + mo.kind +
+        " model pads its batches");
+  }
   torch::manual_seed(c.seed);
   auto model = make_model(mo);
   // Speed-up (speedups/fused_adam.h): Adam's step in one pass per parameter, the same state.
@@ -330,6 +346,15 @@ TrainSummary run(const TrainConfig& c, bool resuming) {
           stderr, "train: data-parallel over {} ranks, each with its share of every batch\n",
           ranks.size());
     }
+    std::mt19937_64 rng(c.seed);
+    const auto [src_pad, tgt_pad] =
+        padding_fraction(pairs, bucket_batches(pairs, c.max_tokens, rng));
+    fmt::print(
+        stderr,
+        "train: {}; length-bucketed batches would pad {:.1f}% of encoder and {:.1f}% of "
+        "decoder positions\n",
+        c.pack ? "packed batches, no padding" : "length-bucketed batches", 100 * src_pad,
+        100 * tgt_pad);
   } else if (ranks.leader()) {
     fmt::print(
         stderr, "train: resuming '{}' after epoch {} ({} of training so far)\n", dir.string(),
@@ -347,7 +372,8 @@ TrainSummary run(const TrainConfig& c, bool resuming) {
   for (int64_t epoch = state.epoch + 1; epoch <= c.epochs; ++epoch) {
     torch::manual_seed(c.seed * 1000003 + static_cast<uint64_t>(epoch));
     std::mt19937_64 rng(c.seed * 7919 + static_cast<uint64_t>(epoch));
-    const auto batches = bucket_batches(pairs, c.max_tokens, rng);
+    const auto batches = c.pack ? packed_batches(pairs, c.max_tokens, rng)
+                                : bucket_batches(pairs, c.max_tokens, rng);
     model->train();
     double loss_sum = 0;
     int64_t tokens = 0, batch_tokens_sum = 0;
@@ -388,22 +414,30 @@ TrainSummary run(const TrainConfig& c, bool resuming) {
       for (size_t k : batches[i])
         batch_tokens += static_cast<int64_t>(pairs[k].tgt.size()) + 1;
       if (!mine.empty()) {
-        const Batch b = make_batch(pairs, mine);
         Tensor loss;
+        int64_t share_tokens = 0;
         {
           // Mixed precision: the forward and the loss under autocast; backward and Adam
           // outside it, on the float32 parameters.
           torchattn::AutocastCpu autocast(torch::kBFloat16, c.precision == "bf16");
-          loss = training_loss(*model, b, c.label_smoothing);
+          if (c.pack) {
+            const PackedBatch b = make_packed_batch(pairs, mine);
+            share_tokens = b.target_tokens;
+            loss = training_loss(*model, b, c.label_smoothing);
+          } else {
+            const Batch b = make_batch(pairs, mine);
+            share_tokens = b.target_tokens;
+            loss = training_loss(*model, b, c.label_smoothing);
+          }
         }
         // The loss is the mean over this share's target tokens; weighted by the share's
         // fraction of the batch's tokens, times the ranks (whose gradients are averaged), the
         // ranks' gradients average to those of the batch's mean loss in one process.
         const double weight =
-            static_cast<double>(b.target_tokens) / static_cast<double>(batch_tokens) * ranks.size();
+            static_cast<double>(share_tokens) / static_cast<double>(batch_tokens) * ranks.size();
         (ranks.distributed() ? loss * weight : loss).backward();
-        loss_sum += loss.item<double>() * static_cast<double>(b.target_tokens);
-        tokens += b.target_tokens;
+        loss_sum += loss.item<double>() * static_cast<double>(share_tokens);
+        tokens += share_tokens;
       }
       ranks.reduce_gradients();
       torch::nn::utils::clip_grad_norm_(model->parameters(), c.clip);
@@ -557,7 +591,8 @@ std::map<std::string, std::string> TrainConfig::to_map() const {
       {"max_vocab", std::to_string(max_vocab)},
       {"seed", std::to_string(seed)},
       {"precision", precision},
-      {"max_steps", std::to_string(max_steps)}};
+      {"max_steps", std::to_string(max_steps)},
+      {"pack", pack ? "1" : "0"}};
 }
 
 TrainConfig TrainConfig::from_map(const std::map<std::string, std::string>& m) {
@@ -580,6 +615,8 @@ TrainConfig TrainConfig::from_map(const std::map<std::string, std::string>& m) {
   c.precision = m.count("precision") ? m.at("precision") : "fp32";
   if (c.precision != "fp32" && c.precision != "bf16")
     throw std::runtime_error("bad precision '" + c.precision + "', expected fp32 or bf16");
+  // Runs saved before --pack existed padded their batches.
+  c.pack = m.count("pack") != 0 && m.at("pack") == "1";
   return c;
 }
 

@@ -41,6 +41,9 @@ struct TrainConfig {
   /// Word-level vocabularies even where `prepare` trained SentencePiece models beside
   /// train_path (not saved: a resumed run reads options.txt's tokenizer).
   bool words = false;
+  /// Packed batches (packed.h): sentences back to back, at most max_tokens a batch, no
+  /// padding; the Transformer only.
+  bool pack = false;
   uint64_t seed = 1;
   /// "fp32", or "bf16": each step's forward and loss run under CPU autocast in bfloat16
   /// (Linear and attention in bfloat16), while parameters, gradients and Adam stay float32.
@@ -64,6 +67,8 @@ struct TrainSummary {
 /// The training loss of a batch: label-smoothed cross-entropy of the output layer over the
 /// real (not padding) target tokens, by the fused linear_cross_entropy.
 torch::Tensor training_loss(Seq2SeqImpl& model, const Batch& batch, double label_smoothing);
+/// The same for a packed batch (the Transformer's features_packed).
+torch::Tensor training_loss(Seq2SeqImpl& model, const PackedBatch& batch, double label_smoothing);
 
 /// Trains into config.out_dir, which must not hold a run yet.
 TrainSummary train(const TrainConfig& config);
