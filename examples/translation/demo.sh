@@ -26,7 +26,13 @@ printf '%s\n' "Open the file" "Save the document" "Print the selected pages" "Sh
   "$bin" translate --model "$out/model" --beam 4 |
   paste <(printf '%s\n' "Open the file" "Save the document" "Print the selected pages" "Show hidden files") -
 
-say "plot: attention heatmaps"
+say "align: word alignments from the cross-attention (Pharaoh i-j: source word i, output word j)"
+printf '%s\n' "Open the selected file" "Delete this folder" |
+  "$bin" translate --model "$out/model" --align "$out/align.txt" > "$out/aligned.txt"
+paste <(printf '%s\n' "Open the selected file" "Delete this folder") "$out/aligned.txt" \
+  "$out/align.txt"
+
+say "plot: every layer and head of the attention, and the encoder's rollout"
 "$bin" plot --model "$out/model" --out "$out/heatmap-open-file" "Open the selected file"
 "$bin" plot --model "$out/model" --out "$out/heatmap-delete-folder" "Delete this folder"
 printf '\nThe model is in %s; translate with:\n  %s translate --model %s "Close the window"\n' \

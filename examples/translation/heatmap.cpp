@@ -152,12 +152,14 @@ struct Box {
   int title = 0, left = 0, top = 0, width = 0, height = 0;
 };
 
-Box box_of(const HeatmapPanel& p, int title_h, int row_label, int col_label) {
+Box box_of(const HeatmapPanel& p, int title_h, int title_w, int row_label, int col_label) {
   Box b;
   b.title = p.title.empty() ? 0 : title_h + kPad;
   b.left = row_label + 2 * kPad;
   b.top = b.title + col_label + 2 * kPad;
   b.width = b.left + kCell * static_cast<int>(p.columns.size()) + kPad;
+  if (!p.title.empty())
+    b.width = std::max(b.width, title_w + 3 * kPad); // the title stays clear of its neighbour
   b.height = b.top + kCell * static_cast<int>(p.rows.size()) + kPad;
   return b;
 }
@@ -323,7 +325,8 @@ void write_heatmap_grid_svg(
   std::vector<Box> boxes;
   for (const auto& p : panels) {
     boxes.push_back(box_of(
-        p, 16, static_cast<int>(longest(p.rows)) * 9, static_cast<int>(longest(p.columns)) * 9));
+        p, 16, static_cast<int>(utf8_decode(p.title).size()) * 9,
+        static_cast<int>(longest(p.rows)) * 9, static_cast<int>(longest(p.columns)) * 9));
   }
   int width = 0, height = 0;
   const auto origins = layout(boxes, per_row, width, height);
@@ -359,7 +362,8 @@ void write_heatmap_grid_png(
       for (const auto& c : p.columns)
         col_label = std::max(col_label, font.width(c));
     }
-    boxes.push_back(box_of(p, labels ? font.height() : 0, row_label, col_label));
+    boxes.push_back(box_of(
+        p, labels ? font.height() : 0, labels ? font.width(p.title) : 0, row_label, col_label));
   }
   int width = 0, height = 0;
   const auto origins = layout(boxes, per_row, width, height);

@@ -187,13 +187,13 @@ int main(int argc, char** argv) {
       ->capture_default_str()
       ->check(CLI::Range(0.0, 0.5));
   prepare->add_option("--seed", p_seed, "Split seed")->capture_default_str();
-  std::string p_subwords = "unigram";
+  std::string p_subwords = "none";
   int64_t p_vocab_size = 8000;
   prepare
       ->add_option(
           "--subwords", p_subwords,
-          "SentencePiece model trained on the training split for each side: unigram or bpe; "
-          "none for word-level vocabularies")
+          "Subword vocabularies: a SentencePiece model (unigram or bpe) trained on the "
+          "training split for each side; none: word-level vocabularies")
       ->capture_default_str()
       ->check(CLI::IsMember({"unigram", "bpe", "none"}));
   prepare->add_option("--vocab-size", p_vocab_size, "SentencePiece pieces per side (at most)")

@@ -41,6 +41,21 @@ grep -Eq '^BLEU = [0-9.]+ ' eval.log || fail "evaluate printed no BLEU: $(cat ev
 "$bin" plot --model model --out heat "red cat sees blue dog" > plot.log
 [ -s heat.png ] && [ -s heat.svg ] || fail "plot wrote no heat.png/heat.svg"
 
+# Subwords, packed batches, the Transformer's plot grid and word alignments.
+"$bin" prepare --data toy.tsv --out data-bpe --subwords bpe --vocab-size 60 > bpe.log 2>&1 || fail "prepare --subwords bpe failed: $(cat bpe.log)"
+[ -s data-bpe/src.spm.model ] && [ -s data-bpe/tgt.spm.model ] || fail "prepare wrote no SentencePiece models"
+"$bin" train --data data-bpe --out m-bpe --pack --hidden-dim 32 --heads 2 --layers 2 --ff-dim 64 --max-tokens 256 --warmup 20 --epochs 2 --quiet > bpe-train.log 2>&1 || fail "train on subwords failed: $(cat bpe-train.log)"
+grep -q "tokenizer=sentencepiece" m-bpe/options.txt || fail "the model directory does not name its tokenizer"
+"$bin" translate --model m-bpe --align align.txt "red cat" "tom sees mary" > bpe.out || fail "translate --align failed"
+[ "$(wc -l < align.txt)" -eq 2 ] || fail "align.txt has not 2 lines: $(cat align.txt)"
+grep -Eqv '^([0-9]+-[0-9]+)( [0-9]+-[0-9]+)*$' align.txt && fail "align.txt is not in the Pharaoh format: $(cat align.txt)"
+grep -qF "$(printf '\342\226\201')" bpe.out && fail "translate printed subword pieces (U+2581): $(cat bpe.out)"
+"$bin" plot --model m-bpe --out grid "red cat sees tom" > grid.log || fail "plot failed: $(cat grid.log)"
+grep -q "13 panels" grid.log || fail "plot did not draw 3 kinds x 2 layers x 2 heads + rollout: $(cat grid.log)"
+[ "$(grep -o '<g class="panel"' grid.svg | wc -l)" -eq 13 ] || fail "grid.svg has not 13 panels"
+"$bin" plot --model m-bpe --out one --layer 2 --head 1 "red cat" > one.log || fail "plot --layer --head failed"
+grep -q "4 panels" one.log || fail "plot --layer 2 --head 1 did not draw 3 panels + rollout: $(cat one.log)"
+
 # A GRU model made in Python (bench/translation_models.py), imported and used for translation.
 python=${TORCHATTN_PYTHON:-python3}
 if command -v "$python" >/dev/null && "$python" -c "import torch" 2>/dev/null; then
@@ -90,6 +105,9 @@ expect_refusal "--alpha: nan is not a finite number in [0, 10]" "$bin" translate
 expect_refusal "--alpha: -50 is not a finite number in [0, 10]" "$bin" translate --model model --alpha -50 "red cat"
 expect_refusal "--show" "$bin" evaluate --model model --data data/test.tsv --show -5
 expect_refusal "unknown subcommand 'frobnicate'; expected one of prepare, train, translate" "$bin" frobnicate
+expect_refusal "--subwords: wordpiece not in {unigram,bpe,none}" "$bin" prepare --data toy.tsv --out bad-sp --subwords wordpiece
+expect_refusal "--layer 9 is not a layer of this model (1 to 2)" "$bin" plot --model m-bpe --out x --layer 9 "red cat"
+expect_refusal "--pack needs the Transformer" "$bin" train --data data --out m-pack "${small[@]}" --pack
 expect_refusal "translate: sentence 1 has no words" "$bin" translate --model model ""
 printf 'red cat\nblue \377 dog\n' > bad-utf8.txt
 stdin=bad-utf8.txt expect_refusal "translate: line 2 is not valid UTF-8: 'blue \xff dog'" "$bin" translate --model model
