@@ -127,7 +127,7 @@ TEST_CASE(
     CHECK(torch::allclose(params[i].grad(), grads[i], 1e-3, 1e-6));
 }
 
-TEST_CASE("--pack trains the Transformer and refuses the GRU", "[translation]") {
+TEST_CASE("packed training runs the Transformer and refuses the GRU", "[translation]") {
   translate::testing::TempDir dir("packed_train");
   translate::testing::write_toy_corpus(dir.path, 200, 9);
   TrainConfig c = translate::testing::toy_config(dir.path, "transformer");
