@@ -3,11 +3,9 @@
 #include "text.h"
 
 #include <dlfcn.h>
-#include <unistd.h>
 
 #include <cstdlib>
 #include <filesystem>
-#include <mutex>
 #include <stdexcept>
 
 namespace fs = std::filesystem;

@@ -231,7 +231,8 @@ Tokenizers load_tokenizers(const fs::path& dir, const std::string& kind, const s
 }
 
 /// The tokenizers training uses: the data directory's SentencePiece models where `prepare`
-/// trained them (both files present) and `--words` is not given; else words.
+/// trained them (one file without the other is an error naming it) and `--words` is not
+/// given; else words.
 Tokenizers training_tokenizers(const TrainConfig& c) {
   const fs::path data = fs::path(c.train_path).parent_path();
   const bool has_models = fs::exists(data / kSrcSpm) || fs::exists(data / kTgtSpm);
@@ -241,6 +242,12 @@ Tokenizers training_tokenizers(const TrainConfig& c) {
 }
 
 TrainSummary run(const TrainConfig& c, bool resuming) {
+  // Before anything is written (a resumed run passed this check when it started).
+  if (!resuming && c.pack && c.model.kind != "transformer") {
+    throw std::runtime_error(
+        "--pack needs the Transformer (--model transformer); the " + c.model.kind +
+        " model pads its batches");
+  }
   const fs::path dir(c.out_dir);
   Ranks ranks(c.group);
   const auto train_examples = read_examples(c.train_path);
@@ -275,11 +282,6 @@ TrainSummary run(const TrainConfig& c, bool resuming) {
     }
   }
 
-  if (c.pack && mo.kind != "transformer") {
-    throw std::runtime_error(
-        "--pack needs the Transformer (--model transformer); the " + mo.kind +
-        " model pads its batches");
-  }
   torch::manual_seed(c.seed);
   auto model = make_model(mo);
   // Speed-up (speedups/fused_adam.h): Adam's step in one pass per parameter, the same state.

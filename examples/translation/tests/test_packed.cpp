@@ -139,4 +139,5 @@ TEST_CASE("packed training runs the Transformer and refuses the GRU", "[translat
   g.out_dir = (dir.path / "gru").string();
   g.pack = true;
   CHECK_THROWS_WITH(train(g), ContainsSubstring("--pack needs the Transformer"));
+  CHECK_FALSE(std::filesystem::exists(g.out_dir)); // refused before anything was written
 }
