@@ -254,7 +254,41 @@ inline void pack_pairs(
     const at::BFloat16* src, int64_t rows, int64_t cols, int64_t rs, int64_t cs, uint32_t* dst,
     int64_t ld) {
   const at::BFloat16 zero(0.0f);
-  for (int64_t kp = 0; kp * 2 < rows; ++kp) {
+  int64_t kp = 0;
+  if (rs == 1) {
+    // Rows adjacent in memory (keys: the head dim): pair kp of column c is the 32-bit word at
+    // src + c * cs + 2kp, as stored.
+    for (; kp * 2 + 1 < rows; ++kp) {
+      uint32_t* d = dst + kp * ld;
+      for (int64_t c = 0; c < cols; ++c) {
+        std::memcpy(d + c, src + c * cs + 2 * kp, sizeof(uint32_t));
+      }
+      std::fill(d + cols, d + ld, 0u);
+    }
+  }
+#if TORCHATTN_BF16_DOT
+  if (cs == 1) {
+    // Columns adjacent (values: the value dim): two rows widened and interleaved, 16 columns
+    // at a time.
+    for (; kp * 2 + 1 < rows; ++kp) {
+      const auto* lo = reinterpret_cast<const uint16_t*>(src + 2 * kp * rs);
+      const auto* hi = reinterpret_cast<const uint16_t*>(src + (2 * kp + 1) * rs);
+      uint32_t* d = dst + kp * ld;
+      int64_t c = 0;
+      for (; c + 16 <= cols; c += 16) {
+        const __m512i l = _mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i*)(lo + c)));
+        const __m512i h = _mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i*)(hi + c)));
+        _mm512_storeu_si512(d + c, _mm512_or_si512(l, _mm512_slli_epi32(h, 16)));
+      }
+      for (; c < cols; ++c) {
+        d[c] = static_cast<uint32_t>(lo[c]) | (static_cast<uint32_t>(hi[c]) << 16);
+      }
+      std::fill(d + cols, d + ld, 0u);
+    }
+  }
+#endif
+  // Any other layout, and an odd last row (paired with zero).
+  for (; kp * 2 < rows; ++kp) {
     const at::BFloat16* lo = src + 2 * kp * rs;
     const at::BFloat16* hi = 2 * kp + 1 < rows ? lo + rs : nullptr;
     uint32_t* d = dst + kp * ld;
