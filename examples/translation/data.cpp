@@ -98,19 +98,24 @@ Split split_examples(
 std::pair<Vocab, Vocab> build_vocabs(
     const std::vector<Example>& examples, const Tokenizers& tok, int64_t min_freq,
     int64_t max_size) {
-  std::vector<std::vector<std::string>> src_tokens, tgt_tokens;
-  for (const auto& e : examples) {
-    src_tokens.push_back(tok.src.encode(e.source));
-    for (const auto& r : e.references)
-      tgt_tokens.push_back(tok.tgt.encode(r));
-  }
   // SentencePiece: every piece of the model has an id, so that a word never seen in training
-  // is cut into pieces the model knows (a piece may appear only inside unseen words).
-  auto vocab = [&](const Tokenizer& t, const std::vector<std::vector<std::string>>& tokens) {
-    return t.kind() == "sentencepiece" ? Vocab::build({t.pieces()}, 1, 0)
-                                       : Vocab::build(tokens, min_freq, max_size);
+  // is cut into pieces the model knows (a piece may appear only inside unseen words); the
+  // sentences are not cut for it. Words: the tokens of the sentences.
+  auto vocab = [&](const Tokenizer& t, bool source) {
+    if (t.kind() == "sentencepiece")
+      return Vocab::build({t.pieces()}, 1, 0);
+    std::vector<std::vector<std::string>> tokens;
+    for (const auto& e : examples) {
+      if (source) {
+        tokens.push_back(t.encode(e.source));
+      } else {
+        for (const auto& r : e.references)
+          tokens.push_back(t.encode(r));
+      }
+    }
+    return Vocab::build(tokens, min_freq, max_size);
   };
-  return {vocab(tok.src, src_tokens), vocab(tok.tgt, tgt_tokens)};
+  return {vocab(tok.src, /*source=*/true), vocab(tok.tgt, /*source=*/false)};
 }
 
 std::vector<EncodedPair> encode_pairs(

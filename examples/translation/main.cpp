@@ -38,7 +38,7 @@ std::string default_dir(const char* name) {
 void prepare_subwords(
     const std::vector<Example>& train, const fs::path& out, const std::string& subwords,
     int64_t vocab_size) {
-  const fs::path src_model = out / "src.spm.model", tgt_model = out / "tgt.spm.model";
+  const fs::path src_model = out / kSrcSentencePiece, tgt_model = out / kTgtSentencePiece;
   if (subwords == "none") {
     fs::remove(src_model);
     fs::remove(tgt_model);

@@ -12,6 +12,10 @@
 
 namespace translate {
 
+/// The SentencePiece models' file names, in a data directory (prepare) and a model directory.
+inline constexpr const char* kSrcSentencePiece = "src.spm.model";
+inline constexpr const char* kTgtSentencePiece = "tgt.spm.model";
+
 class Tokenizer {
  public:
   /// Word-level: tokenize() and detokenize().

@@ -212,9 +212,6 @@ struct SignalGuard {
   }
 };
 
-constexpr const char* kSrcSpm = "src.spm.model";
-constexpr const char* kTgtSpm = "tgt.spm.model";
-
 /// The tokenizers `kind` names ("words" or "sentencepiece"), the SentencePiece models read
 /// from `dir`; `what` names the directory in errors.
 Tokenizers load_tokenizers(const fs::path& dir, const std::string& kind, const std::string& what) {
@@ -222,8 +219,8 @@ Tokenizers load_tokenizers(const fs::path& dir, const std::string& kind, const s
   if (kind != "sentencepiece")
     return t;
   try {
-    t.src = Tokenizer::load_sentencepiece((dir / kSrcSpm).string());
-    t.tgt = Tokenizer::load_sentencepiece((dir / kTgtSpm).string());
+    t.src = Tokenizer::load_sentencepiece((dir / kSrcSentencePiece).string());
+    t.tgt = Tokenizer::load_sentencepiece((dir / kTgtSentencePiece).string());
   } catch (const std::runtime_error& e) {
     throw std::runtime_error(what + ": " + e.what());
   }
@@ -235,7 +232,8 @@ Tokenizers load_tokenizers(const fs::path& dir, const std::string& kind, const s
 /// given; else words.
 Tokenizers training_tokenizers(const TrainConfig& c) {
   const fs::path data = fs::path(c.train_path).parent_path();
-  const bool has_models = fs::exists(data / kSrcSpm) || fs::exists(data / kTgtSpm);
+  const bool has_models =
+      fs::exists(data / kSrcSentencePiece) || fs::exists(data / kTgtSentencePiece);
   if (c.words || !has_models)
     return {};
   return load_tokenizers(data, "sentencepiece", "data directory '" + data.string() + "'");
@@ -271,7 +269,7 @@ TrainSummary run(const TrainConfig& c, bool resuming) {
       fs::create_directories(dir);
       if (mo.tokenizer == "sentencepiece") {
         const fs::path data = fs::path(c.train_path).parent_path();
-        for (const char* f : {kSrcSpm, kTgtSpm})
+        for (const char* f : {kSrcSentencePiece, kTgtSentencePiece})
           fs::copy_file(data / f, dir / f, fs::copy_options::overwrite_existing);
       }
       src_vocab.save((dir / "src.vocab").string());
