@@ -30,7 +30,10 @@ bool ops_registered() {
          flex_attention_meta_registered() && flex_attention_autocast_registered() &&
          decode_attention_registered() && decode_attention_cpu_registered() &&
          decode_attention_autograd_registered() && decode_attention_meta_registered() &&
-         decode_attention_autocast_registered() && capability_registered();
+         decode_attention_autocast_registered() && graph_attention_registered() &&
+         graph_attention_cpu_registered() && graph_attention_autograd_registered() &&
+         graph_attention_meta_registered() && graph_attention_autocast_registered() &&
+         capability_registered();
 }
 
 } // namespace torchattn::ops

@@ -26,6 +26,11 @@ bool decode_attention_cpu_registered();
 bool decode_attention_autograd_registered();
 bool decode_attention_meta_registered();
 bool decode_attention_autocast_registered();
+bool graph_attention_registered();
+bool graph_attention_cpu_registered();
+bool graph_attention_autograd_registered();
+bool graph_attention_meta_registered();
+bool graph_attention_autocast_registered();
 bool capability_registered();
 
 } // namespace torchattn::ops::detail

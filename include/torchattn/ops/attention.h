@@ -6,6 +6,7 @@
 #include <torchattn/ops/capability.h>
 #include <torchattn/ops/decode_attention.h>
 #include <torchattn/ops/flex_attention.h>
+#include <torchattn/ops/graph_attention.h>
 #include <torchattn/ops/scaled_dot_product_attention.h>
 
 namespace torchattn::ops {

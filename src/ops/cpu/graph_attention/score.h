@@ -1,0 +1,127 @@
+#pragma once
+
+// graph_attention's score functions for its forward and backward (forward.cpp, backward.cpp),
+// included after ops/cpu/vectorized.h. Each gets the query row of the destination and the key
+// row of the source at one head, and computes in acc_t (float32 for bfloat16 and float16).
+
+namespace torchattn::ops::cpu {
+namespace CPU_CAPABILITY {
+namespace graph {
+
+/// The type each score and sum is computed in: float64 for float64, float32 otherwise.
+template <typename scalar_t>
+using acc_type = std::conditional_t<std::is_same_v<scalar_t, double>, double, float>;
+
+/// Σ_d a_d b_d in acc_t: vectorised where scalar_t computes in its own type.
+template <typename scalar_t>
+acc_type<scalar_t> dot(const scalar_t* a, const scalar_t* b, int64_t n) {
+  using acc_t = acc_type<scalar_t>;
+  int64_t d = 0;
+  acc_t sum = 0;
+  if constexpr (std::is_same_v<scalar_t, acc_t>) {
+    using Vec = at::vec::Vectorized<scalar_t>;
+    if (n >= Vec::size()) {
+      Vec acc(scalar_t(0));
+      for (; d + Vec::size() <= n; d += Vec::size()) {
+        acc = at::vec::fmadd(Vec::loadu(a + d), Vec::loadu(b + d), acc);
+      }
+      scalar_t lanes[Vec::size()];
+      acc.store(lanes);
+      for (const scalar_t lane : lanes) {
+        sum += lane;
+      }
+    }
+  }
+  for (; d < n; ++d) {
+    sum += acc_t(a[d]) * acc_t(b[d]);
+  }
+  return sum;
+}
+
+/// y_d += c x_d
+template <typename scalar_t, typename acc_t>
+void axpy(acc_t c, const scalar_t* x, acc_t* y, int64_t n) {
+  for (int64_t d = 0; d < n; ++d) {
+    y[d] += c * acc_t(x[d]);
+  }
+}
+
+/// "dot": s = scale q·k.
+template <typename scalar_t>
+struct DotScore {
+  using acc_t = acc_type<scalar_t>;
+  static constexpr bool kHasWeight = false;
+  acc_t scale;
+  int64_t D;
+
+  acc_t operator()(const scalar_t* q, const scalar_t* k, int64_t /*h*/) const {
+    return scale * dot(q, k, D);
+  }
+  // gq += ds ∂s/∂q
+  void grad_query(acc_t ds, const scalar_t* /*q*/, const scalar_t* k, int64_t, acc_t* gq) const {
+    axpy(ds * scale, k, gq, D);
+  }
+  // gk += ds ∂s/∂k
+  void grad_key(acc_t ds, const scalar_t* q, const scalar_t* /*k*/, int64_t, acc_t* gk) const {
+    axpy(ds * scale, q, gk, D);
+  }
+  void grad_weight(acc_t, const scalar_t*, const scalar_t*, int64_t, double*) const {}
+};
+
+/// "additive": s = scale Σ_d w[h, d] leaky_relu(q_d + k_d). leaky_relu' is the slope at 0, as
+/// in ATen's leaky_relu_backward.
+template <typename scalar_t>
+struct AdditiveScore {
+  using acc_t = acc_type<scalar_t>;
+  static constexpr bool kHasWeight = true;
+  acc_t scale;
+  acc_t slope;
+  const scalar_t* weight; // [H, D]
+  int64_t D;
+
+  acc_t operator()(const scalar_t* q, const scalar_t* k, int64_t h) const {
+    const scalar_t* w = weight + h * D;
+    acc_t s = 0;
+    for (int64_t d = 0; d < D; ++d) {
+      const acc_t u = acc_t(q[d]) + acc_t(k[d]);
+      s += acc_t(w[d]) * (u > 0 ? u : slope * u);
+    }
+    return scale * s;
+  }
+  // ∂s/∂q_d = ∂s/∂k_d = scale w_d leaky_relu'(q_d + k_d)
+  void grad_query(acc_t ds, const scalar_t* q, const scalar_t* k, int64_t h, acc_t* g) const {
+    const scalar_t* w = weight + h * D;
+    const acc_t c = ds * scale;
+    for (int64_t d = 0; d < D; ++d) {
+      const acc_t u = acc_t(q[d]) + acc_t(k[d]);
+      g[d] += c * acc_t(w[d]) * (u > 0 ? acc_t(1) : slope);
+    }
+  }
+  void grad_key(acc_t ds, const scalar_t* q, const scalar_t* k, int64_t h, acc_t* g) const {
+    grad_query(ds, q, k, h, g);
+  }
+  // ∂s/∂w_d = scale leaky_relu(q_d + k_d), summed in float64: the sum runs over every edge.
+  void grad_weight(acc_t ds, const scalar_t* q, const scalar_t* k, int64_t, double* g) const {
+    const acc_t c = ds * scale;
+    for (int64_t d = 0; d < D; ++d) {
+      const acc_t u = acc_t(q[d]) + acc_t(k[d]);
+      g[d] += c * (u > 0 ? u : slope * u);
+    }
+  }
+};
+
+/// Calls f(score) with the score functor of `args` for scalar_t.
+template <typename scalar_t, typename F>
+void with_score(const GraphScoreArgs& args, int64_t D, F&& f) {
+  using acc_t = acc_type<scalar_t>;
+  if (args.additive) {
+    f(AdditiveScore<scalar_t>{
+        acc_t(args.scale), acc_t(args.negative_slope), args.score_weight.data_ptr<scalar_t>(), D});
+  } else {
+    f(DotScore<scalar_t>{acc_t(args.scale), D});
+  }
+}
+
+} // namespace graph
+} // namespace CPU_CAPABILITY
+} // namespace torchattn::ops::cpu
