@@ -25,7 +25,10 @@ void GATConvImpl::reset() {
       "lin", torch::nn::Linear(torch::nn::LinearOptions(options.in_channels(), H * C).bias(false)));
   att_src = register_parameter("att_src", torch::empty({1, H, C}));
   att_dst = register_parameter("att_dst", torch::empty({1, H, C}));
-  bias = register_parameter("bias", torch::empty({options.concat() ? H * C : C}), options.bias());
+  bias = torch::Tensor();
+  if (options.bias()) {
+    bias = register_parameter("bias", torch::empty({options.concat() ? H * C : C}));
+  }
   reset_parameters();
 }
 

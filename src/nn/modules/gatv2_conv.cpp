@@ -32,7 +32,10 @@ void GATv2ConvImpl::reset() {
   lin_r =
       options.share_weights() ? lin_l : register_module("lin_r", torch::nn::Linear(lin_options));
   att = register_parameter("att", torch::empty({1, H, C}));
-  bias = register_parameter("bias", torch::empty({options.concat() ? H * C : C}), options.bias());
+  bias = torch::Tensor();
+  if (options.bias()) {
+    bias = register_parameter("bias", torch::empty({options.concat() ? H * C : C}));
+  }
   reset_parameters();
 }
 
