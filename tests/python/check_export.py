@@ -14,8 +14,9 @@ import torch
 
 class Model(torch.nn.Module):
     """A projection, our fused attention (causal, with a padding mask), the fused forward op's
-    statistics, the fused additive scores and flex_attention (GQA, window, soft-cap, learnable
-    ALiBi slopes)."""
+    statistics, the fused additive scores, flex_attention (GQA, window, soft-cap, learnable
+    ALiBi slopes) and graph_attention over a ring of the tokens (each attends itself and its
+    two predecessors)."""
 
     def __init__(self, embed=32, heads=4):
         super().__init__()
@@ -23,6 +24,13 @@ class Model(torch.nn.Module):
         self.qkv = torch.nn.Linear(embed, 3 * embed)
         self.score_weight = torch.nn.Parameter(torch.randn(embed // heads))
         self.slopes = torch.nn.Parameter(torch.rand(heads))
+        self.att = torch.nn.Parameter(torch.randn(heads, embed // heads))
+
+    @staticmethod
+    def ring(n):
+        """The CSR (by destination) of node i <- i, i - 1, i - 2 (mod n)."""
+        col = (torch.arange(n)[:, None] - torch.arange(3)[None, :]) % n
+        return torch.arange(0, 3 * n + 1, 3), col.reshape(-1)
 
     def forward(self, x, keep):
         b, l, e = x.shape
@@ -34,7 +42,13 @@ class Model(torch.nn.Module):
         flex, lse = torch.ops.torchattn.flex_attention(
             q, k[:, :2], v[:, :2], causal="top_left", window_left=8, softcap=5.0,
             alibi_slopes=self.slopes, enable_gqa=True)
-        return out.sum(-1) + scores.mean(-1) + (row_max + row_log_sum) + flex.sum(-1) + lse
+        nodes = lambda t: t.permute(0, 2, 1, 3).reshape(b * l, self.heads, e // self.heads)
+        row_ptr, col = self.ring(b * l)
+        graph, _, _ = torch.ops.torchattn.graph_attention(
+            nodes(q), nodes(k), nodes(v), row_ptr, col, score="additive", score_weight=self.att)
+        graph = graph.sum(-1).view(b, l, self.heads).permute(0, 2, 1)
+        return (out.sum(-1) + scores.mean(-1) + (row_max + row_log_sum) + flex.sum(-1) + lse
+                + graph)
 
 
 def check(name, got, want, tol):
