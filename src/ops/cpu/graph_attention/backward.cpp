@@ -77,7 +77,7 @@ struct Backward {
   }
 
   acc_t scale_of(int64_t e, int64_t h) const {
-    return edge_scale != nullptr ? acc_t(edge_scale[e * H + h]) : acc_t(1);
+    return edge_scale != nullptr ? graph::widen(edge_scale[e * H + h]) : acc_t(1);
   }
 
   // The row's softmax p [deg, H] and dP [deg, H], its statistics, and Δ = Σ_e p m dP.
@@ -128,7 +128,7 @@ struct Backward {
         const acc_t pe = p[e * H + h], dpe = dp[e * H + h];
         const acc_t ds = pe * (scale_of(begin + e, h) * dpe - delta[i * H + h]);
         if (g_edge_scale != nullptr) {
-          g_edge_scale[(begin + e) * H + h] = scalar_t(pe * dpe);
+          g_edge_scale[(begin + e) * H + h] = graph::narrow<scalar_t>(pe * dpe);
         }
         score.grad_query(ds, qi + h * D, kj + h * D, h, gqi + h * D);
         if constexpr (Score::kHasWeight) {
@@ -137,7 +137,7 @@ struct Backward {
       }
     }
     for (int64_t x = 0; x < H * D; ++x) {
-      gq[i * H * D + x] = scalar_t(gqi[x]);
+      gq[i * H * D + x] = graph::narrow<scalar_t>(gqi[x]);
     }
   }
 
@@ -180,10 +180,10 @@ struct Backward {
       }
     }
     for (int64_t x = 0; x < H * D; ++x) {
-      gk[j * H * D + x] = scalar_t(gkj[x]);
+      gk[j * H * D + x] = graph::narrow<scalar_t>(gkj[x]);
     }
     for (int64_t x = 0; x < H * C; ++x) {
-      gv[j * H * C + x] = scalar_t(gvj[x]);
+      gv[j * H * C + x] = graph::narrow<scalar_t>(gvj[x]);
     }
   }
 
@@ -206,7 +206,7 @@ struct Backward {
       for (int64_t b = 0; b < blocks; ++b) {
         sum += gw_part[b * H * D + x];
       }
-      gw[x] = scalar_t(sum);
+      gw[x] = graph::narrow<scalar_t>(sum);
     }
   }
 };

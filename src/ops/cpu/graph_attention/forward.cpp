@@ -68,7 +68,7 @@ struct ForwardRows {
       for (int64_t h = 0; h < H; ++h) {
         acc_t c = p[e * H + h];
         if (edge_scale != nullptr) {
-          c *= acc_t(edge_scale[(begin + e) * H + h]);
+          c *= graph::widen(edge_scale[(begin + e) * H + h]);
         }
         graph::axpy(c, vj + h * C, acc.data() + h * C, C);
       }
@@ -76,16 +76,16 @@ struct ForwardRows {
     for (int64_t h = 0; h < H; ++h) {
       const acc_t inv = deg > 0 ? acc_t(1) / l[h] : acc_t(0);
       for (int64_t c = 0; c < C; ++c) {
-        out[(i * H + h) * C + c] = scalar_t(acc[h * C + c] * inv);
+        out[(i * H + h) * C + c] = graph::narrow<scalar_t>(acc[h * C + c] * inv);
       }
       lse[i * H + h] = deg > 0 ? m[h] + std::log(l[h]) : m[h];
       if (weights != nullptr) {
         for (int64_t e = 0; e < deg; ++e) {
           acc_t w = p[e * H + h] * inv;
           if (edge_scale != nullptr) {
-            w *= acc_t(edge_scale[(begin + e) * H + h]);
+            w *= graph::widen(edge_scale[(begin + e) * H + h]);
           }
-          weights[(begin + e) * H + h] = scalar_t(w);
+          weights[(begin + e) * H + h] = graph::narrow<scalar_t>(w);
         }
       }
     }

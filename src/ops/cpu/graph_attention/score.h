@@ -12,6 +12,28 @@ namespace graph {
 template <typename scalar_t>
 using acc_type = std::conditional_t<std::is_same_v<scalar_t, double>, double, float>;
 
+/// x widened to acc_t. float16 goes through c10's bit-level conversion: c10::Half's own
+/// operator uses F16C intrinsics on LibTorch 2.x, declared before this file's target switch,
+/// which the default build cannot inline (as in flash_decoding/rows.h).
+template <typename scalar_t>
+inline acc_type<scalar_t> widen(scalar_t x) {
+  if constexpr (std::is_same_v<scalar_t, c10::Half>) {
+    return c10::detail::fp16_ieee_to_fp32_value(x.x);
+  } else {
+    return acc_type<scalar_t>(x);
+  }
+}
+
+/// x rounded to scalar_t (float16 by c10's bit-level conversion, as widen).
+template <typename scalar_t>
+inline scalar_t narrow(acc_type<scalar_t> x) {
+  if constexpr (std::is_same_v<scalar_t, c10::Half>) {
+    return c10::Half(c10::detail::fp16_ieee_from_fp32_value(x), c10::Half::from_bits());
+  } else {
+    return scalar_t(x);
+  }
+}
+
 /// Σ_d a_d b_d in acc_t: vectorised where scalar_t computes in its own type.
 template <typename scalar_t>
 acc_type<scalar_t> dot(const scalar_t* a, const scalar_t* b, int64_t n) {
@@ -33,7 +55,7 @@ acc_type<scalar_t> dot(const scalar_t* a, const scalar_t* b, int64_t n) {
     }
   }
   for (; d < n; ++d) {
-    sum += acc_t(a[d]) * acc_t(b[d]);
+    sum += widen(a[d]) * widen(b[d]);
   }
   return sum;
 }
@@ -42,7 +64,7 @@ acc_type<scalar_t> dot(const scalar_t* a, const scalar_t* b, int64_t n) {
 template <typename scalar_t, typename acc_t>
 void axpy(acc_t c, const scalar_t* x, acc_t* y, int64_t n) {
   for (int64_t d = 0; d < n; ++d) {
-    y[d] += c * acc_t(x[d]);
+    y[d] += c * widen(x[d]);
   }
 }
 
@@ -83,8 +105,8 @@ struct AdditiveScore {
     const scalar_t* w = weight + h * D;
     acc_t s = 0;
     for (int64_t d = 0; d < D; ++d) {
-      const acc_t u = acc_t(q[d]) + acc_t(k[d]);
-      s += acc_t(w[d]) * (u > 0 ? u : slope * u);
+      const acc_t u = widen(q[d]) + widen(k[d]);
+      s += widen(w[d]) * (u > 0 ? u : slope * u);
     }
     return scale * s;
   }
@@ -93,8 +115,8 @@ struct AdditiveScore {
     const scalar_t* w = weight + h * D;
     const acc_t c = ds * scale;
     for (int64_t d = 0; d < D; ++d) {
-      const acc_t u = acc_t(q[d]) + acc_t(k[d]);
-      g[d] += c * acc_t(w[d]) * (u > 0 ? acc_t(1) : slope);
+      const acc_t u = widen(q[d]) + widen(k[d]);
+      g[d] += c * widen(w[d]) * (u > 0 ? acc_t(1) : slope);
     }
   }
   void grad_key(acc_t ds, const scalar_t* q, const scalar_t* k, int64_t h, acc_t* g) const {
@@ -104,7 +126,7 @@ struct AdditiveScore {
   void grad_weight(acc_t ds, const scalar_t* q, const scalar_t* k, int64_t, double* g) const {
     const acc_t c = ds * scale;
     for (int64_t d = 0; d < D; ++d) {
-      const acc_t u = acc_t(q[d]) + acc_t(k[d]);
+      const acc_t u = widen(q[d]) + widen(k[d]);
       g[d] += c * (u > 0 ? u : slope * u);
     }
   }
