@@ -15,7 +15,7 @@ PYTHON = $(eval PYTHON := $(shell for p in python3 /usr/bin/python3; do $$p -c '
 endif
 PYTHON_ARG = $(if $(PYTHON),-DPython3_EXECUTABLE=$(PYTHON))
 
-.PHONY: all deps configure build test test-slow test-asan test-2.6 bench-2.6 demo demo-tatoeba bench bench-translation bench-translation-build bench-speedups clean
+.PHONY: all deps configure build test test-slow test-asan test-2.6 bench-2.6 demo demo-graph demo-tatoeba bench bench-translation bench-translation-build bench-speedups clean
 
 all: build
 
@@ -69,6 +69,13 @@ bench-2.6:
 # heatmaps (examples/translation/demo.sh; TORCHATTN_DEMO_SECONDS sets the training time).
 demo: build
 	@bash examples/translation/demo.sh $(BUILD_DIR)
+
+# The graph example: a GAT on Cora (../shared/data/cora, 10 seeds), or on a stochastic block
+# model it generates where that folder is absent (examples/graph).
+CORA ?= ../shared/data/cora
+demo-graph: build
+	@if [ -s $(CORA)/nodes.tsv ]; then $(BUILD_DIR)/examples/graph/torchattn-graph --data $(CORA) --seeds 10; \
+	else echo "($(CORA) not found: the generated graph instead)"; $(BUILD_DIR)/examples/graph/torchattn-graph --sbm --seeds 10; fi
 
 # torchattn-translate on the Tatoeba pairs in ../shared (development data, not in the repo).
 TATOEBA ?= ../shared/data/tatoeba-eng-fra/pairs.tsv

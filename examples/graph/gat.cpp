@@ -29,6 +29,7 @@ namespace {
 
 namespace F = torchattn::nn::functional;
 
+// [readme: gat]
 struct GATImpl : torch::nn::Module {
   GATImpl(int64_t in, int64_t classes, double dropout)
       : dropout(dropout),
@@ -52,6 +53,7 @@ struct GATImpl : torch::nn::Module {
   torchattn::nn::GATConv conv1, conv2;
 };
 TORCH_MODULE(GAT);
+// [readme: end]
 
 struct Options {
   std::string data;

@@ -149,3 +149,53 @@ GraphArgs check_graph_attention_backward_args(
 }
 
 } // namespace torchattn::detail
+
+namespace torchattn::detail {
+
+std::vector<int64_t> check_table_bias_args(
+    const char* fn, const torch::Tensor& table, const torch::Tensor& index, bool read_values) {
+  TORCH_CHECK(table.defined(), fn, ": table is undefined, expected [H, T]");
+  TORCH_CHECK(
+      table.dim() == 2 && table.size(1) > 0, fn, ": table has shape ", shape_str(table.sizes()),
+      ", expected [H, T] with T >= 1");
+  check_fused_dtype(fn, "table", table);
+  TORCH_CHECK(index.defined(), fn, ": index is undefined, expected int64 [B, Lq, Lk]");
+  TORCH_CHECK(
+      index.dim() == 2 || index.dim() == 3, fn, ": index has shape ", shape_str(index.sizes()),
+      ", expected [B, Lq, Lk] or [Lq, Lk]");
+  TORCH_CHECK(
+      index.scalar_type() == torch::kLong, fn, ": index has dtype ", index.scalar_type(),
+      ", expected Long (int64)");
+  TORCH_CHECK(
+      index.device() == table.device(), fn, ": index is on ", index.device(), ", expected ",
+      table.device(), " like table");
+  const int64_t B = index.dim() == 3 ? index.size(0) : 1;
+  if (read_values && index.numel() > 0) {
+    const auto [lo, hi] = torch::aminmax(index);
+    const int64_t min = lo.item<int64_t>(), max = hi.item<int64_t>();
+    TORCH_CHECK(
+        min >= 0 && max < table.size(1), fn, ": index has ", min < 0 ? min : max,
+        ", expected entries of table in [0, ", table.size(1), ") (clamp distances to the table)");
+  }
+  return {B, table.size(0), index.size(-2), index.size(-1)};
+}
+
+void check_table_bias_backward_args(
+    const char* fn, const torch::Tensor& grad_bias, const torch::Tensor& index,
+    int64_t num_entries) {
+  TORCH_CHECK(num_entries >= 1, fn, ": num_entries is ", num_entries, ", expected >= 1");
+  TORCH_CHECK(
+      grad_bias.defined() && grad_bias.dim() == 4, fn, ": grad_bias has shape ",
+      grad_bias.defined() ? shape_str(grad_bias.sizes()) : "undefined",
+      ", expected [B, H, Lq, Lk]");
+  check_fused_dtype(fn, "grad_bias", grad_bias);
+  const auto shape = check_table_bias_args(
+      fn, torch::empty({grad_bias.size(1), num_entries}, grad_bias.options().device(torch::kMeta)),
+      index.to(torch::kMeta), /*read_values=*/false);
+  TORCH_CHECK(
+      grad_bias.sizes() == torch::IntArrayRef(shape), fn, ": grad_bias has shape ",
+      shape_str(grad_bias.sizes()), ", expected ", shape_str(shape), " for index ",
+      shape_str(index.sizes()));
+}
+
+} // namespace torchattn::detail

@@ -8,6 +8,8 @@
 #include <c10/util/Optional.h>
 #include <c10/util/string_view.h>
 
+#include <vector>
+
 namespace torchattn::detail {
 
 /// graph_attention's score functions.
@@ -37,5 +39,20 @@ GraphArgs check_graph_attention_backward_args(
     const torch::Tensor& col_index, c10::string_view score,
     const c10::optional<torch::Tensor>& score_weight, double negative_slope, double scale,
     const c10::optional<torch::Tensor>& edge_scale, bool read_values);
+
+} // namespace torchattn::detail
+
+namespace torchattn::detail {
+
+/// Checks table_bias's arguments (table [H, T] in a fused dtype, index int64 [B, Lq, Lk] or
+/// [Lq, Lk] on table's device); `read_values`: every index in [0, T). Returns [B, H, Lq, Lk].
+std::vector<int64_t> check_table_bias_args(
+    const char* fn, const torch::Tensor& table, const torch::Tensor& index, bool read_values);
+
+/// Checks _table_bias_backward's arguments: grad_bias [B, H, Lq, Lk] for index, num_entries
+/// >= 1.
+void check_table_bias_backward_args(
+    const char* fn, const torch::Tensor& grad_bias, const torch::Tensor& index,
+    int64_t num_entries);
 
 } // namespace torchattn::detail

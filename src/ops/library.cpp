@@ -33,6 +33,8 @@ bool ops_registered() {
          decode_attention_autocast_registered() && graph_attention_registered() &&
          graph_attention_cpu_registered() && graph_attention_autograd_registered() &&
          graph_attention_meta_registered() && graph_attention_autocast_registered() &&
+         table_bias_registered() && table_bias_cpu_registered() &&
+         table_bias_autograd_registered() && table_bias_meta_registered() &&
          capability_registered();
 }
 

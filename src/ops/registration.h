@@ -31,6 +31,10 @@ bool graph_attention_cpu_registered();
 bool graph_attention_autograd_registered();
 bool graph_attention_meta_registered();
 bool graph_attention_autocast_registered();
+bool table_bias_registered();
+bool table_bias_cpu_registered();
+bool table_bias_autograd_registered();
+bool table_bias_meta_registered();
 bool capability_registered();
 
 } // namespace torchattn::ops::detail

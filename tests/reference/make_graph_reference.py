@@ -179,6 +179,10 @@ def run_case(name, spec, seed):
     tensors = {"x": x, "edge_index": edge_index, "output": out, "edges": edges, "weights": alpha,
                "grad_out": grad_out, "grads.x": grads[0]}
     tensors.update({"params." + k: t for k, t in params.items()})
+    if kind == "gatv2" and o["share_weights"]:
+        # PyG registers the shared Linear under both names: its state dict lists lin_r too.
+        tensors.update({"params." + k.replace("lin_l", "lin_r"): t
+                        for k, t in params.items() if k.startswith("lin_l.")})
     tensors.update({"grads." + k: g for k, g in zip(params, grads[1:])})
     attrs = {"kind": kind, "in_channels": fin, "out_channels": c, "heads": heads}
     attrs.update(o)

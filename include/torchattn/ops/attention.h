@@ -8,6 +8,7 @@
 #include <torchattn/ops/flex_attention.h>
 #include <torchattn/ops/graph_attention.h>
 #include <torchattn/ops/scaled_dot_product_attention.h>
+#include <torchattn/ops/table_bias.h>
 
 namespace torchattn::ops {
 
