@@ -209,6 +209,15 @@ def check_graph():
             col: torch.Tensor) -> torch.Tensor:
         return torch.ops.torchattn.graph_attention(q, k, v, row_ptr, col)[0]
 
+    # A learnable table looked up per pair (Graphormer), deterministic gradient.
+    table = torch.randn(4, 6, dtype=torch.float64, requires_grad=True)
+    index = torch.randint(0, 6, (2, 7, 9))
+    bias = torch.ops.torchattn.table_bias(table, index)
+    check("table_bias", bias, table[:, index].permute(1, 0, 2, 3), 0)
+    grad = torch.randn_like(bias)
+    want = torch.stack([torch.bincount(index.flatten(), grad[:, h].flatten(), 6) for h in range(4)])
+    check("table_bias grad", torch.autograd.grad(bias, table, grad)[0], want, 1e-12)
+
     q = torch.randn(n, h, d)
     check("graph_attention scripted", gat(q, q, q, row_ptr, src), op(q, q, q, row_ptr, src)[0], 0)
 
