@@ -10,6 +10,7 @@
 
 #include "support/capabilities.h"
 #include "support/gradcheck.h"
+#include "support/low_precision_rule.h"
 #include "support/tensor_matchers.h"
 
 #include <catch2/catch_test_macros.hpp>
@@ -74,14 +75,18 @@ std::pair<torch::Tensor, torch::Tensor> composite(
   torch::Tensor s;
   if (additive) {
     auto u = in.q.index_select(0, dst) + in.k.index_select(0, src);
-    s = scale * (torch::leaky_relu(u, slope) * in.w).sum(-1);
+    // leaky_relu written out: LibTorch 1.13 has no float16 leaky_relu on CPU.
+    s = scale * (torch::where(u > 0, u, u * slope) * in.w).sum(-1);
   } else {
     s = scale * (in.q.index_select(0, dst) * in.k.index_select(0, src)).sum(-1);
   }
   auto dst_h = dst.unsqueeze(1).expand({-1, H});
   auto m = torch::full({g.Nd, H}, -std::numeric_limits<double>::infinity(), s.options())
                .scatter_reduce(0, dst_h, s.detach(), "amax");
-  auto p = torch::exp(s - m.index_select(0, dst));
+  // exp in the scores' dtype (LibTorch 1.13 has no float16 exp on CPU: float32, rounded back).
+  auto p = torch::exp((s - m.index_select(0, dst))
+                          .to(s.scalar_type() == torch::kHalf ? torch::kFloat : s.scalar_type()))
+               .to(s.scalar_type());
   auto den = torch::zeros({g.Nd, H}, s.options()).index_add(0, dst, p);
   auto a = p / den.index_select(0, dst);
   if (in.edge_scale.defined()) {
@@ -328,4 +333,46 @@ TEST_CASE("graph_attention refuses bad input with a clear message", "[ops][graph
       {out.sum()}, {qg}, {}, /*retain_graph=*/true,
       /*create_graph=*/true)[0];
   CHECK_THROWS_WITH(gq.sum().backward(), ContainsSubstring("double backward is not supported"));
+}
+
+TEST_CASE(
+    "graph_attention in bfloat16 and float16: at most 2x the math path's error",
+    "[ops][graph][low_precision]") {
+  // FlashAttention's rule: against float64, the fused op's error is at most twice that of the
+  // composite run in the same dtype.
+  torch::manual_seed(21);
+  const Graph g{
+      "random",
+      torch::stack(
+          {torch::randint(200, {3000}, torch::kLong), torch::randint(200, {3000}, torch::kLong)}),
+      200, 200};
+  for (auto dtype : {torch::kBFloat16, torch::kHalf}) {
+    for (bool additive : {false, true}) {
+      INFO((dtype == torch::kHalf ? "float16 " : "bfloat16 ") << (additive ? "additive" : "dot"));
+      const auto in64 = make_inputs(g, 4, 16, 16, torch::kDouble, /*edge_scale=*/true);
+      auto cast = [&](const torch::Tensor& t) { return t.detach().to(dtype).requires_grad_(); };
+      const Inputs low{
+          cast(in64.q), cast(in64.k), cast(in64.v), cast(in64.w), cast(in64.edge_scale)};
+      // float64 truth from the rounded inputs.
+      auto up = [](const torch::Tensor& t) {
+        return t.detach().to(torch::kDouble).requires_grad_();
+      };
+      const Inputs truth_in{up(low.q), up(low.k), up(low.v), up(low.w), up(low.edge_scale)};
+      auto [truth, tw] = composite(truth_in, g, additive, 0.2, 0.25);
+      auto [math, mw] = composite(low, g, additive, 0.2, 0.25);
+      auto [out, w] = fused(low, g, additive, 0.2, 0.25);
+      using torchattn::testing::max_error;
+      using torchattn::testing::require_rule;
+      require_rule(out, math, truth, dtype);
+      require_rule(w, mw, tw, dtype);
+      const auto dout = torch::randn({200, 4, 16}, torch::kDouble);
+      const auto gt = torch::autograd::grad({truth}, leaves(truth_in, additive), {dout});
+      const auto gm = torch::autograd::grad({math}, leaves(low, additive), {dout.to(dtype)});
+      const auto gf = torch::autograd::grad({out}, leaves(low, additive), {dout.to(dtype)});
+      for (size_t i = 0; i < gt.size(); ++i) {
+        INFO("gradient " << i);
+        require_rule(gf[i], gm[i], gt[i], dtype);
+      }
+    }
+  }
 }
