@@ -75,14 +75,17 @@ Result train_one(
     const graph_example::NodeDataset& d, const F::CsrGraph& graph, uint64_t seed, const Options& o,
     int64_t index) {
   torch::manual_seed(seed);
-  GAT model(d.x.size(1), d.num_classes, 0.6);
+  // [readme: gat-model]
+  GAT model(d.x.size(1), d.num_classes, /*dropout=*/0.6);
   torch::optim::Adam adam(model->parameters(), torch::optim::AdamOptions(0.005).weight_decay(5e-4));
+  // [readme: end]
   double best_acc = 0, best_loss = INFINITY;
   int64_t waited = 0;
   Result r;
   // The progress line rewrites itself on a terminal; a log gets the per-seed lines only.
   const bool progress = isatty(fileno(stderr)) != 0;
   for (int64_t epoch = 1; epoch <= o.epochs; ++epoch) {
+    // [readme: gat-step]
     model->train();
     adam.zero_grad();
     auto loss = torch::nll_loss(
@@ -90,6 +93,7 @@ Result train_one(
         d.y.index({d.train_mask}));
     loss.backward();
     adam.step();
+    // [readme: end]
     model->eval();
     torch::NoGradGuard no_grad;
     const auto logits = model->forward(d.x, graph);
@@ -180,9 +184,11 @@ int main(int argc, char** argv) try {
       static_cast<long long>(d.train_mask.sum().item<int64_t>()),
       static_cast<long long>(d.val_mask.sum().item<int64_t>()),
       static_cast<long long>(d.test_mask.sum().item<int64_t>()));
-  // Both layers add self-loops the same way: one graph serves them.
+  // [readme: gat-graph]
+  // Both layers add self-loops the same way: one graph serves them, built once.
   const auto graph =
       F::csr_from_edge_index(F::add_self_loops(d.edge_index, d.x.size(0)), d.x.size(0));
+  // [readme: end]
   std::vector<double> tests;
   const auto start = std::chrono::steady_clock::now();
   for (int64_t s = 0; s < o.seeds; ++s) {

@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """The README's C++ examples are the code that runs: every block of an example file between
-`// [readme: NAME]` and `// [readme: end]` must appear, dedented, in one of the README's
-```cpp blocks, as written up to runs of spaces (clang-format aligns trailing comments).
+`// [readme: NAME]` and `// [readme: end]` must appear in one of the README's ```cpp blocks, as
+written up to indentation and runs of spaces (clang-format aligns trailing comments, and a
+block may sit inside a function in the README).
 
     check_readme_examples.py README.md examples/flex_attention/flex_attention.cpp
 """
@@ -22,7 +23,7 @@ def main():
             return 1
         for name, body in found:
             snippet = textwrap.dedent(body)
-            squeeze = lambda t: re.sub(r" +", " ", t)  # noqa: E731
+            squeeze = lambda t: re.sub(r"(?m)^ +", "", re.sub(r" +", " ", t))  # noqa: E731
             if not any(squeeze(snippet) in squeeze(b) for b in blocks):
                 print(f"{path}: block '{name}' is not in {readme} as written:\n{snippet}")
                 missing += 1
