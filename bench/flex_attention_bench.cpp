@@ -16,6 +16,8 @@
 
 #include <torchattn/torchattn.h>
 
+#include "proc_status.h"
+
 #include <ATen/Parallel.h>
 #include <torch/torch.h>
 
@@ -35,22 +37,7 @@ namespace {
 
 namespace F = torchattn::nn::functional;
 
-/// A field of /proc/self/status in KiB ("VmRSS", "VmHWM"), or -1.
-long status_kib(const char* field) {
-  long kib = -1;
-  if (std::FILE* f = std::fopen("/proc/self/status", "r")) {
-    char line[256];
-    const size_t len = std::strlen(field);
-    while (std::fgets(line, sizeof line, f) != nullptr) {
-      if (std::strncmp(line, field, len) == 0 && line[len] == ':') {
-        kib = std::strtol(line + len + 1, nullptr, 10);
-        break;
-      }
-    }
-    std::fclose(f);
-  }
-  return kib;
-}
+using torchattn::bench::status_kib;
 
 /// One case: its inputs, made once, and one forward+backward.
 struct Case {

@@ -14,6 +14,8 @@
 
 #include <torchattn/torchattn.h>
 
+#include "proc_status.h"
+
 #include <torch/torch.h>
 
 #include <fmt/format.h>
@@ -30,21 +32,7 @@ namespace {
 
 namespace F = torchattn::nn::functional;
 
-long status_kib(const char* field) {
-  long kib = -1;
-  if (std::FILE* f = std::fopen("/proc/self/status", "r")) {
-    char line[256];
-    const size_t len = std::strlen(field);
-    while (std::fgets(line, sizeof line, f) != nullptr) {
-      if (std::strncmp(line, field, len) == 0 && line[len] == ':') {
-        kib = std::strtol(line + len + 1, nullptr, 10);
-        break;
-      }
-    }
-    std::fclose(f);
-  }
-  return kib;
-}
+using torchattn::bench::status_kib;
 
 /// Cora's edges from edges.tsv, or an empty tensor.
 torch::Tensor cora_edges(const std::string& dir) {

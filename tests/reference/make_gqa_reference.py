@@ -17,16 +17,14 @@ parameter. The file is gqa.pt in this directory, a scripted container like make_
     /usr/bin/python3 tests/reference/make_gqa_reference.py --check tests/reference
 """
 
-import argparse
 import math
 import os
 import sys
-import tempfile
 
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from make_reference import Bag, compare, container  # noqa: E402
+from make_reference import Bag, container, single_file_main  # noqa: E402
 
 # name: (B, L, embed_dim, num_heads, num_kv_heads, head_dim, options)
 CASES = {
@@ -159,28 +157,5 @@ def build():
     return container({n: run_case(n, s, 7000 + i) for i, (n, s) in enumerate(CASES.items())})
 
 
-def main():
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    group = parser.add_mutually_exclusive_group(required=True)
-    group.add_argument("--out", help="write gqa.pt into this directory")
-    group.add_argument("--check", help="fail unless gqa.pt in this directory is what the script makes")
-    args = parser.parse_args()
-    module = build()
-    if args.out:
-        module.save(os.path.join(args.out, "gqa.pt"))
-        print(f"wrote gqa.pt: {len(CASES)} cases, torch {torch.__version__}")
-        return 0
-    path = os.path.join(args.check, "gqa.pt")
-    committed = torch.jit.load(path)
-    with tempfile.NamedTemporaryFile(suffix=".pt") as tmp:
-        module.save(tmp.name)
-        fresh = torch.jit.load(tmp.name)
-    problems = compare(committed, fresh)
-    for p in problems[:50]:
-        print("  " + p)
-    print(f"{path}: {'stale' if problems else 'matches'} ({len(CASES)} cases, torch {torch.__version__})")
-    return 1 if problems else 0
-
-
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(single_file_main(__doc__, "gqa.pt", build, len(CASES)))

@@ -512,6 +512,31 @@ def compare(committed, fresh, float32_tol=1e-6, float64_tol=1e-12):
     return problems
 
 
+def single_file_main(doc, file_name, build_file, count):
+    """main() of a script that writes one reference file: --out DIR writes it, --check DIR
+    fails unless the committed file is what build_file() makes now."""
+    parser = argparse.ArgumentParser(description=doc.split("\n")[0])
+    group = parser.add_mutually_exclusive_group(required=True)
+    group.add_argument("--out", help=f"write {file_name} into this directory")
+    group.add_argument("--check", help=f"fail unless {file_name} in this directory is what the script makes")
+    args = parser.parse_args()
+    module = build_file()
+    if args.out:
+        module.save(os.path.join(args.out, file_name))
+        print(f"wrote {file_name}: {count} cases, torch {torch.__version__}")
+        return 0
+    path = os.path.join(args.check, file_name)
+    committed = torch.jit.load(path)
+    with tempfile.NamedTemporaryFile(suffix=".pt") as tmp:
+        module.save(tmp.name)
+        fresh = torch.jit.load(tmp.name)
+    problems = compare(committed, fresh)
+    for p in problems[:50]:
+        print("  " + p)
+    print(f"{path}: {'stale' if problems else 'matches'} ({count} cases, torch {torch.__version__})")
+    return 1 if problems else 0
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     group = parser.add_mutually_exclusive_group(required=True)

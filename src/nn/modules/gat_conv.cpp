@@ -84,11 +84,8 @@ torch::Tensor GATConvImpl::forward(const torch::Tensor& x, const torch::Tensor& 
 
 std::tuple<torch::Tensor, torch::Tensor, torch::Tensor> GATConvImpl::forward_with_attention(
     const torch::Tensor& x, const torch::Tensor& edge_index) {
-  detail::check_node_features("torchattn::nn::GATConv", x, options.in_channels(), lin->weight);
-  auto [g, edges] =
-      detail::graph_of("torchattn::nn::GATConv", edge_index, x.size(0), options.add_self_loops());
-  auto [y, w] = forward_graph(x, g, /*need_weights=*/true);
-  return {y, edges, w};
+  return detail::with_attention(
+      *this, "torchattn::nn::GATConv", x, edge_index, /*self_loops=*/options.add_self_loops());
 }
 
 } // namespace torchattn::nn

@@ -94,10 +94,8 @@ torch::Tensor GATv2ConvImpl::forward(const torch::Tensor& x, const torch::Tensor
 
 std::tuple<torch::Tensor, torch::Tensor, torch::Tensor> GATv2ConvImpl::forward_with_attention(
     const torch::Tensor& x, const torch::Tensor& edge_index) {
-  detail::check_node_features(kName, x, options.in_channels(), lin_l->weight);
-  auto [g, edges] = detail::graph_of(kName, edge_index, x.size(0), options.add_self_loops());
-  auto [y, w] = forward_graph(x, g, /*need_weights=*/true);
-  return {y, edges, w};
+  return detail::with_attention(
+      *this, kName, x, edge_index, /*self_loops=*/options.add_self_loops());
 }
 
 } // namespace torchattn::nn

@@ -73,10 +73,7 @@ torch::Tensor GraphTransformerConvImpl::forward(
 std::tuple<torch::Tensor, torch::Tensor, torch::Tensor>
 GraphTransformerConvImpl::forward_with_attention(
     const torch::Tensor& x, const torch::Tensor& edge_index) {
-  detail::check_node_features(kName, x, options.in_channels(), lin_query->weight);
-  auto [g, edges] = detail::graph_of(kName, edge_index, x.size(0), false);
-  auto [y, w] = forward_graph(x, g, /*need_weights=*/true);
-  return {y, edges, w};
+  return detail::with_attention(*this, kName, x, edge_index, /*self_loops=*/false);
 }
 
 } // namespace torchattn::nn
