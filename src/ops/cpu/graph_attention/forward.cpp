@@ -30,6 +30,7 @@ struct ForwardRows {
   scalar_t* out;
   acc_type<scalar_t>* lse; // float32 for bfloat16/float16, as the op allocates it
   scalar_t* weights;       // null unless asked
+  int64_t E = 0;           // edges
 
   // The row's scores, then their exp(s - max) in place; the maxima and sums per head.
   template <typename Score>
@@ -42,6 +43,11 @@ struct ForwardRows {
     std::fill(l.begin(), l.end(), acc_t(0));
     const scalar_t* qi = q + i * H * D;
     for (int64_t e = 0; e < deg; ++e) {
+      if (begin + e + graph::kPrefetchEdges < E) { // the next rows' edges too
+        const int64_t ahead = col[begin + e + graph::kPrefetchEdges];
+        graph::prefetch_row(k + ahead * H * D, H * D);
+        graph::prefetch_row(v + ahead * H * C, H * C);
+      }
       const scalar_t* kj = k + col[begin + e] * H * D;
       for (int64_t h = 0; h < H; ++h) {
         const acc_t s = score(qi + h * D, kj + h * D, h);
@@ -123,7 +129,8 @@ void forward_typed(
       C,
       output.data_ptr<scalar_t>(),
       lse.data_ptr<acc_t>(),
-      weights.defined() ? weights.data_ptr<scalar_t>() : nullptr};
+      weights.defined() ? weights.data_ptr<scalar_t>() : nullptr,
+      col_index.size(0)};
   graph::with_score<scalar_t>(
       args, D, [&](const auto& score) { rows.run(score, query.size(0), col_index.size(0)); });
 }

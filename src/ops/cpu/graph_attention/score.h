@@ -34,6 +34,20 @@ inline scalar_t narrow(acc_type<scalar_t> x) {
   }
 }
 
+/// Edges ahead of the one being read whose source (or destination) rows are prefetched: the
+/// rows of a large graph are gathered from memory in random order, and each edge's work is too
+/// short to hide the latency of its own loads.
+constexpr int64_t kPrefetchEdges = 8;
+
+/// Prefetches n elements from p into the cache, a line at a time.
+template <typename scalar_t>
+inline void prefetch_row(const scalar_t* p, int64_t n) {
+  const char* c = reinterpret_cast<const char*>(p);
+  for (int64_t b = 0; b < n * static_cast<int64_t>(sizeof(scalar_t)); b += 64) {
+    __builtin_prefetch(c + b);
+  }
+}
+
 /// Σ_d a_d b_d in acc_t: vectorised where scalar_t computes in its own type.
 template <typename scalar_t>
 acc_type<scalar_t> dot(const scalar_t* a, const scalar_t* b, int64_t n) {
