@@ -103,10 +103,15 @@ struct Backward {
         dp[e * H + h] = graph::dot(doi + h * C, v + (j * H + h) * C, C);
       }
     }
+    for (int64_t e = 0; e < deg; ++e) {
+      for (int64_t h = 0; h < H; ++h) {
+        p[e * H + h] -= m[h];
+      }
+    }
+    graph::exp_inplace(p.data(), deg * H);
     for (int64_t h = 0; h < H; ++h) {
       double l = 0;
       for (int64_t e = 0; e < deg; ++e) {
-        p[e * H + h] = std::exp(p[e * H + h] - m[h]);
         l += p[e * H + h];
       }
       inv_sum[i * H + h] = acc_t(1.0 / l);
@@ -165,7 +170,8 @@ struct Backward {
   }
 
   template <typename Score>
-  void source_row(const Score& score, const BySource& t, int64_t j, acc_t* gkj, acc_t* gvj) const {
+  void source_row(
+      const Score& score, const BySource& t, int64_t j, acc_t* gkj, acc_t* gvj, acc_t* pe) const {
     const scalar_t* kj = k + j * H * D;
     const scalar_t* vj = v + j * H * C;
     std::fill(gkj, gkj + H * D, acc_t(0));
@@ -180,8 +186,11 @@ struct Backward {
       const scalar_t* qi = q + i * H * D;
       const scalar_t* doi = dout + i * H * C;
       for (int64_t h = 0; h < H; ++h) {
-        const acc_t p =
-            std::exp(score(qi + h * D, kj + h * D, h) - row_max[i * H + h]) * inv_sum[i * H + h];
+        pe[h] = score(qi + h * D, kj + h * D, h) - row_max[i * H + h];
+      }
+      graph::exp_inplace(pe, H);
+      for (int64_t h = 0; h < H; ++h) {
+        const acc_t p = pe[h] * inv_sum[i * H + h];
         const acc_t dp = graph::dot(doi + h * C, vj + h * C, C);
         const acc_t m = scale_of(e, h);
         const acc_t ds = p * (m * dp - delta[i * H + h]);
@@ -201,9 +210,9 @@ struct Backward {
   void by_source_rows(const Score& score) {
     const BySource t = by_source(row_ptr, col, Nd, Ns, E);
     at::parallel_for(0, Ns, grain(Ns), [&](int64_t j0, int64_t j1) {
-      std::vector<acc_t> gkj(H * D), gvj(H * C);
+      std::vector<acc_t> gkj(H * D), gvj(H * C), pe(H);
       for (int64_t j = j0; j < j1; ++j) {
-        source_row(score, t, j, gkj.data(), gvj.data());
+        source_row(score, t, j, gkj.data(), gvj.data(), pe.data());
       }
     });
   }

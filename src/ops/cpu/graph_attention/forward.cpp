@@ -1,7 +1,7 @@
 // graph_attention's forward: one destination node at a time (a row of the CSR), every head at
 // once. Its edges' scores go to a buffer of the row's size (degree × H, reused by the thread),
 // their softmax follows with the row's maxima, and the weighted sum of the sources' values is
-// accumulated in acc_t; the row's logsumexp is kept for backward. Rows are independent, so the
+// accumulated in acc_t; the row's logsumexp is an output of its own. Rows are independent, so the
 // result does not depend on how they are shared out between threads.
 //
 // Compiled once per CPU capability (see ops/cpu/vectorized.h).
@@ -57,7 +57,12 @@ struct ForwardRows {
     }
     for (int64_t e = 0; e < deg; ++e) {
       for (int64_t h = 0; h < H; ++h) {
-        p[e * H + h] = std::exp(p[e * H + h] - m[h]);
+        p[e * H + h] -= m[h];
+      }
+    }
+    graph::exp_inplace(p.data(), deg * H);
+    for (int64_t e = 0; e < deg; ++e) {
+      for (int64_t h = 0; h < H; ++h) {
         l[h] += p[e * H + h];
       }
     }

@@ -48,6 +48,21 @@ inline void prefetch_row(const scalar_t* p, int64_t n) {
   }
 }
 
+/// x[i] = exp(x[i]) for i < n, every element by the vector exp (Sleef's, 1 ulp, on the vector
+/// builds), the tail too: a weight recomputed in another pass, from the same score, is the same
+/// bits.
+template <typename T>
+inline void exp_inplace(T* x, int64_t n) {
+  using Vec = at::vec::Vectorized<T>;
+  int64_t i = 0;
+  for (; i + Vec::size() <= n; i += Vec::size()) {
+    Vec::loadu(x + i).exp().store(x + i);
+  }
+  if (i < n) {
+    Vec::loadu(x + i, n - i).exp().store(x + i, n - i);
+  }
+}
+
 /// Σ_d a_d b_d in acc_t: vectorised where scalar_t computes in its own type.
 template <typename scalar_t>
 acc_type<scalar_t> dot(const scalar_t* a, const scalar_t* b, int64_t n) {
