@@ -140,3 +140,27 @@ TEST_CASE("MultiheadAttention trains under autocast with float32 parameters", "[
     CHECK(err <= 0.05 * g32[i].norm().item<double>());
   }
 }
+
+TEST_CASE("graph_attention under autocast casts its floating inputs, not the graph", "[autocast]") {
+  torch::manual_seed(3);
+  const auto q = torch::randn({6, 2, 4}), k = torch::randn({6, 2, 4}), v = torch::randn({6, 2, 5});
+  const auto w = torch::randn({2, 4}), es = torch::rand({9, 2});
+  const auto row_ptr = torch::tensor({0, 2, 3, 3, 5, 8, 9}, torch::kLong);
+  const auto col = torch::tensor({0, 5, 1, 2, 3, 0, 1, 4, 5}, torch::kLong);
+  auto call = [&](const torch::Tensor& q_, const torch::Tensor& k_, const torch::Tensor& v_,
+                  const torch::Tensor& w_, const torch::Tensor& es_) {
+    return ops::graph_attention(
+        q_, k_, v_, row_ptr, col, "additive", w_, 0.2, c10::nullopt, es_, true);
+  };
+  torch::Tensor out, lse, weights;
+  {
+    AutocastCpu autocast;
+    std::tie(out, lse, weights) = call(q, k, v, w, es);
+  }
+  REQUIRE(out.scalar_type() == torch::kBFloat16);
+  CHECK(lse.scalar_type() == torch::kFloat);
+  const auto [want, want_lse, want_weights] = call(bf(q), bf(k), bf(v), bf(w), bf(es));
+  CHECK(torch::equal(out, want));
+  CHECK(torch::equal(lse, want_lse));
+  CHECK(torch::equal(weights, want_weights));
+}
