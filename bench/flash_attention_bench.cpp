@@ -14,6 +14,8 @@
 
 #include <torchattn/torchattn.h>
 
+#include "proc_status.h"
+
 #include "detail/compat.h"
 
 #include <benchmark/benchmark.h>
@@ -45,22 +47,7 @@ namespace {
 constexpr int64_t kHeads = 8;
 constexpr int64_t kHeadDim = 64;
 
-/// A field of /proc/self/status in KiB ("VmRSS", "VmHWM"), or -1.
-long status_kib(const char* field) {
-  long kib = -1;
-  if (std::FILE* f = std::fopen("/proc/self/status", "r")) {
-    char line[256];
-    const size_t len = std::strlen(field);
-    while (std::fgets(line, sizeof line, f) != nullptr) {
-      if (std::strncmp(line, field, len) == 0 && line[len] == ':') {
-        kib = std::strtol(line + len + 1, nullptr, 10);
-        break;
-      }
-    }
-    std::fclose(f);
-  }
-  return kib;
-}
+using torchattn::bench::status_kib;
 
 long g_base_rss_kib = -1; // the RSS when the current peak window opened, or -1
 

@@ -152,13 +152,10 @@ GraphArgs check_graph_attention_backward_args(
 
 namespace torchattn::detail {
 
-std::vector<int64_t> check_table_bias_args(
-    const char* fn, const torch::Tensor& table, const torch::Tensor& index, bool read_values) {
-  TORCH_CHECK(table.defined(), fn, ": table is undefined, expected [H, T]");
-  TORCH_CHECK(
-      table.dim() == 2 && table.size(1) > 0, fn, ": table has shape ", shape_str(table.sizes()),
-      ", expected [H, T] with T >= 1");
-  check_fused_dtype(fn, "table", table);
+namespace {
+
+// index int64 [B, Lq, Lk] or [Lq, Lk] on `device`; returns its B.
+int64_t check_table_index(const char* fn, const torch::Tensor& index, torch::Device device) {
   TORCH_CHECK(index.defined(), fn, ": index is undefined, expected int64 [B, Lq, Lk]");
   TORCH_CHECK(
       index.dim() == 2 || index.dim() == 3, fn, ": index has shape ", shape_str(index.sizes()),
@@ -167,9 +164,20 @@ std::vector<int64_t> check_table_bias_args(
       index.scalar_type() == torch::kLong, fn, ": index has dtype ", index.scalar_type(),
       ", expected Long (int64)");
   TORCH_CHECK(
-      index.device() == table.device(), fn, ": index is on ", index.device(), ", expected ",
-      table.device(), " like table");
-  const int64_t B = index.dim() == 3 ? index.size(0) : 1;
+      index.device() == device, fn, ": index is on ", index.device(), ", expected ", device);
+  return index.dim() == 3 ? index.size(0) : 1;
+}
+
+} // namespace
+
+std::vector<int64_t> check_table_bias_args(
+    const char* fn, const torch::Tensor& table, const torch::Tensor& index, bool read_values) {
+  TORCH_CHECK(table.defined(), fn, ": table is undefined, expected [H, T]");
+  TORCH_CHECK(
+      table.dim() == 2 && table.size(1) > 0, fn, ": table has shape ", shape_str(table.sizes()),
+      ", expected [H, T] with T >= 1");
+  check_fused_dtype(fn, "table", table);
+  const int64_t B = check_table_index(fn, index, table.device());
   if (read_values && index.numel() > 0) {
     const auto [lo, hi] = torch::aminmax(index);
     const int64_t min = lo.item<int64_t>(), max = hi.item<int64_t>();
@@ -189,9 +197,9 @@ void check_table_bias_backward_args(
       grad_bias.defined() ? shape_str(grad_bias.sizes()) : "undefined",
       ", expected [B, H, Lq, Lk]");
   check_fused_dtype(fn, "grad_bias", grad_bias);
-  const auto shape = check_table_bias_args(
-      fn, torch::empty({grad_bias.size(1), num_entries}, grad_bias.options().device(torch::kMeta)),
-      index.to(torch::kMeta), /*read_values=*/false);
+  const std::vector<int64_t> shape{
+      check_table_index(fn, index, grad_bias.device()), grad_bias.size(1), index.size(-2),
+      index.size(-1)};
   TORCH_CHECK(
       grad_bias.sizes() == torch::IntArrayRef(shape), fn, ": grad_bias has shape ",
       shape_str(grad_bias.sizes()), ", expected ", shape_str(shape), " for index ",
