@@ -1,5 +1,7 @@
 #include "data.h"
 
+#include <torch/torch.h>
+
 #include <algorithm>
 #include <cmath>
 #include <fstream>
@@ -205,6 +207,13 @@ std::vector<std::vector<size_t>> bucket_batches(
     batches.push_back(std::move(current));
   std::shuffle(batches.begin(), batches.end(), rng);
   return batches;
+}
+
+torch::Tensor drop_words(const torch::Tensor& src, double p) {
+  if (!(p > 0))
+    return src;
+  const torch::Tensor drop = torch::rand(src.sizes()).lt(p).logical_and(src.gt(Vocab::kEos));
+  return src.masked_fill(drop, Vocab::kUnk);
 }
 
 } // namespace translate

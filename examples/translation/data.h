@@ -66,6 +66,11 @@ struct Batch {
   int64_t target_tokens = 0; ///< non-pad entries of tgt_out
 };
 
+/// `src` with each word (an id past the specials) replaced by <unk> with probability `p`,
+/// drawn from torch's generator: word dropout (Sennrich et al., 2016). Training sees <unk>
+/// in its sources, as a test sentence with an unseen word does.
+torch::Tensor drop_words(const torch::Tensor& src, double p);
+
 /// Pads and stacks `pairs[indices]` into a batch.
 Batch make_batch(const std::vector<EncodedPair>& pairs, const std::vector<size_t>& indices);
 

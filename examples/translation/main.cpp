@@ -233,6 +233,16 @@ int main(int argc, char** argv) {
   train_cmd->add_option("--ff-dim", tc.model.ff_dim, "Transformer feed-forward size")
       ->capture_default_str();
   train_cmd->add_option("--dropout", tc.model.dropout, "Dropout")->capture_default_str();
+  train_cmd
+      ->add_option(
+          "--word-dropout", tc.word_dropout,
+          "Replace each source word by <unk> with this probability in training, so that the "
+          "model learns what to do with words it has not seen")
+      ->capture_default_str()
+      ->check(finite_range(0, 0.99));
+  train_cmd->add_flag(
+      "--tie-embeddings,!--no-tie-embeddings", tc.model.tie_embeddings,
+      "Transformer: the output layer's weight is the target embedding");
   train_cmd->add_option("--epochs", tc.epochs, "Epochs")->capture_default_str();
   train_cmd
       ->add_option(
@@ -243,6 +253,20 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   train_cmd->add_option("--lr", tc.lr, "Peak learning rate (Adam)")->capture_default_str();
   train_cmd->add_option("--warmup", tc.warmup, "Warm-up steps")->capture_default_str();
+  train_cmd
+      ->add_option(
+          "--schedule", tc.schedule,
+          "Learning rate after the warm-up: inverse-sqrt, or linear (to 0 at the end of the "
+          "time budget, of --max-steps or of --epochs)")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"inverse-sqrt", "linear"}));
+  train_cmd
+      ->add_option(
+          "--ema", tc.ema,
+          "Evaluate and save an exponential moving average of the weights with this decay "
+          "(0: the last step's weights)")
+      ->capture_default_str()
+      ->check(finite_range(0, 0.9999));
   train_cmd->add_option("--clip", tc.clip, "Gradient norm clipping")->capture_default_str();
   train_cmd->add_option("--label-smoothing", tc.label_smoothing, "Label smoothing")
       ->capture_default_str();

@@ -411,7 +411,14 @@ class TransformerSeq2SeqImpl : public Seq2SeqImpl {
         register_module("encoder_norm", torch::nn::LayerNorm(torch::nn::LayerNormOptions({d})));
     dec_norm =
         register_module("decoder_norm", torch::nn::LayerNorm(torch::nn::LayerNormOptions({d})));
-    out = register_module("out", torch::nn::Linear(d, o.tgt_vocab));
+    if (o.tie_embeddings) {
+      // Not registered: its weight is the target embedding's, its bias is `out_bias`.
+      out = torch::nn::Linear(torch::nn::LinearOptions(d, o.tgt_vocab).bias(false));
+      out->weight = tgt_emb->weight;
+      out->bias = register_parameter("out_bias", torch::zeros({o.tgt_vocab}));
+    } else {
+      out = register_module("out", torch::nn::Linear(d, o.tgt_vocab));
+    }
     dropout = Dropout{o.dropout, this};
     // Sinusoidal positions [max_len, d].
     const Tensor pos = torch::arange(o.max_len, torch::kFloat).unsqueeze(1);
@@ -551,7 +558,8 @@ std::map<std::string, std::string> ModelOptions::to_map() const {
       {"ff_dim", std::to_string(ff_dim)},
       {"dropout", num(dropout)},
       {"max_len", std::to_string(max_len)},
-      {"tokenizer", tokenizer}};
+      {"tokenizer", tokenizer},
+      {"tie_embeddings", tie_embeddings ? "1" : "0"}};
 }
 
 ModelOptions ModelOptions::from_map(const std::map<std::string, std::string>& m) {
@@ -581,7 +589,12 @@ ModelOptions ModelOptions::from_map(const std::map<std::string, std::string>& m)
       o.max_len = to_int(k, v);
     else if (k == "tokenizer")
       o.tokenizer = v;
-    else
+    else if (k == "tie_embeddings") {
+      if (v != "0" && v != "1")
+        throw std::runtime_error(
+            "bad value '" + printable(v) + "' for 'tie_embeddings', expected 0 or 1");
+      o.tie_embeddings = v == "1";
+    } else
       throw std::runtime_error("unknown model option '" + printable(k) + "'");
   }
   o.validate();
@@ -611,6 +624,8 @@ void ModelOptions::validate() const {
   }
   if (!(dropout >= 0 && dropout < 1))
     fail("dropout must be in [0, 1)");
+  if (tie_embeddings && kind != "transformer")
+    fail("tie_embeddings needs the Transformer");
 }
 
 std::shared_ptr<Seq2SeqImpl> make_model(const ModelOptions& options) {

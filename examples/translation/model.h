@@ -29,6 +29,9 @@ struct ModelOptions {
   int64_t ff_dim = 512;
   double dropout = 0.1;
   int64_t max_len = 128; ///< longest sentence the positional table covers
+  /// Transformer: the output layer's weight is the target embedding (Press & Wolf, 2017).
+  /// Absent in older directories: untied.
+  bool tie_embeddings = false;
   /// How sentences become tokens (tokenizer.h): "words", or "sentencepiece" with the models
   /// src.spm.model and tgt.spm.model beside options.txt. Absent in older directories: words.
   std::string tokenizer = "words";

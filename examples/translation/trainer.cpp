@@ -6,6 +6,7 @@
 #include "speedups/fused_adam.h"
 #include "speedups/fused_loss.h"
 #include "speedups/speedups.h"
+#include "weight_average.h"
 
 #include <torchattn/autocast.h>
 #include <torchattn/jit/state_dict.h>
@@ -310,6 +311,15 @@ TrainSummary run(const TrainConfig& c, bool resuming) {
   }
 
   ranks.attach(*model); // after loading: the ranks start from rank 0's weights
+  // The weights that are evaluated and saved: the running average's, or the model's.
+  std::unique_ptr<WeightAverage> average;
+  if (c.ema > 0) {
+    average = std::make_unique<WeightAverage>(make_model(mo), *model, c.ema);
+    const fs::path saved = dir / "checkpoint" / "average.pt";
+    if (resuming && fs::exists(saved))
+      load_module(*average->model(), saved);
+  }
+  Seq2SeqImpl& evaluated = average ? *average->model() : *model;
   size_t too_long = 0;
   const auto pairs = encode_pairs(train_examples, tok, src_vocab, tgt_vocab, mo.max_len, &too_long);
   const auto dev_pairs =
@@ -329,7 +339,7 @@ TrainSummary run(const TrainConfig& c, bool resuming) {
     dev_sources.push_back(e.source);
     dev_refs.push_back(e.references);
   }
-  const Translator translator{mo, src_vocab, tgt_vocab, model, tok};
+  const Translator translator{mo, src_vocab, tgt_vocab, average ? average->model() : model, tok};
   if (ranks.leader() && !resuming) { // rank 0 prints
     fmt::print(
         stderr,
@@ -401,10 +411,7 @@ TrainSummary run(const TrainConfig& c, bool resuming) {
         return summary;
       }
       ++state.step;
-      const double s = static_cast<double>(state.step);
-      const double lr =
-          c.lr *
-          std::min(s / static_cast<double>(c.warmup), std::sqrt(static_cast<double>(c.warmup) / s));
+      const double lr = c.lr * lr_factor(c, state.step, elapsed(), batches.size());
       for (auto& g : optimizer->param_groups())
         static_cast<torch::optim::AdamOptions&>(g.options()).lr(lr);
       optimizer->zero_grad();
@@ -421,11 +428,13 @@ TrainSummary run(const TrainConfig& c, bool resuming) {
           // outside it, on the float32 parameters.
           torchattn::AutocastCpu autocast(torch::kBFloat16, c.precision == "bf16");
           if (c.pack) {
-            const PackedBatch b = make_packed_batch(pairs, mine);
+            PackedBatch b = make_packed_batch(pairs, mine);
+            b.src = drop_words(b.src, c.word_dropout);
             share_tokens = b.target_tokens;
             loss = training_loss(*model, b, c.label_smoothing);
           } else {
-            const Batch b = make_batch(pairs, mine);
+            Batch b = make_batch(pairs, mine);
+            b.src = drop_words(b.src, c.word_dropout);
             share_tokens = b.target_tokens;
             loss = training_loss(*model, b, c.label_smoothing);
           }
@@ -442,6 +451,8 @@ TrainSummary run(const TrainConfig& c, bool resuming) {
       ranks.reduce_gradients();
       torch::nn::utils::clip_grad_norm_(model->parameters(), c.clip);
       optimizer->step();
+      if (average)
+        average->update(*model, state.step);
       batch_tokens_sum += batch_tokens;
       const double t = now();
       if (c.progress && ranks.leader() &&
@@ -481,7 +492,7 @@ TrainSummary run(const TrainConfig& c, bool resuming) {
     if (c.progress && tty)
       fmt::print(stderr, "\n");
     model->eval();
-    const double dev_loss = evaluate_loss(*model, dev_pairs, c.max_tokens);
+    const double dev_loss = evaluate_loss(evaluated, dev_pairs, c.max_tokens);
     std::vector<std::string> hyps;
     for (auto& r : translator.translate(dev_sources, {}))
       hyps.push_back(std::move(r.text));
@@ -493,7 +504,7 @@ TrainSummary run(const TrainConfig& c, bool resuming) {
       state.best_bleu = bleu;
       state.best_loss = dev_loss;
       state.best_epoch = epoch;
-      save_module(*model, dir / "model.pt");
+      save_module(evaluated, dir / "model.pt");
     }
     std::ofstream(dir / "history.tsv", std::ios::app) << fmt::format(
         "{}\t{:.4f}\t{:.4f}\t{:.2f}\t{:.1f}\n", epoch, train_loss, dev_loss, bleu, state.seconds);
@@ -509,6 +520,8 @@ TrainSummary run(const TrainConfig& c, bool resuming) {
     fs::remove_all(tmp);
     fs::create_directories(tmp);
     save_module(*model, tmp / "weights.pt");
+    if (average)
+      save_module(*average->model(), tmp / "average.pt");
     {
       torch::serialize::OutputArchive a;
       optimizer->save(a);
@@ -542,6 +555,17 @@ TrainSummary run(const TrainConfig& c, bool resuming) {
 }
 
 } // namespace
+
+double lr_factor(const TrainConfig& c, int64_t step, double elapsed, size_t batches_per_epoch) {
+  const double s = static_cast<double>(step), w = static_cast<double>(c.warmup);
+  if (c.schedule != "linear")
+    return std::min(s / w, std::sqrt(w / s));
+  const double total = c.max_steps > 0
+                           ? static_cast<double>(c.max_steps)
+                           : static_cast<double>(c.epochs) * static_cast<double>(batches_per_epoch);
+  const double done = c.time_budget > 0 ? elapsed / c.time_budget : s / total;
+  return std::clamp(std::min(s / w, 1.0 - done), 0.0, 1.0);
+}
 
 std::map<std::string, std::string> read_key_values(const std::string& path) {
   std::ifstream in(path);
@@ -592,7 +616,10 @@ std::map<std::string, std::string> TrainConfig::to_map() const {
       {"seed", std::to_string(seed)},
       {"precision", precision},
       {"max_steps", std::to_string(max_steps)},
-      {"pack", pack ? "1" : "0"}};
+      {"pack", pack ? "1" : "0"},
+      {"schedule", schedule},
+      {"ema", num(ema)},
+      {"word_dropout", num(word_dropout)}};
 }
 
 TrainConfig TrainConfig::from_map(const std::map<std::string, std::string>& m) {
@@ -617,6 +644,16 @@ TrainConfig TrainConfig::from_map(const std::map<std::string, std::string>& m) {
     throw std::runtime_error("bad precision '" + c.precision + "', expected fp32 or bf16");
   // Runs saved before --pack existed padded their batches.
   c.pack = m.count("pack") != 0 && m.at("pack") == "1";
+  // Runs saved before --schedule and --ema existed: inverse square root, no average.
+  c.schedule = m.count("schedule") ? m.at("schedule") : "inverse-sqrt";
+  if (c.schedule != "inverse-sqrt" && c.schedule != "linear")
+    throw std::runtime_error("bad schedule '" + c.schedule + "', expected inverse-sqrt or linear");
+  c.ema = m.count("ema") ? to_double(m, "ema") : 0.0;
+  c.word_dropout = m.count("word_dropout") ? to_double(m, "word_dropout") : 0.0;
+  if (!(c.word_dropout >= 0 && c.word_dropout < 1))
+    throw std::runtime_error("bad word_dropout " + m.at("word_dropout") + ", expected [0, 1)");
+  if (!(c.ema >= 0 && c.ema < 1))
+    throw std::runtime_error("bad ema " + m.at("ema") + ", expected 0 <= ema < 1");
   return c;
 }
 
@@ -644,6 +681,14 @@ TrainSummary train(const TrainConfig& config) {
         "train: epochs, max_tokens, warmup, lr and clip must be positive and "
         "label_smoothing in [0, 1)");
   }
+  if (config.schedule != "inverse-sqrt" && config.schedule != "linear") {
+    throw std::runtime_error(
+        "train: schedule is '" + config.schedule + "', expected inverse-sqrt or linear");
+  }
+  if (!(config.ema >= 0 && config.ema < 1))
+    throw std::runtime_error("train: ema must be in [0, 1) (0: no average)");
+  if (!(config.word_dropout >= 0 && config.word_dropout < 1))
+    throw std::runtime_error("train: word_dropout must be in [0, 1)");
   return run(config, /*resuming=*/false);
 }
 

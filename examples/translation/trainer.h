@@ -33,11 +33,19 @@ struct TrainConfig {
   double time_budget = 0;    ///< seconds of training (dev evaluation included); 0: none
   int64_t max_tokens = 1024; ///< padded tokens per batch
   double lr = 1e-3;
-  int64_t warmup = 200; ///< steps of linear warm-up, then inverse square root decay
-  double clip = 1.0;    ///< gradient norm clipping
+  int64_t warmup = 200; ///< steps of linear warm-up, then `schedule`'s decay
+  /// After the warm-up: "inverse-sqrt" (lr · sqrt(warmup / step)), or "linear" (down to 0 at
+  /// the end of the run: of time_budget where one is set, then of max_steps, then of
+  /// epochs). With a time budget, "linear" follows the clock, so two runs are not the same.
+  std::string schedule = "inverse-sqrt";
+  /// Decay of the exponential moving average of the weights that dev evaluation and model.pt
+  /// use (weight_average.h); 0: the last step's weights.
+  double ema = 0;
+  double clip = 1.0; ///< gradient norm clipping
   double label_smoothing = 0.1;
-  int64_t min_freq = 1;  ///< vocabulary: tokens seen at least this often
-  int64_t max_vocab = 0; ///< vocabulary cap per side (0: none)
+  double word_dropout = 0; ///< source words replaced by <unk> in training (data.h drop_words)
+  int64_t min_freq = 1;    ///< vocabulary: tokens seen at least this often
+  int64_t max_vocab = 0;   ///< vocabulary cap per side (0: none)
   /// Word-level vocabularies even where `prepare` trained SentencePiece models beside
   /// train_path (not saved: a resumed run reads options.txt's tokenizer).
   bool words = false;
@@ -69,6 +77,11 @@ struct TrainSummary {
 torch::Tensor training_loss(Seq2SeqImpl& model, const Batch& batch, double label_smoothing);
 /// The same for a packed batch (the Transformer's features_packed).
 torch::Tensor training_loss(Seq2SeqImpl& model, const PackedBatch& batch, double label_smoothing);
+
+/// The learning rate of optimizer step `step` (from 1) over the peak `lr`: linear warm-up,
+/// then `c.schedule`'s decay; `elapsed` seconds of training so far, `batches_per_epoch` of
+/// this epoch (for a "linear" run that ends after c.epochs).
+double lr_factor(const TrainConfig& c, int64_t step, double elapsed, size_t batches_per_epoch);
 
 /// Trains into config.out_dir, which must not hold a run yet.
 TrainSummary train(const TrainConfig& config);

@@ -44,8 +44,10 @@ grep -Eq '^BLEU = [0-9.]+ ' eval.log || fail "evaluate printed no BLEU: $(cat ev
 # Subwords, packed batches, the Transformer's plot grid and word alignments.
 "$bin" prepare --data toy.tsv --out data-bpe --subwords bpe --vocab-size 60 > bpe.log 2>&1 || fail "prepare --subwords bpe failed: $(cat bpe.log)"
 [ -s data-bpe/src.spm.model ] && [ -s data-bpe/tgt.spm.model ] || fail "prepare wrote no SentencePiece models"
-"$bin" train --data data-bpe --out m-bpe --pack --hidden-dim 32 --heads 2 --layers 2 --ff-dim 64 --max-tokens 256 --warmup 20 --epochs 2 --quiet > bpe-train.log 2>&1 || fail "train on subwords failed: $(cat bpe-train.log)"
+"$bin" train --data data-bpe --out m-bpe --pack --hidden-dim 32 --heads 2 --layers 2 --ff-dim 64 --max-tokens 256 --warmup 20 --epochs 2 --tie-embeddings --ema 0.99 --schedule linear --word-dropout 0.1 --quiet > bpe-train.log 2>&1 || fail "train on subwords failed: $(cat bpe-train.log)"
 grep -q "tokenizer=sentencepiece" m-bpe/options.txt || fail "the model directory does not name its tokenizer"
+grep -q "tie_embeddings=1" m-bpe/options.txt || fail "options.txt does not say tie_embeddings=1"
+[ -s m-bpe/checkpoint/average.pt ] || fail "train --ema wrote no checkpoint/average.pt"
 "$bin" translate --model m-bpe --align align.txt "red cat" "tom sees mary" > bpe.out || fail "translate --align failed"
 [ "$(wc -l < align.txt)" -eq 2 ] || fail "align.txt has not 2 lines: $(cat align.txt)"
 grep -Eqv '^([0-9]+-[0-9]+)( [0-9]+-[0-9]+)*$' align.txt && fail "align.txt is not in the Pharaoh format: $(cat align.txt)"
@@ -108,6 +110,10 @@ expect_refusal "unknown subcommand 'frobnicate'; expected one of prepare, train,
 expect_refusal "--subwords: wordpiece not in {unigram,bpe,none}" "$bin" prepare --data toy.tsv --out bad-sp --subwords wordpiece
 expect_refusal "--layer 9 is not a layer of this model (1 to 2)" "$bin" plot --model m-bpe --out x --layer 9 "red cat"
 expect_refusal "--pack needs the Transformer" "$bin" train --data data --out m-pack "${small[@]}" --pack
+expect_refusal "tie_embeddings needs the Transformer" "$bin" train --data data --out m-tie "${small[@]}" --tie-embeddings
+expect_refusal "--ema: 1 is not a finite number in [0, 0.9999]" "$bin" train --data data --out m-ema "${small[@]}" --ema 1
+expect_refusal "--word-dropout: 1 is not a finite number in [0, 0.99]" "$bin" train --data data --out m-wd "${small[@]}" --word-dropout 1
+expect_refusal "--schedule: cosine not in {inverse-sqrt,linear}" "$bin" train --data data --out m-sched "${small[@]}" --schedule cosine
 expect_refusal "translate: sentence 1 has no words" "$bin" translate --model model ""
 printf 'red cat\nblue \377 dog\n' > bad-utf8.txt
 stdin=bad-utf8.txt expect_refusal "translate: line 2 is not valid UTF-8: 'blue \xff dog'" "$bin" translate --model model
