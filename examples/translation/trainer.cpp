@@ -452,7 +452,7 @@ TrainSummary run(const TrainConfig& c, bool resuming) {
       torch::nn::utils::clip_grad_norm_(model->parameters(), c.clip);
       optimizer->step();
       if (average)
-        average->update(*model, state.step);
+        average->update(state.step);
       batch_tokens_sum += batch_tokens;
       const double t = now();
       if (c.progress && ranks.leader() &&

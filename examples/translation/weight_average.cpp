@@ -30,7 +30,7 @@ WeightAverage::WeightAverage(
   shadow_->eval();
 }
 
-void WeightAverage::update(const Seq2SeqImpl& /*model*/, int64_t step) {
+void WeightAverage::update(int64_t step) {
   const double s = static_cast<double>(step);
   const double d = std::min(decay_, (1 + s) / (10 + s));
   torch::NoGradGuard no_grad;

@@ -12,13 +12,14 @@ namespace translate {
 
 class WeightAverage {
  public:
-  /// `shadow` is a model of the same options; it starts as a copy of `model`.
+  /// `shadow` is a model of the same options; it starts as a copy of `model`, whose parameters
+  /// it keeps reading (the model must outlive the average).
   WeightAverage(std::shared_ptr<Seq2SeqImpl> shadow, const Seq2SeqImpl& model, double decay);
 
-  /// After optimizer step `step` (from 1): shadow = d * shadow + (1 - d) * model, with
-  /// d = min(decay, (1 + step) / (10 + step)) so that the first steps do not keep the
-  /// initial weights.
-  void update(const Seq2SeqImpl& model, int64_t step);
+  /// After optimizer step `step` (from 1) of the model given to the constructor:
+  /// shadow = d * shadow + (1 - d) * model, with d = min(decay, (1 + step) / (10 + step)) so
+  /// that the first steps do not keep the initial weights.
+  void update(int64_t step);
 
   /// The averaged model, always in eval mode.
   const std::shared_ptr<Seq2SeqImpl>& model() const { return shadow_; }
