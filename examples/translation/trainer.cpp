@@ -287,8 +287,8 @@ TrainSummary run(const TrainConfig& c, bool resuming) {
   auto optimizer =
       make_adam(model->parameters(), torch::optim::AdamOptions(c.lr).betas({0.9, 0.98}).eps(1e-9));
   Progress state;
-  if (resuming) { // every rank reads the same checkpoint
-    fs::path ck = dir / "checkpoint";
+  fs::path ck = dir / "checkpoint"; // the checkpoint a resumed run reads
+  if (resuming) {                   // every rank reads the same checkpoint
     if (!fs::exists(ck) && fs::exists(dir / "checkpoint.old"))
       ck = dir / "checkpoint.old";
     if (!fs::exists(ck / "progress.txt")) {
@@ -315,9 +315,8 @@ TrainSummary run(const TrainConfig& c, bool resuming) {
   std::unique_ptr<WeightAverage> average;
   if (c.ema > 0) {
     average = std::make_unique<WeightAverage>(make_model(mo), *model, c.ema);
-    const fs::path saved = dir / "checkpoint" / "average.pt";
-    if (resuming && fs::exists(saved))
-      load_module(*average->model(), saved);
+    if (resuming) // missing, it is an error that names the file, as the weights' is
+      load_module(*average->model(), ck / "average.pt");
   }
   Seq2SeqImpl& evaluated = average ? *average->model() : *model;
   size_t too_long = 0;

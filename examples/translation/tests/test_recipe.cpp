@@ -166,6 +166,12 @@ TEST_CASE("train --ema saves the average as model.pt and resumes it", "[translat
       *load_weights(out, "checkpoint/average.pt"),
       *load_weights(straight.out_dir, "checkpoint/average.pt")));
 
+  // A checkpoint without its average is an error that names the file.
+  fs::remove(out / "checkpoint" / "average.pt");
+  CHECK_THROWS_WITH(
+      resume(c.out_dir, 3, 0, false),
+      ContainsSubstring("missing weights file") && ContainsSubstring("average.pt"));
+
   TrainConfig bad = c;
   bad.out_dir = (dir.path / "bad").string();
   bad.ema = 1.0;
