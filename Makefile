@@ -80,13 +80,11 @@ demo-graph: build
 # torchattn-translate on the Tatoeba pairs in ../shared (development data, not in the repo);
 # a thread per CPU, as make demo (LibTorch alone takes one per physical core).
 TATOEBA ?= ../shared/data/tatoeba-eng-fra/pairs.tsv
-# bfloat16 autocast where the CPU multiplies bfloat16 itself (AVX512-BF16 or AMX).
-TRAIN_PRECISION ?= $(shell grep -qwE 'avx512_bf16|amx_bf16' /proc/cpuinfo 2>/dev/null && echo bf16 || echo fp32)
 demo-tatoeba: build
 	@$(BUILD_DIR)/examples/translation/torchattn-translate prepare --data $(TATOEBA) --out $(BUILD_DIR)/tatoeba/data --dev 0.03 --test 0.1
 	@rm -rf $(BUILD_DIR)/tatoeba/model
 	@OMP_NUM_THREADS=$${OMP_NUM_THREADS:-$$(nproc)} $(BUILD_DIR)/examples/translation/torchattn-translate train --data $(BUILD_DIR)/tatoeba/data --out $(BUILD_DIR)/tatoeba/model --time-budget 300 \
-	  --pack --ema 0.998 --dropout 0.2 --precision $(TRAIN_PRECISION)
+	  --pack --ema 0.998 --dropout 0.2 --precision auto
 	@$(BUILD_DIR)/examples/translation/torchattn-translate evaluate --model $(BUILD_DIR)/tatoeba/model --data $(BUILD_DIR)/tatoeba/data/test.tsv --show 5
 
 # Benchmarks print ratios measured in one process; they are not tests.

@@ -10,6 +10,7 @@
 #include "trainer.h"
 
 #include <torchattn/distributed/process_group.h>
+#include <torchattn/ops/capability.h>
 
 #include <fmt/format.h>
 #include <torch/torch.h>
@@ -287,9 +288,10 @@ int main(int argc, char** argv) {
       ->add_option(
           "--precision", tc.precision,
           "fp32, or bf16: forward and loss under LibTorch's CPU autocast in bfloat16 (float32 "
-          "master weights and optimizer)")
+          "master weights and optimizer), or auto: bf16 where torchattn's kernels multiply "
+          "bfloat16 natively (kernel capability amx or avx512_bf16), else fp32")
       ->capture_default_str()
-      ->check(CLI::IsMember({"fp32", "bf16"}));
+      ->check(CLI::IsMember({"fp32", "bf16", "auto"}));
   train_cmd
       ->add_option("--max-steps", tc.max_steps, "Stop after this many optimizer steps (0: none)")
       ->capture_default_str()
@@ -402,6 +404,13 @@ int main(int argc, char** argv) {
         tc.train_path = (fs::path(t_data) / "train.tsv").string();
         tc.dev_path = (fs::path(t_data) / "dev.tsv").string();
         tc.progress = !t_quiet;
+        if (tc.precision == "auto") { // resolved here; train.txt keeps what ran
+          const std::string cap = torchattn::ops::kernel_capability();
+          tc.precision = cap == "amx" || cap == "avx512_bf16" ? "bf16" : "fp32";
+          if (launch.rank == 0)
+            fmt::print(
+                stderr, "train: --precision auto: {} (kernel capability {})\n", tc.precision, cap);
+        }
         s = train(tc);
       }
       if (s.interrupted)

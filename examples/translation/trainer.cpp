@@ -240,6 +240,20 @@ Tokenizers training_tokenizers(const TrainConfig& c) {
   return load_tokenizers(data, "sentencepiece", "data directory '" + data.string() + "'");
 }
 
+/// The choices train() and a saved train.txt share: precision, schedule, ema, word_dropout.
+void check_recipe(const TrainConfig& c) {
+  if (c.precision != "fp32" && c.precision != "bf16")
+    throw std::runtime_error("train: bad precision '" + c.precision + "', expected fp32 or bf16");
+  if (c.schedule != "inverse-sqrt" && c.schedule != "linear") {
+    throw std::runtime_error(
+        "train: schedule is '" + c.schedule + "', expected inverse-sqrt or linear");
+  }
+  if (!(c.ema >= 0 && c.ema < 1))
+    throw std::runtime_error("train: ema must be in [0, 1) (0: no average)");
+  if (!(c.word_dropout >= 0 && c.word_dropout < 1))
+    throw std::runtime_error("train: word_dropout must be in [0, 1)");
+}
+
 TrainSummary run(const TrainConfig& c, bool resuming) {
   // Before anything is written (a resumed run passed this check when it started).
   if (!resuming && c.pack && c.model.kind != "transformer") {
@@ -318,7 +332,7 @@ TrainSummary run(const TrainConfig& c, bool resuming) {
     if (resuming) // missing, it is an error that names the file, as the weights' is
       load_module(*average->model(), ck / "average.pt");
   }
-  Seq2SeqImpl& evaluated = average ? *average->model() : *model;
+  const std::shared_ptr<Seq2SeqImpl> evaluated = average ? average->model() : model;
   size_t too_long = 0;
   const auto pairs = encode_pairs(train_examples, tok, src_vocab, tgt_vocab, mo.max_len, &too_long);
   const auto dev_pairs =
@@ -338,7 +352,7 @@ TrainSummary run(const TrainConfig& c, bool resuming) {
     dev_sources.push_back(e.source);
     dev_refs.push_back(e.references);
   }
-  const Translator translator{mo, src_vocab, tgt_vocab, average ? average->model() : model, tok};
+  const Translator translator{mo, src_vocab, tgt_vocab, evaluated, tok};
   if (ranks.leader() && !resuming) { // rank 0 prints
     fmt::print(
         stderr,
@@ -491,7 +505,7 @@ TrainSummary run(const TrainConfig& c, bool resuming) {
     if (c.progress && tty)
       fmt::print(stderr, "\n");
     model->eval();
-    const double dev_loss = evaluate_loss(evaluated, dev_pairs, c.max_tokens);
+    const double dev_loss = evaluate_loss(*evaluated, dev_pairs, c.max_tokens);
     std::vector<std::string> hyps;
     for (auto& r : translator.translate(dev_sources, {}))
       hyps.push_back(std::move(r.text));
@@ -503,7 +517,7 @@ TrainSummary run(const TrainConfig& c, bool resuming) {
       state.best_bleu = bleu;
       state.best_loss = dev_loss;
       state.best_epoch = epoch;
-      save_module(evaluated, dir / "model.pt");
+      save_module(*evaluated, dir / "model.pt");
     }
     std::ofstream(dir / "history.tsv", std::ios::app) << fmt::format(
         "{}\t{:.4f}\t{:.4f}\t{:.2f}\t{:.1f}\n", epoch, train_loss, dev_loss, bleu, state.seconds);
@@ -637,22 +651,14 @@ TrainConfig TrainConfig::from_map(const std::map<std::string, std::string>& m) {
   c.max_vocab = to_int(m, "max_vocab");
   c.seed = static_cast<uint64_t>(to_int(m, "seed"));
   c.max_steps = m.count("max_steps") ? to_int(m, "max_steps") : 0;
-  // Runs saved before --precision existed trained in float32.
+  // Runs saved before --precision existed trained in float32, before --pack padded their
+  // batches, before --schedule and --ema used inverse square root and no average.
   c.precision = m.count("precision") ? m.at("precision") : "fp32";
-  if (c.precision != "fp32" && c.precision != "bf16")
-    throw std::runtime_error("bad precision '" + c.precision + "', expected fp32 or bf16");
-  // Runs saved before --pack existed padded their batches.
   c.pack = m.count("pack") != 0 && m.at("pack") == "1";
-  // Runs saved before --schedule and --ema existed: inverse square root, no average.
   c.schedule = m.count("schedule") ? m.at("schedule") : "inverse-sqrt";
-  if (c.schedule != "inverse-sqrt" && c.schedule != "linear")
-    throw std::runtime_error("bad schedule '" + c.schedule + "', expected inverse-sqrt or linear");
   c.ema = m.count("ema") ? to_double(m, "ema") : 0.0;
   c.word_dropout = m.count("word_dropout") ? to_double(m, "word_dropout") : 0.0;
-  if (!(c.word_dropout >= 0 && c.word_dropout < 1))
-    throw std::runtime_error("bad word_dropout " + m.at("word_dropout") + ", expected [0, 1)");
-  if (!(c.ema >= 0 && c.ema < 1))
-    throw std::runtime_error("bad ema " + m.at("ema") + ", expected 0 <= ema < 1");
+  check_recipe(c);
   return c;
 }
 
@@ -680,14 +686,7 @@ TrainSummary train(const TrainConfig& config) {
         "train: epochs, max_tokens, warmup, lr and clip must be positive and "
         "label_smoothing in [0, 1)");
   }
-  if (config.schedule != "inverse-sqrt" && config.schedule != "linear") {
-    throw std::runtime_error(
-        "train: schedule is '" + config.schedule + "', expected inverse-sqrt or linear");
-  }
-  if (!(config.ema >= 0 && config.ema < 1))
-    throw std::runtime_error("train: ema must be in [0, 1) (0: no average)");
-  if (!(config.word_dropout >= 0 && config.word_dropout < 1))
-    throw std::runtime_error("train: word_dropout must be in [0, 1)");
+  check_recipe(config);
   return run(config, /*resuming=*/false);
 }
 

@@ -44,7 +44,8 @@ grep -Eq '^BLEU = [0-9.]+ ' eval.log || fail "evaluate printed no BLEU: $(cat ev
 # Subwords, packed batches, the Transformer's plot grid and word alignments.
 "$bin" prepare --data toy.tsv --out data-bpe --subwords bpe --vocab-size 60 > bpe.log 2>&1 || fail "prepare --subwords bpe failed: $(cat bpe.log)"
 [ -s data-bpe/src.spm.model ] && [ -s data-bpe/tgt.spm.model ] || fail "prepare wrote no SentencePiece models"
-"$bin" train --data data-bpe --out m-bpe --pack --hidden-dim 32 --heads 2 --layers 2 --ff-dim 64 --max-tokens 256 --warmup 20 --epochs 2 --tie-embeddings --ema 0.99 --schedule linear --word-dropout 0.1 --quiet > bpe-train.log 2>&1 || fail "train on subwords failed: $(cat bpe-train.log)"
+"$bin" train --data data-bpe --out m-bpe --pack --hidden-dim 32 --heads 2 --layers 2 --ff-dim 64 --max-tokens 256 --warmup 20 --epochs 2 --tie-embeddings --ema 0.99 --schedule linear --word-dropout 0.1 --precision auto --quiet > bpe-train.log 2>&1 || fail "train on subwords failed: $(cat bpe-train.log)"
+grep -qE "^precision=(fp32|bf16)$" m-bpe/train.txt || fail "--precision auto was not resolved in train.txt: $(grep precision m-bpe/train.txt)"
 grep -q "tokenizer=sentencepiece" m-bpe/options.txt || fail "the model directory does not name its tokenizer"
 grep -q "tie_embeddings=1" m-bpe/options.txt || fail "options.txt does not say tie_embeddings=1"
 [ -s m-bpe/checkpoint/average.pt ] || fail "train --ema wrote no checkpoint/average.pt"

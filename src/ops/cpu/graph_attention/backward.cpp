@@ -91,11 +91,7 @@ struct Backward {
     acc_t* m = row_max.data() + i * H;
     std::fill(m, m + H, -std::numeric_limits<acc_t>::infinity());
     for (int64_t e = 0; e < deg; ++e) {
-      if (begin + e + graph::kPrefetchEdges < E) { // the next rows' edges too
-        const int64_t ahead = col[begin + e + graph::kPrefetchEdges];
-        graph::prefetch_row(k + ahead * H * D, H * D);
-        graph::prefetch_row(v + ahead * H * C, H * C);
-      }
+      graph::prefetch_ahead(col, begin + e, E, k, H * D, v, H * C); // the next rows' too
       const int64_t j = col[begin + e];
       for (int64_t h = 0; h < H; ++h) {
         p[e * H + h] = score(qi + h * D, k + (j * H + h) * D, h);
@@ -103,12 +99,7 @@ struct Backward {
         dp[e * H + h] = graph::dot(doi + h * C, v + (j * H + h) * C, C);
       }
     }
-    for (int64_t e = 0; e < deg; ++e) {
-      for (int64_t h = 0; h < H; ++h) {
-        p[e * H + h] -= m[h];
-      }
-    }
-    graph::exp_inplace(p.data(), deg * H);
+    graph::exp_minus_max(p.data(), m, deg, H);
     for (int64_t h = 0; h < H; ++h) {
       double l = 0;
       for (int64_t e = 0; e < deg; ++e) {
@@ -177,11 +168,7 @@ struct Backward {
     std::fill(gkj, gkj + H * D, acc_t(0));
     std::fill(gvj, gvj + H * C, acc_t(0));
     for (int64_t slot = t.ptr[j]; slot < t.ptr[j + 1]; ++slot) {
-      if (slot + graph::kPrefetchEdges < E) { // the next sources' edges too
-        const int64_t ahead = t.dst[slot + graph::kPrefetchEdges];
-        graph::prefetch_row(q + ahead * H * D, H * D);
-        graph::prefetch_row(dout + ahead * H * C, H * C);
-      }
+      graph::prefetch_ahead(t.dst.data(), slot, E, q, H * D, dout, H * C); // the next sources' too
       const int64_t e = t.edge[slot], i = t.dst[slot];
       const scalar_t* qi = q + i * H * D;
       const scalar_t* doi = dout + i * H * C;

@@ -43,11 +43,7 @@ struct ForwardRows {
     std::fill(l.begin(), l.end(), acc_t(0));
     const scalar_t* qi = q + i * H * D;
     for (int64_t e = 0; e < deg; ++e) {
-      if (begin + e + graph::kPrefetchEdges < E) { // the next rows' edges too
-        const int64_t ahead = col[begin + e + graph::kPrefetchEdges];
-        graph::prefetch_row(k + ahead * H * D, H * D);
-        graph::prefetch_row(v + ahead * H * C, H * C);
-      }
+      graph::prefetch_ahead(col, begin + e, E, k, H * D, v, H * C); // the next rows' too
       const scalar_t* kj = k + col[begin + e] * H * D;
       for (int64_t h = 0; h < H; ++h) {
         const acc_t s = score(qi + h * D, kj + h * D, h);
@@ -55,12 +51,7 @@ struct ForwardRows {
         m[h] = std::max(m[h], s);
       }
     }
-    for (int64_t e = 0; e < deg; ++e) {
-      for (int64_t h = 0; h < H; ++h) {
-        p[e * H + h] -= m[h];
-      }
-    }
-    graph::exp_inplace(p.data(), deg * H);
+    graph::exp_minus_max(p.data(), m.data(), deg, H);
     for (int64_t e = 0; e < deg; ++e) {
       for (int64_t h = 0; h < H; ++h) {
         l[h] += p[e * H + h];
@@ -103,7 +94,7 @@ struct ForwardRows {
   }
 
   template <typename Score>
-  void run(const Score& score, int64_t Nd, int64_t E) const {
+  void run(const Score& score, int64_t Nd) const {
     const int64_t grain = std::max<int64_t>(1, kGrainEdgeHeads * Nd / std::max<int64_t>(1, E * H));
     at::parallel_for(0, Nd, grain, [&](int64_t begin, int64_t end) {
       std::vector<acc_t> p, m(H), l(H), acc(H * C);
@@ -136,8 +127,7 @@ void forward_typed(
       lse.data_ptr<acc_t>(),
       weights.defined() ? weights.data_ptr<scalar_t>() : nullptr,
       col_index.size(0)};
-  graph::with_score<scalar_t>(
-      args, D, [&](const auto& score) { rows.run(score, query.size(0), col_index.size(0)); });
+  graph::with_score<scalar_t>(args, D, [&](const auto& score) { rows.run(score, query.size(0)); });
 }
 
 } // namespace

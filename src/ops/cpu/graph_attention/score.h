@@ -48,6 +48,18 @@ inline void prefetch_row(const scalar_t* p, int64_t n) {
   }
 }
 
+/// Prefetches the rows of a[idx[pos + kPrefetchEdges]] (na elements) and of b at the same
+/// index (nb), where that edge exists: the rows an edge kPrefetchEdges ahead will read.
+template <typename A, typename B>
+inline void prefetch_ahead(
+    const int64_t* idx, int64_t pos, int64_t E, const A* a, int64_t na, const B* b, int64_t nb) {
+  if (pos + kPrefetchEdges < E) {
+    const int64_t ahead = idx[pos + kPrefetchEdges];
+    prefetch_row(a + ahead * na, na);
+    prefetch_row(b + ahead * nb, nb);
+  }
+}
+
 /// x[i] = exp(x[i]) for i < n, every element by the vector exp (Sleef's, 1 ulp, on the vector
 /// builds), the tail too: a weight recomputed in another pass, from the same score, is the same
 /// bits.
@@ -61,6 +73,17 @@ inline void exp_inplace(T* x, int64_t n) {
   if (i < n) {
     Vec::loadu(x + i, n - i).exp().store(x + i, n - i);
   }
+}
+
+/// A row's softmax numerators in place: p[e, h] = exp(p[e, h] - m[h]) for deg edges of H heads.
+template <typename T>
+inline void exp_minus_max(T* p, const T* m, int64_t deg, int64_t H) {
+  for (int64_t e = 0; e < deg; ++e) {
+    for (int64_t h = 0; h < H; ++h) {
+      p[e * H + h] -= m[h];
+    }
+  }
+  exp_inplace(p, deg * H);
 }
 
 /// Σ_d a_d b_d in acc_t: vectorised where scalar_t computes in its own type.
