@@ -42,6 +42,7 @@ struct Backward {
   int64_t group;  // query heads per kv head
   int64_t n_diag; // Lq + Lk - 1 diagonals
   int64_t bk;     // keys per tile, at most block_k<T>() (the buffers' leading dimension)
+  int64_t lanes;  // kv heads whose chunks interleave in the item order (interleaved_item)
   BufferPool<T>* pool;
   // bfloat16 query, key and value multiplied as pairs by vdpbf16ps (the avx512_bf16
   // build, T float; grad_out and out float32): the five products take their operands as pairs
@@ -591,8 +592,8 @@ void finish_head(const Backward<T>& g, BackwardHead<T>& hd, int64_t bh) {
 template <typename T>
 void backward_item(const Backward<T>& g, BackwardHead<T>* heads, BackwardKV<T>* kvs, int64_t item) {
   constexpr int64_t BK = block_k<T>();
-  const int64_t kv = item / g.chunks;
-  const int64_t chunk = item % g.chunks;
+  int64_t kv, chunk;
+  interleaved_item(item, g.d.B * g.d.H / g.group, g.chunks, g.lanes, kv, chunk);
   const int64_t first_bh = (kv / (g.d.H / g.group)) * g.d.H + (kv % (g.d.H / g.group)) * g.group;
   BackwardKV<T>& kvh = kvs[kv];
   std::call_once(kvh.packed, [&] { pack_kv(g, kvh, kv); });
@@ -680,6 +681,7 @@ void backward_impl(
       d.H / key.size(1),
       d.Lq + d.Lk - 1,
       bk,
+      item_lanes(kv_heads),
       &pool,
       pairs};
   std::unique_ptr<BackwardHead<T>[]> heads(new BackwardHead<T>[static_cast<size_t>(d.BH())]);

@@ -109,6 +109,25 @@ class BufferPool {
   std::map<int64_t, std::vector<std::unique_ptr<T[]>>> free_;
 };
 
+/// Work items over `units` units (kv heads) of `per_unit` items each, in blocks of `lanes`
+/// units whose items interleave: threads that start together (one per lane) start on
+/// different units, so that each packs its own unit's operands instead of waiting on another
+/// thread's packing, and about two blocks of units hold packed operands at a time. Gives the
+/// unit of item `item` and its index within the unit.
+inline void interleaved_item(
+    int64_t item, int64_t units, int64_t per_unit, int64_t lanes, int64_t& unit, int64_t& k) {
+  const int64_t block = item / (lanes * per_unit);
+  const int64_t r = item % (lanes * per_unit);
+  const int64_t here = std::min(lanes, units - block * lanes); // the last block: fewer units
+  unit = block * lanes + r % here;
+  k = r / here;
+}
+
+/// interleaved_item's lanes: a unit per thread, at least one.
+inline int64_t item_lanes(int64_t units) {
+  return std::max<int64_t>(1, std::min<int64_t>(at::get_num_threads(), units));
+}
+
 /// Runs fn(item, scratch) for item in [0, count) on every thread, taking items in order from a
 /// shared counter so that uneven items (causal tiles) balance.
 template <typename Fn>

@@ -51,6 +51,7 @@ struct Forward {
   FlashArgs args;
   Dims d;
   int64_t q_tiles;
+  int64_t lanes; // kv heads whose tiles interleave in the item order (item_tile)
   int64_t group; // query heads per kv head
   // bfloat16 operands multiplied as pairs by vdpbf16ps (the avx512_bf16 build, T float):
   // query, key and value stay bfloat16 and are packed as pairs (micro_kernel_bf16.h).
@@ -58,8 +59,8 @@ struct Forward {
 };
 
 /// A head's values as rows: the tensor itself when its rows are contiguous whole vectors, else
-/// a copy made by the head's first tile and freed by its last (tiles are taken head by head,
-/// so about one head per thread is copied at a time).
+/// a copy made by the head's first tile and freed by its last (tiles are taken a few heads at
+/// a time, item_tile, so about two heads per thread are copied at a time).
 template <typename T>
 struct ValueRows {
   std::once_flag packed;
@@ -96,9 +97,19 @@ struct QueryTile {
   T* rdiag;
 };
 
-/// Pack the query tile: the tile of item `item` (largest causal tiles, the last queries, first),
-/// its buffers, and its queries transposed [E, nq_pad], times the scale as the math path scales
-/// them, zero padded.
+/// The query head and tile of item `item`: kv heads interleaved (interleaved_item); within
+/// one, its query heads in turn, each's largest causal tiles (the last queries) first.
+template <typename T>
+void item_tile(const Forward<T>& f, int64_t item, int64_t& bh, int64_t& tile) {
+  const int64_t kv_per_b = f.d.H / f.group;
+  int64_t kv, k;
+  interleaved_item(item, f.d.B * kv_per_b, f.group * f.q_tiles, f.lanes, kv, k);
+  bh = (kv / kv_per_b) * f.d.H + (kv % kv_per_b) * f.group + k / f.q_tiles;
+  tile = f.q_tiles - 1 - k % f.q_tiles;
+}
+
+/// Pack the query tile: the tile of item `item` (item_tile), its buffers, and its queries
+/// transposed [E, nq_pad], times the scale as the math path scales them, zero padded.
 template <typename T>
 QueryTile<T> pack_query_tile(const Forward<T>& f, int64_t item) {
   constexpr int64_t W = Vectorized<T>::size();
@@ -106,10 +117,11 @@ QueryTile<T> pack_query_tile(const Forward<T>& f, int64_t item) {
   constexpr int64_t BK = forward_block_k();
   const Dims& d = f.d;
   QueryTile<T> t;
-  t.bh = item / f.q_tiles;
+  int64_t tile;
+  item_tile(f, item, t.bh, tile);
   t.b = t.bh / d.H;
   t.h = t.bh % d.H;
-  t.i0 = (f.q_tiles - 1 - item % f.q_tiles) * kBlockQForward;
+  t.i0 = tile * kBlockQForward;
   t.nq = std::min(kBlockQForward, d.Lq - t.i0);
   t.nq_pad = round_up(t.nq, W);
   t.ev_pad = round_up(d.Ev, W);
@@ -601,6 +613,7 @@ void forward_impl(
       args,
       d,
       (d.Lq + kBlockQForward - 1) / kBlockQForward,
+      item_lanes(d.B * key.size(1)),
       d.H / key.size(1),
       pairs};
   const int64_t kv_heads = d.B * key.size(1);
