@@ -86,6 +86,8 @@ void row_statistics(const Backward<T>& g, BackwardHead<T>& hd, int64_t bh) {
   using Vec = Vectorized<T>;
   const Dims& d = g.d;
   const T* o_head = g.out.template data_ptr<T>() + head_offset(g.out, bh, d.H);
+  // Read once: Tensor::stride checks the tensor's layout on every call.
+  const int64_t os2 = g.out.stride(2), os3 = g.out.stride(3);
   for (int64_t i = 0; i < d.Lq; ++i) {
     // delta = rowsum(dO * O), summed exactly as the micro-kernel sums dP = dO Vᵀ (the same
     // fmadd, in the same order): where all of a row's weight is on one key, O is that key's
@@ -93,9 +95,7 @@ void row_statistics(const Backward<T>& g, BackwardHead<T>& hd, int64_t bh) {
     // exact arithmetic. A huge scale or huge queries would magnify any residue.
     Vec acc(T(0));
     for (int64_t e = 0; e < d.Ev; ++e) {
-      acc = at::vec::fmadd(
-          Vec(hd.do_rows[i * hd.ld_do + e]), Vec(o_head[i * g.out.stride(2) + e * g.out.stride(3)]),
-          acc);
+      acc = at::vec::fmadd(Vec(hd.do_rows[i * hd.ld_do + e]), Vec(o_head[i * os2 + e * os3]), acc);
     }
     T lanes[Vec::size()];
     acc.store(lanes);
@@ -542,10 +542,10 @@ void key_tile(
   T* gk_head = gk.template data_ptr<T>() + kv_offset(gk, kv);
   T* gv_head = gv.template data_ptr<T>() + kv_offset(gv, kv);
   // grad_key and grad_value are allocated contiguous by the op.
+  const int64_t gk2 = gk.stride(2), gv2 = gv.stride(2);
   for (int64_t r = 0; r < nk; ++r) {
-    std::copy(buf.dk + r * g.E_pad, buf.dk + r * g.E_pad + d.E, gk_head + (j0 + r) * gk.stride(2));
-    std::copy(
-        buf.dv + r * g.Ev_pad, buf.dv + r * g.Ev_pad + d.Ev, gv_head + (j0 + r) * gv.stride(2));
+    std::copy(buf.dk + r * g.E_pad, buf.dk + r * g.E_pad + d.E, gk_head + (j0 + r) * gk2);
+    std::copy(buf.dv + r * g.Ev_pad, buf.dv + r * g.Ev_pad + d.Ev, gv_head + (j0 + r) * gv2);
   }
 }
 
@@ -557,14 +557,15 @@ void finish_head(const Backward<T>& g, BackwardHead<T>& hd, int64_t bh) {
   const T scale = static_cast<T>(g.args.scale);
   at::Tensor& gq = g.grads.grad_query;
   T* gq_head = gq.template data_ptr<T>() + head_offset(gq, bh, d.H);
+  const int64_t gs2 = gq.stride(2), gs3 = gq.stride(3);
   for (int64_t i = 0; i < d.Lq; ++i) {
-    T* row = gq_head + i * gq.stride(2);
+    T* row = gq_head + i * gs2;
     for (int64_t e = 0; e < d.E; ++e) {
       T sum = 0;
       for (int64_t c = 0; c < g.chunks; ++c) {
         sum += hd.dq_acc[(c * d.Lq + i) * g.E_pad + e];
       }
-      row[e * gq.stride(3)] = sum * scale;
+      row[e * gs3] = sum * scale;
     }
   }
   if (hd.diag_acc) {

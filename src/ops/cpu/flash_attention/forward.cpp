@@ -445,14 +445,16 @@ void finish_rows(const Forward<T>& f, const QueryTile<T>& t) {
   T* o_head = out.template data_ptr<T>() + head_offset(out, t.bh, d.H);
   T* max_head = f.row_max + t.bh * d.Lq;
   T* log_sum_head = f.row_log_sum + t.bh * d.Lq;
+  // Read once: Tensor::stride checks the tensor's layout on every call.
+  const int64_t os2 = out.stride(2), os3 = out.stride(3);
   for (int64_t r = 0; r < t.nq; ++r) {
     const int64_t i = t.i0 + r;
-    T* o_row = o_head + i * out.stride(2);
+    T* o_row = o_head + i * os2;
     const T* a = t.acc + r * t.ev_pad;
     const T l = t.l_run[r];
     if (!(l > T(0)) && !std::isnan(l)) {
       for (int64_t e = 0; e < d.Ev; ++e) {
-        o_row[e * out.stride(3)] = T(0);
+        o_row[e * os3] = T(0);
       }
       max_head[i] = neg_inf<T>();
       log_sum_head[i] = neg_inf<T>();
@@ -461,8 +463,14 @@ void finish_rows(const Forward<T>& f, const QueryTile<T>& t) {
     // Low precision: over the sum of the weights as rounded for P V, so that they sum to 1 and
     // backward's delta = rowsum(dO * O) matches its P (see low_precision.h).
     const T inv = T(1) / (t.l_round != nullptr ? t.l_round[r] : l);
-    for (int64_t e = 0; e < d.Ev; ++e) {
-      o_row[e * out.stride(3)] = a[e] * inv;
+    if (os3 == 1) {
+      for (int64_t e = 0; e < d.Ev; ++e) { // contiguous: vectorized
+        o_row[e] = a[e] * inv;
+      }
+    } else {
+      for (int64_t e = 0; e < d.Ev; ++e) {
+        o_row[e * os3] = a[e] * inv;
+      }
     }
     max_head[i] = t.m_run[r];
     // The sum is at least the max's own term, 1; exp2's polynomial may give 1 - 7e-8.
