@@ -595,7 +595,7 @@ void backward_item(const Backward<T>& g, BackwardHead<T>* heads, BackwardKV<T>* 
   constexpr int64_t BK = block_k<T>();
   int64_t kv, chunk;
   interleaved_item(item, g.d.B * g.d.H / g.group, g.chunks, g.lanes, kv, chunk);
-  const int64_t first_bh = (kv / (g.d.H / g.group)) * g.d.H + (kv % (g.d.H / g.group)) * g.group;
+  const int64_t first_bh = first_query_head(kv, g.d.H, g.group);
   BackwardKV<T>& kvh = kvs[kv];
   std::call_once(kvh.packed, [&] { pack_kv(g, kvh, kv); });
   for (int64_t q_head = 0; q_head < g.group; ++q_head) {

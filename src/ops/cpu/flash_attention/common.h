@@ -123,6 +123,13 @@ inline void interleaved_item(
   k = r / here;
 }
 
+/// The first query head (b * H + h) of kv head `kv`: its batch's heads, then the kv head's
+/// group of `group` consecutive query heads.
+inline int64_t first_query_head(int64_t kv, int64_t H, int64_t group) {
+  const int64_t kv_per_b = H / group;
+  return (kv / kv_per_b) * H + (kv % kv_per_b) * group;
+}
+
 /// interleaved_item's lanes: a unit per thread, at least one.
 inline int64_t item_lanes(int64_t units) {
   return std::max<int64_t>(1, std::min<int64_t>(at::get_num_threads(), units));

@@ -101,10 +101,9 @@ struct QueryTile {
 /// one, its query heads in turn, each's largest causal tiles (the last queries) first.
 template <typename T>
 void item_tile(const Forward<T>& f, int64_t item, int64_t& bh, int64_t& tile) {
-  const int64_t kv_per_b = f.d.H / f.group;
   int64_t kv, k;
-  interleaved_item(item, f.d.B * kv_per_b, f.group * f.q_tiles, f.lanes, kv, k);
-  bh = (kv / kv_per_b) * f.d.H + (kv % kv_per_b) * f.group + k / f.q_tiles;
+  interleaved_item(item, f.d.B * (f.d.H / f.group), f.group * f.q_tiles, f.lanes, kv, k);
+  bh = first_query_head(kv, f.d.H, f.group) + k / f.q_tiles;
   tile = f.q_tiles - 1 - k % f.q_tiles;
 }
 
@@ -610,6 +609,7 @@ void forward_impl(
   // query [B, H, Lq, E], key [B, H, Lk, E], value [B, H, Lk, Ev]
   //   -> out [B, H, Lq, Ev], row_max [B, H, Lq], row_log_sum [B, H, Lq]
   const Dims d = dims_of(query, key, value);
+  const int64_t kv_heads = d.B * key.size(1);
   const Forward<T> f{
       query,
       key,
@@ -621,10 +621,9 @@ void forward_impl(
       args,
       d,
       (d.Lq + kBlockQForward - 1) / kBlockQForward,
-      item_lanes(d.B * key.size(1)),
+      item_lanes(kv_heads),
       d.H / key.size(1),
       pairs};
-  const int64_t kv_heads = d.B * key.size(1);
   std::unique_ptr<ValueRows<T>[]> heads(new ValueRows<T>[static_cast<size_t>(kv_heads)]);
   for (int64_t kv = 0; kv < kv_heads; ++kv) {
     heads[kv].tiles_left = f.q_tiles * f.group;
