@@ -6,6 +6,7 @@
 #include "corpus.h"
 #include "data.h"
 #include "decode.h"
+#include "ensemble.h"
 #include "heatmap.h"
 #include "trainer.h"
 
@@ -308,9 +309,19 @@ int main(int argc, char** argv) {
   auto* translate_cmd = app.add_subcommand(
       "translate", "Translate sentences given as arguments, or stdin line by line");
   std::string m_dir = default_dir("translate-model");
+  // translate and evaluate: one model directory, or several trained on the same prepared
+  // data, decoded as an ensemble (their next-token probabilities averaged)
+  std::vector<std::string> m_dirs{m_dir};
+  const char* const ensemble_help =
+      "Model directory; several (comma-separated, or --model repeated; trained on the same "
+      "prepared data) "
+      "decode as an ensemble";
   Translator::Options topt;
   std::vector<std::string> sentences;
-  translate_cmd->add_option("--model", m_dir, "Model directory")->capture_default_str();
+  translate_cmd->add_option("--model", m_dirs, ensemble_help)
+      ->delimiter(',')
+      ->allow_extra_args(false)
+      ->capture_default_str();
   translate_cmd->add_option("--beam", topt.beam, "Beam size (1: greedy)")
       ->capture_default_str()
       ->check(CLI::Range(1, 100));
@@ -329,7 +340,10 @@ int main(int argc, char** argv) {
       "evaluate", "Corpus BLEU on a TSV file (all references of a source count)");
   std::string e_data = (fs::path(default_dir("translate-data")) / "test.tsv").string();
   int64_t e_show = 0;
-  evaluate_cmd->add_option("--model", m_dir, "Model directory")->capture_default_str();
+  evaluate_cmd->add_option("--model", m_dirs, ensemble_help)
+      ->delimiter(',')
+      ->allow_extra_args(false)
+      ->capture_default_str();
   evaluate_cmd->add_option("--data", e_data, "TSV file: source<TAB>reference[<TAB>reference...]")
       ->capture_default_str();
   evaluate_cmd->add_option("--beam", topt.beam, "Beam size (1: greedy)")
@@ -423,7 +437,7 @@ int main(int argc, char** argv) {
       return 0;
     }
     if (translate_cmd->parsed()) {
-      const Translator t = load_translator(m_dir);
+      const Translator t = load_ensemble(m_dirs);
       const bool from_stdin = sentences.empty();
       if (from_stdin)
         sentences = read_lines(std::cin);
@@ -445,7 +459,7 @@ int main(int argc, char** argv) {
       return 0;
     }
     if (evaluate_cmd->parsed()) {
-      const Translator t = load_translator(m_dir);
+      const Translator t = load_ensemble(m_dirs);
       const auto examples = read_examples(e_data);
       std::vector<std::string> sources, hyps;
       std::vector<std::vector<std::string>> refs;

@@ -65,6 +65,8 @@ class Vocab {
   std::vector<int64_t> encode(const std::vector<std::string>& tokens) const;
   /// Ids back to tokens, stopping at </s> and skipping <s> and <pad>.
   std::vector<std::string> decode(const std::vector<int64_t>& ids) const;
+  /// The same tokens with the same ids.
+  bool operator==(const Vocab& other) const { return tokens_ == other.tokens_; }
 
  private:
   void add(const std::string& token);

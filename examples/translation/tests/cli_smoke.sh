@@ -37,6 +37,9 @@ out=$(printf 'red cat\n\nblue dog\n' | "$bin" translate --model model --beam 3)
 
 "$bin" evaluate --model model --data data/test.tsv > eval.log
 grep -Eq '^BLEU = [0-9.]+ ' eval.log || fail "evaluate printed no BLEU: $(cat eval.log)"
+# An ensemble of the model with itself averages equal probabilities: the same BLEU.
+"$bin" evaluate --model model,model --data data/test.tsv > eval2.log || fail "evaluate --model model,model failed"
+[ "$(grep -Eo '^BLEU = [0-9.]+' eval2.log)" = "$(grep -Eo '^BLEU = [0-9.]+' eval.log)" ] || fail "an ensemble of one model twice changed BLEU: $(cat eval.log eval2.log)"
 
 "$bin" plot --model model --out heat "red cat sees blue dog" > plot.log
 [ -s heat.png ] && [ -s heat.svg ] || fail "plot wrote no heat.png/heat.svg"
