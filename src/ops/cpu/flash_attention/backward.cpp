@@ -558,14 +558,28 @@ void finish_head(const Backward<T>& g, BackwardHead<T>& hd, int64_t bh) {
   at::Tensor& gq = g.grads.grad_query;
   T* gq_head = gq.template data_ptr<T>() + head_offset(gq, bh, d.H);
   const int64_t gs2 = gq.stride(2), gs3 = gq.stride(3);
+  // Vectors along E (E_pad is whole vectors): each lane sums its chunks in chunk order from 0,
+  // as a scalar loop would, so the bits do not depend on the vector width.
+  using Vec = Vectorized<T>;
+  constexpr int64_t W = Vec::size();
+  T lanes[W];
   for (int64_t i = 0; i < d.Lq; ++i) {
     T* row = gq_head + i * gs2;
-    for (int64_t e = 0; e < d.E; ++e) {
-      T sum = 0;
+    for (int64_t e = 0; e < d.E; e += W) {
+      Vec sum(T(0));
       for (int64_t c = 0; c < g.chunks; ++c) {
-        sum += hd.dq_acc[(c * d.Lq + i) * g.E_pad + e];
+        sum = sum + Vec::loadu(hd.dq_acc.get() + (c * d.Lq + i) * g.E_pad + e);
       }
-      row[e * gs3] = sum * scale;
+      sum = sum * Vec(scale);
+      const int64_t n = std::min(W, d.E - e);
+      if (gs3 == 1) {
+        sum.store(row + e, static_cast<int>(n));
+      } else {
+        sum.store(lanes);
+        for (int64_t k = 0; k < n; ++k) {
+          row[(e + k) * gs3] = lanes[k];
+        }
+      }
     }
   }
   if (hd.diag_acc) {

@@ -56,6 +56,67 @@ inline __m512i pairs16(const float* lo, const float* hi) {
   return _mm512_or_si512(l, _mm512_slli_epi32(h, 16));
 }
 
+/// r[j] lane i becomes r[i] lane j: a 16 x 16 block of words transposed in registers
+/// (interleave words, then 64-bit halves, within 128-bit lanes; then move the lanes).
+inline void transpose_words_16x16(__m512i (&r)[16]) {
+  __m512i t[16];
+  for (int i = 0; i < 16; i += 2) {
+    t[i] = _mm512_unpacklo_epi32(r[i], r[i + 1]);
+    t[i + 1] = _mm512_unpackhi_epi32(r[i], r[i + 1]);
+  }
+  // u[4g + k], lane l: rows 4g..4g+3 of column 4l + k.
+  __m512i u[16];
+  for (int g = 0; g < 4; ++g) {
+    const __m512i* tg = t + 4 * g;
+    u[4 * g] = _mm512_unpacklo_epi64(tg[0], tg[2]);
+    u[4 * g + 1] = _mm512_unpackhi_epi64(tg[0], tg[2]);
+    u[4 * g + 2] = _mm512_unpacklo_epi64(tg[1], tg[3]);
+    u[4 * g + 3] = _mm512_unpackhi_epi64(tg[1], tg[3]);
+  }
+  for (int k = 0; k < 4; ++k) {
+    const __m512i v0 = _mm512_shuffle_i32x4(u[k], u[4 + k], 0x88);
+    const __m512i v1 = _mm512_shuffle_i32x4(u[k], u[4 + k], 0xdd);
+    const __m512i w0 = _mm512_shuffle_i32x4(u[8 + k], u[12 + k], 0x88);
+    const __m512i w1 = _mm512_shuffle_i32x4(u[8 + k], u[12 + k], 0xdd);
+    r[k] = _mm512_shuffle_i32x4(v0, w0, 0x88);
+    r[8 + k] = _mm512_shuffle_i32x4(v0, w0, 0xdd);
+    r[4 + k] = _mm512_shuffle_i32x4(v1, w1, 0x88);
+    r[12 + k] = _mm512_shuffle_i32x4(v1, w1, 0xdd);
+  }
+}
+
+/// Pairs along contiguous rows, gathered across columns (the transposed layouts of pack_pairs,
+/// rs = 1), 16 pairs of 16 columns at a time: row j of a block is the 16 words of column c + j
+/// (load(c + j) gives them), transposed into 16 words of each of 16 pairs. Returns the first
+/// pair not done (every whole block of 16 pairs; columns past the last 16 by load_word).
+template <typename Load, typename LoadWord>
+inline int64_t transposed_pairs(
+    int64_t rows, int64_t cols, uint32_t* dst, int64_t ld, const Load& load,
+    const LoadWord& load_word) {
+  int64_t kp = 0;
+  for (; kp * 2 + 32 <= rows; kp += 16) {
+    int64_t c = 0;
+    for (; c + 16 <= cols; c += 16) {
+      __m512i r[16];
+      for (int j = 0; j < 16; ++j) {
+        r[j] = load(c + j, kp);
+      }
+      transpose_words_16x16(r);
+      for (int k = 0; k < 16; ++k) {
+        _mm512_storeu_si512(dst + (kp + k) * ld + c, r[k]);
+      }
+    }
+    for (int k = 0; k < 16; ++k) {
+      uint32_t* d = dst + (kp + k) * ld;
+      for (int64_t cc = c; cc < cols; ++cc) {
+        d[cc] = load_word(cc, kp + k);
+      }
+      std::fill(d + cols, d + ld, 0u);
+    }
+  }
+  return kp;
+}
+
 /// C[MR, NV*16] (+)= scale * A[MR, K] B[K, NV*16] on pairs (K2 = ceil(K / 2) words), then
 /// `epi` writes the block, as micro_kernel.
 template <int MR, int NV, typename Epi>
@@ -236,7 +297,36 @@ inline void pack_row_pairs(
 inline void pack_pairs(
     const float* src, int64_t rows, int64_t cols, int64_t rs, int64_t cs, uint32_t* dst,
     int64_t ld) {
-  for (int64_t kp = 0; kp * 2 < rows; ++kp) {
+  int64_t kp = 0;
+#if TORCHATTN_BF16_DOT
+  if (rs == 1) {
+    // 32 floats of column c from row 2kp: 16 words in order (cvtne2ps: the second operand low).
+    kp = transposed_pairs(
+        rows, cols, dst, ld,
+        [&](int64_t c, int64_t p) {
+          const float* x = src + c * cs + 2 * p;
+          return (__m512i)_mm512_cvtne2ps_pbh(_mm512_loadu_ps(x + 16), _mm512_loadu_ps(x));
+        },
+        [&](int64_t c, int64_t p) {
+          return pair_of(src[c * cs + 2 * p], src[c * cs + 2 * p + 1]);
+        });
+  } else if (cs == 1) {
+    for (; kp * 2 + 1 < rows; ++kp) {
+      const float* lo = src + 2 * kp * rs;
+      uint32_t* d = dst + kp * ld;
+      int64_t c = 0;
+      for (; c + 16 <= cols; c += 16) {
+        _mm512_storeu_si512(d + c, pairs16(lo + c, lo + rs + c));
+      }
+      for (; c < cols; ++c) {
+        d[c] = pair_of(lo[c], lo[rs + c]);
+      }
+      std::fill(d + cols, d + ld, 0u);
+    }
+  }
+#endif
+  // Any other layout, and an odd last row (paired with zero).
+  for (; kp * 2 < rows; ++kp) {
     const float* lo = src + 2 * kp * rs;
     const float* hi = 2 * kp + 1 < rows ? lo + rs : nullptr;
     uint32_t* d = dst + kp * ld;
@@ -258,10 +348,20 @@ inline void pack_pairs(
   if (rs == 1) {
     // Rows adjacent in memory (keys: the head dim): pair kp of column c is the 32-bit word at
     // src + c * cs + 2kp, as stored.
+    auto word = [&](int64_t c, int64_t p) {
+      uint32_t w;
+      std::memcpy(&w, src + c * cs + 2 * p, sizeof(w));
+      return w;
+    };
+#if TORCHATTN_BF16_DOT
+    kp = transposed_pairs(
+        rows, cols, dst, ld,
+        [&](int64_t c, int64_t p) { return _mm512_loadu_si512(src + c * cs + 2 * p); }, word);
+#endif
     for (; kp * 2 + 1 < rows; ++kp) {
       uint32_t* d = dst + kp * ld;
       for (int64_t c = 0; c < cols; ++c) {
-        std::memcpy(d + c, src + c * cs + 2 * kp, sizeof(uint32_t));
+        d[c] = word(c, kp);
       }
       std::fill(d + cols, d + ld, 0u);
     }
