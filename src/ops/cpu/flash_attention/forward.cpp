@@ -27,6 +27,8 @@
 #include "ops/cpu/flash_attention/modifiers.h"
 #include "ops/cpu/flash_attention/packing.h"
 
+#include <cstring>
+
 namespace torchattn::ops::cpu {
 namespace CPU_CAPABILITY {
 namespace {
@@ -72,8 +74,10 @@ struct ValueRows {
   std::unique_ptr<T[]> key_copy;
   const T* keys = nullptr;
   int64_t key_rs = 0, key_cs = 0;
-  // Forward::pairs: the keys as pairs along E [ceil(E / 2), Lk] and the values as pairs of
-  // keys [ceil(Lk / 2), ld]; ld is Ev rounded up to whole vectors.
+  // Forward::pairs: the keys as pairs along E, word (j, kp) at key_pairs[j * key_rs + kp *
+  // key_cs] (rows [Lk, E / 2] copied as stored where E is even and rows contiguous, else
+  // [ceil(E / 2), Lk]), and the values as pairs of keys [ceil(Lk / 2), ld]; ld is Ev rounded
+  // up to whole vectors.
   std::unique_ptr<uint32_t[]> key_pairs, value_pairs;
 };
 
@@ -268,7 +272,7 @@ inline void scores_columns(
     if (f.pairs) {
       const auto* k_pairs = reinterpret_cast<const uint32_t*>(k_tile);
       gemm_pairs(
-          nk, c1 - c0, (f.d.E + 1) / 2, k_pairs, 1, f.d.Lk, t.q_pairs + c0, t.nq_pad,
+          nk, c1 - c0, (f.d.E + 1) / 2, k_pairs, t.key_rs, t.key_cs, t.q_pairs + c0, t.nq_pad,
           panel_width<T>(), t.st + c0, forward_block_q<T>(), /*accumulate=*/false,
           static_cast<float>(f.args.scale), epi);
       return;
@@ -506,11 +510,23 @@ template <typename T>
 void pack_kv_pairs(const Forward<T>& f, ValueRows<T>& head, int64_t kv) {
   const Dims& d = f.d;
   head.ld = round_up(d.Ev, Vectorized<T>::size());
-  head.key_pairs.reset(new uint32_t[static_cast<size_t>((d.E + 1) / 2 * d.Lk)]);
+  const int64_t E2 = (d.E + 1) / 2;
+  head.key_pairs.reset(new uint32_t[static_cast<size_t>(E2 * d.Lk)]);
   head.value_pairs.reset(new uint32_t[static_cast<size_t>((d.Lk + 1) / 2 * head.ld)]);
-  pack_pairs(
-      f.key.template data_ptr<at::BFloat16>() + kv_offset(f.key, kv), d.E, d.Lk, f.key.stride(3),
-      f.key.stride(2), head.key_pairs.get(), d.Lk);
+  const at::BFloat16* k = f.key.template data_ptr<at::BFloat16>() + kv_offset(f.key, kv);
+  const int64_t kr = f.key.stride(2);
+  if (d.E % 2 == 0 && f.key.stride(3) == 1) {
+    // A key row of bfloat16 is a row of pairs as stored: copied, not transposed.
+    for (int64_t j = 0; j < d.Lk; ++j) {
+      std::memcpy(head.key_pairs.get() + j * E2, k + j * kr, static_cast<size_t>(d.E) * 2);
+    }
+    head.key_rs = E2;
+    head.key_cs = 1;
+  } else {
+    pack_pairs(k, d.E, d.Lk, f.key.stride(3), kr, head.key_pairs.get(), d.Lk);
+    head.key_rs = 1;
+    head.key_cs = d.Lk;
+  }
   pack_pairs(
       f.value.template data_ptr<at::BFloat16>() + kv_offset(f.value, kv), d.Lk, d.Ev,
       f.value.stride(2), f.value.stride(3), head.value_pairs.get(), head.ld);
@@ -578,8 +594,8 @@ void forward_tile(const Forward<T>& f, ValueRows<T>* heads, int64_t item) {
       continue;
     }
     // Forward::pairs: scores_columns takes the key pairs at key j0, passed as T*.
-    const T* k_tile =
-        f.pairs ? reinterpret_cast<const T*>(head.key_pairs.get() + j0) : k_head + j0 * head.key_rs;
+    const T* k_tile = f.pairs ? reinterpret_cast<const T*>(head.key_pairs.get() + j0 * head.key_rs)
+                              : k_head + j0 * head.key_rs;
     bool packed = false;
     if (modified || kind == TileKind::partial) {
       score_masked_tile(f, t, k_tile, j0, nk);
