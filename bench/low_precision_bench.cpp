@@ -265,7 +265,9 @@ int main(int argc, char** argv) {
           r(); // warm up
         }
         const double work = static_cast<double>(n) * static_cast<double>(n) * kHeads * kHeadDim;
-        const int reps = std::clamp(static_cast<int>(4e10 / work / (backward ? 3 : 1)), 3, 15);
+        // About 0.4 s of float32 per dtype at N = 2048; up to 75 repetitions at the small sizes,
+        // whose passes take 1-10 ms: with 15 there, medians moved by 0.1x between runs.
+        const int reps = std::clamp(static_cast<int>(4e10 / work / (backward ? 3 : 1)), 3, 75);
         std::vector<std::vector<double>> t(runs.size());
         for (int rep = 0; rep < reps; ++rep) {
           for (size_t i = 0; i < runs.size(); ++i) {
