@@ -20,8 +20,6 @@
 #include "ops/cpu/flash_attention/modifiers.h"
 #include "ops/cpu/flash_attention/packing.h"
 
-#include <numeric>
-
 namespace torchattn::ops::cpu {
 namespace CPU_CAPABILITY {
 namespace {
@@ -82,48 +80,26 @@ struct BackwardKV {
   std::unique_ptr<uint32_t[]> k_e, k_k, v_e;
 };
 
-/// delta = rowsum(dO * O) of one row, summed exactly as the micro-kernel sums dP = dO Vᵀ (the
-/// same fmadd, in the same order): where all of a row's weight is on one key, O is that key's
-/// value to the bit, so delta equals its dP to the bit and dS = P (dP - delta) is 0, as in
-/// exact arithmetic. A huge scale or huge queries would magnify any residue.
-template <typename T>
-T row_delta(const T* do_row, const T* o_row, int64_t os3, int64_t Ev) {
-  using Vec = Vectorized<T>;
-  Vec acc(T(0));
-  for (int64_t e = 0; e < Ev; ++e) {
-    acc = at::vec::fmadd(Vec(do_row[e]), Vec(o_row[e * os3]), acc);
-  }
-  T lanes[Vec::size()];
-  acc.store(lanes);
-  return lanes[0];
-}
-
-/// Backward::pairs: delta of one row as a dot product in vectors. Here O is the float32
-/// accumulator and dP sums pairs by vdpbf16ps, so no order of this sum would match dP's.
-template <typename T>
-T row_delta_pairs(const T* do_row, const T* o_row, int64_t Ev) {
-  using Vec = Vectorized<T>;
-  Vec acc(T(0));
-  for (int64_t e = 0; e < Ev; e += Vec::size()) {
-    const int n = static_cast<int>(std::min<int64_t>(Vec::size(), Ev - e));
-    acc = at::vec::fmadd(Vec::loadu(do_row + e, n), Vec::loadu(o_row + e, n), acc);
-  }
-  T lanes[Vec::size()];
-  acc.store(lanes);
-  return std::accumulate(lanes, lanes + Vec::size(), T(0));
-}
-
 /// Each row's delta and statistics in backward's form.
 template <typename T>
 void row_statistics(const Backward<T>& g, BackwardHead<T>& hd, int64_t bh) {
+  using Vec = Vectorized<T>;
   const Dims& d = g.d;
   const T* o_head = g.out.template data_ptr<T>() + head_offset(g.out, bh, d.H);
   // Read once: Tensor::stride checks the tensor's layout on every call.
   const int64_t os2 = g.out.stride(2), os3 = g.out.stride(3);
   for (int64_t i = 0; i < d.Lq; ++i) {
-    const T* do_row = hd.do_rows + i * hd.ld_do;
-    hd.delta[i] = g.pairs && os3 == 1 ? row_delta_pairs(do_row, o_head + i * os2, d.Ev)
-                                      : row_delta(do_row, o_head + i * os2, os3, d.Ev);
+    // delta = rowsum(dO * O), summed exactly as the micro-kernel sums dP = dO Vᵀ (the same
+    // fmadd, in the same order): where all of a row's weight is on one key, O is that key's
+    // value to the bit, so delta equals its dP to the bit and dS = P (dP - delta) is 0, as in
+    // exact arithmetic. A huge scale or huge queries would magnify any residue.
+    Vec acc(T(0));
+    for (int64_t e = 0; e < d.Ev; ++e) {
+      acc = at::vec::fmadd(Vec(hd.do_rows[i * hd.ld_do + e]), Vec(o_head[i * os2 + e * os3]), acc);
+    }
+    T lanes[Vec::size()];
+    acc.store(lanes);
+    hd.delta[i] = lanes[0];
     // A fully masked row (max -inf) gets weights exp2(-inf) = 0 from log2_sum = +inf.
     const T mx = g.row_max[bh * d.Lq + i];
     const bool dead = mx == neg_inf<T>();
