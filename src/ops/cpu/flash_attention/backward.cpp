@@ -88,18 +88,40 @@ void row_statistics(const Backward<T>& g, BackwardHead<T>& hd, int64_t bh) {
   const T* o_head = g.out.template data_ptr<T>() + head_offset(g.out, bh, d.H);
   // Read once: Tensor::stride checks the tensor's layout on every call.
   const int64_t os2 = g.out.stride(2), os3 = g.out.stride(3);
-  for (int64_t i = 0; i < d.Lq; ++i) {
-    // delta = rowsum(dO * O), summed exactly as the micro-kernel sums dP = dO Vᵀ (the same
-    // fmadd, in the same order): where all of a row's weight is on one key, O is that key's
-    // value to the bit, so delta equals its dP to the bit and dS = P (dP - delta) is 0, as in
-    // exact arithmetic. A huge scale or huge queries would magnify any residue.
-    Vec acc(T(0));
-    for (int64_t e = 0; e < d.Ev; ++e) {
-      acc = at::vec::fmadd(Vec(hd.do_rows[i * hd.ld_do + e]), Vec(o_head[i * os2 + e * os3]), acc);
+  // delta = rowsum(dO * O), summed exactly as the micro-kernel sums dP = dO Vᵀ (the same
+  // fmadd, in the same order): where all of a row's weight is on one key, O is that key's
+  // value to the bit, so delta equals its dP to the bit and dS = P (dP - delta) is 0, as in
+  // exact arithmetic. A huge scale or huge queries would magnify any residue. Each row is one
+  // chain of fmadd (lane 0 of a broadcast); kRows rows at a time, so that the chains overlap
+  // instead of waiting on the fmadd latency.
+  constexpr int64_t kRows = 8;
+  for (int64_t i0 = 0; i0 < d.Lq; i0 += kRows) {
+    const int64_t n = std::min(kRows, d.Lq - i0);
+    Vec acc[kRows];
+    for (int64_t r = 0; r < kRows; ++r) {
+      acc[r] = Vec(T(0));
     }
-    T lanes[Vec::size()];
-    acc.store(lanes);
-    hd.delta[i] = lanes[0];
+    // The last group repeats its last row in the rows past Lq (their sums are not kept).
+    const T* do_r[kRows];
+    const T* o_r[kRows];
+    for (int64_t r = 0; r < kRows; ++r) {
+      const int64_t i = i0 + std::min(r, n - 1);
+      do_r[r] = hd.do_rows + i * hd.ld_do;
+      o_r[r] = o_head + i * os2;
+    }
+    for (int64_t e = 0; e < d.Ev; ++e) {
+#pragma GCC unroll 8
+      for (int64_t r = 0; r < kRows; ++r) {
+        acc[r] = at::vec::fmadd(Vec(do_r[r][e]), Vec(o_r[r][e * os3]), acc[r]);
+      }
+    }
+    for (int64_t r = 0; r < n; ++r) {
+      T lanes[Vec::size()];
+      acc[r].store(lanes);
+      hd.delta[i0 + r] = lanes[0];
+    }
+  }
+  for (int64_t i = 0; i < d.Lq; ++i) {
     // A fully masked row (max -inf) gets weights exp2(-inf) = 0 from log2_sum = +inf.
     const T mx = g.row_max[bh * d.Lq + i];
     const bool dead = mx == neg_inf<T>();
