@@ -26,6 +26,7 @@
 #include "ops/cpu/flash_attention/micro_kernel_bf16.h"
 #include "ops/cpu/flash_attention/modifiers.h"
 #include "ops/cpu/flash_attention/packing.h"
+#include "ops/cpu/flash_attention/pair_packing.h"
 
 #include <cstring>
 
