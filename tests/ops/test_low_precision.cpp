@@ -251,6 +251,63 @@ TEST_CASE("low precision rounds P to the input dtype before P V", "[ops][low_pre
 }
 
 TEST_CASE(
+    "low precision rounds each gradient once, to nearest, from its float32 sum",
+    "[ops][low_precision]") {
+  // Inputs whose float32 gradients are exactly 1 + d, with d = 7 ulp(1) / 4 of the dtype: not
+  // a value of the dtype; to nearest it is 1 + 2 ulp(1), truncated 1 + ulp(1). Head dim 20: a
+  // vector of 16 and a tail of 4.
+  // - grad_value: one key, so P = 1; grad_out rows 1 and d: dV = 1 + d.
+  // - grad_query and grad_key: two queries (1 and d along dim 0, times the scale 4) and two
+  //   keys (0 along dim 0, then 1 and -d): every score is 0, P = 1/2. With V = (1, 0) and
+  //   grad_out 1 (Ev = 1), delta = 1/2 and dS = (1/4, -1/4) in each row: dQ = 4 (k1 - k2) / 4
+  //   = 1 + d off dim 0, and dK1 = -dK2 = 4 (q1 + q2) / 4 = 1 + d along dim 0.
+  CapabilityGuard guard;
+  for (const auto dtype : {torch::kBFloat16, torch::kHalf}) {
+    for (const auto& cap : low_precision_capabilities()) {
+      torchattn::ops::set_kernel_capability(cap);
+      CAPTURE(c10::toString(dtype), cap);
+      const double ulp = dtype == torch::kBFloat16 ? std::ldexp(1.0, -7) : std::ldexp(1.0, -10);
+      const double d = 7 * ulp / 4;
+      const double nearest = torch::tensor(1.0 + d, torch::kDouble).to(dtype).item<double>();
+      REQUIRE(nearest == 1.0 + 2 * ulp);
+      auto opts = torch::TensorOptions().dtype(dtype);
+
+      auto q = torch::zeros({1, 1, 2, 20}, opts).requires_grad_();
+      auto k = torch::zeros({1, 1, 1, 20}, opts).requires_grad_();
+      auto v = torch::zeros({1, 1, 1, 20}, opts).requires_grad_();
+      auto grad_out = torch::ones({1, 1, 2, 20}, opts);
+      grad_out.select(2, 1).fill_(d);
+      auto out = torchattn::ops::scaled_dot_product_attention(q, k, v, {}, 0.0, false, 4.0);
+      out.backward(grad_out);
+      REQUIRE(v.grad().scalar_type() == dtype);
+      REQUIRE(v.grad().to(torch::kDouble).eq(nearest).all().item<bool>());
+
+      q = torch::zeros({1, 1, 2, 20}, torch::kDouble);
+      q[0][0][0][0] = 1.0;
+      q[0][0][1][0] = d;
+      k = torch::zeros({1, 1, 2, 20}, torch::kDouble);
+      k[0][0][0].slice(0, 1).fill_(1.0);
+      k[0][0][1].slice(0, 1).fill_(-d);
+      v = torch::tensor({1.0, 0.0}).view({1, 1, 2, 1});
+      q = q.to(dtype).requires_grad_();
+      k = k.to(dtype).requires_grad_();
+      v = v.to(dtype).requires_grad_();
+      out = torchattn::ops::scaled_dot_product_attention(q, k, v, {}, 0.0, false, 4.0);
+      out.backward(torch::ones_like(out));
+      auto expect_q = torch::full({1, 1, 2, 20}, nearest, torch::kDouble);
+      expect_q.select(3, 0).zero_();
+      auto expect_k = torch::zeros({1, 1, 2, 20}, torch::kDouble);
+      expect_k[0][0][0][0] = nearest;
+      expect_k[0][0][1][0] = -nearest;
+      REQUIRE(q.grad().scalar_type() == dtype);
+      REQUIRE(k.grad().scalar_type() == dtype);
+      REQUIRE(q.grad().to(torch::kDouble).equal(expect_q));
+      REQUIRE(k.grad().to(torch::kDouble).equal(expect_k));
+    }
+  }
+}
+
+TEST_CASE(
     "low precision: the fused additive score errs at most 2x the math path",
     "[ops][low_precision]") {
   // additive_attention takes the fused score without need_weights, the math path (energies

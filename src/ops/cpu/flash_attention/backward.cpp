@@ -162,9 +162,11 @@ void pack_head(const Backward<T>& g, BackwardHead<T>& hd, int64_t bh) {
   if (g.grads.grad_diagonal.defined()) {
     hd.diag_acc.reset(new double[static_cast<size_t>(g.chunks * g.n_diag)]());
   }
-  hd.do_rows = rows_of(
-      g.grad_out.template data_ptr<T>() + head_offset(g.grad_out, bh, d.H), d.Lq, d.Ev,
-      g.grad_out.stride(2), g.grad_out.stride(3), hd.do_p, hd.ld_do);
+  // grad_out in T: bfloat16 and float16 converted here, a head at a time.
+  with_data<T>(g.grad_out, head_offset(g.grad_out, bh, d.H), [&](const auto* go) {
+    hd.do_rows =
+        rows_of(go, d.Lq, d.Ev, g.grad_out.stride(2), g.grad_out.stride(3), hd.do_p, hd.ld_do);
+  });
   if constexpr (std::is_same_v<T, float>) {
     if (g.pairs) {
       pack_head_pairs(g, hd, bh);
@@ -560,15 +562,14 @@ void key_tile(
       }
     }
   }
-  at::Tensor& gk = g.grads.grad_key;
-  at::Tensor& gv = g.grads.grad_value;
-  T* gk_head = gk.template data_ptr<T>() + kv_offset(gk, kv);
-  T* gv_head = gv.template data_ptr<T>() + kv_offset(gv, kv);
-  // grad_key and grad_value are allocated contiguous by the op.
+  // In their own dtype (store_as); their rows are contiguous (asserted by backward_impl).
+  const at::Tensor& gk = g.grads.grad_key;
+  const at::Tensor& gv = g.grads.grad_value;
+  const int64_t gk_head = kv_offset(gk, kv), gv_head = kv_offset(gv, kv);
   const int64_t gk2 = gk.stride(2), gv2 = gv.stride(2);
   for (int64_t r = 0; r < nk; ++r) {
-    std::copy(buf.dk + r * g.E_pad, buf.dk + r * g.E_pad + d.E, gk_head + (j0 + r) * gk2);
-    std::copy(buf.dv + r * g.Ev_pad, buf.dv + r * g.Ev_pad + d.Ev, gv_head + (j0 + r) * gv2);
+    store_as(buf.dk + r * g.E_pad, d.E, gk, gk_head + (j0 + r) * gk2, 1);
+    store_as(buf.dv + r * g.Ev_pad, d.Ev, gv, gv_head + (j0 + r) * gv2, 1);
   }
 }
 
@@ -578,32 +579,23 @@ template <typename T>
 void finish_head(const Backward<T>& g, BackwardHead<T>& hd, int64_t bh) {
   const Dims& d = g.d;
   const T scale = static_cast<T>(g.args.scale);
-  at::Tensor& gq = g.grads.grad_query;
-  T* gq_head = gq.template data_ptr<T>() + head_offset(gq, bh, d.H);
-  const int64_t gs2 = gq.stride(2), gs3 = gq.stride(3);
+  const at::Tensor& gq = g.grads.grad_query;
+  const int64_t gq_head = head_offset(gq, bh, d.H);
   // Vectors along E (E_pad is whole vectors): each lane sums its chunks in chunk order from 0,
-  // as a scalar loop would, so the bits do not depend on the vector width.
+  // as a scalar loop would, so the bits do not depend on the vector width. The sums replace
+  // chunk 0's row, which goes to grad_query in its own dtype (store_as).
   using Vec = Vectorized<T>;
   constexpr int64_t W = Vec::size();
-  T lanes[W];
   for (int64_t i = 0; i < d.Lq; ++i) {
-    T* row = gq_head + i * gs2;
+    T* row = hd.dq_acc.get() + i * g.E_pad;
     for (int64_t e = 0; e < d.E; e += W) {
       Vec sum(T(0));
       for (int64_t c = 0; c < g.chunks; ++c) {
         sum = sum + Vec::loadu(hd.dq_acc.get() + (c * d.Lq + i) * g.E_pad + e);
       }
-      sum = sum * Vec(scale);
-      const int64_t n = std::min(W, d.E - e);
-      if (gs3 == 1) {
-        sum.store(row + e, static_cast<int>(n));
-      } else {
-        sum.store(lanes);
-        for (int64_t k = 0; k < n; ++k) {
-          row[(e + k) * gs3] = lanes[k];
-        }
-      }
+      (sum * Vec(scale)).store(row + e);
     }
+    store_as(row, d.E, gq, gq_head + i * gq.stride(2), gq.stride(3));
   }
   if (hd.diag_acc) {
     double* out = g.grads.grad_diagonal.template data_ptr<double>() + bh * g.n_diag;
@@ -739,28 +731,21 @@ void flash_attention_backward(
     const at::Tensor& row_max, const at::Tensor& row_log_sum, const FlashArgs& args,
     FlashGrads& grads) {
   if (is_low_precision(query.scalar_type())) {
-    // bfloat16, float16: in float32 with P and dS rounded (low_precision.h); grad_bias is
-    // float32 already.
-    auto float_like = [](const at::Tensor& t) {
-      return t.new_empty(t.sizes(), t.options().dtype(at::kFloat));
-    };
-    at::Tensor gq = float_like(grads.grad_query), gk = float_like(grads.grad_key),
-               gv = float_like(grads.grad_value);
-    FlashGrads g32{gq, gk, gv, grads.grad_bias, grads.grad_diagonal};
+    // bfloat16, float16: in float32 with P and dS rounded (low_precision.h). The kernel
+    // converts grad_out a head at a time and writes the gradients in their dtype (store_as);
+    // grad_bias is float32 already.
 #if TORCHATTN_BF16_DOT
     if (query.scalar_type() == at::kBFloat16) {
       // bfloat16 products by vdpbf16ps: query, key and value stay bfloat16.
       backward_impl<float>(
-          to_float(grad_out), query, key, value, to_float(mask), to_float(out), row_max,
-          row_log_sum, float_args(args, at::kBFloat16), g32, /*pairs=*/true);
-    } else
+          grad_out, query, key, value, to_float(mask), to_float(out), row_max, row_log_sum,
+          float_args(args, at::kBFloat16), grads, /*pairs=*/true);
+      return;
+    }
 #endif
-      backward_impl<float>(
-          to_float(grad_out), query, key, value, to_float(mask), to_float(out), row_max,
-          row_log_sum, float_args(args, query.scalar_type()), g32);
-    grads.grad_query.copy_(gq);
-    grads.grad_key.copy_(gk);
-    grads.grad_value.copy_(gv);
+    backward_impl<float>(
+        grad_out, query, key, value, to_float(mask), to_float(out), row_max, row_log_sum,
+        float_args(args, query.scalar_type()), grads);
     return;
   }
   AT_DISPATCH_FLOATING_TYPES(query.scalar_type(), "flash_attention_backward", [&] {

@@ -59,6 +59,59 @@ inline FlashArgs float_args(const FlashArgs& args, at::ScalarType dtype) {
   return a;
 }
 
+/// dst's elements offset + i * stride = src[i] for i < n, in dst's dtype: as they are where it
+/// is T's, bfloat16 and float16 rounded to nearest even as Tensor::copy_ rounds (NaN stays
+/// NaN). Backward writes its gradients with it straight into their tensors, without float32
+/// copies to convert afterwards.
+template <typename T>
+inline void store_as(
+    const T* src, int64_t n, const at::Tensor& dst, int64_t offset, int64_t stride) {
+  const at::ScalarType dtype = dst.scalar_type();
+  if (dtype == c10::CppTypeToScalarType<T>::value) {
+    T* d = dst.template data_ptr<T>() + offset;
+    if (stride == 1) {
+      std::copy(src, src + n, d);
+      return;
+    }
+    for (int64_t i = 0; i < n; ++i) {
+      d[i * stride] = src[i];
+    }
+    return;
+  }
+  TORCH_INTERNAL_ASSERT(
+      (std::is_same_v<T, float>)&&is_low_precision(dtype), "store_as: float32 to ", dtype);
+  if constexpr (std::is_same_v<T, float>) {
+    auto* d = static_cast<uint16_t*>(dst.data_ptr()) + offset;
+    int64_t i = 0;
+    if (dtype == at::kBFloat16) {
+#if defined(CPU_CAPABILITY_AVX512)
+      for (; stride == 1 && i + 16 <= n; i += 16) {
+        const __m512 v = _mm512_loadu_ps(src + i);
+        const __m512i high =
+            _mm512_srli_epi32(_mm512_castps_si512(round_lanes(Vectorized<float>(v), false)), 16);
+        const __mmask16 nan = _mm512_cmp_ps_mask(v, v, _CMP_UNORD_Q);
+        const __m512i bits = _mm512_mask_blend_epi32(nan, high, _mm512_set1_epi32(0x7fc0));
+        _mm256_storeu_si256(reinterpret_cast<__m256i*>(d + i), _mm512_cvtepi32_epi16(bits));
+      }
+#endif
+      for (; i < n; ++i) {
+        d[i * stride] = c10::detail::round_to_nearest_even(src[i]);
+      }
+      return;
+    }
+#if defined(CPU_CAPABILITY_AVX2) || defined(CPU_CAPABILITY_AVX512)
+    for (; stride == 1 && i + 8 <= n; i += 8) {
+      _mm_storeu_si128(
+          reinterpret_cast<__m128i*>(d + i),
+          _mm256_cvtps_ph(_mm256_loadu_ps(src + i), _MM_FROUND_TO_NEAREST_INT));
+    }
+#endif
+    for (; i < n; ++i) {
+      d[i * stride] = c10::detail::fp16_ieee_from_fp32_value(src[i]);
+    }
+  }
+}
+
 /// Rounds x[r * ld + c] in place to `dtype` (bfloat16 or float16) for r < rows, c < cols (a
 /// multiple of the vector width), and adds each column's sum of the rounded values to
 /// col_sum[c]: one pass over the forward's weights.
