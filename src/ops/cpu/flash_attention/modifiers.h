@@ -118,6 +118,21 @@ struct Modifiers {
     }
   }
 
+  /// The keys [begin, end) that every query of [i0, i1) of batch b sees by causal, window and
+  /// prefix: lo of the last query to hi of the first (begin >= end where there are none).
+  /// Tiles that break at these bounds leave the partially visible keys to tiles of their own.
+  void full_key_range(int64_t b, int64_t i0, int64_t i1, int64_t& begin, int64_t& end) const {
+    begin = 0;
+    end = Lk;
+    if (has_interval() && i1 > i0) {
+      int64_t lo, hi;
+      interval(b, i1 - 1, lo, hi);
+      begin = std::min(lo, Lk);
+      interval(b, i0, lo, hi);
+      end = std::max<int64_t>(0, std::min(hi + 1, Lk));
+    }
+  }
+
   /// The queries [begin, end) of batch b that may see some key of [j0, j1] by causal, window
   /// and prefix: from the first with hi >= j0 to the last with lo <= j1 (binary searches, as
   /// lo and hi never decrease with i).
