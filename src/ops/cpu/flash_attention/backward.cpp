@@ -533,6 +533,7 @@ void key_tile(
     const Backward<T>& g, BackwardHead<T>* heads, const BackwardKV<T>& kvh,
     const KeyTileBuffers<T>& buf, int64_t kv, int64_t chunk, int64_t kt) {
   const Dims& d = g.d;
+  constexpr int64_t W = Vectorized<T>::size();
   const int64_t j0 = kt * g.bk;
   const int64_t nk = std::min(g.bk, d.Lk - j0);
   std::fill(buf.dk, buf.dk + nk * g.E_pad, T(0));
@@ -548,15 +549,15 @@ void key_tile(
     const int64_t h = (kv % (d.H / g.group)) * g.group + q_head;
     const int64_t bh = b * d.H + h;
     for (int64_t i0 = i_begin; i0 < i_end; i0 += kBlockQBackward) {
-      const TilePos tp{bh,
-                       b,
-                       h,
-                       i0,
-                       std::min(kBlockQBackward, d.Lq - i0),
-                       j0,
-                       nk,
-                       round_up(nk, Vectorized<T>::size())};
-      const TileKind kind = g.mods.classify(b, h, i0, tp.nq, j0, nk);
+      const int64_t nq = std::min(kBlockQBackward, d.Lq - i0);
+      // Only the keys up to the last these queries may see (causal, window, prefix), whole
+      // vectors of them: the rest have P = 0 and dS = 0 here (the causal diagonal's blocks
+      // are otherwise half zeros).
+      int64_t k_first, k_end;
+      g.mods.key_range(b, i0, i0 + nq, k_first, k_end);
+      const int64_t nk_seen = std::clamp<int64_t>(round_up(k_end - j0, W), W, nk);
+      const TilePos tp{bh, b, h, i0, nq, j0, nk_seen, round_up(nk_seen, W)};
+      const TileKind kind = g.mods.classify(b, h, i0, tp.nq, j0, tp.nk);
       if (kind != TileKind::empty) {
         query_tile_gradients(g, heads[bh], kvh, buf, chunk, tp, kind);
       }

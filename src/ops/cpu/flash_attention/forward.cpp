@@ -291,8 +291,8 @@ inline void scores_columns(
 /// as they are.
 template <typename T>
 void score_masked_tile(
-    const Forward<T>& f, const QueryTile<T>& t, const T* k_tile, int64_t j0, int64_t nk,
-    int64_t c0, int64_t c1) {
+    const Forward<T>& f, const QueryTile<T>& t, const T* k_tile, int64_t j0, int64_t nk, int64_t c0,
+    int64_t c1) {
   constexpr int64_t W = Vectorized<T>::size();
   scores_columns(f, t, k_tile, nk, c0, c1);
   const T* rdiag = nullptr;
@@ -610,8 +610,8 @@ void forward_tile(const Forward<T>& f, ValueRows<T>* heads, int64_t item) {
   for (int64_t j0 = j_begin, nk = 0; j0 < j_end; j0 += nk) {
     const int64_t stop = std::min(
         j_end, j0 < full_begin && full_begin < full_end ? full_begin
-               : j0 < full_end                           ? full_end
-                                                         : j_end);
+               : j0 < full_end                          ? full_end
+                                                        : j_end);
     // Stretches of partly visible keys in tiles of half a query tile: the masked path skips
     // the queries that see none of a tile's keys (a quarter of a causal diagonal block).
     const int64_t most = full_begin <= j0 && j0 < full_end ? BK : forward_block_q<T>() / 2;
