@@ -8,7 +8,8 @@
 //   torchattn-bench-low-precision [--quick]     (--quick: N up to 4096, forward+backward to 2048)
 //
 // The dtypes of one configuration alternate (f32 bf16 fp16 f32 ...) and each figure is the
-// median of its repetitions, so a ratio compares runs milliseconds apart on a shared machine.
+// median of its repetitions, so a ratio of ours compares runs milliseconds apart on a shared
+// machine; PyTorch's repetitions follow ours, alternating likewise.
 
 #include <torchattn/torchattn.h>
 
@@ -268,10 +269,14 @@ int main(int argc, char** argv) {
         // About 0.4 s of float32 per dtype at N = 2048; up to 75 repetitions at the small sizes,
         // whose passes take 1-10 ms: with 15 there, medians moved by 0.1x between runs.
         const int reps = std::clamp(static_cast<int>(4e10 / work / (backward ? 3 : 1)), 3, 75);
+        // Ours, then PyTorch's: each group's dtypes alternate, and PyTorch's 60-200 ms passes do
+        // not run between ours (they slowed ours at N = 512 by up to 0.15x, its bf16 most).
         std::vector<std::vector<double>> t(runs.size());
-        for (int rep = 0; rep < reps; ++rep) {
-          for (size_t i = 0; i < runs.size(); ++i) {
-            t[i].push_back(runs[i]());
+        for (size_t group = 0; group < runs.size(); group += dtypes.size()) {
+          for (int rep = 0; rep < reps; ++rep) {
+            for (size_t i = group; i < group + dtypes.size(); ++i) {
+              t[i].push_back(runs[i]());
+            }
           }
         }
         std::vector<double> ms;
