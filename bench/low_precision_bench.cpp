@@ -270,7 +270,7 @@ int main(int argc, char** argv) {
         // whose passes take 1-10 ms: with 15 there, medians moved by 0.1x between runs.
         const int reps = std::clamp(static_cast<int>(4e10 / work / (backward ? 3 : 1)), 3, 75);
         // Ours, then PyTorch's: each group's dtypes alternate, and PyTorch's 60-200 ms passes do
-        // not run between ours (they slowed ours at N = 512 by up to 0.15x, its bf16 most).
+        // not run between ours, which are timed as in a build without PyTorch's sdpa.
         std::vector<std::vector<double>> t(runs.size());
         for (size_t group = 0; group < runs.size(); group += dtypes.size()) {
           for (int rep = 0; rep < reps; ++rep) {
