@@ -9,7 +9,7 @@
 //
 // The dtypes of one configuration alternate (f32 bf16 fp16 f32 ...) and each figure is the
 // median of its repetitions, so a ratio of ours compares runs milliseconds apart on a shared
-// machine; PyTorch's repetitions follow ours, alternating likewise.
+// machine; PyTorch's run after all of ours, alternating likewise.
 
 #include <torchattn/torchattn.h>
 
@@ -25,6 +25,7 @@
 
 #include <cpuid.h>
 #include <algorithm>
+#include <array>
 #include <chrono>
 #include <cstring>
 #include <functional>
@@ -203,6 +204,28 @@ std::function<double()> pass(const Case& c, torch::ScalarType dtype, bool torch_
   };
 }
 
+/// Medians in ms of float32, bf16 and float16 passes of ours (or PyTorch's sdpa), the dtypes
+/// alternating: up to 75 repetitions at the small sizes, whose passes take 1-10 ms (with 15
+/// there, medians moved by 0.1x between runs), about 0.4 s of float32 per dtype at N = 2048.
+std::array<double, 3> time_dtypes(const Case& c, bool torch_sdpa) {
+  std::vector<std::function<double()>> runs;
+  for (auto dt : {torch::kFloat, torch::kBFloat16, torch::kHalf}) {
+    runs.push_back(pass(c, dt, torch_sdpa));
+  }
+  for (auto& r : runs) {
+    r(); // warm up
+  }
+  const double work = static_cast<double>(c.n) * static_cast<double>(c.n) * kHeads * kHeadDim;
+  const int reps = std::clamp(static_cast<int>(4e10 / work / (c.backward ? 3 : 1)), 3, 75);
+  std::vector<std::vector<double>> t(runs.size());
+  for (int rep = 0; rep < reps; ++rep) {
+    for (size_t i = 0; i < runs.size(); ++i) {
+      t[i].push_back(runs[i]());
+    }
+  }
+  return {median(t[0]) * 1e3, median(t[1]) * 1e3, median(t[2]) * 1e3};
+}
+
 } // namespace
 
 int main(int argc, char** argv) {
@@ -244,58 +267,47 @@ int main(int argc, char** argv) {
                        " {:>13} {:>13} {:>13} {:>10} {:>10}", "torch f32 ms", "torch bf16 ms",
                        "torch fp16 ms", "bf16 vs pt", "fp16 vs pt")
                  : "");
+  std::vector<Case> cases;
   for (bool backward : {false, true}) {
     for (bool causal : {false, true}) {
       for (int64_t n = 512; n <= 16384; n *= 2) {
-        if (quick && (n > 4096 || (backward && n > 2048))) {
-          continue;
+        if (!(quick && (n > 4096 || (backward && n > 2048)))) {
+          cases.push_back(Case{n, causal, backward});
         }
-        const Case c{n, causal, backward};
-        const std::vector<torch::ScalarType> dtypes{torch::kFloat, torch::kBFloat16, torch::kHalf};
-        std::vector<std::function<double()>> runs;
-        for (auto dt : dtypes) {
-          runs.push_back(pass(c, dt, false));
-        }
-        // PyTorch 2.6's CPU fp16 sdpa is very slow (4 s at N=4096): up to 4096 only.
-        if (with_torch && n <= 4096 && !(backward && n > 2048)) {
-          for (auto dt : dtypes) {
-            runs.push_back(pass(c, dt, true));
-          }
-        }
-        for (auto& r : runs) {
-          r(); // warm up
-        }
-        const double work = static_cast<double>(n) * static_cast<double>(n) * kHeads * kHeadDim;
-        // About 0.4 s of float32 per dtype at N = 2048; up to 75 repetitions at the small sizes,
-        // whose passes take 1-10 ms: with 15 there, medians moved by 0.1x between runs.
-        const int reps = std::clamp(static_cast<int>(4e10 / work / (backward ? 3 : 1)), 3, 75);
-        // Ours, then PyTorch's: each group's dtypes alternate, and PyTorch's 60-200 ms passes do
-        // not run between ours, which are timed as in a build without PyTorch's sdpa.
-        std::vector<std::vector<double>> t(runs.size());
-        for (size_t group = 0; group < runs.size(); group += dtypes.size()) {
-          for (int rep = 0; rep < reps; ++rep) {
-            for (size_t i = group; i < group + dtypes.size(); ++i) {
-              t[i].push_back(runs[i]());
-            }
-          }
-        }
-        std::vector<double> ms;
-        for (auto& v : t) {
-          ms.push_back(median(v) * 1e3);
-        }
-        const double flops = 4.0 * work * (causal ? 0.5 : 1.0) * (backward ? 3.5 : 1.0);
-        std::string torch_cells;
-        if (runs.size() == 6) {
-          torch_cells = fmt::format(
-              " {:>13.1f} {:>13.1f} {:>13.1f} {:>9.2f}x {:>9.2f}x", ms[3], ms[4], ms[5],
-              ms[4] / ms[1], ms[5] / ms[2]);
-        }
-        fmt::print(
-            "{:<17} {:>6} {:>6} {:>9.1f} {:>9.1f} {:>9.1f} {:>9.2f} {:>7.2f}x {:>7.2f}x{}\n",
-            backward ? "forward+backward" : "forward", n, causal ? "yes" : "no", ms[0], ms[1],
-            ms[2], flops / (ms[1] * 1e-3) / 1e12, ms[0] / ms[1], ms[0] / ms[2], torch_cells);
       }
     }
+  }
+  // All of ours first, then PyTorch's: its passes (up to seconds, gigabytes of bf16 scores)
+  // never run before ours, which are timed as in a build without PyTorch's sdpa.
+  std::vector<std::array<double, 3>> ours, theirs(cases.size());
+  for (const Case& c : cases) {
+    ours.push_back(time_dtypes(c, false));
+  }
+  // PyTorch 2.6's CPU fp16 sdpa is very slow (4 s at N=4096): up to 4096 only.
+  auto with_theirs = [&](const Case& c) {
+    return with_torch && c.n <= 4096 && !(c.backward && c.n > 2048);
+  };
+  for (size_t i = 0; i < cases.size(); ++i) {
+    if (with_theirs(cases[i])) {
+      theirs[i] = time_dtypes(cases[i], true);
+    }
+  }
+  for (size_t i = 0; i < cases.size(); ++i) {
+    const Case& c = cases[i];
+    const auto& ms = ours[i];
+    const auto& pt = theirs[i];
+    const double work = static_cast<double>(c.n) * static_cast<double>(c.n) * kHeads * kHeadDim;
+    const double flops = 4.0 * work * (c.causal ? 0.5 : 1.0) * (c.backward ? 3.5 : 1.0);
+    std::string torch_cells;
+    if (with_theirs(c)) {
+      torch_cells = fmt::format(
+          " {:>13.1f} {:>13.1f} {:>13.1f} {:>9.2f}x {:>9.2f}x", pt[0], pt[1], pt[2], pt[1] / ms[1],
+          pt[2] / ms[2]);
+    }
+    fmt::print(
+        "{:<17} {:>6} {:>6} {:>9.1f} {:>9.1f} {:>9.1f} {:>9.2f} {:>7.2f}x {:>7.2f}x{}\n",
+        c.backward ? "forward+backward" : "forward", c.n, c.causal ? "yes" : "no", ms[0], ms[1],
+        ms[2], flops / (ms[1] * 1e-3) / 1e12, ms[0] / ms[1], ms[0] / ms[2], torch_cells);
   }
   fmt::print(
       "\nbf16/f32, fp16/f32: our float32 ms / our bf16 (fp16) ms, the speedup of the low dtype.\n"
