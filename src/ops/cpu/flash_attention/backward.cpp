@@ -566,11 +566,14 @@ void key_tile(
   // In their own dtype (store_as); their rows are contiguous (asserted by backward_impl).
   const at::Tensor& gk = g.grads.grad_key;
   const at::Tensor& gv = g.grads.grad_value;
+  const at::ScalarType gk_type = gk.scalar_type(), gv_type = gv.scalar_type();
+  void* const gk_data = gk.data_ptr();
+  void* const gv_data = gv.data_ptr();
   const int64_t gk_head = kv_offset(gk, kv), gv_head = kv_offset(gv, kv);
   const int64_t gk2 = gk.stride(2), gv2 = gv.stride(2);
   for (int64_t r = 0; r < nk; ++r) {
-    store_as(buf.dk + r * g.E_pad, d.E, gk, gk_head + (j0 + r) * gk2, 1);
-    store_as(buf.dv + r * g.Ev_pad, d.Ev, gv, gv_head + (j0 + r) * gv2, 1);
+    store_as(buf.dk + r * g.E_pad, d.E, gk_type, gk_data, gk_head + (j0 + r) * gk2, 1);
+    store_as(buf.dv + r * g.Ev_pad, d.Ev, gv_type, gv_data, gv_head + (j0 + r) * gv2, 1);
   }
 }
 
@@ -581,7 +584,9 @@ void finish_head(const Backward<T>& g, BackwardHead<T>& hd, int64_t bh) {
   const Dims& d = g.d;
   const T scale = static_cast<T>(g.args.scale);
   const at::Tensor& gq = g.grads.grad_query;
-  const int64_t gq_head = head_offset(gq, bh, d.H);
+  const at::ScalarType gq_type = gq.scalar_type();
+  void* const gq_data = gq.data_ptr();
+  const int64_t gq_head = head_offset(gq, bh, d.H), gs2 = gq.stride(2), gs3 = gq.stride(3);
   // Vectors along E (E_pad is whole vectors): each lane sums its chunks in chunk order from 0,
   // as a scalar loop would, so the bits do not depend on the vector width. The sums replace
   // chunk 0's row, which goes to grad_query in its own dtype (store_as).
@@ -596,7 +601,7 @@ void finish_head(const Backward<T>& g, BackwardHead<T>& hd, int64_t bh) {
       }
       (sum * Vec(scale)).store(row + e);
     }
-    store_as(row, d.E, gq, gq_head + i * gq.stride(2), gq.stride(3));
+    store_as(row, d.E, gq_type, gq_data, gq_head + i * gs2, gs3);
   }
   if (hd.diag_acc) {
     double* out = g.grads.grad_diagonal.template data_ptr<double>() + bh * g.n_diag;

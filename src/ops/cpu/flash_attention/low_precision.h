@@ -59,16 +59,15 @@ inline FlashArgs float_args(const FlashArgs& args, at::ScalarType dtype) {
   return a;
 }
 
-/// dst's elements offset + i * stride = src[i] for i < n, in dst's dtype: as they are where it
-/// is T's, bfloat16 and float16 rounded to nearest even as Tensor::copy_ rounds (NaN stays
-/// NaN). Backward writes its gradients with it straight into their tensors, without float32
-/// copies to convert afterwards.
+/// Elements offset + i * stride of `dst`, a tensor's data of `dtype`, = src[i] for i < n: as
+/// they are where dtype is T's, bfloat16 and float16 rounded to nearest even as Tensor::copy_
+/// rounds (NaN stays NaN). Backward writes its gradients with it straight into their tensors,
+/// without float32 copies to convert afterwards; callers look up dtype and data once per tile.
 template <typename T>
 inline void store_as(
-    const T* src, int64_t n, const at::Tensor& dst, int64_t offset, int64_t stride) {
-  const at::ScalarType dtype = dst.scalar_type();
+    const T* src, int64_t n, at::ScalarType dtype, void* dst, int64_t offset, int64_t stride) {
   if (dtype == c10::CppTypeToScalarType<T>::value) {
-    T* d = dst.template data_ptr<T>() + offset;
+    T* d = static_cast<T*>(dst) + offset;
     if (stride == 1) {
       std::copy(src, src + n, d);
       return;
@@ -81,7 +80,7 @@ inline void store_as(
   TORCH_INTERNAL_ASSERT(
       (std::is_same_v<T, float>)&&is_low_precision(dtype), "store_as: float32 to ", dtype);
   if constexpr (std::is_same_v<T, float>) {
-    auto* d = static_cast<uint16_t*>(dst.data_ptr()) + offset;
+    auto* d = static_cast<uint16_t*>(dst) + offset;
     int64_t i = 0;
     if (dtype == at::kBFloat16) {
 #if defined(CPU_CAPABILITY_AVX512)
