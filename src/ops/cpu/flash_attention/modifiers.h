@@ -12,6 +12,7 @@
 // Part of the fused attention kernel, compiled per vector build: include only after
 // ops/cpu/vectorized.h, from a file that torchattn_add_cpu_capabilities compiles.
 
+#include "ops/cpu/flash_attention/exp2.h"
 #include "ops/cpu/flash_attention/masks.h"
 
 namespace torchattn::ops::cpu {
