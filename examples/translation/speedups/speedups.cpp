@@ -1,5 +1,9 @@
 #include "speedups/speedups.h"
 
+#include <ATen/Parallel.h>
+
+#include <atomic>
+
 #include <cstdlib>
 #include <sstream>
 #include <stdexcept>
@@ -35,6 +39,14 @@ Speedups& speedups() {
     return speedups_without(names == nullptr ? "" : names);
   }();
   return s;
+}
+
+int speedup_threads(int64_t items) {
+  std::atomic<uint64_t> seen{0};
+  at::parallel_for(0, items, 1, [&](int64_t /*begin*/, int64_t /*end*/) {
+    seen |= uint64_t{1} << (at::get_thread_num() % 64);
+  });
+  return __builtin_popcountll(seen.load());
 }
 
 } // namespace translate

@@ -17,6 +17,7 @@
 // TORCHATTN_TRANSLATE_PLAIN="gru,adam" (or "all") turns the named ones off for a run;
 // bench/translation_bench --ablation measures what each buys.
 
+#include <cstdint>
 #include <string>
 
 namespace translate {
@@ -34,5 +35,11 @@ Speedups speedups_without(const std::string& names);
 /// The process's choice, read once from TORCHATTN_TRANSLATE_PLAIN; may be changed (the
 /// benchmark does, between runs).
 Speedups& speedups();
+
+/// How many threads the speed-ups' row loops run `items` rows on: they split them with
+/// at::parallel_for, a header template that runs in parallel only where the including file is
+/// compiled with OpenMP (CMakeLists.txt links OpenMP for this); without it, 1, whatever
+/// at::get_num_threads() says.
+int speedup_threads(int64_t items);
 
 } // namespace translate

@@ -133,3 +133,15 @@ TEST_CASE("TORCHATTN_TRANSLATE_PLAIN names speed-ups, and refuses unknown ones",
   CHECK_THROWS_WITH(
       speedups_without("gru,fast"), Catch::Matchers::ContainsSubstring("unknown speed-up 'fast'"));
 }
+
+TEST_CASE("the speed-ups' row loops run on every thread", "[translation]") {
+  // at::parallel_for runs its whole range on the caller unless the file that instantiates it
+  // is compiled with OpenMP: the example's library was not, and its loss, dropout, Adam and
+  // GRU loops ran on one thread whatever the thread count.
+  const int saved = at::get_num_threads();
+  at::set_num_threads(2);
+  CHECK(speedup_threads(64) == 2);
+  at::set_num_threads(1);
+  CHECK(speedup_threads(64) == 1);
+  at::set_num_threads(saved);
+}
