@@ -14,7 +14,9 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <array>
+#include <cstdlib>
 #include <limits>
 #include <random>
 #include <string>
@@ -121,7 +123,13 @@ torch::Tensor make_mask(const Config& c, torch::ScalarType dtype) {
   }
 }
 
+/// The first `count` configurations of the sweep from `seed`; fewer where the environment's
+/// TORCHATTN_SWEEP_CONFIGS asks for fewer (the sanitizer build's emulated-AMX run, whose
+/// software tiles under ASan take ten times as long; see tests/CMakeLists.txt).
 void sweep(torch::ScalarType dtype, int count, uint32_t seed) {
+  if (const char* cap = std::getenv("TORCHATTN_SWEEP_CONFIGS"); cap != nullptr) {
+    count = std::min(count, std::max(1, std::atoi(cap)));
+  }
   CapabilityGuard guard;
   std::mt19937 rng(seed);
   torch::manual_seed(seed);
