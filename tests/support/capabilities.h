@@ -13,10 +13,16 @@
 
 namespace torchattn::testing {
 
-/// The vector builds this CPU can run, best first, from `names` (best first).
+/// The build the library chose when it loaded (the best the CPU has, or the one the
+/// environment lowered it to), read before any test sets another.
+inline const std::string kStartCapability = torchattn::ops::kernel_capability();
+
+/// The vector builds this CPU can run, best first, from `names` (best first): from the build
+/// chosen at load time, whichever build a test has set since (a sweep that sets each build in
+/// turn asks again for every configuration).
 inline std::vector<std::string> supported_of(std::initializer_list<const char*> names) {
   std::vector<std::string> caps;
-  const auto best = torchattn::ops::kernel_capability();
+  const auto& best = kStartCapability;
   for (const char* c : names) {
     if (caps.empty() && best != c) {
       continue;

@@ -78,6 +78,33 @@ struct BackwardKV {
   std::unique_ptr<uint32_t[]> k_e, k_k, v_e;
 };
 
+#if TORCHATTN_BF16_DOT
+/// Backward::pairs with dP = dO Vᵀ by vdpbf16ps: delta = rowsum(dO * O) with O rounded to
+/// bfloat16 (as FlashAttention takes the stored output) and summed by the same vdpbf16ps, pair
+/// after pair from 0, as the micro-kernel sums dP: where all of a row's weight is on one key,
+/// O is that key's value to the bit, so delta equals its dP to the bit and dS is 0, as in
+/// exact arithmetic. 16 rows at a time, one per lane.
+inline void pair_deltas(
+    const Backward<float>& g, BackwardHead<float>& hd, const float* o_head, int64_t os2,
+    int64_t os3) {
+  const Dims& d = g.d;
+  const int64_t Ev2 = (d.Ev + 1) / 2;
+  std::unique_ptr<uint32_t[]> o_e(new uint32_t[static_cast<size_t>(Ev2 * d.Lq)]);
+  pack_pairs(o_head, d.Ev, d.Lq, os3, os2, o_e.get(), d.Lq);
+  const uint32_t* do_e = hd.do_e.get();
+  for (int64_t i0 = 0; i0 < d.Lq; i0 += 16) {
+    const __mmask16 rows = static_cast<__mmask16>((1u << std::min<int64_t>(16, d.Lq - i0)) - 1);
+    __m512 acc = _mm512_setzero_ps();
+    for (int64_t kp = 0; kp < Ev2; ++kp) {
+      const __m512i a = _mm512_maskz_loadu_epi32(rows, do_e + kp * d.Lq + i0);
+      const __m512i b = _mm512_maskz_loadu_epi32(rows, o_e.get() + kp * d.Lq + i0);
+      acc = _mm512_dpbf16_ps(acc, (__m512bh)a, (__m512bh)b);
+    }
+    _mm512_mask_storeu_ps(hd.delta.get() + i0, rows, acc);
+  }
+}
+#endif
+
 /// Each row's delta and statistics in backward's form.
 template <typename T>
 void row_statistics(const Backward<T>& g, BackwardHead<T>& hd, int64_t bh) {
@@ -93,7 +120,16 @@ void row_statistics(const Backward<T>& g, BackwardHead<T>& hd, int64_t bh) {
   // chain of fmadd (lane 0 of a broadcast); kRows rows at a time, so that the chains overlap
   // instead of waiting on the fmadd latency.
   constexpr int64_t kRows = 8;
-  for (int64_t i0 = 0; i0 < d.Lq; i0 += kRows) {
+  bool deltas_done = false;
+#if TORCHATTN_BF16_DOT
+  if constexpr (std::is_same_v<T, float>) {
+    if (g.pairs && tile_path() == TilePath::none) {
+      pair_deltas(g, hd, o_head, os2, os3);
+      deltas_done = true;
+    }
+  }
+#endif
+  for (int64_t i0 = 0; i0 < d.Lq && !deltas_done; i0 += kRows) {
     const int64_t n = std::min(kRows, d.Lq - i0);
     Vec acc[kRows];
     for (int64_t r = 0; r < kRows; ++r) {

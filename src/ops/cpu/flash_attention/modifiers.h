@@ -89,6 +89,12 @@ struct Modifiers {
     return softcap > 0 || has_diagonal() || bias.data != nullptr || mask.data != nullptr;
   }
 
+  /// Whether only causal, window and prefix mask the scores (a band of keys per query), and
+  /// nothing modifies them.
+  bool band_only() const {
+    return has_interval() && !modifies_scores() && q_doc == nullptr && kinds == nullptr;
+  }
+
   /// The keys [lo, hi] that query i of batch b may see by causal, window and prefix.
   void interval(int64_t b, int64_t i, int64_t& lo, int64_t& hi) const {
     const int64_t diag = i + off;
