@@ -164,6 +164,23 @@ void sweep(torch::ScalarType dtype, int count, uint32_t seed) {
   }
 }
 
+/// FlashAttention's rule for each result of run(dtype, need_weights) (the output, then the
+/// gradients) on every low-precision build: the fused kernel (need_weights false) and the
+/// math path (true) in `dtype`, against the math path in float64.
+template <typename Run>
+void require_rule_on_every_build(torch::ScalarType dtype, Run&& run) {
+  for (const auto& cap : low_precision_capabilities()) {
+    torchattn::ops::set_kernel_capability(cap);
+    const auto ref = run(torch::kDouble, true);
+    const auto math = run(dtype, true);
+    const auto fused = run(dtype, false);
+    for (size_t i = 0; i < ref.size(); ++i) {
+      CAPTURE(cap, i);
+      require_rule(fused[i], math[i], ref[i], dtype);
+    }
+  }
+}
+
 } // namespace
 
 TEST_CASE(
@@ -395,16 +412,8 @@ TEST_CASE(
         g.insert(g.begin(), out.detach());
         return g;
       };
-      for (const auto& cap : low_precision_capabilities()) {
-        torchattn::ops::set_kernel_capability(cap);
-        const auto ref = run_flex(torch::kDouble, true);
-        const auto math = run_flex(dtype, true);
-        const auto fused = run_flex(dtype, false);
-        for (size_t i = 0; i < ref.size(); ++i) {
-          CAPTURE(c10::toString(dtype), cap, variant, i);
-          require_rule(fused[i], math[i], ref[i], dtype);
-        }
-      }
+      CAPTURE(c10::toString(dtype), variant);
+      require_rule_on_every_build(dtype, run_flex);
     }
   }
 }
@@ -455,16 +464,8 @@ TEST_CASE(
         g.insert(g.begin(), out.detach());
         return g;
       };
-      for (const auto& cap : low_precision_capabilities()) {
-        torchattn::ops::set_kernel_capability(cap);
-        const auto ref = run(torch::kDouble, true);
-        const auto math = run(dtype, true);
-        const auto fused = run(dtype, false);
-        for (size_t i = 0; i < ref.size(); ++i) {
-          CAPTURE(c10::toString(dtype), cap, band.Lq, band.Lk, band.causal, band.left, i);
-          require_rule(fused[i], math[i], ref[i], dtype);
-        }
-      }
+      CAPTURE(c10::toString(dtype), band.Lq, band.Lk, band.causal, band.left);
+      require_rule_on_every_build(dtype, run);
     }
   }
 }

@@ -61,11 +61,20 @@ inline void store_row_pairs(
 }
 
 /// StoreExp2 for Backward::pairs: P stored (dS reads it) and its pairs of queries for dV.
+/// kBand: the tile is masked only by a band of keys per query (causal, sliding window, prefix;
+/// no mask tensor, documents or blocks), and P is zero outside row r's keys [lo[r], hi[r]]
+/// (relative to the tile), so that the tile takes the unmasked tiles' path (P's pairs here,
+/// dS straight to its pairs) instead of the masked tiles' passes over the scores. Zeroed by
+/// selection, not by a product: a masked score that overflowed to inf gives 0, as the math
+/// path's -inf does.
+template <bool kBand = false>
 struct StoreExp2Pairs {
   const float* max;
   const float* log2_sum;
   uint32_t* p_q;
   int64_t ld;
+  const int32_t* lo = nullptr;
+  const int32_t* hi = nullptr;
 
   template <int MR, int NV>
   void operator()(
@@ -77,45 +86,19 @@ struct StoreExp2Pairs {
 #pragma GCC unroll 4
       for (int n = 0; n < NV; ++n) {
         acc[i][n] = probability(acc[i][n], m, ls);
+        if constexpr (kBand) {
+          const __m512i iota =
+              _mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0);
+          const __m512i col =
+              _mm512_add_epi32(iota, _mm512_set1_epi32(static_cast<int32_t>(col0 + n * 16)));
+          const __mmask16 keep = _mm512_cmpge_epi32_mask(col, _mm512_set1_epi32(lo[row0 + i])) &
+                                 _mm512_cmple_epi32_mask(col, _mm512_set1_epi32(hi[row0 + i]));
+          acc[i][n] = _mm512_maskz_mov_ps(keep, acc[i][n]);
+        }
         acc[i][n].store(c + i * ldc + n * 16);
       }
     }
     store_row_pairs(acc, p_q, ld, row0, col0);
-  }
-};
-
-/// StoreExp2Pairs on a tile that only a band of keys per query masks (causal, sliding window,
-/// prefix; no mask tensor, documents or blocks): P is zero outside row r's keys
-/// [lo[r], hi[r]] (relative to the tile), so that the tile takes the unmasked tiles' path (P's
-/// pairs in this epilogue, dS straight to its pairs) instead of the masked tiles' passes over
-/// the scores. Zeroed by selection, not by a product: a masked score that overflowed to inf
-/// gives 0, as the math path's -inf does.
-struct StoreExp2PairsBand {
-  StoreExp2Pairs plain;
-  const int32_t* lo;
-  const int32_t* hi;
-
-  template <int MR, int NV>
-  void operator()(
-      Vectorized<float> (&acc)[MR][NV], float* c, int64_t ldc, int64_t row0, int64_t col0) const {
-    using Vec = Vectorized<float>;
-    const __m512i iota = _mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0);
-#pragma GCC unroll 8
-    for (int i = 0; i < MR; ++i) {
-      const Vec m(plain.max[row0 + i]), ls(plain.log2_sum[row0 + i]);
-      const __m512i lo_v = _mm512_set1_epi32(lo[row0 + i]);
-      const __m512i hi_v = _mm512_set1_epi32(hi[row0 + i]);
-#pragma GCC unroll 4
-      for (int n = 0; n < NV; ++n) {
-        const __m512i col =
-            _mm512_add_epi32(iota, _mm512_set1_epi32(static_cast<int32_t>(col0 + n * 16)));
-        const __mmask16 keep =
-            _mm512_cmpge_epi32_mask(col, lo_v) & _mm512_cmple_epi32_mask(col, hi_v);
-        acc[i][n] = _mm512_maskz_mov_ps(keep, probability(acc[i][n], m, ls));
-        acc[i][n].store(c + i * ldc + n * 16);
-      }
-    }
-    store_row_pairs(acc, plain.p_q, plain.ld, row0, col0);
   }
 };
 
@@ -182,10 +165,10 @@ bool probabilities(
       const uint32_t* a = hd.q_e.get() + tp.i0;
       const uint32_t* b = kvh.k_e.get() + tp.j0;
       const auto scale = static_cast<float>(g.args.scale);
-      const StoreExp2Pairs store{row_m + tp.i0, row_log2_sum + tp.i0, buf.p_q, BK};
       if (fast) {
         gemm_pairs(
-            tp.nq, tp.nk_pad, E2, a, 1, g.d.Lq, b, g.Lk_pad, PW, buf.p, BK, false, scale, store);
+            tp.nq, tp.nk_pad, E2, a, 1, g.d.Lq, b, g.Lk_pad, PW, buf.p, BK, false, scale,
+            StoreExp2Pairs<>{row_m + tp.i0, row_log2_sum + tp.i0, buf.p_q, BK});
         return false;
       }
       if (kind == TileKind::partial && g.mods.band_only() && tp.nk == tp.nk_pad) {
@@ -200,7 +183,8 @@ bool probabilities(
         }
         gemm_pairs(
             tp.nq, tp.nk_pad, E2, a, 1, g.d.Lq, b, g.Lk_pad, PW, buf.p, BK, false, scale,
-            StoreExp2PairsBand{store, lo.data(), hi.data()});
+            StoreExp2Pairs<true>{
+                row_m + tp.i0, row_log2_sum + tp.i0, buf.p_q, BK, lo.data(), hi.data()});
         return false;
       }
       gemm_pairs(tp.nq, tp.nk_pad, E2, a, 1, g.d.Lq, b, g.Lk_pad, PW, buf.p, BK, false, scale);
