@@ -7,6 +7,10 @@
 // dq_atol). Without it, a tensor of a few dozen elements fails by luck: the math path's
 // largest error can fall below half an ulp.
 
+#include "support/capabilities.h"
+
+#include <torchattn/ops/attention.h>
+
 #include <torch/torch.h>
 
 #include <catch2/catch_test_macros.hpp>
@@ -39,6 +43,23 @@ inline void require_rule(
   const double allowance = rounding_allowance(ref, dtype);
   CAPTURE(err_fused, err_math, allowance);
   REQUIRE(err_fused <= 2.0 * err_math + allowance);
+}
+
+/// FlashAttention's rule for each result of run(dtype, need_weights) (the output, then the
+/// gradients) on every low-precision build: the fused kernel (need_weights false) and the
+/// math path (true) in `dtype`, against the math path in float64.
+template <typename Run>
+inline void require_rule_on_every_build(torch::ScalarType dtype, Run&& run) {
+  for (const auto& cap : low_precision_capabilities()) {
+    torchattn::ops::set_kernel_capability(cap);
+    const auto ref = run(torch::kDouble, true);
+    const auto math = run(dtype, true);
+    const auto fused = run(dtype, false);
+    for (size_t i = 0; i < ref.size(); ++i) {
+      CAPTURE(cap, i);
+      require_rule(fused[i], math[i], ref[i], dtype);
+    }
+  }
 }
 
 } // namespace torchattn::testing

@@ -167,11 +167,16 @@ void forward_tile(const Forward<T>& f, ValueRows<T>* heads, int64_t item) {
       f.mods.query_range(t.b, j0, j0 + nk - 1, first, end);
       c0 = std::clamp<int64_t>(first - t.i0, 0, t.nq - 1) / W * W;
       c1 = std::clamp<int64_t>(round_up(end - t.i0, W), c0 + W, t.nq_pad);
+    }
+    // Forward::pairs: a tile that only causal, window or prefix mask in part is scored as an
+    // unmasked one, its band in the epilogue, once every query has a running max.
+    const bool band = f.pairs && m_ready && kind == TileKind::partial && f.mods.band_only();
+    if ((modified || kind == TileKind::partial) && !band) {
       score_masked_tile(f, t, k_tile, j0, nk, c0, c1);
     } else if (!m_ready) {
       score_first_tile(f, t, k_tile, nk);
     } else {
-      packed = score_lazy_tile(f, t, k_tile, nk);
+      packed = score_lazy_tile(f, t, k_tile, j0, nk, c0, c1, band);
     }
     accumulate_values(f, t, head, j0, nk, packed, c0, c1);
     m_ready =

@@ -160,6 +160,12 @@ void score_first_tile(const Forward<T>& f, const QueryTile<T>& t, const T* k_til
 /// StoreExp2Columns for Forward::pairs: the weights go, rounded to bfloat16, straight to P's
 /// pairs of keys (S^T is not stored); their column sums before rounding go to colsum and after
 /// it to colsum_round. Saves a pass over the tile (15% of the bf16 forward at N=2048).
+/// kBand: the tile is masked only by a band of keys per query (causal, sliding window, prefix;
+/// Modifiers::band_only), `band` (its columns from band_c0 on) says which: the keys outside
+/// a query's band weigh 0 and do not count in its max. By selection, not by a product, so that
+/// a masked score that overflowed to inf gives 0, as the math path's -inf does. A block of
+/// rows that every column of a vector sees takes the unmasked code; one that none sees, zeros.
+template <bool kBand = false>
 struct StoreExp2Pairs {
   const float* m_ref;
   float* colmax;
@@ -167,72 +173,158 @@ struct StoreExp2Pairs {
   float* colsum_round;
   uint32_t* pairs; // [keys / 2, ld]
   int64_t ld;
+  const BandColumns* band = nullptr;
+  int64_t band_c0 = 0;
+
+  /// The weight of score s of key row `key` against ref, and mx taking s; kMasked: 0 and mx as
+  /// it was where the key is outside the column's band [first, last].
+  template <bool kMasked>
+  static Vectorized<float> weight(
+      const Vectorized<float>& s, const Vectorized<float>& ref, int64_t key, __m512i first,
+      __m512i last, Vectorized<float>& mx) {
+    const Vectorized<float> e = exp_minus(s, ref);
+    if constexpr (kMasked) {
+      const __m512i k = _mm512_set1_epi32(static_cast<int32_t>(key));
+      const __mmask16 keep = _mm512_cmple_epi32_mask(first, k) & _mm512_cmpge_epi32_mask(last, k);
+      mx = _mm512_mask_max_ps(mx, keep, mx, s);
+      return _mm512_maskz_mov_ps(keep, e);
+    }
+    mx = max_fast(mx, s);
+    return e;
+  }
+
+  /// Vector n of the block: weights, pairs and column statistics.
+  template <bool kMasked, int MR, int NV>
+  void columns(Vectorized<float> (&acc)[MR][NV], int n, int64_t row0, int64_t col0) const {
+    using Vec = Vectorized<float>;
+    const int64_t col = col0 + n * Vec::size();
+    const Vec ref = Vec::loadu(m_ref + col);
+    Vec mx(neg_inf<float>());
+    Vec sum(0.f);
+    __m512 sum_round = _mm512_setzero_ps();
+    __m512i first = _mm512_setzero_si512(), last = _mm512_setzero_si512();
+    if constexpr (kMasked) {
+      first = _mm512_loadu_si512(band->lo + band_c0 + col);
+      last = _mm512_loadu_si512(band->hi + band_c0 + col);
+    }
+#pragma GCC unroll 4
+    for (int i = 0; i < MR; i += 2) {
+      // Row blocks start at even rows; an odd last row (the tile's last key) pairs with 0.
+      const Vec e0 = weight<kMasked>(acc[i][n], ref, row0 + i, first, last, mx);
+      const Vec e1 = i + 1 < MR ? weight<kMasked>(acc[i + 1][n], ref, row0 + i + 1, first, last, mx)
+                                : Vec(0.f);
+      sum = sum + e0 + e1;
+      const __m512i lo16 = _mm512_cvtepu16_epi32((__m256i)_mm512_cvtneps_pbh(e0));
+      const __m512i hi16 = _mm512_cvtepu16_epi32((__m256i)_mm512_cvtneps_pbh(e1));
+      _mm512_storeu_si512(
+          pairs + (row0 + i) / 2 * ld + col, _mm512_or_si512(lo16, _mm512_slli_epi32(hi16, 16)));
+      sum_round = _mm512_add_ps(sum_round, _mm512_castsi512_ps(_mm512_slli_epi32(lo16, 16)));
+      sum_round = _mm512_add_ps(sum_round, _mm512_castsi512_ps(_mm512_slli_epi32(hi16, 16)));
+    }
+    max_fast(Vec::loadu(colmax + col), mx).store(colmax + col);
+    (Vec::loadu(colsum + col) + sum).store(colsum + col);
+    _mm512_storeu_ps(
+        colsum_round + col, _mm512_add_ps(_mm512_loadu_ps(colsum_round + col), sum_round));
+  }
 
   template <int MR, int NV>
   void operator()(
       Vectorized<float> (&acc)[MR][NV], float* /*c*/, int64_t /*ldc*/, int64_t row0,
       int64_t col0) const {
-    using Vec = Vectorized<float>;
-    constexpr int W = Vec::size();
+    constexpr int W = Vectorized<float>::size();
 #pragma GCC unroll 4
     for (int n = 0; n < NV; ++n) {
-      const int64_t col = col0 + n * W;
-      const Vec ref = Vec::loadu(m_ref + col);
-      Vec mx = acc[0][n];
-      Vec sum(0.f);
-      __m512 sum_round = _mm512_setzero_ps();
-#pragma GCC unroll 4
-      for (int i = 0; i < MR; i += 2) {
-        // Row blocks start at even rows; an odd last row (the tile's last key) pairs with 0.
-        const Vec e0 = exp_minus(acc[i][n], ref);
-        Vec e1(0.f);
-        mx = max_fast(mx, acc[i][n]);
-        if (i + 1 < MR) {
-          e1 = exp_minus(acc[i + 1][n], ref);
-          mx = max_fast(mx, acc[i + 1][n]);
+      if constexpr (kBand) {
+        const int64_t v = (band_c0 + col0) / W + n;
+        const int64_t row1 = row0 + MR - 1;
+        if (row0 > band->any_hi[v] || row1 < band->any_lo[v]) {
+          // No column sees these keys: zero weights, the statistics as they are.
+          for (int i = 0; i < MR; i += 2) {
+            _mm512_storeu_si512(pairs + (row0 + i) / 2 * ld + col0 + n * W, _mm512_setzero_si512());
+          }
+        } else if (band->all_lo[v] <= row0 && row1 <= band->all_hi[v]) {
+          columns<false>(acc, n, row0, col0);
+        } else {
+          columns<true>(acc, n, row0, col0);
         }
-        sum = sum + e0 + e1;
-        const __m512i lo = _mm512_cvtepu16_epi32((__m256i)_mm512_cvtneps_pbh(e0));
-        const __m512i hi = _mm512_cvtepu16_epi32((__m256i)_mm512_cvtneps_pbh(e1));
-        _mm512_storeu_si512(
-            pairs + (row0 + i) / 2 * ld + col, _mm512_or_si512(lo, _mm512_slli_epi32(hi, 16)));
-        sum_round = _mm512_add_ps(sum_round, _mm512_castsi512_ps(_mm512_slli_epi32(lo, 16)));
-        sum_round = _mm512_add_ps(sum_round, _mm512_castsi512_ps(_mm512_slli_epi32(hi, 16)));
+      } else {
+        columns<false>(acc, n, row0, col0);
       }
-      max_fast(Vec::loadu(colmax + col), mx).store(colmax + col);
-      (Vec::loadu(colsum + col) + sum).store(colsum + col);
-      _mm512_storeu_ps(
-          colsum_round + col, _mm512_add_ps(_mm512_loadu_ps(colsum_round + col), sum_round));
     }
   }
 };
 #endif
 
-/// Score a tile lazily rescaled: exp against the running max, in the micro-kernel's epilogue,
-/// with the sums and the new maxima. The running max stays unless a strip's scores exceed it
-/// by more than kLazyRescale (weights up to 2^8 are harmless); such a strip is recomputed and
-/// takes the first tile's step. Returns whether P is ready for P V already (Forward::pairs: the
-/// epilogue packs it; low precision: the epilogue rounds it).
+/// Each query's keys in the tile [j0, j0 + nk) by causal, window and prefix, relative to the
+/// tile, for the query columns [c0, c1) (whole vectors; BandColumns); padding columns see none.
 template <typename T>
-bool score_lazy_tile(const Forward<T>& f, const QueryTile<T>& t, const T* k_tile, int64_t nk) {
+void band_columns(
+    const Forward<T>& f, const QueryTile<T>& t, int64_t j0, int64_t nk, int64_t c0, int64_t c1) {
+  constexpr int64_t W = 16;
+  BandColumns& bc = *t.band;
+  for (int64_t c = c0; c < c1; ++c) {
+    int64_t lo = nk, hi = -1;
+    if (c < t.nq) {
+      f.mods.interval(t.b, t.i0 + c, lo, hi);
+      lo = std::clamp<int64_t>(lo - j0, 0, nk);
+      hi = std::clamp<int64_t>(hi - j0, -1, nk);
+    }
+    bc.lo[c] = static_cast<int32_t>(lo);
+    bc.hi[c] = static_cast<int32_t>(hi);
+  }
+  for (int64_t v = c0 / W; v < c1 / W; ++v) {
+    const int32_t* lo = bc.lo + v * W;
+    const int32_t* hi = bc.hi + v * W;
+    bc.all_lo[v] = *std::max_element(lo, lo + W);
+    bc.all_hi[v] = *std::min_element(hi, hi + W);
+    bc.any_lo[v] = *std::min_element(lo, lo + W);
+    bc.any_hi[v] = *std::max_element(hi, hi + W);
+  }
+}
+
+/// Score a tile lazily rescaled: exp against the running max, in the micro-kernel's epilogue,
+/// with the sums and the new maxima, for the queries [c0, c1). The running max stays unless a
+/// strip's scores exceed it by more than kLazyRescale (weights up to 2^8 are harmless); such a
+/// strip is recomputed and takes the first tile's step. Returns whether P is ready for P V
+/// already (Forward::pairs: the epilogue packs it; low precision: the epilogue rounds it).
+/// `band` (Forward::pairs, Modifiers::band_only): a tile that causal, window or prefix mask in
+/// part takes this path too, its weights outside each query's band zeroed in the epilogue
+/// (StoreExp2Pairs<true>) instead of the masked tiles' passes over S^T (a fifth of the bf16
+/// causal forward at N = 512).
+template <typename T>
+bool score_lazy_tile(
+    const Forward<T>& f, const QueryTile<T>& t, const T* k_tile, int64_t j0, int64_t nk, int64_t c0,
+    int64_t c1, bool band = false) {
   using Vec = Vectorized<T>;
   constexpr int64_t W = Vec::size();
+  constexpr int64_t BQ = forward_block_q<T>();
   T* cm = t.col_max;
   T* cs = t.col_sum;
-  std::fill(cm, cm + t.nq_pad, neg_inf<T>());
-  std::fill(cs, cs + t.nq_pad, T(0));
+  std::fill(cm + c0, cm + c1, neg_inf<T>());
+  std::fill(cs + c0, cs + c1, T(0));
   bool packed = false;
 #if TORCHATTN_BF16_DOT
   if constexpr (std::is_same_v<T, float>) {
     if (f.pairs) {
-      std::fill(t.col_sum_round, t.col_sum_round + t.nq_pad, 0.f);
-      scores_columns(
-          f, t, k_tile, nk, 0, t.nq_pad,
-          StoreExp2Pairs{t.m_run, cm, cs, t.col_sum_round, t.p_pairs, forward_block_q<T>()});
+      std::fill(t.col_sum_round + c0, t.col_sum_round + c1, 0.f);
+      if (band) {
+        band_columns(f, t, j0, nk, c0, c1);
+        scores_columns(
+            f, t, k_tile, nk, c0, c1,
+            StoreExp2Pairs<true>{
+                t.m_run + c0, cm + c0, cs + c0, t.col_sum_round + c0, t.p_pairs + c0, BQ, t.band,
+                c0});
+      } else {
+        scores_columns(
+            f, t, k_tile, nk, c0, c1,
+            StoreExp2Pairs<>{
+                t.m_run + c0, cm + c0, cs + c0, t.col_sum_round + c0, t.p_pairs + c0, BQ});
+      }
       packed = true;
     }
   }
 #endif
+  TORCH_INTERNAL_ASSERT(packed || (!band && c0 == 0 && c1 == t.nq_pad));
   // Low precision (the float32 path): the epilogue rounds the weights as it stores them and
   // sums them both ways, which saves accumulate_values' pass over the tile.
   const bool rounds = !packed && t.l_round != nullptr;
@@ -245,26 +337,29 @@ bool score_lazy_tile(const Forward<T>& f, const QueryTile<T>& t, const T* k_tile
   } else if (!packed) {
     scores_columns(f, t, k_tile, nk, 0, t.nq_pad, StoreExp2Columns<T>{t.m_run, cm, cs});
   }
-  for (int64_t c = 0; c < t.nq_pad; c += W) {
+  for (int64_t c = c0; c < c1; c += W) {
     bool exceeds = false;
     for (int64_t r = 0; r < W; ++r) {
       exceeds = exceeds || !(cm[c + r] <= t.m_run[c + r] + static_cast<T>(kLazyRescale));
     }
     if (exceeds) {
       scores_columns(f, t, k_tile, nk, c, c + W);
+      if (band) {
+        modify_transposed(
+            f.mods, t.st + c, BQ, nk, std::min(t.nq, c + W) - c, W, static_cast<const T*>(nullptr),
+            t.b, t.h, t.i0 + c, j0);
+      }
       max_strip(t.st, nk, c, cm);
       softmax_strip(t, nk, c);
 #if TORCHATTN_BF16_DOT
       if constexpr (std::is_same_v<T, float>) {
         if (packed) {
-          constexpr int64_t BQ = forward_block_q<T>();
           pack_pairs_from_floats(t.st + c, nk, W, BQ, t.p_pairs + c, BQ, t.l_round + c);
         }
       }
 #endif
       if (rounds) {
-        round_and_sum_columns(
-            t.st + c, nk, W, forward_block_q<T>(), t.l_round + c, f.args.low_precision);
+        round_and_sum_columns(t.st + c, nk, W, BQ, t.l_round + c, f.args.low_precision);
       }
     } else {
       (Vec::loadu(t.l_run + c) + Vec::loadu(cs + c)).store(t.l_run + c);

@@ -72,6 +72,15 @@ struct ValueRows {
   std::unique_ptr<uint32_t[]> key_pairs, value_pairs;
 };
 
+/// The keys of a tile that causal, window or prefix mask in part, relative to the tile: query
+/// column c sees [lo[c], hi[c]]; of a vector v of 16 columns, all see [all_lo[v], all_hi[v]]
+/// and some see [any_lo[v], any_hi[v]] (Forward::pairs, StoreExp2Pairs<true>).
+struct BandColumns {
+  static constexpr int64_t kCols = (kBlockQForward + 15) / 16 * 16, kVecs = kCols / 16;
+  int32_t lo[kCols], hi[kCols];
+  int32_t all_lo[kVecs], all_hi[kVecs], any_lo[kVecs], any_hi[kVecs];
+};
+
 /// One tile of queries: where it is, its transposed queries, its score tile S^T [BK, BQ], and
 /// the running max, sum and output accumulator of its queries (thread-local buffers).
 template <typename T>
@@ -90,6 +99,7 @@ struct QueryTile {
   T* col_sum;
   T* col_sum_round; // Forward::pairs: a lazy tile's column sums of its rounded weights
   T* rdiag;
+  BandColumns* band; // Forward::pairs: the queries' keys in a band tile (band_columns)
 };
 
 /// The query head and tile of item `item`: kv heads interleaved (interleaved_item); within
@@ -123,6 +133,7 @@ QueryTile<T> pack_query_tile(const Forward<T>& f, int64_t item) {
   thread_local std::vector<T> q_t, scores, acc, m_run, l_run, l_round, col_max, col_sum,
       col_sum_round, rdiag;
   thread_local std::vector<uint32_t> q_pairs, p_pairs;
+  thread_local BandColumns band;
   q_t.resize(static_cast<size_t>(d.E * BQ));
   scores.resize(static_cast<size_t>(BK * BQ));
   col_max.resize(static_cast<size_t>(BQ));
@@ -153,6 +164,7 @@ QueryTile<T> pack_query_tile(const Forward<T>& f, int64_t item) {
     p_pairs.resize(static_cast<size_t>((BK + 1) / 2 * BQ));
     t.q_pairs = q_pairs.data();
     t.p_pairs = p_pairs.data();
+    t.band = &band;
     const at::BFloat16* q_tile = f.query.template data_ptr<at::BFloat16>() +
                                  head_offset(f.query, t.bh, d.H) + t.i0 * f.query.stride(2);
     pack_pairs(q_tile, d.E, t.nq, f.query.stride(3), f.query.stride(2), t.q_pairs, t.nq_pad);
