@@ -47,7 +47,9 @@ struct Translator {
 
   struct Options {
     int64_t beam = 1;
-    double alpha = 1.0;
+    /// Length normalisation exponent: 0.6 (GNMT's value) chose the best beam-4 dev BLEU of
+    /// 0, 0.3, 0.45, 0.6, 0.8, 1.0, 1.5 on Tatoeba for two models (1.0 before session 22).
+    double alpha = 0.6;
     /// Replace an output <unk> by the source word it attends to most (names, numbers).
     bool copy_unknown = true;
     bool keep_attention = false;

@@ -137,4 +137,18 @@ expect_refusal "expected key=value, got '\\x01\\x02garbage\\xff'" "$bin" transla
 if LC_ALL=C grep -q "$(printf '[\001-\010\016-\037\177-\377]')" err.log; then fail "raw bytes in the message: $(cat -v err.log)"; fi
 head -c 100 model/model.pt > trunc.pt && cp trunc.pt model/model.pt
 expect_error "is not a weights file" "$bin" translate --model model "red cat"
+# Models side by side (train_side_by_side.sh, what make demo-tatoeba runs): a directory and a
+# summary per model, seeds 1 and 2, decoded together; a bad K and a failing run are refused.
+side=("$source_dir/examples/translation/train_side_by_side.sh" "$bin")
+bash "${side[@]}" side 2 --data data "${small[@]}" --max-tokens 256 --epochs 1 > side.log 2>&1 || fail "train_side_by_side.sh failed: $(cat side.log)"
+[ "$(grep -c "^train: 1 epochs in .* model in 'side/model-[12]'" side.log)" -eq 2 ] || fail "not two summaries: $(cat side.log)"
+for i in 1 2; do
+  [ -s "side/model-$i/model.pt" ] || fail "no side/model-$i/model.pt"
+  grep -qx "seed=$i" "side/model-$i/train.txt" || fail "side/model-$i was not trained with seed $i"
+done
+"$bin" evaluate --model side/model-1,side/model-2 --data data/test.tsv > side-eval.log || fail "evaluating the two side by side failed"
+grep -Eq '^BLEU = [0-9.]+ ' side-eval.log || fail "no BLEU for the two side by side: $(cat side-eval.log)"
+expect_refusal "K must be a positive integer, got '0'" bash "${side[@]}" side0 0 --data data
+expect_refusal "model 1 failed" bash "${side[@]}" side-bad 2 --data no-such-data --epochs 1
+
 echo "cli_smoke: OK"
