@@ -141,7 +141,7 @@ expect_error "is not a weights file" "$bin" translate --model model "red cat"
 # summary per model, seeds 1 and 2, decoded together; a bad K and a failing run are refused.
 side=("$source_dir/examples/translation/train_side_by_side.sh" "$bin")
 bash "${side[@]}" side 2 --data data "${small[@]}" --max-tokens 256 --epochs 1 > side.log 2>&1 || fail "train_side_by_side.sh failed: $(cat side.log)"
-[ "$(grep -c "^train: 1 epochs in .* model in 'side/model-[12]'" side.log)" -eq 2 ] || fail "not two summaries: $(cat side.log)"
+[ "$(grep -c "^\[model [12]\] train: 1 epochs in .* model in 'side/model-[12]'" side.log)" -eq 2 ] || fail "not two summaries: $(cat side.log)"
 for i in 1 2; do
   [ -s "side/model-$i/model.pt" ] || fail "no side/model-$i/model.pt"
   grep -qx "seed=$i" "side/model-$i/train.txt" || fail "side/model-$i was not trained with seed $i"
