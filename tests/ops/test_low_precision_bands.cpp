@@ -60,6 +60,33 @@ void require_band_rule(
   }
 }
 
+/// FlashAttention's rule where each query points at the last key of its band and the key just
+/// after it, and (outer_lo) at the first key and the one before it: q = gain * the sum of
+/// those keys (unit length, random), the band read from the math path's weights (all scores
+/// 0).
+void require_edges_rule(const Band& band, const torch::Tensor& prefix, double gain, bool outer_lo) {
+  const int64_t B = 2, H = 2, E = 64;
+  const auto k = torch::randn({B, H, band.Lk, E}, torch::kDouble) / std::sqrt(double(E));
+  const auto v = torch::randn({B, H, band.Lk, E}, torch::kDouble);
+  const auto allowed = F::flex_attention(
+                           torch::zeros({B, H, band.Lq, E}, torch::kDouble), k, v,
+                           band_options(band, prefix).need_weights(true))
+                           .weights.gt(0);
+  const auto j = torch::arange(band.Lk, torch::kLong);
+  const auto lo = torch::where(allowed, j, band.Lk).amin(-1, /*keepdim=*/true);
+  const auto hi = torch::where(allowed, j, -1).amax(-1, /*keepdim=*/true);
+  REQUIRE(lo.lt(band.Lk).any().item<bool>());
+  // [B, H, Lq, Lk]: 1 at hi and hi + 1 of each query's band, and at lo - 1 and lo.
+  auto edges = (j == hi).logical_or(j == hi + 1);
+  if (outer_lo) {
+    edges = edges.logical_or(j == lo - 1).logical_or(j == lo);
+  }
+  const auto q = gain * torch::matmul(edges.to(torch::kDouble), k);
+  require_band_rule(
+      band, {q.to(torch::kFloat), k.to(torch::kFloat), v.to(torch::kFloat)},
+      torch::randn({B, H, band.Lq, E}), prefix);
+}
+
 } // namespace
 
 TEST_CASE(
@@ -104,25 +131,27 @@ TEST_CASE(
       {250, 301, "bottom_right", -1, -1, false}, {320, 320, "top_left", -1, -1, false},
       {300, 300, "none", 37, 5, false},          {257, 257, "top_left", 45, -1, false},
       {288, 288, "top_left", -1, -1, true},      {270, 270, "none", 21, 40, false}};
-  const int64_t B = 2, H = 2, E = 64;
   const auto prefix = torch::tensor({41, 133}, torch::kLong);
   for (const auto& band : bands) {
-    const auto k = torch::randn({B, H, band.Lk, E}, torch::kDouble) / std::sqrt(double(E));
-    const auto v = torch::randn({B, H, band.Lk, E}, torch::kDouble);
-    const auto allowed = F::flex_attention(
-                             torch::zeros({B, H, band.Lq, E}, torch::kDouble), k, v,
-                             band_options(band, prefix).need_weights(true))
-                             .weights.gt(0);
-    const auto j = torch::arange(band.Lk, torch::kLong);
-    const auto lo = torch::where(allowed, j, band.Lk).amin(-1, /*keepdim=*/true);
-    const auto hi = torch::where(allowed, j, -1).amax(-1, /*keepdim=*/true);
-    REQUIRE(lo.lt(band.Lk).any().item<bool>());
-    // [B, H, Lq, Lk]: 1 at lo - 1, lo, hi and hi + 1 of each query's band.
-    const auto edges =
-        (j == lo - 1).logical_or(j == lo).logical_or(j == hi).logical_or(j == hi + 1);
-    const auto q = 40.0 * torch::matmul(edges.to(torch::kDouble), k);
-    require_band_rule(
-        band, {q.to(torch::kFloat), k.to(torch::kFloat), v.to(torch::kFloat)},
-        torch::randn({B, H, band.Lq, E}), prefix);
+    require_edges_rule(band, prefix, 40.0, /*outer_lo=*/true);
+  }
+}
+
+TEST_CASE(
+    "low precision: a key far above the running max is rescored with the band's mask",
+    "[ops][low_precision]") {
+  // Each query points at its band's last key and the masked key after it with scores near 20,
+  // far above its running max from the earlier tiles (near 10): its strip of queries is
+  // scored again with the masks (forward_scores.h, score_lazy_tile), where the masked key
+  // must still weigh 0.
+  CapabilityGuard guard;
+  torch::manual_seed(23);
+  const Band bands[] = {
+      {320, 320, "top_left", -1, -1, false},
+      {250, 301, "bottom_right", -1, -1, false},
+      {300, 300, "none", 37, 5, false}};
+  const auto prefix = torch::tensor({41, 133}, torch::kLong);
+  for (const auto& band : bands) {
+    require_edges_rule(band, prefix, 160.0, /*outer_lo=*/false);
   }
 }
