@@ -176,10 +176,7 @@ bool probabilities(
         lo.resize(static_cast<size_t>(tp.nq));
         hi.resize(static_cast<size_t>(tp.nq));
         for (int64_t r = 0; r < tp.nq; ++r) {
-          int64_t l, h;
-          g.mods.interval(tp.b, tp.i0 + r, l, h);
-          lo[r] = static_cast<int32_t>(std::clamp<int64_t>(l - tp.j0, 0, tp.nk));
-          hi[r] = static_cast<int32_t>(std::clamp<int64_t>(h - tp.j0, -1, tp.nk));
+          g.mods.tile_interval(tp.b, tp.i0 + r, tp.j0, tp.nk, lo[r], hi[r]);
         }
         gemm_pairs(
             tp.nq, tp.nk_pad, E2, a, 1, g.d.Lq, b, g.Lk_pad, PW, buf.p, BK, false, scale,

@@ -263,14 +263,11 @@ void band_columns(
   constexpr int64_t W = 16;
   BandColumns& bc = *t.band;
   for (int64_t c = c0; c < c1; ++c) {
-    int64_t lo = nk, hi = -1;
+    bc.lo[c] = static_cast<int32_t>(nk);
+    bc.hi[c] = -1;
     if (c < t.nq) {
-      f.mods.interval(t.b, t.i0 + c, lo, hi);
-      lo = std::clamp<int64_t>(lo - j0, 0, nk);
-      hi = std::clamp<int64_t>(hi - j0, -1, nk);
+      f.mods.tile_interval(t.b, t.i0 + c, j0, nk, bc.lo[c], bc.hi[c]);
     }
-    bc.lo[c] = static_cast<int32_t>(lo);
-    bc.hi[c] = static_cast<int32_t>(hi);
   }
   for (int64_t v = c0 / W; v < c1 / W; ++v) {
     const int32_t* lo = bc.lo + v * W;

@@ -15,6 +15,8 @@
 #include "ops/cpu/flash_attention/exp2.h"
 #include "ops/cpu/flash_attention/masks.h"
 
+#include <algorithm>
+
 namespace torchattn::ops::cpu {
 namespace CPU_CAPABILITY {
 namespace {
@@ -109,6 +111,15 @@ struct Modifiers {
     if (wr >= 0) {
       hi = std::min(hi, diag + wr);
     }
+  }
+
+  /// interval() relative to the key tile [j0, j0 + nk): [lo, hi] clamped to lo in [0, nk],
+  /// hi in [-1, nk] (lo > hi: none of its keys), as the band epilogues take it.
+  void tile_interval(int64_t b, int64_t i, int64_t j0, int64_t nk, int32_t& lo, int32_t& hi) const {
+    int64_t l, h;
+    interval(b, i, l, h);
+    lo = static_cast<int32_t>(std::clamp<int64_t>(l - j0, 0, nk));
+    hi = static_cast<int32_t>(std::clamp<int64_t>(h - j0, -1, nk));
   }
 
   /// The keys [begin, end) that queries [i0, i1) of batch b may see by causal, window and
