@@ -57,13 +57,16 @@ inline uint32_t hash32(uint32_t x) { // a 32-bit integer finaliser (lowbias32)
   return x;
 }
 
+// m[i - begin] = scale where element i is kept, else 0; Bits is float's or a 16-bit
+// dtype's bit pattern (bfloat16 and float16 keep their activations' dtype under autocast).
+template <typename Bits>
 __attribute__((target_clones("avx512f", "avx2", "default"))) void fill_dropout_mask(
-    float* m, int64_t begin, int64_t end, uint32_t seed_lo, uint32_t seed_hi, uint32_t threshold,
-    float scale) {
+    Bits* m, int64_t begin, int64_t end, uint32_t seed_lo, uint32_t seed_hi, uint32_t threshold,
+    Bits scale) {
 #pragma omp simd
   for (int64_t i = begin; i < end; ++i) {
     const uint32_t x = hash32(hash32(static_cast<uint32_t>(i) + seed_lo) ^ seed_hi);
-    m[i - begin] = x >= threshold ? scale : 0.0f;
+    m[i - begin] = x >= threshold ? scale : Bits{0};
   }
 }
 
@@ -163,9 +166,11 @@ Tensor dropout(const Tensor& x, double p, bool training) {
   TORCH_CHECK(p >= 0 && p < 1, "dropout: p must be in [0, 1), got ", p);
   if (!training || p == 0)
     return x;
-  if (x.scalar_type() != torch::kFloat || !x.device().is_cpu() || x.numel() >= (int64_t{1} << 32)) {
+  const auto dtype = x.scalar_type();
+  const bool supported =
+      dtype == torch::kFloat || dtype == torch::kBFloat16 || dtype == torch::kHalf;
+  if (!supported || !x.device().is_cpu() || x.numel() >= (int64_t{1} << 32))
     return torch::dropout(x, p, /*train=*/true);
-  }
   uint64_t seed;
   {
     auto gen = at::detail::getDefaultCPUGenerator();
@@ -173,14 +178,21 @@ Tensor dropout(const Tensor& x, double p, bool training) {
     seed = gen.get<at::CPUGeneratorImpl>()->random64();
   }
   Tensor mask = torch::empty(x.sizes(), x.options().requires_grad(false));
-  float* m = mask.data_ptr<float>();
   const auto threshold = static_cast<uint32_t>(std::min(p * 4294967296.0, 4294967295.0));
+  const auto lo = static_cast<uint32_t>(seed), hi = static_cast<uint32_t>(seed >> 32);
+  // The scale rounded to x's dtype, as torch::dropout's mask holds it.
   const auto scale = static_cast<float>(1.0 / (1.0 - p));
-  at::parallel_for(0, x.numel(), 1 << 14, [&](int64_t begin, int64_t end) {
-    fill_dropout_mask(
-        m + begin, begin, end, static_cast<uint32_t>(seed), static_cast<uint32_t>(seed >> 32),
-        threshold, scale);
-  });
+  auto fill = [&](auto* m, auto scale_bits) {
+    at::parallel_for(0, x.numel(), 1 << 14, [&](int64_t begin, int64_t end) {
+      fill_dropout_mask(m + begin, begin, end, lo, hi, threshold, scale_bits);
+    });
+  };
+  if (dtype == torch::kFloat)
+    fill(mask.data_ptr<float>(), scale);
+  else if (dtype == torch::kBFloat16)
+    fill(reinterpret_cast<uint16_t*>(mask.data_ptr<at::BFloat16>()), c10::BFloat16(scale).x);
+  else
+    fill(reinterpret_cast<uint16_t*>(mask.data_ptr<at::Half>()), c10::Half(scale).x);
   return x * mask;
 }
 

@@ -22,6 +22,8 @@ torch::Tensor linear_cross_entropy(
 /// drawn in parallel from a counter-based hash seeded by one draw from the default generator
 /// (so torch::manual_seed makes it reproducible): ATen's CPU bernoulli_ in LibTorch 1.13 is
 /// a serial loop over a locked generator and costs a translation model several percent.
+/// float32, bfloat16 and float16 take this path (the mask in x's dtype, its scale rounded to
+/// it, as torch::dropout's); other dtypes go to torch::dropout.
 torch::Tensor dropout(const torch::Tensor& x, double p, bool training);
 
 } // namespace translate

@@ -15,8 +15,10 @@
 #include <catch2/generators/catch_generators.hpp>
 #include <catch2/matchers/catch_matchers_string.hpp>
 
+#include <ATen/CPUGeneratorImpl.h>
 #include <torch/torch.h>
 
+#include <cmath>
 #include <filesystem>
 #include <fstream>
 #include <random>
@@ -360,6 +362,44 @@ TEST_CASE(
   auto bad = target.clone();
   bad[0] = V;
   CHECK_THROWS_WITH(linear_cross_entropy(h, w, b, bad, 0.1, 0), ContainsSubstring("out of range"));
+}
+
+TEST_CASE(
+    "dropout keeps 1 - p of the elements, scaled as torch::dropout, in float32, bfloat16 and "
+    "float16, from one draw of the generator",
+    "[translation]") {
+  const double p = 0.1;
+  const int64_t n = int64_t{1} << 16;
+  torch::Tensor float_kept;
+  for (const auto dtype : {torch::kFloat, torch::kBFloat16, torch::kHalf}) {
+    CAPTURE(dtype);
+    const auto x = torch::ones({4, n / 4}, dtype);
+    CHECK(torch::equal(translate::dropout(x, p, /*training=*/false), x));
+    torch::manual_seed(11);
+    const auto y = translate::dropout(x, p, /*training=*/true);
+    REQUIRE(y.scalar_type() == dtype);
+    // The kept elements hold 1 / (1 - p) rounded to the dtype (1.1111 in float32, 1.1094 in
+    // bfloat16, 1.1113 in float16), as torch::dropout's mask does; the others 0.
+    const auto scale = torch::full({}, 1.0 / (1.0 - p), dtype);
+    const auto kept = y.ne(0);
+    CHECK(torch::equal(y.masked_select(kept), scale.expand({kept.sum().item<int64_t>()})));
+    // Binomial(n, 1 - p): within 5 standard deviations (77 elements of 65,536).
+    const double fraction = kept.to(torch::kDouble).mean().item<double>();
+    CHECK(std::abs(fraction - (1 - p)) <= 5 * std::sqrt(p * (1 - p) / n));
+    // One random64() from the default generator seeds a counter hash (ATen's bernoulli_ draws
+    // once per element, serially): the generator is where one draw leaves it, and every dtype
+    // keeps the same elements.
+    torch::manual_seed(11);
+    at::detail::getDefaultCPUGenerator().get<at::CPUGeneratorImpl>()->random64();
+    const auto next = torch::randint(1 << 30, {4}, torch::kLong);
+    torch::manual_seed(11);
+    translate::dropout(x, p, /*training=*/true);
+    CHECK(torch::equal(torch::randint(1 << 30, {4}, torch::kLong), next));
+    if (dtype == torch::kFloat)
+      float_kept = kept;
+    else
+      CHECK(torch::equal(kept, float_kept));
+  }
 }
 
 TEST_CASE("gru_sequence equals torch::gru, gradients too", "[translation]") {
