@@ -5,11 +5,24 @@
 // and bfloat16. Where LibTorch has at::scaled_dot_product_attention (2.1+), PyTorch's sdpa in
 // the same dtypes runs beside ours.
 //
-//   torchattn-bench-low-precision [--quick]     (--quick: N up to 4096, forward+backward to 2048)
+//   torchattn-bench-low-precision [--quick] [--default-heap]
+//     --quick: N up to 4096, forward+backward to 2048
+//     --default-heap: glibc's heap as it comes (see below)
 //
 // The dtypes of one configuration alternate (f32 bf16 fp16 f32 ...) and each figure is the
 // median of its repetitions, so a ratio of ours compares runs milliseconds apart on a shared
-// machine; PyTorch's run after all of ours, alternating likewise.
+// machine; PyTorch's run after all of ours, alternating likewise. Each forward+backward pass
+// starts without gradients, as after zero_grad(set_to_none=True) (until session 23 they
+// accumulated, and each pass timed LibTorch's += into .grad and its allocations too).
+//
+// The heap: by default glibc hands freed blocks of 128 KiB and more back to the kernel
+// (munmap, or trimming the heap's top), and the next pass faults them in again a page at a
+// time. Session 23, N = 512, forward+backward causal and not, float32 and bf16 alternating in
+// one process: 230-590 page faults per float32 pass and bf16/f32 between 1.72x and 2.39x in
+// eight runs; with the heap kept, 0-22 faults and 1.62x-1.69x. So the bench keeps freed
+// memory in the process (mallopt: mmap only above 32 MiB, no trimming), as a caching
+// allocator (jemalloc, tcmalloc, PyTorch's CUDA allocator) does; `--default-heap` leaves
+// glibc as it is.
 
 #include <torchattn/torchattn.h>
 
@@ -20,6 +33,7 @@
 #include <fmt/format.h>
 
 #include <immintrin.h>
+#include <malloc.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -27,6 +41,7 @@
 #include <algorithm>
 #include <array>
 #include <chrono>
+#include <climits>
 #include <cstring>
 #include <functional>
 #include <string>
@@ -187,6 +202,9 @@ std::function<double()> pass(const Case& c, torch::ScalarType dtype, bool torch_
   auto q = make(), k = make(), v = make();
   return [=]() mutable {
     torch::AutoGradMode grad_mode(c.backward);
+    for (auto* t : {&q, &k, &v}) {
+      t->mutable_grad() = torch::Tensor();
+    }
     return seconds([&] {
       torch::Tensor out;
 #if TORCH_VERSION_MAJOR >= 2
@@ -230,7 +248,24 @@ std::array<double, 3> time_dtypes(const Case& c, bool torch_sdpa) {
 } // namespace
 
 int main(int argc, char** argv) {
-  const bool quick = argc > 1 && std::strcmp(argv[1], "--quick") == 0;
+  bool quick = false, default_heap = false;
+  for (int i = 1; i < argc; ++i) {
+    if (std::strcmp(argv[i], "--quick") == 0) {
+      quick = true;
+    } else if (std::strcmp(argv[i], "--default-heap") == 0) {
+      default_heap = true;
+    } else {
+      fmt::print(stderr, "usage: {} [--quick] [--default-heap]\n", argv[0]);
+      return 2;
+    }
+  }
+  if (default_heap) {
+    fmt::print("heap: glibc's defaults (freed blocks go back to the kernel)\n");
+  } else if (mallopt(M_MMAP_THRESHOLD, 32 << 20) == 1 && mallopt(M_TRIM_THRESHOLD, INT_MAX) == 1) {
+    fmt::print("heap: freed memory stays in the process (mmap above 32 MiB only, no trim)\n");
+  } else {
+    fmt::print("heap: mallopt refused; glibc's defaults\n");
+  }
   if (std::getenv("OMP_NUM_THREADS") == nullptr) {
     at::set_num_threads(2);
   }
