@@ -5,8 +5,9 @@
 // and bfloat16. Where LibTorch has at::scaled_dot_product_attention (2.1+), PyTorch's sdpa in
 // the same dtypes runs beside ours.
 //
-//   torchattn-bench-low-precision [--quick] [--default-heap]
+//   torchattn-bench-low-precision [--quick] [--default-heap] [--ours-only]
 //     --quick: N up to 4096, forward+backward to 2048
+//     --ours-only: without PyTorch's sdpa (with LibTorch 2.x it takes most of the run's time)
 //     --default-heap: glibc's heap as it comes (see below)
 //
 // The dtypes of one configuration alternate (f32 bf16 fp16 f32 ...) and each figure is the
@@ -248,14 +249,16 @@ std::array<double, 3> time_dtypes(const Case& c, bool torch_sdpa) {
 } // namespace
 
 int main(int argc, char** argv) {
-  bool quick = false, default_heap = false;
+  bool quick = false, default_heap = false, ours_only = false;
   for (int i = 1; i < argc; ++i) {
     if (std::strcmp(argv[i], "--quick") == 0) {
       quick = true;
     } else if (std::strcmp(argv[i], "--default-heap") == 0) {
       default_heap = true;
+    } else if (std::strcmp(argv[i], "--ours-only") == 0) {
+      ours_only = true;
     } else {
-      fmt::print(stderr, "usage: {} [--quick] [--default-heap]\n", argv[0]);
+      fmt::print(stderr, "usage: {} [--quick] [--default-heap] [--ours-only]\n", argv[0]);
       return 2;
     }
   }
@@ -295,7 +298,7 @@ int main(int argc, char** argv) {
       matmul_gflops(torch::kFloat), matmul_gflops(torch::kBFloat16),
       TORCH_VERSION_MAJOR >= 2 ? matmul_gflops(torch::kHalf) : 0.0);
 
-  const bool with_torch = TORCH_VERSION_MAJOR >= 2;
+  const bool with_torch = TORCH_VERSION_MAJOR >= 2 && !ours_only;
   fmt::print(
       "{:<17} {:>6} {:>6} {:>9} {:>9} {:>9} {:>9} {:>8} {:>8}{}\n", "pass", "N", "causal", "f32 ms",
       "bf16 ms", "fp16 ms", "bf16 TF/s", "bf16/f32", "fp16/f32",
