@@ -59,8 +59,9 @@ inline uint32_t hash32(uint32_t x) { // a 32-bit integer finaliser (lowbias32)
 
 // m[i - begin] = scale where element i is kept, else 0; Bits is float's or a 16-bit
 // dtype's bit pattern (bfloat16 and float16 keep their activations' dtype under autocast).
+// Inlined into each clone below (clang's target_clones takes no function templates).
 template <typename Bits>
-__attribute__((target_clones("avx512f", "avx2", "default"))) void fill_dropout_mask(
+__attribute__((always_inline)) inline void fill_mask(
     Bits* m, int64_t begin, int64_t end, uint32_t seed_lo, uint32_t seed_hi, uint32_t threshold,
     Bits scale) {
 #pragma omp simd
@@ -68,6 +69,18 @@ __attribute__((target_clones("avx512f", "avx2", "default"))) void fill_dropout_m
     const uint32_t x = hash32(hash32(static_cast<uint32_t>(i) + seed_lo) ^ seed_hi);
     m[i - begin] = x >= threshold ? scale : Bits{0};
   }
+}
+
+__attribute__((target_clones("avx512f", "avx2", "default"))) void fill_dropout_mask(
+    float* m, int64_t begin, int64_t end, uint32_t seed_lo, uint32_t seed_hi, uint32_t threshold,
+    float scale) {
+  fill_mask(m, begin, end, seed_lo, seed_hi, threshold, scale);
+}
+
+__attribute__((target_clones("avx512f", "avx2", "default"))) void fill_dropout_mask(
+    uint16_t* m, int64_t begin, int64_t end, uint32_t seed_lo, uint32_t seed_hi, uint32_t threshold,
+    uint16_t scale) {
+  fill_mask(m, begin, end, seed_lo, seed_hi, threshold, scale);
 }
 
 class LinearCrossEntropy : public torch::autograd::Function<LinearCrossEntropy> {
